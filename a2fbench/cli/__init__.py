@@ -1,0 +1,86 @@
+"""The ``a2fbench`` command line.
+
+Subcommands live in their own modules and are imported only when used (``LazyGroup``), so ``a2fbench list``
+starts fast and a broken optional dependency of one command cannot break the others. User errors
+(:class:`~a2fbench.errors.A2FBenchError`) print one line and exit 1; bad usage exits 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from typing import Any
+
+import click
+
+from ..errors import A2FBenchError
+
+COMMANDS = {
+    "list": "a2fbench.cli.data_cmds:list_cmd",
+    "info": "a2fbench.cli.data_cmds:info_cmd",
+    "download": "a2fbench.cli.data_cmds:download_cmd",
+    "synth": "a2fbench.cli.data_cmds:synth_cmd",
+    "prepare": "a2fbench.cli.data_cmds:prepare_cmd",
+    "export-hf": "a2fbench.cli.data_cmds:export_hf_cmd",
+    "pca": "a2fbench.cli.space_cmds:pca_cmd",
+    "convert-flame": "a2fbench.cli.space_cmds:convert_flame_cmd",
+    "evaluate": "a2fbench.cli.score_cmds:evaluate_cmd",
+    "compare": "a2fbench.cli.score_cmds:compare_cmd",
+    "leaderboard": "leaderboard.cli:leaderboard_group",
+}
+
+
+class LazyGroup(click.Group):
+    def __init__(self, *args: Any, lazy: dict[str, str], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy:
+            mod, attr = self.lazy[name].split(":")
+            return getattr(importlib.import_module(mod), attr)
+        return super().get_command(ctx, name)
+
+
+def run_cli(group: click.Group, prog: str) -> None:
+    """Run a click group with the project's error policy (one line, exit 1; usage exit 2)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        rv = group.main(prog_name=prog, standalone_mode=False)
+    except A2FBenchError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted; rerun the same command to resume", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="a2fbench")
+def cli() -> None:
+    """A2F-Bench: datasets, metrics and a leaderboard for audio-driven 3D facial animation.
+
+    \b
+    Start here:
+      a2fbench list
+      a2fbench synth D0..D7 --out raw --size tiny
+      a2fbench prepare D0..D7 --raw raw --out data
+      a2fbench evaluate PRED --dataset D1 --data data
+    """
+
+
+def main() -> None:
+    run_cli(cli, "a2fbench")

@@ -1,0 +1,210 @@
+"""Registry and data commands: list, info, download, synth, prepare, export-hf."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .. import paths
+from ..errors import A2FBenchError
+from ..registry import all_specs, get_space, resolve
+
+RAW_OPT = click.option("--raw", type=click.Path(file_okay=False, path_type=Path), default=None,
+                       help="Raw downloads root (RAW/<id>/). Default: $A2FBENCH_HOME/raw.")
+DATA_OPT = click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help="Prepared store root (DATA/<id>/). Default: $A2FBENCH_HOME/data.")
+
+
+@click.command("list")
+@DATA_OPT
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_cmd(data: Path | None, as_json: bool) -> None:
+    """The dataset registry: id, name, space, fps, hours, licence, prepared?
+
+    \b
+    Example:
+      a2fbench list --data ~/.a2fbench/data
+    """
+    from ..store import list_prepared
+
+    data = data or paths.default_data()
+    prepared = list_prepared(data) if Path(data).exists() else {}
+    rows = [{"id": s.id, "aliases": list(s.aliases), "name": s.name, "space": s.space,
+             "fps": f"{s.fps_native:g}->{s.fps:g}", "hours": s.hours, "licence": s.licence.split(";")[0][:48],
+             "prepared": bool(prepared.get(s.id))} for s in all_specs()]
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    click.echo(f"{'id':<4} {'name':<44} {'space':<18} {'fps':<7} {'hours':>5}  {'prepared':<8} licence")
+    for r in rows:
+        click.echo(f"{r['id']:<4} {r['name'][:44]:<44} {r['space']:<18} {r['fps']:<7} {r['hours']:>5.2f}  "
+                   f"{'yes' if r['prepared'] else 'no':<8} {r['licence']}")
+    click.echo(f"(prepared = a current store under {data})")
+
+
+@click.command("info")
+@click.argument("dataset")
+@DATA_OPT
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info_cmd(dataset: str, data: Path | None, as_json: bool) -> None:
+    """Dataset card: sources, licence, manual steps, expected files + sha256, splits, stats.
+
+    \b
+    Example:
+      a2fbench info vocaset
+      a2fbench info D0 --data ~/.a2fbench/data
+    """
+    from ..store import open_dataset
+
+    specs = resolve(dataset)
+    data = data or paths.default_data()
+    for spec in specs:
+        card = None
+        try:
+            ds = open_dataset(data, spec.id)
+            card = ds.card
+            ds.close()
+        except A2FBenchError:
+            pass
+        if as_json:
+            click.echo(json.dumps({"manifest": spec.model_dump(mode="json"), "card": card}, indent=1))
+            continue
+        sp = get_space(spec.space)
+        click.echo(f"{spec.id}  {spec.name}  (aliases: {', '.join(spec.aliases)}; manifest v{spec.version})")
+        click.echo(f"  space      {spec.space} ({sp.kind}, D={sp.dim}); units {spec.units}; fps {spec.fps_native:g} -> "
+                   f"{spec.fps:g}; audio -> {spec.audio_rate} Hz")
+        click.echo(f"  licence    {spec.licence}")
+        click.echo(f"  homepage   {spec.homepage}")
+        click.echo(f"  citation   {spec.citation}")
+        click.echo(f"  layouts    {', '.join(spec.layouts)}")
+        click.echo(f"  splits     {spec.splits.rule}: {spec.splits.source}")
+        for name, s in spec.splits.sets.items():
+            subs = "all subjects" if s.subjects == "all" else ", ".join(s.subjects)
+            sent = f", sentences {s.sentences[0]}-{s.sentences[1]}" if s.sentences else ""
+            click.echo(f"    {name:<7} {subs}{sent}")
+        click.echo(f"  regions    default {spec.regions.default!r}; sets {', '.join(spec.regions.sets)}")
+        click.echo("  sources (files go under RAW/%s/)" % spec.id)
+        for src in spec.sources:
+            click.echo(f"    - {src.name} [{src.kind}] licence: {src.licence}")
+            if src.instructions:
+                click.echo(f"      steps: {src.instructions}")
+            for f in src.files:
+                extra = f" sha256 {f.sha256}" if f.sha256 else ""
+                extra += f" ({f.size} bytes)" if f.size else ""
+                extra += f" count {f.count}" if f.count else ""
+                extra += "" if f.required else " [optional]"
+                click.echo(f"      {f.path}{extra}")
+                if f.url:
+                    click.echo(f"        <- {f.url}")
+        if card:
+            st = card["stats"]
+            click.echo(f"  prepared   {st['n_sequences']} sequences, {st['n_frames']} frames, {st['hours']} h, "
+                       f"{st['n_subjects']} subjects; fingerprint {card['fingerprint']}"
+                       f"{'; SYNTHETIC stand-in' if card.get('synthetic') else ''}")
+            for k, v in st["splits"].items():
+                click.echo(f"    {k:<7} {v['n_sequences']} seq, {v['n_frames']} frames, {v['n_subjects']} subjects")
+        else:
+            click.echo(f"  prepared   no (under {data})")
+
+
+@click.command("download")
+@click.argument("datasets")
+@RAW_OPT
+@click.option("--no-verify", is_flag=True, help="Skip sha256 checks (not recommended).")
+def download_cmd(datasets: str, raw: Path | None, no_verify: bool) -> None:
+    """Fetch URL sources (resumable, sha256-checked); print the manual steps for the rest.
+
+    \b
+    Example:
+      a2fbench download D0..D2 --raw ~/.a2fbench/raw
+    """
+    from ..download import download_dataset
+
+    raw = raw or paths.default_raw()
+    failed = 0
+    for spec in resolve(datasets):
+        try:
+            download_dataset(spec, raw, verify=not no_verify, echo=click.echo)
+        except A2FBenchError as e:
+            click.echo(f"error: {e}", err=True)
+            failed += 1
+    if failed:
+        sys.exit(1)
+
+
+@click.command("synth")
+@click.argument("datasets")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="RAW root to write.")
+@click.option("--size", type=click.Choice(["tiny", "small", "full"]), default="tiny", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--layout", default=None, help="Write another accepted layout (e.g. vertices_npy for D1).")
+def synth_cmd(datasets: str, out: Path, size: str, seed: int, layout: str | None) -> None:
+    """Stand-in raw data in each dataset's native layout (audio-driven motion; see docs/datasets.md).
+
+    \b
+    Example:
+      a2fbench synth D0..D7 --out raw --size tiny
+      a2fbench synth vocaset --out raw --size small --layout vertices_npy
+    """
+    from ..synth import synth_dataset
+
+    for spec in resolve(datasets):
+        p = synth_dataset(spec, out, size=size, seed=seed, layout=layout)  # type: ignore[arg-type]
+        click.echo(f"{spec.id}: synthetic {size} stand-in written to {p}")
+
+
+@click.command("prepare")
+@click.argument("datasets")
+@RAW_OPT
+@click.option("--out", "data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Prepared store root. Default: $A2FBENCH_HOME/data.")
+@click.option("--workers", type=int, default=1, show_default=True, help="Datasets prepared in parallel.")
+def prepare_cmd(datasets: str, raw: Path | None, data: Path | None, workers: int) -> None:
+    """Raw native files -> verified store DATA/<id>/store.h5 (resumable; atomic per dataset).
+
+    \b
+    Example:
+      a2fbench prepare D0..D7 --raw raw --out data --workers 2
+    """
+    from ..prepare import prepare_many
+
+    raw = raw or paths.default_raw()
+    data = data or paths.default_data()
+    res = prepare_many(resolve(datasets), raw, data, workers=workers)
+    failed = 0
+    for sid, (card, err) in res.items():
+        if err:
+            click.echo(f"error: {err}", err=True)
+            failed += 1
+        else:
+            st = card["stats"]  # type: ignore[index]
+            splits = ", ".join(f"{k} {v['n_sequences']}" for k, v in st["splits"].items())
+            click.echo(f"{sid}: {st['n_sequences']} sequences ({splits}), {st['hours']} h at {card['fps']:g} fps "
+                       f"-> {Path(data) / sid}")
+    if failed:
+        sys.exit(1)
+
+
+@click.command("export-hf")
+@click.argument("dataset")
+@DATA_OPT
+@click.option("--split", default=None, help="One split (default: all sequences).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+def export_hf_cmd(dataset: str, data: Path | None, split: str | None, out: Path) -> None:
+    """Export a prepared dataset to a Hugging Face `datasets` folder (load_from_disk).
+
+    \b
+    Example:
+      a2fbench export-hf D1 --split test --out vocaset_test_hf
+    """
+    from ..fsutil import atomic_path
+    from ..store import open_dataset
+
+    ds = open_dataset(data or paths.default_data(), resolve(dataset)[0].id)
+    hf = ds.to_hf(split)
+    with atomic_path(out, is_dir=True) as tmp:
+        hf.save_to_disk(str(tmp))
+    click.echo(f"{len(hf)} sequences -> {out}")

@@ -1,0 +1,84 @@
+"""File-system helpers: atomic writes, hashing.
+
+Everything the project writes goes to a temporary name beside the target and is renamed into place only when
+complete, so an interrupted or failed command never leaves a file that looks finished.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Iterator
+
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = _CHUNK) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def temp_name(target: Path) -> Path:
+    return target.with_name(f".{target.name}.incomplete-{os.getpid()}")
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; rename it onto ``target`` on success, delete it on failure.
+
+    With ``is_dir=True`` the temporary path is created as an empty directory and an existing ``target``
+    directory is replaced only after the new one is complete.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(target)
+    _remove(tmp)
+    if is_dir:
+        tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    if is_dir and target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(tmp, target)
+        _remove(old)
+    else:
+        os.replace(tmp, target)
+
+
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p, ignore_errors=True)
+    elif p.exists() or p.is_symlink():
+        p.unlink()
+
+
+def write_json(target: str | os.PathLike, obj: Any, *, indent: int | None = 1) -> None:
+    """Write JSON atomically."""
+    with atomic_path(target) as tmp:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=indent, sort_keys=False, allow_nan=False)
+            f.write("\n")
+
+
+def write_npy(target: str | os.PathLike, arr: Any) -> None:
+    """Save one array atomically as .npy (no pickle)."""
+    import numpy as np
+
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, np.asarray(arr), allow_pickle=False)

@@ -1,0 +1,329 @@
+"""``a2fbench prepare``: raw native files -> one verified, versioned store per dataset.
+
+For each dataset: detect the layout, verify the files the manifest pins by sha256, read and check every
+sequence, resample motion to the benchmark fps and audio to 16 kHz mono, reconcile their lengths, assign the
+standard splits, and write ``DATA/<id>/store.h5`` with templates, regions, converter arrays and a dataset
+card. Work goes to ``DATA/.<id>.incomplete/`` and is renamed into place on success. An interrupted prepare
+(Ctrl-C, a killed process) leaves that folder and the next run resumes from the last finished sequence; a
+user error (corrupt file, wrong shape, checksum mismatch) deletes it, so nothing half-written remains.
+Datasets are independent: one failing does not stop the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import __version__
+from .errors import A2FBenchError, ChecksumMismatch, RawDataError
+from .fsutil import sha256_file
+from .motion import fit_audio, resample_motion
+from .readers import READERS, RawData, RawItem, detect_layout, load_region
+from .registry import DatasetSpec, get_space
+from .spaces import n_vertices as space_n_vertices
+from .spaces import read_space_files
+from .store import CARD_FILE, STORE_FORMAT, StoreWriter, incomplete_dir, store_dir
+from .synth import MARKER
+
+log = logging.getLogger("a2fbench.prepare")
+
+
+# ------------------------------------------------------------------------------------------------ splits
+def assign_splits(spec: DatasetSpec, items: list[RawItem]) -> tuple[dict[str, list[str]], list[dict], str]:
+    """{split: ids in canonical order}, the items in no split (with reasons), and the split source."""
+    rule = spec.splits.rule
+    if any(i.split for i in items):
+        source = "release_json"
+        groups: dict[str, list[RawItem]] = {}
+        for it in items:
+            groups.setdefault(it.split or "", []).append(it)
+        return {k: [i.id for i in v] for k, v in groups.items() if k}, [], source
+    if rule == "release_json":
+        raise RawDataError(f"{spec.id}: expected split information from the release JSONs, found none")
+    out: dict[str, list[str]] = {s: [] for s in spec.split_names}
+    unassigned: list[dict] = []
+    if rule == "subject_sentence":
+        keyed = []
+        for it in items:
+            parts = spec.parse_name(it.id) or {}
+            sent = int(parts["sentence"]) if parts.get("sentence") else None
+            hit = None
+            for name, s in spec.splits.sets.items():
+                subs = s.subjects
+                if subs != "all" and it.subject not in subs:
+                    continue
+                if s.sentences is not None and (sent is None or not s.sentences[0] <= sent <= s.sentences[1]):
+                    continue
+                hit = name
+                order = subs.index(it.subject) if subs != "all" else 0
+                keyed.append((name, order, it.subject if subs == "all" else "", sent or 0, it.id))
+                break
+            if hit is None:
+                unassigned.append({"id": it.id, "reason": "belongs to no split of the manifest"})
+        for name, *_rest, sid in sorted(keyed, key=lambda k: (k[1], k[2], k[3], k[4])):
+            out[name].append(sid)
+        return out, unassigned, "manifest"
+    # subject_hash: whole subjects, ordered by sha256 of the name, cut by fractions (at least one each)
+    subjects = sorted({i.subject for i in items}, key=lambda s: hashlib.sha256(s.encode()).hexdigest())
+    names = list(spec.splits.fractions)
+    n = len(subjects)
+    cuts, acc = [], 0.0
+    for nm in names:
+        acc += spec.splits.fractions[nm]
+        cuts.append(int(round(acc * n)))
+    if n >= len(names):  # guarantee one subject per split
+        for j in range(len(names)):
+            lo = cuts[j - 1] if j else 0
+            if cuts[j] <= lo:
+                cuts[j] = lo + 1
+        for j in range(len(names) - 1, -1, -1):
+            hi = n if j == len(names) - 1 else cuts[j + 1] - 1
+            cuts[j] = min(cuts[j], hi) if j < len(names) - 1 else n
+    which = {}
+    lo = 0
+    for nm, hi in zip(names, cuts):
+        for s in subjects[lo:hi]:
+            which[s] = nm
+        lo = hi
+    for it in sorted(items, key=lambda i: (i.subject, i.id)):
+        out[which[it.subject]].append(it.id)
+    return out, unassigned, "manifest"
+
+
+# -------------------------------------------------------------------------------------------- checksums
+def verify_pinned_files(spec: DatasetSpec, root: Path, synthetic: bool) -> list[dict]:
+    """Check every URL-sourced file the manifest pins: present (if required) and matching sha256.
+
+    Synthetic stand-ins hold stand-in resources: their hashes are recorded, not compared.
+    """
+    report = []
+    for src in spec.sources:
+        for f in src.files:
+            if f.is_glob or not f.sha256:
+                continue
+            p = root / f.path
+            if not p.is_file():
+                if f.required:
+                    raise RawDataError(f"{p}: expected {f.path} (sha256 {f.sha256[:12]}...), found nothing; run "
+                                       f"`a2fbench download {spec.id} --raw {root.parent}`")
+                report.append({"path": f.path, "status": "absent (optional)"})
+                continue
+            got = sha256_file(p)
+            if got != f.sha256 and not synthetic:
+                raise ChecksumMismatch(f"{p}: expected sha256 {f.sha256}, found {got}; the file is corrupt or a "
+                                       f"different version; delete it and run `a2fbench download {spec.id}`")
+            report.append({"path": f.path, "sha256": got,
+                           "status": "verified" if got == f.sha256 else "synthetic stand-in (not the published file)"})
+    return report
+
+
+def _plan_fingerprint(spec: DatasetSpec, raw: RawData, root: Path) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([STORE_FORMAT, spec.id, spec.version, raw.layout, spec.fps, spec.audio_rate,
+                         spec.filters.model_dump()]).encode())
+    for p in sorted(set(raw.inputs)):
+        st = p.stat()
+        h.update(f"{p.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------- main
+def prepare_dataset(spec: DatasetSpec, raw_root: str | os.PathLike, data: str | os.PathLike, *,
+                    progress: bool = True, position: int = 0) -> dict:
+    """Prepare one dataset (see module doc); returns its card."""
+    root = Path(raw_root) / spec.id
+    work = incomplete_dir(data, spec)
+    t0 = time.time()
+    try:
+        card = _prepare(spec, root, Path(data), work, progress, position)
+    except A2FBenchError:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    except (KeyboardInterrupt, SystemExit):
+        log.warning("%s: interrupted; rerun the same command to resume from %s", spec.id, work)
+        raise
+    except Exception:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    log.info("%s: prepared %d sequences in %.1f s", spec.id, card["stats"]["n_sequences"], time.time() - t0)
+    return card
+
+
+def _prepare(spec: DatasetSpec, root: Path, data: Path, work: Path, progress: bool, position: int) -> dict:
+    layout = detect_layout(root, spec)
+    synthetic = json.loads((root / MARKER).read_text()) if (root / MARKER).is_file() else None
+    pinned = verify_pinned_files(spec, root, synthetic is not None)
+    raw = READERS[layout](root, spec)
+    space = get_space(spec.space)
+    space_arrays = read_space_files(space, root)
+    n_v = space_n_vertices(space, space_arrays)
+    regions, region_notes = {}, {}
+    for name, rs in spec.regions.sets.items():
+        try:
+            regions[name] = {w: load_region(root, getattr(rs, w), n_v, space_arrays, spec) for w in ("lips", "upper")}
+        except RawDataError as e:
+            if name == spec.regions.default:
+                raise
+            region_notes[name] = f"not available: {e}"
+            log.info("%s: region set %r skipped (%s)", spec.id, name, e)
+    splits, unassigned, split_source = assign_splits(spec, raw.items)
+    keep = {sid for ids in splits.values() for sid in ids}
+    dropped = list(raw.dropped) + unassigned
+    for d in dropped:
+        log.info("%s: dropped %s: %s", spec.id, d["id"], d["reason"])
+
+    # hash inputs in a background thread while sequences are processed (hashlib releases the GIL)
+    inputs = sorted(set(raw.inputs))
+    pool = ThreadPoolExecutor(max_workers=1)
+    hashes = pool.map(lambda p: (str(p.relative_to(root)), p.stat().st_size, sha256_file(p)), inputs)
+
+    writer = StoreWriter(work, _plan_fingerprint(spec, raw, root))
+    try:
+        items = [i for i in raw.items if i.id in keep]
+        adjusted = 0
+        with tqdm(total=len(items), desc=f"prepare {spec.id}", unit="seq", disable=not progress, position=position,
+                  leave=False) as bar:
+            for it in items:
+                if writer.done(it.id):
+                    bar.update(1)
+                    continue
+                res = _process(spec, it)
+                if res is None:
+                    dropped.append({"id": it.id, "reason": f"shorter than {spec.filters.min_duration_s} s"})
+                    log.info("%s: dropped %s: shorter than %.2f s", spec.id, it.id, spec.filters.min_duration_s)
+                else:
+                    motion, audio, mismatch = res
+                    adjusted += abs(mismatch) > 1.0 / spec.fps
+                    writer.add_sequence(it.id, motion, audio, subject=it.subject, av_mismatch_s=mismatch,
+                                        source=str(it.files[0].relative_to(root)))
+                bar.update(1)
+        short = {d["id"] for d in dropped}
+        splits = {k: [s for s in v if s not in short] for k, v in splits.items()}
+        kept = [i for i in items if i.id not in short]
+        subjects = sorted({i.subject for i in kept})
+        templates = {}
+        for s in subjects:
+            if s not in raw.templates:
+                raise RawDataError(f"{root}: expected a template for subject {s!r}, found none in the layout's "
+                                   "template file; the templates do not match the sequences")
+            t = np.asarray(raw.templates[s])
+            templates[s] = t.astype(np.dtype(spec.dtype)) if np.issubdtype(t.dtype, np.floating) else t
+        writer.put_group("templates", templates)
+        writer.put_group("regions", regions)
+        if space_arrays:
+            writer.put_group("space", space_arrays)
+        writer.put_splits(splits)
+        writer.drop_sequences_except({i.id for i in kept})
+        input_list = [{"path": p, "size": s, "sha256": h} for p, s, h in hashes]
+        card = _card(spec, raw, writer, splits, kept, input_list, pinned, dropped, adjusted, synthetic,
+                     split_source, regions, region_notes, n_v)
+        writer.finalize(card)
+    finally:
+        writer.close()
+        pool.shutdown(wait=True)
+    (work / CARD_FILE).write_text(json.dumps(card, indent=1) + "\n")
+    if dropped:
+        (work / "dropped.json").write_text(json.dumps(dropped, indent=1) + "\n")
+    target = store_dir(data, spec)
+    if target.exists():
+        old = data / f".{spec.id}.old-{os.getpid()}"
+        os.replace(target, old)
+        os.replace(work, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(work, target)
+    return card
+
+
+def _process(spec: DatasetSpec, it: RawItem) -> Optional[tuple[np.ndarray, np.ndarray, float]]:
+    m = it.load_motion()
+    m = resample_motion(m, it.fps, spec.fps)
+    if not np.isfinite(m).all():
+        bad = int(np.argwhere(~np.isfinite(m))[0][0])
+        raise RawDataError(f"{it.files[0]}: expected finite motion, found NaN/inf at frame {bad} (at {spec.fps:g} fps); "
+                           "repair or remove the sequence")
+    T = m.shape[0]
+    if T / spec.fps < spec.filters.min_duration_s:
+        return None
+    audio = it.load_audio()
+    if audio.size == 0:
+        raise RawDataError(f"{it.files[1] if len(it.files) > 1 else it.files[0]}: expected audio for {it.id}, found an "
+                           "empty file; restore it")
+    audio, mismatch = fit_audio(audio, T, spec.fps)
+    if abs(mismatch) > spec.filters.max_av_mismatch_s:
+        raise RawDataError(f"{it.files[-1]}: expected audio within {spec.filters.max_av_mismatch_s} s of the motion "
+                           f"({T / spec.fps:.2f} s), found {T / spec.fps + mismatch:.2f} s; check that the audio "
+                           "belongs to this sequence")
+    return m, audio, float(mismatch)
+
+
+def _card(spec: DatasetSpec, raw: RawData, writer: StoreWriter, splits: dict, kept: list, inputs: list, pinned: list,
+          dropped: list, adjusted: int, synthetic: Optional[dict], split_source: str, regions: dict,
+          region_notes: dict, n_v: int) -> dict:
+    frames = {i.id: int(writer.meta(i.id)["n_frames"]) for i in kept}
+    subj = {i.id: i.subject for i in kept}
+
+    def stats(ids: list[str]) -> dict:
+        n = sum(frames[s] for s in ids)
+        return {"n_sequences": len(ids), "n_frames": n, "hours": round(n / spec.fps / 3600, 4),
+                "n_subjects": len({subj[s] for s in ids})}
+
+    space = get_space(spec.space)
+    fp = hashlib.sha256(json.dumps([STORE_FORMAT, spec.id, spec.version, spec.fps, spec.audio_rate,
+                                    spec.filters.model_dump(), sorted((d["path"], d["sha256"]) for d in inputs),
+                                    splits]).encode()).hexdigest()
+    return {
+        "id": spec.id, "name": spec.name, "space": spec.space, "dim": space.dim, "n_vertices": n_v,
+        "fps": spec.fps, "fps_native": spec.fps_native, "sample_rate": spec.audio_rate,
+        "units": spec.units, "vertex_units": spec.vertex_units or spec.units, "dtype": spec.dtype,
+        "display": spec.display, "version": spec.version, "store_format": STORE_FORMAT,
+        "a2fbench_version": __version__, "fingerprint": f"sha256:{fp}", "layout": raw.layout,
+        "synthetic": synthetic, "split_source": split_source,
+        "splits_defined_by_a2fbench": spec.splits.defined_by_a2fbench and split_source == "manifest",
+        "stats": {**stats(list(frames)), "splits": {k: stats(v) for k, v in splits.items()}},
+        "region_default": spec.regions.default,
+        "regions": {k: {w: int(len(v[w])) for w in v} for k, v in regions.items()},
+        "regions_unavailable": region_notes,
+        "inputs": {"n_files": len(inputs), "files": inputs, "pinned": pinned},
+        "dropped": dropped, "audio_adjusted_over_one_frame": int(adjusted),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _worker(args: tuple) -> tuple[str, Optional[dict], Optional[str]]:
+    spec_id, raw, data, position = args
+    from .registry import get_spec
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return spec_id, prepare_dataset(get_spec(spec_id), raw, data, position=position), None
+    except A2FBenchError as e:
+        return spec_id, None, str(e)
+
+
+def prepare_many(specs: list[DatasetSpec], raw: str | os.PathLike, data: str | os.PathLike,
+                 workers: int = 1) -> dict[str, tuple[Optional[dict], Optional[str]]]:
+    """Prepare several datasets (in parallel processes with ``workers`` > 1); {id: (card, error)}."""
+    results: dict[str, tuple[Optional[dict], Optional[str]]] = {}
+    Path(data).mkdir(parents=True, exist_ok=True)
+    if workers <= 1 or len(specs) == 1:
+        for s in specs:
+            _, card, err = _worker((s.id, raw, data, 0))
+            results[s.id] = (card, err)
+        return results
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers) as ex:
+        for sid, card, err in ex.map(_worker, [(s.id, raw, data, i) for i, s in enumerate(specs)]):
+            results[sid] = (card, err)
+    return results
