@@ -482,30 +482,37 @@ _WRITERS: dict[str, Callable[[_Gen, Path, list[SeqPlan], tqdm], None]] = {
 }
 
 
-def estimate_bytes(spec: DatasetSpec, size: Size, seed: int = 0) -> int:
+def estimate_bytes(spec: DatasetSpec, size: Size, seed: int = 0,
+                   keep: Callable[[SeqPlan], bool] = lambda p: True) -> int:
     """Bytes a stand-in takes on disk (motion + audio), to check free space first."""
     item = np.dtype(spec.dtype).itemsize if get_space(spec.space).is_vertex else 4
     dim = get_space(spec.space).dim
     total = 0
-    for p in plan(spec, size, seed):
+    for p in filter(keep, plan(spec, size, seed)):
         total += int(p.seconds * spec.fps_native) * dim * item + int(p.seconds * spec.synth.audio_rate) * 2
     return total
 
 
 def synth_dataset(spec: DatasetSpec, out: str | os.PathLike, size: Size = "tiny", seed: int = 0,
-                  layout: Optional[str] = None, progress: bool = True) -> Path:
-    """Write the stand-in of one dataset to ``out/<id>/`` (atomically) and return that folder."""
+                  layout: Optional[str] = None, progress: bool = True,
+                  splits: Optional[list[str]] = None) -> Path:
+    """Write the stand-in of one dataset to ``out/<id>/`` (atomically) and return that folder.
+
+    ``splits`` keeps only the sequences of those splits (benchmarks use it to build, e.g., the full-size
+    BIWI training split without the rest).
+    """
     layout = layout or spec.layouts[0]
     if layout not in spec.layouts:
         raise A2FBenchError(f"{spec.id} has no layout {layout!r}; expected one of {', '.join(spec.layouts)}")
     target = Path(out) / spec.id
-    need = estimate_bytes(spec, size, seed)
+    keep = (lambda p: p.split in splits) if splits else (lambda p: True)
+    need = estimate_bytes(spec, size, seed, keep)
     Path(out).mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(out).free
     if need > 0.95 * free:
         raise A2FBenchError(f"synth {spec.id} --size {size}: expected {need / 1e9:.1f} GB free disk, found "
                             f"{free / 1e9:.1f} GB; free space or choose a smaller --size")
-    plans = plan(spec, size, seed)
+    plans = [p for p in plan(spec, size, seed) if keep(p)]
     gen = _Gen(spec, seed)
     with atomic_path(target, is_dir=True) as tmp:
         with tqdm(total=len(plans), desc=f"synth {spec.id}", unit="seq", disable=not progress, leave=False) as bar:

@@ -141,7 +141,8 @@ def download_cmd(datasets: str, raw: Path | None, no_verify: bool) -> None:
 @click.option("--size", type=click.Choice(["tiny", "small", "full"]), default="tiny", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--layout", default=None, help="Write another accepted layout (e.g. vertices_npy for D1).")
-def synth_cmd(datasets: str, out: Path, size: str, seed: int, layout: str | None) -> None:
+@click.option("--splits", default=None, help="Only these splits, comma-separated (e.g. train).")
+def synth_cmd(datasets: str, out: Path, size: str, seed: int, layout: str | None, splits: str | None) -> None:
     """Stand-in raw data in each dataset's native layout (audio-driven motion; see docs/datasets.md).
 
     \b
@@ -152,7 +153,8 @@ def synth_cmd(datasets: str, out: Path, size: str, seed: int, layout: str | None
     from ..synth import synth_dataset
 
     for spec in resolve(datasets):
-        p = synth_dataset(spec, out, size=size, seed=seed, layout=layout)  # type: ignore[arg-type]
+        p = synth_dataset(spec, out, size=size, seed=seed, layout=layout,  # type: ignore[arg-type]
+                          splits=splits.split(",") if splits else None)
         click.echo(f"{spec.id}: synthetic {size} stand-in written to {p}")
 
 
