@@ -59,3 +59,7 @@ class ResultSchemaError(A2FBenchError):
 
 class ConfigError(A2FBenchError):
     """A training/model configuration is invalid."""
+
+
+class SpaceError(A2FBenchError):
+    """Output-space input is wrong: PCA asked of a parameter space, converter input of the wrong width, NaN."""
