@@ -164,6 +164,7 @@ def _prepare(spec: DatasetSpec, root: Path, data: Path, work: Path, progress: bo
     synthetic = json.loads((root / MARKER).read_text()) if (root / MARKER).is_file() else None
     pinned = verify_pinned_files(spec, root, synthetic is not None)
     raw = READERS[layout](root, spec)
+    _check_unique(raw, root)
     space = get_space(spec.space)
     space_arrays = read_space_files(space, root)
     n_v = space_n_vertices(space, space_arrays)
@@ -191,6 +192,7 @@ def _prepare(spec: DatasetSpec, root: Path, data: Path, work: Path, progress: bo
     try:
         items = [i for i in raw.items if i.id in keep]
         adjusted = 0
+        dtype: Optional[np.dtype] = writer.dtype()  # one dtype per dataset (the source's); kept on resume
         with tqdm(total=len(items), desc=f"prepare {spec.id}", unit="seq", disable=not progress, position=position,
                   leave=False) as bar:
             for it in items:
@@ -198,6 +200,12 @@ def _prepare(spec: DatasetSpec, root: Path, data: Path, work: Path, progress: bo
                     bar.update(1)
                     continue
                 res = _process(spec, it)
+                if res is not None:
+                    if dtype is None:
+                        dtype = res[0].dtype
+                    if res[0].dtype != dtype:
+                        raise RawDataError(f"{it.files[0]}: expected {dtype} motion like the dataset's other "
+                                           f"sequences, found {res[0].dtype}; re-export it as the others")
                 if res is None:
                     dropped.append({"id": it.id, "reason": f"shorter than {spec.filters.min_duration_s} s"})
                     log.info("%s: dropped %s: shorter than %.2f s", spec.id, it.id, spec.filters.min_duration_s)
@@ -216,8 +224,7 @@ def _prepare(spec: DatasetSpec, root: Path, data: Path, work: Path, progress: bo
             if s not in raw.templates:
                 raise RawDataError(f"{root}: expected a template for subject {s!r}, found none in the layout's "
                                    "template file; the templates do not match the sequences")
-            t = np.asarray(raw.templates[s])
-            templates[s] = t.astype(np.dtype(spec.dtype)) if np.issubdtype(t.dtype, np.floating) else t
+            templates[s] = np.asarray(raw.templates[s])  # the source's array and dtype, untouched (FDD parity)
         writer.put_group("templates", templates)
         writer.put_group("regions", regions)
         if space_arrays:
@@ -226,7 +233,7 @@ def _prepare(spec: DatasetSpec, root: Path, data: Path, work: Path, progress: bo
         writer.drop_sequences_except({i.id for i in kept})
         input_list = [{"path": p, "size": s, "sha256": h} for p, s, h in hashes]
         card = _card(spec, raw, writer, splits, kept, input_list, pinned, dropped, adjusted, synthetic,
-                     split_source, regions, region_notes, n_v)
+                     split_source, regions, region_notes, n_v, str(spec.dtype if dtype is None else dtype))
         writer.finalize(card)
     finally:
         writer.close()
@@ -243,6 +250,16 @@ def _prepare(spec: DatasetSpec, root: Path, data: Path, work: Path, progress: bo
     else:
         os.replace(work, target)
     return card
+
+
+def _check_unique(raw: RawData, root: Path) -> None:
+    first: dict[str, RawItem] = {}
+    for it in raw.items:
+        if it.id in first:
+            a, b = first[it.id].files[0], it.files[0]
+            raise RawDataError(f"{root}: expected unique sequence ids, found {it.id!r} twice ({a.relative_to(root)} "
+                               f"and {b.relative_to(root)}); remove or rename one")
+        first[it.id] = it
 
 
 def _process(spec: DatasetSpec, it: RawItem) -> Optional[tuple[np.ndarray, np.ndarray, float]]:
@@ -269,7 +286,7 @@ def _process(spec: DatasetSpec, it: RawItem) -> Optional[tuple[np.ndarray, np.nd
 
 def _card(spec: DatasetSpec, raw: RawData, writer: StoreWriter, splits: dict, kept: list, inputs: list, pinned: list,
           dropped: list, adjusted: int, synthetic: Optional[dict], split_source: str, regions: dict,
-          region_notes: dict, n_v: int) -> dict:
+          region_notes: dict, n_v: int, dtype: str) -> dict:
     frames = {i.id: int(writer.meta(i.id)["n_frames"]) for i in kept}
     subj = {i.id: i.subject for i in kept}
 
@@ -285,7 +302,7 @@ def _card(spec: DatasetSpec, raw: RawData, writer: StoreWriter, splits: dict, ke
     return {
         "id": spec.id, "name": spec.name, "space": spec.space, "dim": space.dim, "n_vertices": n_v,
         "fps": spec.fps, "fps_native": spec.fps_native, "sample_rate": spec.audio_rate,
-        "units": spec.units, "vertex_units": spec.vertex_units or spec.units, "dtype": spec.dtype,
+        "units": spec.units, "vertex_units": spec.vertex_units or spec.units, "dtype": dtype,
         "display": spec.display, "version": spec.version, "store_format": STORE_FORMAT,
         "a2fbench_version": __version__, "fingerprint": f"sha256:{fp}", "layout": raw.layout,
         "synthetic": synthetic, "split_source": split_source,

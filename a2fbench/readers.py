@@ -47,8 +47,11 @@ class RawData:
 
 
 # ---------------------------------------------------------------------------------------------- helpers
-def load_motion_npy(path: Path, dim: int, dtype: str | None = None) -> np.ndarray:
-    """A (T, D) motion array from .npy, memory-mapped, shape/dtype-checked; (T, V, 3) is flattened."""
+def load_motion_npy(path: Path, dim: int, dtypes: tuple[str, ...] | None = None) -> np.ndarray:
+    """A (T, D) motion array from .npy, memory-mapped, shape/dtype-checked; (T, V, 3) is flattened.
+
+    ``dtypes``: the accepted floating dtypes (the manifest's ``accepted_dtypes``); None accepts any float.
+    """
     if not path.is_file():
         raise RawDataError(f"{path}: expected a motion .npy, found nothing; restore the file")
     try:
@@ -59,8 +62,10 @@ def load_motion_npy(path: Path, dim: int, dtype: str | None = None) -> np.ndarra
         raise RawDataError(f"{path}: expected a numeric .npy array, found {what}; re-download or re-export it") from None
     except Exception as e:  # noqa: BLE001
         raise RawDataError(f"{path}: expected a numeric .npy array, found an unreadable file ({e}); re-download it") from None
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise RawDataError(f"{path}: expected floating-point motion, found dtype {arr.dtype}; re-export as float32/float64")
+    if not np.issubdtype(arr.dtype, np.floating) or (dtypes and arr.dtype.name not in dtypes):
+        want = " or ".join(dtypes) if dtypes else "floating-point"
+        raise RawDataError(f"{path}: expected {want} motion, found dtype {arr.dtype}; re-export it as the source "
+                           "ships it (see `a2fbench info`)")
     if arr.ndim == 3 and arr.shape[2] == 3:
         arr = arr.reshape(arr.shape[0], -1)
     if arr.ndim != 2 or arr.shape[1] != dim:
@@ -117,7 +122,7 @@ def read_vertices_npy(root: Path, spec: DatasetSpec) -> RawData:
         if wav is None:
             raise RawDataError(f"{root / 'wav' / (sid + '.wav')}: expected the audio of sequence {sid}, found nothing; "
                                "restore it or remove the sequence's .npy")
-        items.append(RawItem(sid, subj, spec.fps_native, lambda f=f: load_motion_npy(f, dim),
+        items.append(RawItem(sid, subj, spec.fps_native, lambda f=f: load_motion_npy(f, dim, spec.accepted_dtypes),
                              lambda w=wav: read_audio(w), [f, wav]))
         inputs += [f, wav]
     return RawData("vertices_npy", items, templates, inputs, dropped)
@@ -128,7 +133,7 @@ def read_vocaset_release(root: Path, spec: DatasetSpec) -> RawData:
     space = get_space(spec.space)
     dim = space.dim
     vpath = root / "data_verts.npy"
-    verts = load_motion_npy(vpath, dim)
+    n_rows = load_motion_npy(vpath, dim, spec.accepted_dtypes).shape[0]  # header check; the map is dropped
     idx = safepickle.load(root / "subj_seq_to_idx.pkl") if (root / "subj_seq_to_idx.pkl").is_file() else None
     if not isinstance(idx, dict):
         raise RawDataError(f"{root / 'subj_seq_to_idx.pkl'}: expected a dict subject -> sequence -> frame -> index, "
@@ -149,18 +154,31 @@ def read_vocaset_release(root: Path, spec: DatasetSpec) -> RawData:
             if rows.size == 0:
                 dropped.append({"id": sid, "reason": "no frames in subj_seq_to_idx.pkl"})
                 continue
-            if rows.max() >= verts.shape[0] or rows.min() < 0:
+            if rows.max() >= n_rows or rows.min() < 0:
                 raise RawDataError(f"{vpath}: expected at least {rows.max() + 1} frames for {sid}, found "
-                                   f"{verts.shape[0]}; the file is truncated or does not match subj_seq_to_idx.pkl")
+                                   f"{n_rows}; the file is truncated or does not match subj_seq_to_idx.pkl")
             a = audio.get(subj, {}).get(seq) if isinstance(audio, dict) else None
             if not isinstance(a, dict) or "audio" not in a or "sample_rate" not in a:
                 raise RawDataError(f"{apath}: expected audio and sample_rate for {sid}, found none; the audio pickle "
                                    "does not match the vertices")
-            items.append(RawItem(sid, str(subj), spec.fps_native, lambda r=rows: verts[r],
+            items.append(RawItem(sid, str(subj), spec.fps_native,
+                                 lambda r=rows: _vocaset_rows(vpath, dim, spec.accepted_dtypes, r),
                                  lambda a=a: resample(to_mono_float(np.asarray(a["audio"])), int(a["sample_rate"])),
                                  [vpath, apath]))
     inputs = [vpath, apath, root / "subj_seq_to_idx.pkl", root / "templates.pkl"]
     return RawData("vocaset_release", items, templates, inputs, dropped)
+
+
+def _vocaset_rows(vpath: Path, dim: int, dtypes: tuple[str, ...], rows: np.ndarray) -> np.ndarray:
+    """One sequence's frames of ``data_verts.npy``: a view of a map opened for this sequence only.
+
+    A contiguous run of rows stays a lazy memmap view (decimation then reads only the frames it keeps); the
+    map is released with the returned array, so resident memory never grows with the file.
+    """
+    verts = load_motion_npy(vpath, dim, dtypes)
+    if rows.size > 1 and np.all(np.diff(rows) == 1):
+        return verts[int(rows[0]): int(rows[-1]) + 1]
+    return np.asarray(verts[rows])
 
 
 def read_clip_pairs(root: Path, spec: DatasetSpec) -> RawData:
@@ -178,7 +196,7 @@ def read_clip_pairs(root: Path, spec: DatasetSpec) -> RawData:
         if wav is None:
             raise RawDataError(f"{f.with_suffix('.wav')}: expected the audio of clip {sid}, found nothing; restore it "
                                "or remove the clip's .npy")
-        items.append(RawItem(sid, subj, spec.fps_native, lambda f=f: load_motion_npy(f, dim),
+        items.append(RawItem(sid, subj, spec.fps_native, lambda f=f: load_motion_npy(f, dim, spec.accepted_dtypes),
                              lambda w=wav: read_audio(w), [f, wav]))
         inputs += [f, wav]
     if not items:
@@ -203,7 +221,7 @@ def read_unitalker_release(root: Path, spec: DatasetSpec) -> RawData:
     items, inputs, dropped = [], [tpath], []
     templates: dict[str, np.ndarray] = {}
     id_list: Optional[list] = None
-    for split in ("train", "val", "test"):
+    for split in dict.fromkeys(["train", "val", "test", *spec.split_names]):
         jpath = root / f"{split}.json"
         if not jpath.is_file():
             continue
@@ -232,7 +250,9 @@ def read_unitalker_release(root: Path, spec: DatasetSpec) -> RawData:
             subj = ids[lid]
             templates[subj] = id_tmpl[lid]
             sid = Path(e["annot_path"]).stem
-            items.append(RawItem(sid, subj, fps, lambda m=mpath: load_motion_npy(m, dim),
+            if not mpath.is_file():
+                raise RawDataError(f"{mpath}: expected the annotation listed in {jpath.name}, found nothing; restore it")
+            items.append(RawItem(sid, subj, fps, lambda m=mpath: load_motion_npy(m, dim, spec.accepted_dtypes),
                                  lambda a=apath: read_audio(a), [mpath, apath], split=split))
             inputs += [mpath, apath]
     if id_list is None:
@@ -253,6 +273,49 @@ _DETECT: dict[str, Callable[[Path], bool]] = {
     "vertices_npy": lambda r: (r / "vertices_npy").is_dir(),
     "clip_pairs": lambda r: any(True for p in r.rglob("*.npy") if "resources" not in p.relative_to(r).parts),
 }
+
+
+def _check_audio_header(path: Path) -> None:
+    if path.suffix.lower() == ".npy":
+        try:
+            a = np.load(path, mmap_mode="r", allow_pickle=False)
+        except Exception as e:  # noqa: BLE001
+            raise RawDataError(f"{path}: expected a .npy of raw 16 kHz audio, found an unreadable file ({e})") from None
+        if a.ndim not in (1, 2) or not np.issubdtype(a.dtype, np.number):
+            raise RawDataError(f"{path}: expected 16 kHz samples shaped (N,) or (N, C), found {a.shape} {a.dtype}")
+        return
+    import soundfile as sf
+
+    try:
+        sf.info(str(path))
+    except Exception as e:  # noqa: BLE001 - libsndfile raises several types
+        raise RawDataError(f"{path}: expected readable audio (wav/flac/ogg/mp3), found an unreadable file ({e})") from None
+
+
+def check_structure(root: Path, spec: DatasetSpec, progress: bool = False) -> dict:
+    """Check a raw folder without preparing it: layout, names, pairing, templates, and every motion and audio
+    header (shape and dtype), reading no sample data. Returns a summary; raises :class:`RawDataError`."""
+    from tqdm.auto import tqdm
+
+    layout = detect_layout(root, spec)
+    raw = READERS[layout](root, spec)
+    seen: set[Path] = set()
+    for it in tqdm(raw.items, desc=f"check {spec.id}", unit="seq", disable=not progress, leave=False):
+        m = it.load_motion()
+        del m
+        for f in it.files[1:]:
+            if f.suffix.lower() in (*AUDIO_EXT, ".npy") and f not in seen:
+                _check_audio_header(f)
+                seen.add(f)
+    from .spaces import n_vertices, read_space_files
+
+    space = get_space(spec.space)
+    arrays = read_space_files(space, root)
+    rs = spec.regions.sets[spec.regions.default]
+    regions = {w: int(load_region(root, getattr(rs, w), n_vertices(space, arrays), arrays, spec).size)
+               for w in ("lips", "upper")}
+    return {"layout": layout, "sequences": len(raw.items), "subjects": len({i.subject for i in raw.items}),
+            "regions": regions, "dropped": raw.dropped}
 
 
 def detect_layout(root: Path, spec: DatasetSpec) -> str:

@@ -72,6 +72,7 @@ class FileEntry(_Strict):
     size: Optional[int] = None
     required: bool = True
     count: Optional[int] = None
+    alternatives: tuple[str, ...] = ()  # other paths that satisfy this entry (e.g. flame.npz for generic_model.pkl)
     note: Optional[str] = None
 
     @field_validator("sha256")
@@ -85,6 +86,28 @@ class FileEntry(_Strict):
     def is_glob(self) -> bool:
         return any(c in self.path for c in "*?[")
 
+    @field_validator("path")
+    @classmethod
+    def _relpath(cls, v: str) -> str:
+        if v.startswith("/") or ".." in Path(v).parts:
+            raise ValueError("file paths are relative to RAW/<id>/ and may not leave it")
+        return v
+
+
+class Archive(_Strict):
+    """An archive the user may place instead of its unpacked files; ``download`` unpacks it safely."""
+
+    file: str  # looked up in RAW/<id>/ first, then in RAW/ (a release shared by several datasets)
+    subdir: Optional[str] = None  # take only the members below a folder of this name (anywhere in the paths)
+    note: Optional[str] = None
+
+    @field_validator("file")
+    @classmethod
+    def _relative(cls, v: str) -> str:
+        if v.startswith("/") or ".." in Path(v).parts:
+            raise ValueError("archive.file must be a plain relative name")
+        return v
+
 
 class Source(_Strict):
     name: str
@@ -93,6 +116,7 @@ class Source(_Strict):
     licence: str
     instructions: Optional[str] = None
     files: tuple[FileEntry, ...] = ()
+    archive: Optional[Archive] = None
 
     @model_validator(mode="after")
     def _check(self) -> "Source":
@@ -176,6 +200,7 @@ class SynthSize(_Strict):
     subjects_per_split: Union[int, dict[str, int], None] = None
     subjects: Optional[int] = None
     clips_per_subject: Optional[int] = None
+    sequences: Optional[int] = None  # total clips, spread over the subjects (overrides clips_per_subject)
     seconds: Optional[tuple[float, float]] = None
 
 
@@ -221,6 +246,7 @@ class DatasetSpec(_Strict):
     units: str
     vertex_units: Optional[str] = None
     dtype: Literal["float32", "float64"]
+    dtypes_accepted: Optional[tuple[Literal["float32", "float64"], ...]] = None
     dtype_note: Optional[str] = None
     display: dict[str, float]
     display_note: Optional[str] = None
@@ -257,6 +283,14 @@ class DatasetSpec(_Strict):
             raise ValueError("give subjects or n_subjects")
         if self.splits.rule == "subject_sentence" and self.naming is None:
             raise ValueError("rule subject_sentence needs naming.pattern")
+        if self.splits.rule == "release_json" and "unitalker_release" not in self.layouts:
+            raise ValueError("rule release_json needs the unitalker_release layout")
+        if not self.layouts:
+            raise ValueError("layouts needs at least one layout")
+        if self.dtypes_accepted is not None and self.dtype not in self.dtypes_accepted:
+            raise ValueError(f"dtype {self.dtype} must be one of dtypes_accepted {list(self.dtypes_accepted)}")
+        if self.splits.defined_by_a2fbench is False and self.splits.rule == "subject_hash":
+            raise ValueError("rule subject_hash is a split A2F-Bench sets itself: say defined_by_a2fbench: true")
         if self.subjects is not None:
             known = set(self.subjects)
             for name, s in self.splits.sets.items():
@@ -286,6 +320,11 @@ class DatasetSpec(_Strict):
         if self.splits.rule == "subject_hash":
             return list(self.splits.fractions)
         return ["train", "val", "test"]
+
+    @property
+    def accepted_dtypes(self) -> tuple[str, ...]:
+        """Motion dtypes ``prepare`` accepts (``dtypes_accepted``, default the source's ``dtype`` only)."""
+        return tuple(self.dtypes_accepted or (self.dtype,))
 
     @property
     def decimation(self) -> Optional[int]:

@@ -6,7 +6,7 @@ Layout (every path below is inside ``store.h5``)::
     sequences/<seq_id>/motion   (T, D)  source dtype (BIWI float64), benchmark fps, absolute positions or params
     sequences/<seq_id>/audio    (N,)    float32 mono 16 kHz, N = round(T / fps * 16000)
     sequences/<seq_id>.attrs    subject, n_frames, source
-    templates/<subject>         (D,)    neutral template, same space, units and dtype as motion
+    templates/<subject>         (D,)    neutral template, same space and units; the source's array and dtype
     regions/<set>/lips|upper    int64 vertex indices (vertex spaces and spaces that convert to vertices)
     splits/<name>               sequence ids, canonical order
     space/<key>                 converter arrays of a parameter space (blendshape basis, FLAME model)
@@ -193,8 +193,13 @@ class Dataset:
             out[k] = v[()]
         return out
 
-    def to_hf(self, split: Optional[str] = None) -> Any:
-        """A Hugging Face ``datasets.Dataset`` of one split (or all sequences): id, subject, audio, motion."""
+    def to_hf(self, split: Optional[str] = None, cache_dir: Optional[str] = None) -> Any:
+        """A Hugging Face ``datasets.Dataset`` of one split (or all sequences).
+
+        Columns: ``id``, ``subject``, ``audio`` (float32, 16 kHz), ``motion`` ((T, D) in the store's dtype, so
+        BIWI stays float64), ``n_frames``. The card (fps, units, fingerprint, splits) goes into the dataset's
+        ``info.description`` as JSON. ``cache_dir``: where ``datasets`` writes its Arrow files.
+        """
         try:
             import datasets
         except ImportError:
@@ -202,17 +207,33 @@ class Dataset:
                              "pip install 'a2fbench[hf]'") from None
         ids = self.split(split) if split else self.ids
 
-        def gen() -> Iterator[dict]:
+        dtype = str(self.card.get("dtype", "float32"))
+        path, name = str(self.path / STORE_FILE), self.spec.id
+
+        def gen(ids: list[str]) -> Iterator[dict]:  # reopens the store: the generator may run elsewhere
+            ds = open_dataset(Path(path).parent.parent, name)
             for sid in ids:
-                s = self[sid]
-                yield {"id": sid, "subject": s.subject, "audio": s.audio, "motion": s.motion.astype(np.float32)}
+                s = ds[sid]
+                yield {"id": sid, "subject": s.subject, "audio": s.audio, "motion": s.motion.astype(dtype),
+                       "n_frames": s.n_frames}
+            ds.close()
 
         feats = datasets.Features({
             "id": datasets.Value("string"), "subject": datasets.Value("string"),
             "audio": datasets.Sequence(datasets.Value("float32")),
-            "motion": datasets.Array2D(shape=(None, int(self.card["dim"])), dtype="float32"),
+            "motion": datasets.Array2D(shape=(None, int(self.card["dim"])), dtype=dtype),
+            "n_frames": datasets.Value("int32"),
         })
-        return datasets.Dataset.from_generator(gen, features=feats)
+        import hashlib
+
+        # the cache key is the store's content fingerprint, so a re-prepared store is never served stale
+        fp = hashlib.sha256(json.dumps([self.card.get("fingerprint"), split, dtype, ids]).encode()).hexdigest()
+        hf = datasets.Dataset.from_generator(gen, features=feats, gen_kwargs={"ids": ids}, cache_dir=cache_dir,
+                                             fingerprint=fp[:32])
+        hf.info.description = json.dumps({k: self.card.get(k) for k in (
+            "id", "name", "space", "dim", "fps", "sample_rate", "units", "dtype", "version", "fingerprint",
+            "synthetic")} | {"split": split or "all"})
+        return hf
 
 
 def open_dataset(data: str | os.PathLike, dataset: str) -> Dataset:
@@ -299,6 +320,12 @@ class StoreWriter:
     def done(self, seq_id: str) -> bool:
         g = self.f["sequences"].get(seq_id)
         return g is not None and bool(g.attrs.get("done", False))
+
+    def dtype(self) -> Optional[np.dtype]:
+        """Motion dtype of the sequences already written (a resumed run keeps it), None if none yet."""
+        for sid in self.f["sequences"]:
+            return self.f["sequences"][sid]["motion"].dtype
+        return None
 
     def meta(self, seq_id: str) -> dict:
         g = self.f["sequences"][seq_id]

@@ -99,18 +99,33 @@ def plan(spec: DatasetSpec, size: Size, seed: int = 0) -> list[SeqPlan]:
     else:
         subs = _subject_names(spec, sz.subjects)
         per = sz.clips_per_subject or spec.synth.clips_per_subject or 4
+        counts = [per] * len(subs)
+        if sz.sequences:  # a total, spread evenly: the first subjects get one clip more
+            q, r = divmod(sz.sequences, len(subs))
+            counts = [q + (i < r) for i in range(len(subs))]
         splits = spec.split_names
-        for subj in subs:
-            for k in range(per):
-                split = None
-                if rule == "release_json":
-                    split = splits[k] if k < len(splits) and per >= len(splits) else _frac_split(k, per)
+        g = 0
+        for subj, n in zip(subs, counts):
+            for k in range(n):
+                split = _release_split(k, n, g, splits) if rule == "release_json" else None
                 add(f"{subj}_{k:03d}", subj, split)
+                g += 1
     return out
 
 
-def _frac_split(k: int, n: int) -> str:
-    x = (k + 0.5) / n
+_GOLDEN = 0.6180339887498949
+
+
+def _release_split(k: int, n: int, g: int, splits: list[str]) -> str:
+    """Split of clip ``k`` of ``n`` of a subject (``g``: running index over the dataset), about 80/10/10.
+
+    Few clips per subject (tiny sizes): clip k goes to split k, so every subject is in every split. Many
+    clips: the first three cover the splits, the rest by position. In between (D5: 4 clips of each of 719
+    ids) a low-discrepancy sequence over the running index keeps the whole dataset at 80/10/10.
+    """
+    if n <= len(splits) or k < len(splits) and n >= 10:
+        return splits[k % len(splits)]
+    x = (k + 0.5) / n if n >= 10 else (g * _GOLDEN) % 1.0
     return "train" if x < 0.8 else ("val" if x < 0.9 else "test")
 
 

@@ -205,8 +205,14 @@ def export_hf_cmd(dataset: str, data: Path | None, split: str | None, out: Path)
     from ..fsutil import atomic_path
     from ..store import open_dataset
 
+    import tempfile
+
     ds = open_dataset(data or paths.default_data(), resolve(dataset)[0].id)
-    hf = ds.to_hf(split)
-    with atomic_path(out, is_dir=True) as tmp:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.cache-") as cache, \
+            atomic_path(out, is_dir=True) as tmp:
+        hf = ds.to_hf(split, cache_dir=cache)  # Arrow cache beside the output, removed afterwards
         hf.save_to_disk(str(tmp))
-    click.echo(f"{len(hf)} sequences -> {out}")
+        n = len(hf)
+        del hf
+    click.echo(f"{n} sequences -> {out} (load with datasets.load_from_disk)")
