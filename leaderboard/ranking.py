@@ -1,0 +1,204 @@
+"""Ranks, best per column, statistical ties with the best, and the overall (Borda) rank.
+
+Rules (docs/leaderboard.md says the same in prose):
+
+* **Groups.** Evaluated entries are ranked only against entries measured on the same ground truth under the
+  same rules: same dataset, split, protocol name and version, and dataset fingerprint. Reported rows are
+  never ranked (their protocol and units are unverified); they are shown beside the evaluated rows.
+* **Rank per metric.** Lower is better for every metric; signed FDD is ranked by ``|FDD|`` (distance from the
+  ground truth's dynamics). Competition ranking (1, 2, 2, 4) on the aggregate value. ``best`` = rank 1.
+* **Ties.** An entry is *tied with the best* when the 95% paired-bootstrap interval of the difference of the
+  two aggregates contains zero. Paired: both aggregates are recomputed on the same resampled sequences
+  (``n_boot`` replicates, fixed seed), which needs both entries to be scored on the same sequence set; the
+  statistic is the metric's own aggregate (frame-pooled for LVE/MVE/UFVE, sequence means for FDD/FDD_abs).
+  When the two entries were scored on different sequence sets (or one has no per-sequence scores), the
+  fallback is overlap of the two 95% intervals stored in the results files.
+* **Overall.** Borda count over (group, metric) pairs for the metrics in ``RANK_METRICS``: in each pair, each
+  method (name + version, its best entry) gets one point per method it beats strictly. Ordered by points,
+  then mean rank.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Iterable, Optional
+
+import numpy as np
+
+from .db import SEQ_COLUMNS
+from .model import METRICS, RANK_METRICS
+
+N_BOOT = 1000
+SEED = 0
+_CHUNK = 2048
+_COL = {k: j for j, k in enumerate(SEQ_COLUMNS, 1)}
+_SEQ_KEY = {"LVE": "LVE", "MVE": "MVE", "UFVE": "UFVE", "FDD": "FDD", "FDD_abs": "FDD"}
+
+
+def group_key(e: dict) -> tuple:
+    if e["kind"] == "reported":
+        return ("reported", e["dataset"], e["split"], e["protocol"])
+    return ("evaluated", e["dataset"], e["split"], e["protocol"], e.get("protocol_version"),
+            e.get("dataset_fingerprint"))
+
+
+def score(metric: str, value: Optional[float]) -> Optional[float]:
+    """The number that is ranked (lower is better): the value, or ``|FDD|`` for signed FDD."""
+    if value is None or not np.isfinite(value):
+        return None
+    return abs(value) if metric == "FDD" else float(value)
+
+
+def _abs_interval(ci: list[float]) -> tuple[float, float]:
+    lo, hi = ci
+    if lo <= 0 <= hi:
+        return 0.0, max(-lo, hi)
+    return min(abs(lo), abs(hi)), max(abs(lo), abs(hi))
+
+
+def ci_overlap(metric: str, a: Optional[list[float]], b: Optional[list[float]]) -> Optional[bool]:
+    if not a or not b:
+        return None
+    if metric == "FDD":
+        a, b = list(_abs_interval(a)), list(_abs_interval(b))
+    return bool(a[0] <= b[1] and b[0] <= a[1])
+
+
+def _weights(n_seq: int, n_boot: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).multinomial(n_seq, np.full(n_seq, 1.0 / n_seq), size=n_boot).astype(np.float64)
+
+
+def _boot_stat(metric: str, w: np.ndarray, mats: np.ndarray) -> np.ndarray:
+    """Bootstrap replicates (B, n) of ``metric``'s aggregate for n entries; ``mats`` is (n, S, 1 + cols)."""
+    x = mats[:, :, _COL[_SEQ_KEY[metric]]].T          # (S, n)
+    if metric in ("LVE", "MVE", "UFVE"):
+        f = mats[:, :, 0].T                            # (S, n) frame counts, per entry
+        return (w @ (f * x)) / (w @ f)
+    s = w.shape[1]
+    if metric == "FDD_abs":
+        return (w @ np.abs(x)) / s
+    return np.abs(w @ x) / s                           # FDD ranked by |mean|
+
+
+def paired_ties(metric: str, best: np.ndarray, others: np.ndarray, n_boot: int = N_BOOT,
+                seed: int = SEED) -> np.ndarray:
+    """For each of ``others`` (n, S, 1 + cols): does the paired 95% CI of (other - best) contain 0?"""
+    w = _weights(best.shape[0], n_boot, seed)
+    b = _boot_stat(metric, w, best[None])[:, 0]      # (B,)
+    out = np.empty(others.shape[0], dtype=bool)
+    for k in range(0, others.shape[0], _CHUNK):
+        d = _boot_stat(metric, w, others[k:k + _CHUNK]) - b[:, None]
+        lo, hi = np.percentile(d, [2.5, 97.5], axis=0)
+        out[k:k + _CHUNK] = (lo <= 0.0) & (0.0 <= hi)
+    return out
+
+
+def _competition_ranks(values: list[float]) -> list[int]:
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0] * len(values)
+    for pos, i in enumerate(order):
+        ranks[i] = pos + 1 if pos == 0 or values[i] != values[order[pos - 1]] else ranks[order[pos - 1]]
+    return ranks
+
+
+def rank_entries(entries: list[dict], scores: dict[int, tuple[str, np.ndarray]], *, n_boot: int = N_BOOT,
+                 seed: int = SEED) -> list[dict]:
+    """Annotate each entry's metrics with ``rank``, ``best``, ``tied`` (with the best) and ``tie_test``.
+
+    Also sets ``entry["group"]`` (a display label) and ``entry["group_size"]``. Returns ``entries``.
+    """
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for e in entries:
+        groups[group_key(e)].append(e)
+        e["group"] = group_label(e)
+        for m in e["metrics"].values():
+            m.setdefault("rank", None)
+            m.setdefault("best", False)
+            m.setdefault("tied", None)
+            m.setdefault("tie_test", None)
+    for key, members in groups.items():
+        for e in members:
+            e["group_size"] = len(members)
+        if key[0] != "evaluated":
+            continue
+        for metric in METRICS:
+            have = [(e, score(metric, e["metrics"].get(metric, {}).get("value"))) for e in members]
+            have = [(e, s) for e, s in have if s is not None]
+            if not have:
+                continue
+            ranks = _competition_ranks([s for _, s in have])
+            for (e, _), r in zip(have, ranks):
+                m = e["metrics"][metric]
+                m["rank"], m["best"] = r, r == 1
+            best = min(have, key=lambda t: (t[1], t[0]["id"]))[0]
+            best["metrics"][metric]["tied"] = None
+            _mark_ties(metric, best, [e for e, _ in have if e is not best], scores, n_boot, seed)
+    return entries
+
+
+def _mark_ties(metric: str, best: dict, others: list[dict], scores: dict, n_boot: int, seed: int) -> None:
+    bs = scores.get(best["id"])
+    col = _COL[_SEQ_KEY[metric]]
+    paired: list[dict] = []
+    for e in others:
+        m = e["metrics"][metric]
+        es = scores.get(e["id"])
+        if (bs is not None and es is not None and es[0] == bs[0] and not np.isnan(es[1][:, col]).any()
+                and not np.isnan(bs[1][:, col]).any() and bs[1].shape[0] >= 2):
+            paired.append(e)
+        else:
+            m["tied"] = ci_overlap(metric, m.get("ci95"), best["metrics"][metric].get("ci95"))
+            m["tie_test"] = "ci_overlap" if m["tied"] is not None else None
+    if paired:
+        mats = np.stack([scores[e["id"]][1] for e in paired])
+        tied = paired_ties(metric, bs[1], mats, n_boot=n_boot, seed=seed)
+        for e, t in zip(paired, tied):
+            e["metrics"][metric]["tied"] = bool(t)
+            e["metrics"][metric]["tie_test"] = "paired_bootstrap"
+
+
+def group_label(e: dict) -> str:
+    proto = e["protocol"] if e["kind"] == "reported" else f"{e['protocol']} v{e.get('protocol_version') or 1}"
+    return f"{e['dataset']} / {e['split']} / {proto}"
+
+
+def method_key(e: dict) -> tuple[str, str]:
+    return (e["method"], e.get("version") or "")
+
+
+def overall(entries: Iterable[dict], metrics: tuple[str, ...] = RANK_METRICS) -> list[dict[str, Any]]:
+    """Borda count across (group, metric) pairs of evaluated entries; see the module docstring."""
+    points: dict[tuple, int] = defaultdict(int)
+    ranks: dict[tuple, list[int]] = defaultdict(list)
+    groups_of: dict[tuple, set] = defaultdict(set)
+    by_group: dict[tuple, list[dict]] = defaultdict(list)
+    for e in entries:
+        if e["kind"] == "evaluated":
+            by_group[group_key(e)].append(e)
+    for gkey, members in by_group.items():
+        for metric in metrics:
+            best: dict[tuple, float] = {}
+            for e in members:
+                s = score(metric, e["metrics"].get(metric, {}).get("value"))
+                if s is None:
+                    continue
+                k = method_key(e)
+                if k not in best or s < best[k]:
+                    best[k] = s
+            if not best:
+                continue
+            vals = sorted(best.values())
+            n = len(vals)
+            for k, s in best.items():
+                worse = n - int(np.searchsorted(vals, s, side="right"))
+                points[k] += worse
+                ranks[k].append(int(np.searchsorted(vals, s, side="left")) + 1)
+                groups_of[k].add(gkey)
+    rows = [{"method": k[0], "version": k[1] or None, "borda": points[k],
+             "mean_rank": float(np.mean(ranks[k])), "n_groups": len(groups_of[k]),
+             "groups": sorted(f"{g[1]}/{g[2]}/{g[3]}" for g in groups_of[k])} for k in ranks]
+    rows.sort(key=lambda r: (-r["borda"], r["mean_rank"], r["method"], r["version"] or ""))
+    for i, r in enumerate(rows):
+        prev = rows[i - 1] if i else None
+        r["rank"] = prev["rank"] if prev and (prev["borda"], prev["mean_rank"]) == (r["borda"], r["mean_rank"]) else i + 1
+    return rows

@@ -1,0 +1,212 @@
+"""Turn ranked entries into a terminal table, JSON rows, and one self-contained HTML page.
+
+Escaping rule: user text reaches HTML only (a) through ``html.escape`` in the few server-rendered strings or
+(b) as JSON inside ``<script type="application/json">`` with ``<``, ``>``, ``&``, U+2028 and U+2029 written as
+``\\uXXXX`` escapes (so no ``</script>`` or comment opener can appear), and the page's script puts it into the
+DOM with ``textContent`` only. The page carries a Content-Security-Policy that allows exactly its own inline
+script (by sha256) and no other script, so even a missed escape could not run injected code.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import hashlib
+import html
+import json
+import re
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from . import db, ranking
+from .model import METRICS
+
+_STATIC = Path(__file__).with_name("static")
+_JSON_ESC = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_JSON_ESC_RE = re.compile("[<>&\u2028\u2029]")
+
+
+def json_for_html(obj: Any) -> str:
+    """JSON safe to embed in an HTML ``<script>`` element (see the module docstring)."""
+    text = json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _JSON_ESC_RE.sub(lambda m: _JSON_ESC[m.group(0)], text)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ------------------------------------------------------------------------------------------ data
+def load_ranked(conn: sqlite3.Connection, datasets: Optional[Sequence[str]] = None,
+                kind: Optional[str] = None) -> tuple[list[dict], list[dict]]:
+    """All entries (optionally filtered) ranked, plus the overall Borda table.
+
+    Ranking always uses every entry of a group (a kind/dataset filter selects rows to show, not the field
+    they are ranked in), so ``show --dataset D1`` and the full page agree on ranks.
+    """
+    entries = db.fetch_entries(conn)
+    scores = db.fetch_scores(conn)
+    ranking.rank_entries(entries, scores)
+    overall = ranking.overall(entries)
+    if datasets:
+        keep = set(datasets)
+        entries = [e for e in entries if e["dataset"] in keep]
+    if kind:
+        entries = [e for e in entries if e["kind"] == kind]
+    entries.sort(key=sort_key)
+    return entries, overall
+
+
+def sort_key(e: dict) -> tuple:
+    lve = e["metrics"].get("LVE", {})
+    r = lve.get("rank")
+    return (int(e["dataset"][1:]) if e["dataset"][1:].isdigit() else 99, e["dataset"], e["kind"] != "evaluated",
+            e["split"], e["protocol"], str(e.get("protocol_version")), str(e.get("dataset_fingerprint")),
+            r if r is not None else 1 << 30, e["id"])
+
+
+def json_rows(entries: list[dict], overall: list[dict], source: str) -> dict:
+    """The ``show --json`` document: ``{"entries": [...], "overall": [...]}`` (docs/leaderboard.md)."""
+    rows = []
+    for e in entries:
+        r = dict(e)
+        r["rank"] = e["metrics"].get("LVE", {}).get("rank")
+        rows.append(r)
+    return {"schema": 1, "db": source, "generated": _now(), "entries": rows, "overall": overall}
+
+
+# ------------------------------------------------------------------------------------------ terminal
+def _num(v: Optional[float]) -> str:
+    return "-" if v is None else f"{v:.4g}" if 1e-3 <= abs(v) < 1e4 or v == 0 else f"{v:.3e}"
+
+
+def _cell(m: Optional[dict]) -> str:
+    if not m or m.get("value") is None:
+        return "-"
+    mark = "*" if m.get("best") else "~" if m.get("tied") else ""
+    return f"{m['value']:.3e}{mark}"
+
+
+def _fit(s: Optional[str], n: int) -> str:
+    s = s or ""
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def terminal_table(entries: list[dict], overall: list[dict], *, show_overall: bool = True) -> str:
+    cols = [("#", 4), ("method", 30), ("kind", 9), ("split/protocol", 26)] + [(m, 11) for m in METRICS] + \
+           [("params", 8), ("ms/10s", 8)]
+    out: list[str] = []
+    current = None
+    for e in entries:
+        if e["dataset"] != current:
+            current = e["dataset"]
+            out.append("")
+            out.append(f"{e['dataset']}  {e.get('dataset_name') or ''}")
+            out.append("  ".join(f"{h:<{w}}" if i < 4 else f"{h:>{w}}" for i, (h, w) in enumerate(cols)))
+        rank = e["metrics"].get("LVE", {}).get("rank")
+        kind = "reported" if e["kind"] == "reported" else ("verified" if e.get("verified") else "evaluated")
+        name = e["method"] + (f" ({e['version']})" if e.get("version") else "")
+        sp = f"{e['split']}/{e['protocol']}" + (f" v{e['protocol_version']}" if e.get("protocol_version") else "")
+        ms = None if e.get("inference_s") is None else e["inference_s"] * 1e3
+        params = None if e.get("params") is None else f"{e['params'] / 1e6:.1f}M"
+        vals = [str(rank) if rank is not None else "-", _fit(name, 30), kind, _fit(sp, 26)]
+        vals += [_cell(e["metrics"].get(m)) for m in METRICS]
+        vals += [params or "-", _num(ms)]
+        out.append("  ".join(f"{v:<{w}}" if i < 4 else f"{v:>{w}}" for i, (v, (_, w)) in enumerate(zip(vals, cols))))
+    if not entries:
+        out.append("(no entries; add one with `a2fbench leaderboard submit results.json --method NAME`)")
+    out.append("")
+    out.append("* best in its group (dataset/split/protocol); ~ statistically tied with the best (95% paired "
+               "bootstrap, or CI overlap); # = LVE rank.")
+    out.append("reported = a number claimed by a paper or issue thread: protocol and units unverified, never ranked.")
+    if show_overall and overall:
+        out.append("")
+        out.append("Overall (Borda count over dataset groups x LVE, MVE, UFVE, FDD_abs)")
+        out.append(f"{'#':<4}  {'method':<40}  {'points':>6}  {'mean rank':>9}  groups")
+        for r in overall:
+            name = r["method"] + (f" ({r['version']})" if r.get("version") else "")
+            out.append(f"{r['rank']:<4}  {_fit(name, 40):<40}  {r['borda']:>6}  {r['mean_rank']:>9.2f}  "
+                       f"{', '.join(r['groups'])}")
+    return "\n".join(out).lstrip("\n") + "\n"
+
+
+# ------------------------------------------------------------------------------------------ HTML
+_KEEP = ("id", "kind", "method", "version", "params", "inference_s", "inference_device", "training_data", "code_url",
+         "trained_on_test_ids", "dataset", "dataset_name", "split", "protocol", "protocol_version", "group",
+         "group_size", "verified", "synthetic", "n_sequences", "n_frames", "citation", "source_url", "source_type",
+         "note", "submitted_at", "created", "a2fbench_version", "fingerprint", "dataset_fingerprint",
+         "predictions_fingerprint")
+
+
+def page_entry(e: dict) -> dict:
+    """One entry as the page's script reads it: nulls dropped, metrics as compact lists."""
+    out = {k: e[k] for k in _KEEP if e.get(k) is not None}
+    out["m"] = {name: [m.get("value"), *(m.get("ci95") or (None, None)), m.get("rank"), bool(m.get("best")),
+                       m.get("tied"), m.get("unit"), m.get("tie_test")]
+                for name, m in e["metrics"].items()}
+    return out
+
+
+def page_data(entries: list[dict], overall: list[dict], *, mode: str,
+              per_sequence: Optional[dict[int, list]] = None) -> dict:
+    return {"schema": 1, "mode": mode, "generated": _now(), "metrics": list(METRICS),
+            "entries": [page_entry(e) for e in entries], "overall": overall,
+            "per_sequence": {str(k): v for k, v in (per_sequence or {}).items()}}
+
+
+@functools.lru_cache(maxsize=1)
+def _assets() -> tuple[str, str, str]:
+    return ((_STATIC / "page.html").read_text(encoding="utf-8"), (_STATIC / "page.css").read_text(encoding="utf-8"),
+            (_STATIC / "page.js").read_text(encoding="utf-8"))
+
+
+def _sha(text: str) -> str:
+    return "sha256-" + base64.b64encode(hashlib.sha256(text.encode("utf-8")).digest()).decode()
+
+
+def content_security_policy(mode: str) -> str:
+    _, css, js = _assets()
+    connect = "'self'" if mode == "serve" else "'none'"
+    return (f"default-src 'none'; script-src '{_sha(js)}'; style-src '{_sha(css)}'; img-src data:; "
+            f"connect-src {connect}; base-uri 'none'; form-action 'none'")
+
+
+def html_page(data: dict, title: str = "A2F-Bench leaderboard") -> str:
+    """The whole page: markup, style, script and data in one file (no external resources)."""
+    template, css, js = _assets()
+    parts = {"TITLE": html.escape(title), "CSP": html.escape(content_security_policy(data["mode"]), quote=True),
+             "CSS": css, "JS": js, "DATA": json_for_html(data)}
+    return re.sub(r"\{\{([A-Z]+)\}\}", lambda m: parts[m.group(1)], template)
+
+
+def per_sequence_rows(doc: dict) -> list[list]:
+    return [[r["id"], r.get("frames"), *(r.get(k) for k in db.SEQ_COLUMNS)] for r in doc["per_sequence"]]
+
+
+def entry_detail(conn: sqlite3.Connection, entry_id: int) -> Optional[dict]:
+    """One entry with its per-sequence scores (the drill-down)."""
+    rows = db.fetch_entries(conn, ids=[entry_id])
+    if not rows:
+        return None
+    doc = db.fetch_document(conn, entry_id)
+    return {"entry": page_entry(rows[0]), "columns": ["id", "frames", *db.SEQ_COLUMNS],
+            "per_sequence": per_sequence_rows(doc) if doc else []}
+
+
+def export_html(conn: sqlite3.Connection, out: Path) -> int:
+    """Write the self-contained page (per-sequence scores embedded for the drill-down). Returns entry count."""
+    from a2fbench.fsutil import atomic_path
+
+    entries, overall = load_ranked(conn)
+    per_seq = {}
+    for e in entries:
+        if e["kind"] == "evaluated":
+            doc = db.fetch_document(conn, e["id"])
+            if doc:
+                per_seq[e["id"]] = per_sequence_rows(doc)
+    text = html_page(page_data(entries, overall, mode="export", per_sequence=per_seq))
+    with atomic_path(out) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return len(entries)
