@@ -237,7 +237,7 @@ def _prepare(spec: DatasetSpec, root: Path, data: Path, work: Path, progress: bo
         writer.finalize(card)
     finally:
         writer.close()
-        pool.shutdown(wait=True)
+        pool.shutdown(wait=True, cancel_futures=True)  # a failure does not wait for the remaining hashes
     (work / CARD_FILE).write_text(json.dumps(card, indent=1) + "\n")
     if dropped:
         (work / "dropped.json").write_text(json.dumps(dropped, indent=1) + "\n")
