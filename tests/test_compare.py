@@ -1,0 +1,129 @@
+"""`compare`: paired differences with bootstrap CI and permutation p-value; refusal of incomparable files."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from a2fbench.compare import compare, compare_files
+from a2fbench.errors import ResultSchemaError
+from a2fbench.fsutil import write_json
+from a2fbench.results import aggregate, finalize
+
+
+def _doc(values: dict[str, list[float]], frames: list[int], *, ids=None, dataset="D1", fp="sha256:aa",
+         protocol="a2f", regions="sha256:r1", split="test") -> dict:
+    ids = ids or [f"s{i:02d}" for i in range(len(frames))]
+    frames = [int(f) for f in frames]
+    values = {m: [float(x) for x in v] for m, v in values.items()}
+    rows = [{"id": s, "frames": f, **{m: v[i] for m, v in values.items()}} for i, (s, f) in enumerate(zip(ids, frames))]
+    metrics = {}
+    for m in (*values, *(["FDD_abs"] if "FDD" in values else [])):
+        metrics[m] = {"value": aggregate(m, rows), "unit": "m", "display_scale": 1e-5}
+    return finalize({
+        "schema_version": 1, "a2fbench_version": "test",
+        "dataset": {"id": dataset, "name": "x", "version": 1, "split": split, "fingerprint": fp,
+                    "n_sequences": len(rows), "n_frames": sum(frames), "regions": {"set": "r", "digest": regions}},
+        "protocol": {"name": protocol, "version": 1, "length_policy": "truncate_pred_only"},
+        "metrics": metrics, "per_sequence": rows, "predictions": {"fingerprint": "sha256:p"}, "created": "now"})
+
+
+def test_identical_results_differ_by_nothing() -> None:
+    rng = np.random.default_rng(0)
+    v = {"LVE": list(rng.uniform(1, 2, 10)), "FDD": list(rng.normal(0, 1, 10))}
+    a = _doc(v, list(rng.integers(50, 200, 10)))
+    r = compare(a, a)
+    for m in ("LVE", "FDD", "FDD_abs"):
+        assert r["metrics"][m]["diff"] == 0.0 and r["metrics"][m]["ci95"] == [0.0, 0.0]
+        assert r["metrics"][m]["p_value"] == 1.0
+    assert r["n_shared"] == 10
+
+
+def test_known_difference_and_exact_permutation_p() -> None:
+    # three sequences, B better by 1, 2, 3 on equal frames: diff = -2; of the 2^3 swap patterns only "none"
+    # and "all" reach |diff| >= 2, so the exact two-sided p-value is 2/8
+    a = _doc({"LVE": [10.0, 10.0, 10.0]}, [100, 100, 100])
+    b = _doc({"LVE": [9.0, 8.0, 7.0]}, [100, 100, 100])
+    r = compare(a, b)["metrics"]["LVE"]
+    assert r["a"] == 10.0 and r["b"] == 8.0 and r["diff"] == -2.0 and r["rel_diff"] == -0.2
+    assert r["p_value"] == pytest.approx(0.25)
+    # brute force of the same test statistic
+    d = np.array([-1.0, -2.0, -3.0])
+    stats = [np.mean(d * np.array(s)) for s in itertools.product([1, -1], repeat=3)]
+    assert np.mean(np.abs(stats) >= 2.0 - 1e-12) == pytest.approx(r["p_value"])
+    assert -3.0 <= r["ci95"][0] <= r["ci95"][1] <= -1.0
+
+
+def test_pooled_difference_is_frame_weighted() -> None:
+    a = _doc({"LVE": [1.0, 1.0]}, [300, 100])
+    b = _doc({"LVE": [0.0, 4.0]}, [300, 100])
+    r = compare(a, b)["metrics"]["LVE"]
+    assert r["b"] == pytest.approx(1.0) and r["diff"] == pytest.approx(0.0, abs=1e-15)
+
+
+def test_consistent_small_gain_is_significant_noise_is_not() -> None:
+    rng = np.random.default_rng(1)
+    n = 40
+    base = rng.uniform(4, 6, n)
+    frames = list(rng.integers(80, 200, n))
+    a = _doc({"LVE": list(base)}, frames)
+    gain = _doc({"LVE": list(base * 0.98 + rng.normal(0, 0.005, n))}, frames)  # 2% better on every sequence
+    noise = _doc({"LVE": list(base + rng.normal(0, 0.5, n))}, frames)
+    g = compare(a, gain, n_resamples=4000)["metrics"]["LVE"]
+    z = compare(a, noise, n_resamples=4000)["metrics"]["LVE"]
+    assert g["p_value"] < 0.001 and g["ci95"][1] < 0
+    assert g["rel_diff"] == pytest.approx(-0.02, abs=0.003)
+    assert z["p_value"] > 0.05 and z["ci95"][0] < 0 < z["ci95"][1]
+
+
+def test_shared_sequences_only() -> None:
+    a = _doc({"LVE": [1.0, 2.0, 3.0]}, [10, 10, 10], ids=["x", "y", "z"])
+    b = _doc({"LVE": [2.0, 3.0]}, [10, 10], ids=["y", "w"])
+    r = compare(a, b)
+    assert r["n_shared"] == 1 and r["only_in_a"] == 2 and r["only_in_b"] == 1
+    assert r["metrics"]["LVE"]["a"] == 2.0 and r["metrics"]["LVE"]["b"] == 2.0
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"dataset": "D0"}, "scores dataset D1 but .* scores D0"),
+    ({"fp": "sha256:bb"}, "different prepared copies"),
+    ({"protocol": "codetalker"}, "uses protocol a2f v1 but .* codetalker"),
+    ({"regions": "sha256:r2"}, "different lip/upper-face vertices"),
+    ({"ids": ["q1", "q2"]}, "share no sequence"),
+])
+def test_incomparable(kw, msg) -> None:
+    a = _doc({"LVE": [1.0, 2.0]}, [10, 10])
+    b = _doc({"LVE": [1.0, 2.0]}, [10, 10], **kw)
+    with pytest.raises(ResultSchemaError, match=msg):
+        compare(a, b)
+
+
+def test_cli_compare(tmp_path: Path, monkeypatch, capsys) -> None:
+    from a2fbench.cli import main
+
+    a = _doc({"LVE": [10.0, 10.0, 10.0]}, [100, 100, 100])
+    b = _doc({"LVE": [9.0, 8.0, 7.0]}, [100, 100, 100])
+    write_json(tmp_path / "a.json", a)
+    write_json(tmp_path / "b.json", b)
+    assert compare_files(tmp_path / "a.json", tmp_path / "b.json")["metrics"]["LVE"]["diff"] == -2.0
+    monkeypatch.setattr(sys, "argv", ["a2fbench", "compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    with pytest.raises(SystemExit) as e:
+        main()
+    out = capsys.readouterr().out
+    assert e.value.code == 0
+    row = next(ln for ln in out.splitlines() if ln.startswith("LVE"))
+    assert "-200000.0000" in row and "-20.0%" in row and "0.2500" in row  # display scale 1e-5 from the file
+    # an edited file is refused (hash), one line, exit 1
+    doc = json.loads((tmp_path / "b.json").read_text())
+    doc["metrics"]["LVE"]["value"] = 1.0
+    (tmp_path / "b.json").write_text(json.dumps(doc))
+    monkeypatch.setattr(sys, "argv", ["a2fbench", "compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")])
+    with pytest.raises(SystemExit) as e:
+        main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 1 and err[-1].startswith("error: ") and "content_hash" in err[-1]

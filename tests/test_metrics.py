@@ -1,0 +1,182 @@
+"""Metric functions against the slow reference oracles and closed forms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from a2fbench.metrics import functional as F
+from a2fbench.metrics import reference as R
+
+
+def _case(seed: int, gt_dtype=np.float64, pred_dtype=np.float32, sorted_regions: bool = True):
+    """Random sequences of random lengths; predictions at least as long as the ground truth."""
+    rng = np.random.default_rng(seed)
+    V = int(rng.integers(4, 120))
+    n = int(rng.integers(1, 5))
+    scale = 10.0 ** rng.uniform(-3, 1)
+    gts, preds, tms = [], [], []
+    for _ in range(n):
+        T = int(rng.integers(1, 40))
+        tm = rng.standard_normal((V, 3)) * scale
+        g = tm + rng.standard_normal((T, V, 3)) * scale * 0.1
+        p = np.concatenate([g, g[-1:].repeat(int(rng.integers(0, 4)), 0)]) + rng.standard_normal((1, V, 3)) * scale * 0.05
+        p = p + rng.standard_normal(p.shape) * scale * 0.02
+        gts.append(g.astype(gt_dtype).reshape(T, -1) if rng.random() < 0.5 else g.astype(gt_dtype))
+        preds.append(p.astype(pred_dtype))
+        tms.append(tm.astype(gt_dtype).reshape(-1))
+    lips = rng.choice(V, int(rng.integers(1, V + 1)), replace=False)
+    upper = rng.choice(V, int(rng.integers(1, V + 1)), replace=False)
+    if sorted_regions:
+        lips, upper = np.sort(lips), np.sort(upper)
+    return gts, preds, tms, lips, upper, V
+
+
+def _fast(gts, preds, tms, lips, upper, V, *, policy: str, dtype=None, chunk: int = 7, metrics=("LVE", "FDD")):
+    """Our functions composed the way evaluate.py composes them: chunked frames, (U, T) displacements."""
+    frames = {m: [] for m in metrics if m in ("LVE", "MVE", "UFVE")}
+    fdd = []
+    for g, p, tm in zip(gts, preds, tms):
+        g3, p3 = F.as_vertices(g), F.as_vertices(p)
+        T = g3.shape[0] if policy == "pred_only" else min(g3.shape[0], p3.shape[0])
+        g3, p3 = g3[:T], p3[:T]
+        U = len(upper)
+        dg = np.empty((U, T), dtype or np.result_type(g3.dtype, tm.dtype))
+        dp = np.empty((U, T), dtype or np.result_type(p3.dtype, tm.dtype))
+        per = {m: [] for m in frames}
+        for a in range(0, T, chunk):
+            b = min(T, a + chunk)
+            terms = F.frame_terms(g3[a:b], p3[a:b], lips, upper, list(frames), dtype)
+            for m in frames:
+                per[m].append(terms[m])
+            dg[:, a:b] = F.upper_displacements(g3[a:b], tm, upper, dtype).T
+            dp[:, a:b] = F.upper_displacements(p3[a:b], tm, upper, dtype).T
+        for m in frames:
+            frames[m].append(np.concatenate(per[m]))
+        fdd.append(F.upper_dynamics(dg) - F.upper_dynamics(dp))
+    out = {m: F.pooled_mean(v) for m, v in frames.items()}
+    out["FDD"] = F.mean_over_sequences(fdd)
+    out["FDD_abs"] = F.mean_abs_over_sequences(fdd)
+    return out
+
+
+def _bits(x) -> bytes:
+    return np.asarray(x).tobytes()
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_codetalker_bitwise_float64_gt_float32_pred(seed: int) -> None:
+    gts, preds, tms, lips, upper, V = _case(seed, sorted_regions=seed % 3 != 0)
+    ref = R.codetalker(gts, preds, tms, lips, upper, V)
+    got = _fast(gts, preds, tms, lips, upper, V, policy="pred_only", chunk=1 + seed % 9)
+    assert _bits(got["LVE"]) == _bits(ref["LVE"]) and np.asarray(got["LVE"]).dtype == np.asarray(ref["LVE"]).dtype
+    assert _bits(got["FDD"]) == _bits(ref["FDD"])
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("dtypes", [(np.float32, np.float32), (np.float64, np.float64), (np.float32, np.float64)])
+def test_codetalker_bitwise_other_dtypes(seed: int, dtypes) -> None:
+    """Same arithmetic as the reference on whatever dtypes it is given (float32 stays float32)."""
+    gts, preds, tms, lips, upper, V = _case(1000 + seed, *dtypes)
+    ref = R.codetalker(gts, preds, tms, lips, upper, V)
+    got = _fast(gts, preds, tms, lips, upper, V, policy="pred_only", chunk=3 + seed)
+    assert np.asarray(got["LVE"]).dtype == np.asarray(ref["LVE"]).dtype
+    assert _bits(got["LVE"]) == _bits(ref["LVE"])
+    assert _bits(got["FDD"]) == _bits(ref["FDD"])
+
+
+def test_reference_rejects_short_prediction() -> None:
+    g = np.zeros((5, 4, 3))
+    with pytest.raises(ValueError):
+        R.codetalker([g], [g[:4]], [np.zeros((4, 3))], [0], [1], 4)
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_facediffuser_parity(seed: int) -> None:
+    """LVE and FDD are CodeTalker's code (bitwise); MVE differs only in summation order (tolerance)."""
+    gts, preds, tms, lips, upper, V = _case(2000 + seed)
+    rng = np.random.default_rng(seed)
+    preds = [p[: max(1, p.shape[0] - int(rng.integers(0, 6)))] for p in preds]  # some shorter than GT
+    ref = R.facediffuser(gts, preds, tms, lips, upper, V)
+    got = _fast(gts, preds, tms, lips, upper, V, policy="both", metrics=("LVE", "MVE"), chunk=4)
+    assert _bits(got["LVE"]) == _bits(ref["LVE"])
+    assert _bits(got["FDD"]) == _bits(ref["FDD"])
+    assert got["FDD_abs"] == pytest.approx(ref["FDD_abs"], rel=1e-12, abs=1e-300)
+    assert got["MVE"] == pytest.approx(ref["MVE"], rel=1e-6)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a2f_matches_literal_definitions(seed: int) -> None:
+    rng = np.random.default_rng(3000 + seed)
+    V = int(rng.integers(3, 25))
+    gts, preds, tms, lips, upper, _ = _case(3000 + seed)
+    # small V for the literal per-vertex oracle
+    gts = [F.as_vertices(g)[:, :V] for g in gts]
+    preds = [F.as_vertices(p)[:, :V] for p in preds]
+    tms = [t.reshape(-1, 3)[:V] for t in tms]
+    lips = np.unique(rng.integers(0, V, 1 + V // 3))
+    upper = np.unique(rng.integers(0, V, 1 + V // 2))
+    ref = R.a2f(gts, preds, tms, lips, upper, V)
+    got = _fast(gts, preds, tms, lips, upper, V, policy="pred_only", dtype=np.float64, chunk=5,
+                metrics=("LVE", "MVE", "UFVE"))
+    for m in ("LVE", "MVE", "UFVE", "FDD_abs"):
+        assert got[m] == pytest.approx(ref[m], rel=1e-9), m
+    assert got["FDD"] == pytest.approx(ref["FDD"], rel=1e-7, abs=1e-12 * ref["FDD_abs"])
+
+
+def test_closed_forms() -> None:
+    rng = np.random.default_rng(7)
+    g = rng.standard_normal((30, 50, 3))
+    lips, upper = np.arange(5, 20), np.arange(30, 50)
+    c = np.array([0.001, 0.002, -0.002])
+    sq = F.squared_distances(g, g)
+    assert F.lip_errors(sq, lips).max() == 0.0 and F.mean_distances(sq).max() == 0.0
+    assert F.fdd_sequence(g, g.copy(), g[0], upper) == 0.0
+    t = F.frame_terms(g, g + c, lips, upper, ("LVE", "MVE", "UFVE"), np.float64)
+    assert np.allclose(t["LVE"], (c ** 2).sum(), rtol=1e-9, atol=0)
+    assert np.allclose(t["MVE"], np.linalg.norm(c), rtol=1e-9, atol=0)
+    assert np.allclose(t["UFVE"], np.linalg.norm(c), rtol=1e-9, atol=0)
+
+
+def test_known_values_by_hand() -> None:
+    # one frame, two vertices; vertex 1 is 3 away in z; lips = {1}
+    g = np.zeros((2, 2, 3))
+    p = g.copy()
+    p[0, 1] = [0, 0, 3]
+    p[1, 0] = [1, 2, 2]
+    assert F.lve_frames(g, p, np.array([1])).tolist() == [9.0, 0.0]
+    assert F.mve_frames(g, p).tolist() == [1.5, 1.5]
+    assert F.mve_frames(g, p, np.array([0])).tolist() == [0.0, 3.0]
+    # FDD: template 0; GT vertex 0 displacement^2 = 0 then 4 (std 2); prediction still (std 0): FDD = +2
+    g2 = np.zeros((2, 1, 3))
+    g2[1, 0] = [2, 0, 0]
+    assert F.fdd_sequence(g2, np.zeros((2, 1, 3)), np.zeros(3), np.array([0])) == 2.0
+    assert F.pooled_mean([np.array([1.0, 2.0]), np.array([6.0])]) == 3.0
+    assert F.mean_over_sequences([1.0, -3.0]) == -1.0 and F.mean_abs_over_sequences([1.0, -3.0]) == 2.0
+    assert F.aggregate_from_sequences("LVE", [1.5, 6.0], [2, 1]) == 3.0
+
+
+def test_metric_info() -> None:
+    assert F.METRIC_INFO["LVE"].unit("m") == "m^2" and F.METRIC_INFO["MVE"].unit("m") == "m"
+    assert F.METRIC_INFO["FDD"].unit("codetalker_area_normalised") == "(codetalker_area_normalised)^2"
+    assert all(not i.higher_is_better and i.version >= 1 for i in F.METRIC_INFO.values())
+    from a2fbench.results import AGGREGATION
+
+    assert {k: v.aggregation for k, v in F.METRIC_INFO.items()} == AGGREGATION
+
+
+def test_bootstrap_ci_behaves() -> None:
+    rng = np.random.default_rng(0)
+    v = rng.normal(5.0, 2.0, 400)
+    lo, hi = F.bootstrap_ci("FDD", v, np.ones(400), n_resamples=4000, seed=1)
+    half = 1.96 * v.std() / np.sqrt(len(v))  # normal theory for a mean
+    assert lo < v.mean() < hi
+    assert (hi - lo) / 2 == pytest.approx(half, rel=0.15)
+    assert F.bootstrap_ci("FDD", v, np.ones(400), n_resamples=4000, seed=1) == (lo, hi)  # seeded
+    assert F.bootstrap_ci("LVE", [2.0, 2.0, 2.0], [5, 7, 9]) == (2.0, 2.0)  # degenerate
+    assert F.bootstrap_ci("LVE", [2.0], [5]) == (2.0, 2.0)
+    # pooled weighting: one-frame outlier sequence barely moves a resample drawn with 1000-frame ones
+    lo, hi = F.bootstrap_ci("LVE", [1.0] * 5 + [100.0], [1000] * 5 + [1], n_resamples=2000)
+    assert lo == 1.0 and hi < 1.2
+    lo, hi = F.bootstrap_ci("FDD", [1.0] * 5 + [100.0], [1000] * 5 + [1], n_resamples=2000)  # unweighted
+    assert hi > 30.0
