@@ -65,29 +65,59 @@ def get_protocol(name: str) -> Protocol:
 
 # ------------------------------------------------------------------------------------------ one chunk
 @dataclass
+class _Item:
+    """One sequence to score: id, frames scored, and per prediction file its condition and length."""
+
+    sid: str
+    T: int
+    conditions: list[Optional[str]]
+    pred_frames: list[int]
+
+
+@dataclass
 class _Chunk:
     seq_index: int
     start: int
     gt: np.ndarray  # (t, V, 3) vertices
     preds: list[np.ndarray]  # per condition, (t, V, 3)
+    template: Optional[np.ndarray] = None  # (V, 3), on the first chunk of a sequence
+
+
+@dataclass
+class _Scoring:
+    """What one evaluation computes: protocol, regions, compute dtype (None: the inputs' promoted dtype)."""
+
+    proto: Protocol
+    lips: np.ndarray
+    upper: np.ndarray
+
+    @property
+    def dtype(self) -> Optional[type]:
+        return np.float64 if self.proto.float64 else None
+
+    @property
+    def pooled(self) -> list[str]:
+        return [m for m in self.proto.metrics if m in POOLED]
+
+    @property
+    def fdd(self) -> bool:
+        return "FDD" in self.proto.metrics
 
 
 class _Context:
-    """Everything fixed for one evaluation: dataset, converter, regions, protocol."""
+    """Everything fixed for one evaluation of a prepared dataset: store, converter, regions, protocol."""
 
     def __init__(self, ds: Any, proto: Protocol, lips: np.ndarray, upper: np.ndarray):
         from .registry import get_space
         from .spaces import converter
 
         self.ds = ds
-        self.proto = proto
-        self.lips = lips
-        self.upper = upper
+        self.scoring = _Scoring(proto, lips, upper)
+        self.proto, self.lips, self.upper = proto, lips, upper
         self.space = get_space(ds.card["space"])
         self.conv = None if self.space.is_vertex else converter(self.space, ds.space_arrays())
         self.V = int(ds.card.get("n_vertices") or (self.conv.n_vertices if self.conv else self.space.n_vertices))
         self.P = None if self.space.is_vertex else int(self.space.dim)
-        self.dtype = np.float64 if proto.float64 else None
 
     def vertices(self, x: np.ndarray, kind: str) -> np.ndarray:
         """Rows of motion or prediction -> (t, V, 3) (parameters through the space's converter)."""
@@ -103,19 +133,20 @@ class _Context:
         return tm.reshape(self.V, 3)
 
 
-def _chunks(ctx: _Context, plan: list[tuple[str, int, list[PredFile]]], rows: int,
+def _chunks(ctx: _Context, plan: list[tuple[_Item, list[PredFile]]], rows: int,
             digests: dict[str, str]) -> Iterator[_Chunk]:
     """Read every scored chunk in order; hash and check every prediction byte (also the unscored tail)."""
     gt_kind = "vertices" if ctx.conv is None else "parameters"
-    for i, (sid, T, pfs) in enumerate(plan):
-        seq = ctx.ds[sid]
+    for i, (item, pfs) in enumerate(plan):
+        seq = ctx.ds[item.sid]
+        tm = ctx.template(seq.subject) if ctx.scoring.fdd else None
         readers = [NpyReader(pf) for pf in pfs]
         try:
-            for a in range(0, T, rows):
-                b = min(T, a + rows)
+            for a in range(0, item.T, rows):
+                b = min(item.T, a + rows)
                 gt = ctx.vertices(seq.frames(a, b), gt_kind)
                 preds = [ctx.vertices(r.read(b - a), r.pf.kind) for r in readers]
-                yield _Chunk(i, a, gt, preds)
+                yield _Chunk(i, a, gt, preds, tm if a == 0 else None)
             for r in readers:
                 digests[r.pf.path.name] = r.finish()
         finally:
@@ -165,23 +196,26 @@ def _prefetch(it: Iterator[_Chunk], depth: int = 2) -> Iterator[_Chunk]:
 
 
 # ------------------------------------------------------------------------------------------ evaluate
-def _plan(ctx: _Context, ids: list[str], preds: PredictionSet) -> list[tuple[str, int, list[PredFile]]]:
-    """(seq_id, frames scored, files) per sequence; applies the protocol's length rule to the headers."""
+def _cut(proto: Protocol, T_gt: int, pred_frames: list[int]) -> Optional[int]:
+    """Frames scored under the protocol's length rule; None when a prediction is too short for it."""
+    if proto.length_policy == "truncate_pred_only":
+        return T_gt if min(pred_frames) >= T_gt else None
+    return min(T_gt, *pred_frames)
+
+
+def _plan(ctx: _Context, ids: list[str], preds: PredictionSet) -> list[tuple[_Item, list[PredFile]]]:
+    """Per sequence the frames scored and the files; applies the protocol's length rule to the headers."""
     out = []
     for sid in ids:
         T_gt = ctx.ds[sid].n_frames
         pfs = preds.files[sid]
-        if ctx.proto.length_policy == "truncate_pred_only":
-            short = [pf for pf in pfs if pf.n_frames < T_gt]
-            if short:
-                pf = short[0]
-                raise PredictionError(f"{pf.path}: expected at least {T_gt} frames (the ground truth of {sid}), found "
-                                      f"{pf.n_frames}; protocol {ctx.proto.name} cuts longer predictions to the "
-                                      "ground truth but never pads (protocol facediffuser cuts both to the shorter)")
-            T = T_gt
-        else:
-            T = min(T_gt, *(pf.n_frames for pf in pfs))
-        out.append((sid, T, pfs))
+        T = _cut(ctx.proto, T_gt, [pf.n_frames for pf in pfs])
+        if T is None:
+            pf = min(pfs, key=lambda f: f.n_frames)
+            raise PredictionError(f"{pf.path}: expected at least {T_gt} frames (the ground truth of {sid}), found "
+                                  f"{pf.n_frames}; protocol {ctx.proto.name} cuts longer predictions to the "
+                                  "ground truth but never pads (protocol facediffuser cuts both to the shorter)")
+        out.append((_Item(sid, T, [pf.condition for pf in pfs], [pf.n_frames for pf in pfs]), pfs))
     return out
 
 
@@ -216,88 +250,119 @@ def evaluate(pred_dir: str | os.PathLike, dataset: str, data: str | os.PathLike,
         preds = scan(pred_dir, ids, subjects, n_vertices=ctx.V, n_params=ctx.P, ignore_extra=ignore_extra,
                      what=f"{ds.id} split {split!r}")
         plan = _plan(ctx, ids, preds)
+        rows = max(1, int(chunk_mb * 2**20 // (ctx.V * 3 * 8)))
+        digests: dict[str, str] = {}
         t0 = time.perf_counter()
-        rows_, digests, compute_dtypes = _score(ctx, plan, chunk_mb, progress)
+        seqs, dtypes = _score(ctx.scoring, [it for it, _ in plan], _prefetch(_chunks(ctx, plan, rows, digests)),
+                              f"evaluate {ds.id} ({proto.name})" if progress else None)
         log.debug("scored %d sequences in %.2f s", len(plan), time.perf_counter() - t0)
-        return _results(ctx, split, region_set, plan, preds, rows_, digests, compute_dtypes, n_bootstrap, seed)
+        return _results(ctx, split, region_set, preds, seqs, digests, dtypes, n_bootstrap, seed)
     finally:
         ds.close()
+
+
+def score_arrays(gts: list[np.ndarray], preds: list[np.ndarray], templates: list[np.ndarray], lips: np.ndarray,
+                 upper: np.ndarray, protocol: str = "a2f", *, ids: Optional[list[str]] = None,
+                 chunk_frames: int = 128) -> dict:
+    """The same scoring on in-memory vertex arrays (no store, no files, no bootstrap).
+
+    ``gts``/``preds``: per sequence ``(T, V, 3)`` or ``(T, 3V)`` (a list per sequence in ``preds`` means
+    several conditions); ``templates``: ``(V, 3)`` or ``(3V,)``. Returns ``{"metrics": {name: value},
+    "per_sequence": [...]}``.
+    """
+    proto = get_protocol(protocol)
+    scoring = _Scoring(proto, np.asarray(lips, np.int64), np.asarray(upper, np.int64))
+    ids = ids or [f"seq{i}" for i in range(len(gts))]
+    items, data = [], []
+    for sid, g, p, tm in zip(ids, gts, preds, templates):
+        g = F.as_vertices(g)
+        ps = [F.as_vertices(x) for x in (p if isinstance(p, (list, tuple)) else [p])]
+        T = _cut(proto, g.shape[0], [x.shape[0] for x in ps])
+        if T is None:
+            raise PredictionError(f"{sid}: expected a prediction of at least {g.shape[0]} frames, found "
+                                  f"{min(x.shape[0] for x in ps)} (protocol {proto.name})")
+        items.append(_Item(sid, T, [None] * len(ps), [x.shape[0] for x in ps]))
+        data.append((g, ps, np.asarray(tm).reshape(-1, 3)))
+
+    def chunks() -> Iterator[_Chunk]:
+        for i, (item, (g, ps, tm)) in enumerate(zip(items, data)):
+            for a in range(0, item.T, chunk_frames):
+                b = min(item.T, a + chunk_frames)
+                yield _Chunk(i, a, g[a:b], [x[a:b] for x in ps], tm if a == 0 else None)
+
+    seqs, _ = _score(scoring, items, chunks(), None)
+    return {"metrics": _aggregates(proto, seqs), "per_sequence": [s["row"] for s in seqs]}
 
 
 class _SeqAcc:
     """Per-sequence accumulator: per-frame terms per condition, upper-face displacements (|U|, T)."""
 
-    def __init__(self, ctx: _Context, index: int, plan_row: tuple, first: _Chunk, pooled: list[str], fdd: bool):
-        self.ctx, self.i = ctx, index
-        self.sid, self.T, self.pfs = plan_row
-        self.k = len(self.pfs)
-        self.pooled, self.fdd = pooled, fdd
-        self.parts: dict[str, list[list[np.ndarray]]] = {m: [[] for _ in self.pfs] for m in pooled}
-        if fdd:
-            self.tm = ctx.template(ctx.ds[self.sid].subject)
-            U = len(ctx.upper)
+    def __init__(self, sc: _Scoring, index: int, item: _Item, first: _Chunk):
+        self.sc, self.i, self.item = sc, index, item
+        self.k = len(item.conditions)
+        self.parts: dict[str, list[list[np.ndarray]]] = {m: [[] for _ in range(self.k)] for m in sc.pooled}
+        if sc.fdd:
+            assert first.template is not None
+            self.tm = first.template
+            U = len(sc.upper)
 
             def dt(x: np.ndarray) -> np.dtype:
-                return np.dtype(ctx.dtype) if ctx.dtype is not None else np.result_type(x.dtype, self.tm.dtype)
+                return np.dtype(sc.dtype) if sc.dtype is not None else np.result_type(x.dtype, self.tm.dtype)
 
-            self.d_gt = np.empty((U, self.T), dt(first.gt))
-            self.d_pred = [np.empty((U, self.T), dt(p)) for p in first.preds]
+            self.d_gt = np.empty((U, item.T), dt(first.gt))
+            self.d_pred = [np.empty((U, item.T), dt(p)) for p in first.preds]
 
     def add(self, ch: _Chunk, dtypes: set) -> None:
-        ctx, t, a = self.ctx, ch.gt.shape[0], ch.start
+        sc, t, a = self.sc, ch.gt.shape[0], ch.start
         for c, p in enumerate(ch.preds):
-            dtypes.add(str(np.dtype(ctx.dtype) if ctx.dtype is not None else np.result_type(ch.gt.dtype, p.dtype)))
-            if self.pooled:
-                terms = F.frame_terms(ch.gt, p, ctx.lips, ctx.upper, self.pooled, ctx.dtype)
-                for m in self.pooled:
+            dtypes.add(str(np.dtype(sc.dtype) if sc.dtype is not None else np.result_type(ch.gt.dtype, p.dtype)))
+            if sc.pooled:
+                terms = F.frame_terms(ch.gt, p, sc.lips, sc.upper, sc.pooled, sc.dtype)
+                for m in sc.pooled:
                     self.parts[m][c].append(terms[m])
-            if self.fdd:
-                self.d_pred[c][:, a:a + t] = F.upper_displacements(p, self.tm, ctx.upper, ctx.dtype).T
-        if self.fdd:
-            self.d_gt[:, a:a + t] = F.upper_displacements(ch.gt, self.tm, ctx.upper, ctx.dtype).T
+            if sc.fdd:
+                self.d_pred[c][:, a:a + t] = F.upper_displacements(p, self.tm, sc.upper, sc.dtype).T
+        if sc.fdd:
+            self.d_gt[:, a:a + t] = F.upper_displacements(ch.gt, self.tm, sc.upper, sc.dtype).T
 
     def close(self) -> dict:
         """{row: per_sequence dict, frames: {metric: (T,) vector}, fdd: scalar} (conditions averaged)."""
-        row: dict[str, Any] = {"id": self.sid, "frames": self.T}
+        item = self.item
+        row: dict[str, Any] = {"id": item.sid, "frames": item.T}
         frames = {}
-        for m in self.pooled:
+        for m in self.sc.pooled:
             per_c = [np.concatenate(v) for v in self.parts[m]]
             v = per_c[0] if self.k == 1 else sum(per_c) / self.k
             frames[m] = v
             row[m] = float(np.mean(v))
         fdd = None
-        if self.fdd:
+        if self.sc.fdd:
             s_gt = F.upper_dynamics(self.d_gt)
             s_pr = [F.upper_dynamics(d) for d in self.d_pred]
             fdd = s_gt - (s_pr[0] if self.k == 1 else sum(s_pr) / self.k)
             row["FDD"] = float(fdd)
-        if self.pfs[0].condition is not None:
-            row["conditions"] = [pf.condition for pf in self.pfs]
-        row["pred_frames"] = [pf.n_frames for pf in self.pfs] if self.k > 1 else self.pfs[0].n_frames
+        if item.conditions[0] is not None:
+            row["conditions"] = list(item.conditions)
+        row["pred_frames"] = list(item.pred_frames) if self.k > 1 else item.pred_frames[0]
         return {"row": row, "frames": frames, "fdd": fdd}
 
 
-def _score(ctx: _Context, plan: list, chunk_mb: float, progress: bool) -> tuple[list[dict], dict, set]:
-    """Stream every chunk through the accumulators; returns (per-sequence outputs, file digests, dtypes)."""
-    pooled = [m for m in ctx.proto.metrics if m in POOLED]
-    want_fdd = "FDD" in ctx.proto.metrics
-    rows = max(1, int(chunk_mb * 2**20 // (ctx.V * 3 * 8)))
-    digests: dict[str, str] = {}
+def _score(sc: _Scoring, items: list[_Item], chunks: Iterator[_Chunk], desc: Optional[str]) -> tuple[list[dict], set]:
+    """Run every chunk through the per-sequence accumulators; returns (per-sequence outputs, compute dtypes)."""
     out: list[dict] = []
     dtypes: set = set()
     bar = None
-    if progress:
+    if desc:
         from tqdm import tqdm
 
-        bar = tqdm(total=sum(T for _, T, _ in plan), unit="frame", leave=False,
-                   desc=f"evaluate {ctx.ds.id} ({ctx.proto.name})")
+        bar = tqdm(total=sum(it.T for it in items), unit="frame", leave=False, desc=desc)
     cur: Optional[_SeqAcc] = None
     try:
-        for ch in _prefetch(_chunks(ctx, plan, rows, digests)):
+        for ch in chunks:
             if cur is None or cur.i != ch.seq_index:
                 if cur is not None:
                     out.append(cur.close())
-                cur = _SeqAcc(ctx, ch.seq_index, plan[ch.seq_index], ch, pooled, want_fdd)
+                cur = _SeqAcc(sc, ch.seq_index, items[ch.seq_index], ch)
             cur.add(ch, dtypes)
             if bar is not None:
                 bar.update(ch.gt.shape[0])
@@ -306,7 +371,20 @@ def _score(ctx: _Context, plan: list, chunk_mb: float, progress: bool) -> tuple[
     finally:
         if bar is not None:
             bar.close()
-    return out, digests, dtypes
+    return out, dtypes
+
+
+def _aggregates(proto: Protocol, seqs: list[dict]) -> dict[str, Any]:
+    """Each metric's aggregate by its rule: pooled np.mean over all frames, or over sequences in order."""
+    out = {}
+    for m in proto.metrics:
+        if m in POOLED:
+            out[m] = F.pooled_mean([s["frames"][m] for s in seqs])
+        elif m == "FDD":
+            out[m] = F.mean_over_sequences([s["fdd"] for s in seqs])
+        else:
+            out[m] = F.mean_abs_over_sequences([s["fdd"] for s in seqs])
+    return out
 
 
 def _regions_digest(lips: np.ndarray, upper: np.ndarray) -> str:
@@ -316,22 +394,16 @@ def _regions_digest(lips: np.ndarray, upper: np.ndarray) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _results(ctx: _Context, split: str, region_set: str, plan: list, preds: PredictionSet, seqs: list[dict],
-             digests: dict, dtypes: set, n_bootstrap: int, seed: int) -> dict:
+def _results(ctx: _Context, split: str, region_set: str, preds: PredictionSet, seqs: list[dict], digests: dict,
+             dtypes: set, n_bootstrap: int, seed: int) -> dict:
     proto, card = ctx.proto, ctx.ds.card
     per_seq = [s["row"] for s in seqs]
     frames = [r["frames"] for r in per_seq]
     metrics: dict[str, dict] = {}
     vunits = str(card.get("vertex_units") or card.get("units") or "")
     display = card.get("display") or {}
-    for m in proto.metrics:
+    for m, value in _aggregates(proto, seqs).items():
         info = F.METRIC_INFO[m]
-        if m in POOLED:
-            value = F.pooled_mean([s["frames"][m] for s in seqs])
-        elif m == "FDD":
-            value = F.mean_over_sequences([s["fdd"] for s in seqs])
-        else:
-            value = F.mean_abs_over_sequences([s["fdd"] for s in seqs])
         key = "FDD" if m == "FDD_abs" else m
         ci = F.bootstrap_ci(m, [r[key] for r in per_seq], frames, n_resamples=n_bootstrap, seed=seed)
         metrics[m] = {"value": float(value), "unit": info.unit(vunits), "ci95": [ci[0], ci[1]],

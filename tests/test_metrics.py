@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from a2fbench.metrics import functional as F
+from a2fbench.evaluate import score_arrays
 from a2fbench.metrics import reference as R
 
 
@@ -32,32 +33,9 @@ def _case(seed: int, gt_dtype=np.float64, pred_dtype=np.float32, sorted_regions:
     return gts, preds, tms, lips, upper, V
 
 
-def _fast(gts, preds, tms, lips, upper, V, *, policy: str, dtype=None, chunk: int = 7, metrics=("LVE", "FDD")):
-    """Our functions composed the way evaluate.py composes them: chunked frames, (U, T) displacements."""
-    frames = {m: [] for m in metrics if m in ("LVE", "MVE", "UFVE")}
-    fdd = []
-    for g, p, tm in zip(gts, preds, tms):
-        g3, p3 = F.as_vertices(g), F.as_vertices(p)
-        T = g3.shape[0] if policy == "pred_only" else min(g3.shape[0], p3.shape[0])
-        g3, p3 = g3[:T], p3[:T]
-        U = len(upper)
-        dg = np.empty((U, T), dtype or np.result_type(g3.dtype, tm.dtype))
-        dp = np.empty((U, T), dtype or np.result_type(p3.dtype, tm.dtype))
-        per = {m: [] for m in frames}
-        for a in range(0, T, chunk):
-            b = min(T, a + chunk)
-            terms = F.frame_terms(g3[a:b], p3[a:b], lips, upper, list(frames), dtype)
-            for m in frames:
-                per[m].append(terms[m])
-            dg[:, a:b] = F.upper_displacements(g3[a:b], tm, upper, dtype).T
-            dp[:, a:b] = F.upper_displacements(p3[a:b], tm, upper, dtype).T
-        for m in frames:
-            frames[m].append(np.concatenate(per[m]))
-        fdd.append(F.upper_dynamics(dg) - F.upper_dynamics(dp))
-    out = {m: F.pooled_mean(v) for m, v in frames.items()}
-    out["FDD"] = F.mean_over_sequences(fdd)
-    out["FDD_abs"] = F.mean_abs_over_sequences(fdd)
-    return out
+def _fast(gts, preds, tms, lips, upper, V, *, protocol: str, chunk: int = 7):
+    """The evaluator's streaming code path (a2fbench.evaluate.score_arrays), chunked by ``chunk`` frames."""
+    return score_arrays(gts, preds, tms, lips, upper, protocol, chunk_frames=chunk)["metrics"]
 
 
 def _bits(x) -> bytes:
@@ -68,7 +46,7 @@ def _bits(x) -> bytes:
 def test_codetalker_bitwise_float64_gt_float32_pred(seed: int) -> None:
     gts, preds, tms, lips, upper, V = _case(seed, sorted_regions=seed % 3 != 0)
     ref = R.codetalker(gts, preds, tms, lips, upper, V)
-    got = _fast(gts, preds, tms, lips, upper, V, policy="pred_only", chunk=1 + seed % 9)
+    got = _fast(gts, preds, tms, lips, upper, V, protocol="codetalker", chunk=1 + seed % 9)
     assert _bits(got["LVE"]) == _bits(ref["LVE"]) and np.asarray(got["LVE"]).dtype == np.asarray(ref["LVE"]).dtype
     assert _bits(got["FDD"]) == _bits(ref["FDD"])
 
@@ -79,7 +57,7 @@ def test_codetalker_bitwise_other_dtypes(seed: int, dtypes) -> None:
     """Same arithmetic as the reference on whatever dtypes it is given (float32 stays float32)."""
     gts, preds, tms, lips, upper, V = _case(1000 + seed, *dtypes)
     ref = R.codetalker(gts, preds, tms, lips, upper, V)
-    got = _fast(gts, preds, tms, lips, upper, V, policy="pred_only", chunk=3 + seed)
+    got = _fast(gts, preds, tms, lips, upper, V, protocol="codetalker", chunk=3 + seed)
     assert np.asarray(got["LVE"]).dtype == np.asarray(ref["LVE"]).dtype
     assert _bits(got["LVE"]) == _bits(ref["LVE"])
     assert _bits(got["FDD"]) == _bits(ref["FDD"])
@@ -98,7 +76,7 @@ def test_facediffuser_parity(seed: int) -> None:
     rng = np.random.default_rng(seed)
     preds = [p[: max(1, p.shape[0] - int(rng.integers(0, 6)))] for p in preds]  # some shorter than GT
     ref = R.facediffuser(gts, preds, tms, lips, upper, V)
-    got = _fast(gts, preds, tms, lips, upper, V, policy="both", metrics=("LVE", "MVE"), chunk=4)
+    got = _fast(gts, preds, tms, lips, upper, V, protocol="facediffuser", chunk=4)
     assert _bits(got["LVE"]) == _bits(ref["LVE"])
     assert _bits(got["FDD"]) == _bits(ref["FDD"])
     assert got["FDD_abs"] == pytest.approx(ref["FDD_abs"], rel=1e-12, abs=1e-300)
@@ -117,8 +95,7 @@ def test_a2f_matches_literal_definitions(seed: int) -> None:
     lips = np.unique(rng.integers(0, V, 1 + V // 3))
     upper = np.unique(rng.integers(0, V, 1 + V // 2))
     ref = R.a2f(gts, preds, tms, lips, upper, V)
-    got = _fast(gts, preds, tms, lips, upper, V, policy="pred_only", dtype=np.float64, chunk=5,
-                metrics=("LVE", "MVE", "UFVE"))
+    got = _fast(gts, preds, tms, lips, upper, V, protocol="a2f", chunk=5)
     for m in ("LVE", "MVE", "UFVE", "FDD_abs"):
         assert got[m] == pytest.approx(ref[m], rel=1e-9), m
     assert got["FDD"] == pytest.approx(ref["FDD"], rel=1e-7, abs=1e-12 * ref["FDD_abs"])
