@@ -67,6 +67,8 @@ CREATE TABLE entries (
     protocol                TEXT NOT NULL,
     protocol_version        INTEGER,
     dataset_fingerprint     TEXT,
+    region_set              TEXT,
+    regions_digest          TEXT,
     predictions_fingerprint TEXT,
     n_sequences             INTEGER,
     n_frames                INTEGER,
@@ -281,6 +283,7 @@ def eval_key(doc: dict) -> str:
     """What makes two results the same evaluation: data, split, protocol, predictions and metric versions."""
     parts = {
         "dataset": doc["dataset"]["fingerprint"], "split": doc["dataset"]["split"],
+        "regions": (doc["dataset"].get("regions") or {}).get("digest"),
         "protocol": [doc["protocol"]["name"], doc["protocol"]["version"]],
         "predictions": doc["predictions"]["fingerprint"],
         "metrics": sorted((k, int(v.get("version", 1))) for k, v in doc["metrics"].items()),
@@ -363,6 +366,8 @@ def submit_doc(conn: sqlite3.Connection, doc: dict, meta: MethodMeta, *, verifie
             "dataset": ds["id"], "dataset_name": ds.get("name"), "dataset_version": ds.get("version"),
             "split": ds["split"], "protocol": proto["name"], "protocol_version": proto.get("version"),
             "dataset_fingerprint": ds.get("fingerprint"), "predictions_fingerprint": doc["predictions"]["fingerprint"],
+            "region_set": (ds.get("regions") or {}).get("set"),
+            "regions_digest": (ds.get("regions") or {}).get("digest"),
             "n_sequences": ds.get("n_sequences"), "n_frames": ds.get("n_frames"),
             "synthetic": None if ds.get("synthetic") is None else int(bool(ds.get("synthetic"))),
             "a2fbench_version": doc.get("a2fbench_version"),
@@ -424,8 +429,9 @@ def remove_entry(conn: sqlite3.Connection, entry_id: int) -> dict:
 # ------------------------------------------------------------------------------------------ reading
 _ENTRY_COLS = ("id", "kind", "method", "version", "params", "inference_s", "inference_device", "training_data",
                "code_url", "trained_on_test_ids", "dataset", "dataset_name", "dataset_version", "split", "protocol",
-               "protocol_version", "dataset_fingerprint", "predictions_fingerprint", "n_sequences", "n_frames",
-               "synthetic", "a2fbench_version", "verified", "verified_at", "citation", "source_url", "source_type",
+               "protocol_version", "dataset_fingerprint", "region_set", "regions_digest", "predictions_fingerprint",
+               "n_sequences", "n_frames", "synthetic", "a2fbench_version", "verified", "verified_at", "citation",
+               "source_url", "source_type",
                "note", "seeded", "created", "submitted_at", "fingerprint")
 _BOOL_COLS = ("trained_on_test_ids", "synthetic", "verified", "seeded")
 

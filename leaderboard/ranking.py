@@ -3,7 +3,9 @@
 Rules (docs/leaderboard.md says the same in prose):
 
 * **Groups.** Evaluated entries are ranked only against entries measured on the same ground truth under the
-  same rules: same dataset, split, protocol name and version, and dataset fingerprint. Reported rows are
+  same rules: same dataset, split, protocol name and version, dataset fingerprint (the prepared store) and
+  lip/upper-face region set (its digest), i.e. exactly what :func:`a2fbench.compare.compare` requires of
+  two comparable files. Reported rows are
   never ranked (their protocol and units are unverified); they are shown beside the evaluated rows.
 * **Rank per metric.** Lower is better for every metric; signed FDD is ranked by ``|FDD|`` (distance from the
   ground truth's dynamics). Competition ranking (1, 2, 2, 4) on the aggregate value. ``best`` = rank 1.
@@ -39,7 +41,7 @@ def group_key(e: dict) -> tuple:
     if e["kind"] == "reported":
         return ("reported", e["dataset"], e["split"], e["protocol"])
     return ("evaluated", e["dataset"], e["split"], e["protocol"], e.get("protocol_version"),
-            e.get("dataset_fingerprint"))
+            e.get("dataset_fingerprint"), e.get("regions_digest"))
 
 
 def score(metric: str, value: Optional[float]) -> Optional[float]:
@@ -158,8 +160,10 @@ def _mark_ties(metric: str, best: dict, others: list[dict], scores: dict, n_boot
 
 
 def group_label(e: dict) -> str:
-    proto = e["protocol"] if e["kind"] == "reported" else f"{e['protocol']} v{e.get('protocol_version') or 1}"
-    return f"{e['dataset']} / {e['split']} / {proto}"
+    if e["kind"] == "reported":
+        return f"{e['dataset']} / {e['split']} / {e['protocol']}"
+    label = f"{e['dataset']} / {e['split']} / {e['protocol']} v{e.get('protocol_version') or 1}"
+    return label + (f" / {e['region_set']} regions" if e.get("region_set") else "")
 
 
 def method_key(e: dict) -> tuple[str, str]:

@@ -108,7 +108,7 @@ def terminal_table(entries: list[dict], overall: list[dict], *, show_overall: bo
         rank = e["metrics"].get("LVE", {}).get("rank")
         kind = "reported" if e["kind"] == "reported" else ("verified" if e.get("verified") else "evaluated")
         name = e["method"] + (f" ({e['version']})" if e.get("version") else "")
-        sp = f"{e['split']}/{e['protocol']}" + (f" v{e['protocol_version']}" if e.get("protocol_version") else "")
+        sp = e["group"].split(" / ", 1)[1].replace(" / ", "/")
         ms = None if e.get("inference_s") is None else e["inference_s"] * 1e3
         params = None if e.get("params") is None else f"{e['params'] / 1e6:.1f}M"
         vals = [str(rank) if rank is not None else "-", _fit(name, 30), kind, _fit(sp, 26)]
@@ -135,8 +135,8 @@ def terminal_table(entries: list[dict], overall: list[dict], *, show_overall: bo
 # ------------------------------------------------------------------------------------------ HTML
 _KEEP = ("id", "kind", "method", "version", "params", "inference_s", "inference_device", "training_data", "code_url",
          "trained_on_test_ids", "dataset", "dataset_name", "split", "protocol", "protocol_version", "group",
-         "group_size", "verified", "synthetic", "n_sequences", "n_frames", "citation", "source_url", "source_type",
-         "note", "submitted_at", "created", "a2fbench_version", "fingerprint", "dataset_fingerprint",
+         "group_size", "region_set", "verified", "synthetic", "n_sequences", "n_frames", "citation", "source_url",
+         "source_type", "note", "submitted_at", "created", "a2fbench_version", "fingerprint", "dataset_fingerprint",
          "predictions_fingerprint")
 
 

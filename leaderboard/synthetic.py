@@ -42,7 +42,7 @@ def bootstrap_ci(metric: str, per_sequence: list[dict], n_boot: int = 1000, seed
 
 def make_results(*, dataset: str = "D1", split: str = "test", protocol: str = "a2f", n_seq: int = 12,
                  scale: float = 1.0, noise: float = 0.05, seed: int = 0, dataset_seed: int = 0,
-                 seq_ids: Optional[Sequence[str]] = None, n_boot: int = 200,
+                 seq_ids: Optional[Sequence[str]] = None, n_boot: int = 200, regions: str = "default",
                  created: str = "2026-01-01T00:00:00+00:00") -> dict:
     """A finalized, self-consistent results document (see the module docstring for the score model)."""
     from a2fbench.registry import get_spec
@@ -72,7 +72,8 @@ def make_results(*, dataset: str = "D1", split: str = "test", protocol: str = "a
     doc = {
         "schema_version": 1, "a2fbench_version": "synthetic",
         "dataset": {"id": spec.id, "name": spec.name, "version": spec.version, "split": split,
-                    "fingerprint": fp_ds, "n_sequences": n, "n_frames": int(frames.sum()), "synthetic": True},
+                    "fingerprint": fp_ds, "n_sequences": n, "n_frames": int(frames.sum()), "synthetic": True,
+                    "regions": {"set": regions, "digest": "sha256:" + hashlib.sha256(regions.encode()).hexdigest()}},
         "protocol": {"name": protocol, "version": 1, "length_policy": "truncate_pred_only",
                      "bootstrap": {"n": n_boot, "seed": seed, "method": "percentile"}},
         "metrics": metrics,

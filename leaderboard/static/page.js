@@ -120,7 +120,7 @@
     var kind = el("td", { cls: "kind" });
     kind.appendChild(el("span", { cls: "badge " + e.kind, text: e.kind === "reported" ? "reported (unverified)" : "evaluated" }));
     tr.appendChild(kind);
-    tr.appendChild(el("td", { cls: "group", text: e.split + " / " + e.protocol + (e.kind === "evaluated" && e.protocol_version ? " v" + e.protocol_version : "") }));
+    tr.appendChild(el("td", { cls: "group", text: e.group.split(" / ").slice(1).join(" / ") }));
     METRICS.forEach(function (m) { tr.appendChild(metricCell(e, m)); });
     tr.appendChild(el("td", { cls: "num", text: fmtParams(e.params) }));
     tr.appendChild(el("td", { cls: "num", text: fmtMs(e.inference_s) }));

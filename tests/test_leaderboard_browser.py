@@ -1,0 +1,174 @@
+"""The leaderboard page in a real browser: headless Debian Chromium driven through Selenium.
+
+Loads the served page and the exported file, sorts a column both ways, filters by kind, opens a drill-down
+(fetched from the API when served, embedded when exported), reads the plot, and checks that hostile method
+names show as text and run nothing. Skips cleanly where Chromium, ChromeDriver or Selenium is absent.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+
+from leaderboard import db, render
+from leaderboard.model import method_meta
+from leaderboard.synthetic import make_results
+
+pytestmark = pytest.mark.browser
+
+HOSTILE = "<script>alert(1)</script>"
+HOSTILE_IMG = '<img src=x onerror="window.__pwned=1">'
+N_SEQ = 9
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMEDRIVER = shutil.which("chromedriver")
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    webdriver = pytest.importorskip("selenium.webdriver")
+    if not CHROMIUM or not CHROMEDRIVER:
+        pytest.skip("Debian chromium / chromium-driver not installed (apt-get install chromium chromium-driver)")
+    from selenium.webdriver.chrome.service import Service
+
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = CHROMIUM
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1400,1000"):
+        opts.add_argument(flag)
+    opts.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
+    drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    drv.set_page_load_timeout(60)
+    yield drv
+    drv.quit()
+
+
+@pytest.fixture(scope="module")
+def board(tmp_path_factory):
+    root = tmp_path_factory.mktemp("board")
+    path = root / "lb.sqlite"
+    conn = db.connect(path)
+    specs = [(HOSTILE, 1.0, 0.020), (HOSTILE_IMG, 1.2, 0.050), ("m-good", 0.8, 0.400), ("m-bad", 1.6, 3.0)]
+    for k, (name, scale, secs) in enumerate(specs):
+        db.submit_doc(conn, make_results(seed=k, scale=scale, n_seq=N_SEQ), method_meta(method=name, inference_s=secs))
+    html_path = root / "lb.html"
+    render.export_html(conn, html_path)
+    conn.close()
+    from leaderboard.server import make_server, url_of
+
+    srv = make_server(path, "127.0.0.1", 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield {"url": url_of(srv), "html": html_path, "n_evaluated": len(specs)}
+    srv.shutdown()
+    srv.server_close()
+
+
+def _load(drv, url: str) -> None:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    drv.get(url)
+    WebDriverWait(drv, 30).until(lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "1")
+
+
+def _css(drv, sel: str):
+    return drv.find_elements("css selector", sel)
+
+
+def _no_script_ran(drv) -> None:
+    from selenium.common.exceptions import NoAlertPresentException
+
+    with pytest.raises(NoAlertPresentException):
+        drv.switch_to.alert.text  # noqa: B018 (raises when no alert is open)
+    assert drv.execute_script("return window.__pwned === undefined")
+    assert _css(drv, "img") == []
+    assert len(_css(drv, "script")) == 2  # the data island and the page's own script
+
+
+def _hostile_names_show_as_text(drv) -> None:
+    names = [b.text for b in _css(drv, 'section[data-dataset="D1"] button.drill')]
+    assert HOSTILE in names and HOSTILE_IMG in names
+    overall = [td.text for td in _css(drv, "#overall-table tbody td:nth-child(2)")]
+    assert HOSTILE in overall
+    _no_script_ran(drv)
+
+
+def _lve_column(drv) -> list[float | None]:
+    cells = _css(drv, 'table[data-dataset="D1"] tbody td[data-metric="LVE"]')
+    return [None if c.text.strip() == "\u2013" else float(c.text.split()[0].rstrip("\u2248")) for c in cells]
+
+
+def test_served_page_sorts_filters_drills_down_and_escapes(browser, board):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _load(browser, board["url"])
+    _hostile_names_show_as_text(browser)
+
+    # sort by LVE: ascending, then descending; rows without an LVE stay last either way
+    th = _css(browser, 'table[data-dataset="D1"] th[data-key="LVE"]')[0]
+    th.click()
+    th = _css(browser, 'table[data-dataset="D1"] th[data-key="LVE"]')[0]
+    assert th.get_attribute("aria-sort") == "ascending"
+    vals = _lve_column(browser)
+    nums = [v for v in vals if v is not None]
+    assert nums == sorted(nums) and vals[: len(nums)] == nums and len(nums) == len(vals)  # D1 rows all have LVE
+    th.click()
+    th = _css(browser, 'table[data-dataset="D1"] th[data-key="LVE"]')[0]
+    assert th.get_attribute("aria-sort") == "descending"
+    assert _lve_column(browser) == sorted(nums, reverse=True)
+    # best-LVE evaluated entry is m-good (scale 0.8); sorting by method name orders the names
+    _css(browser, 'table[data-dataset="D1"] th[data-key="method"]')[0].click()
+    names = [b.text for b in _css(browser, 'table[data-dataset="D1"] button.drill')]
+    assert names == sorted(names, key=str.lower)
+
+    # drill-down: per-sequence scores fetched from /api/entry/<id>
+    (btn,) = [b for b in _css(browser, 'table[data-dataset="D1"] button.drill') if b.text == "m-good"]
+    btn.click()
+    WebDriverWait(browser, 30).until(lambda d: len(_css(d, "#per-sequence-table tbody tr")) == N_SEQ)
+    assert browser.find_element("id", "detail-title").text == "m-good"
+    assert _css(browser, "#per-sequence-table th")[0].text == "id"
+    _css(browser, "#detail .close")[0].click()
+    assert not browser.find_element("id", "detail").is_displayed()
+
+    # the hostile entry's drill-down shows its name as the heading text
+    (btn,) = [b for b in _css(browser, 'table[data-dataset="D1"] button.drill') if b.text == HOSTILE_IMG]
+    btn.click()
+    WebDriverWait(browser, 30).until(lambda d: len(_css(d, "#per-sequence-table tbody tr")) == N_SEQ)
+    assert browser.find_element("id", "detail-title").text == HOSTILE_IMG
+    _no_script_ran(browser)
+
+    # plot of LVE against inference time: one point per evaluated entry with a time, names in tooltips
+    circles = _css(browser, "#plot-list circle")
+    assert len(circles) == board["n_evaluated"]
+    titles = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#plot-list circle title')).map(t => t.textContent)")
+    assert any(t.startswith(HOSTILE + ": LVE") for t in titles)
+
+    # evaluated / reported filter
+    _css(browser, 'input[name="kind"][value="reported"]')[0].click()
+    rows = _css(browser, 'table[data-dataset="D1"] tbody tr')
+    assert rows and all("kind-reported" in r.get_attribute("class") for r in rows)
+    assert _css(browser, "#plot-list circle") == []
+    _css(browser, 'input[name="kind"][value="evaluated"]')[0].click()
+    rows = _css(browser, 'table[data-dataset="D1"] tbody tr')
+    assert len(rows) == board["n_evaluated"] and all("kind-evaluated" in r.get_attribute("class") for r in rows)
+    assert _css(browser, 'section[data-dataset="D0"] tbody tr') == []  # D0 has reported rows only
+
+
+def test_exported_file_works_offline_with_embedded_drill_down(browser, board):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _load(browser, Path(board["html"]).resolve().as_uri())
+    _hostile_names_show_as_text(browser)
+    (btn,) = [b for b in _css(browser, 'table[data-dataset="D1"] button.drill') if b.text == HOSTILE]
+    btn.click()
+    WebDriverWait(browser, 10).until(lambda d: len(_css(d, "#per-sequence-table tbody tr")) == N_SEQ)
+    assert browser.find_element("id", "detail-title").text == HOSTILE
+    # per-sequence table sorts too
+    _css(browser, "#per-sequence-table th")[2].click()
+    lve = [float(td.text) for td in _css(browser, "#per-sequence-table tbody td:nth-child(3)")]
+    assert lve == sorted(lve)
+    _no_script_ran(browser)
