@@ -267,11 +267,12 @@ READERS: dict[str, Callable[[Path, DatasetSpec], RawData]] = {
     "clip_pairs": read_clip_pairs,
 }
 
-_DETECT: dict[str, Callable[[Path], bool]] = {
-    "unitalker_release": lambda r: any((r / f"{s}.json").is_file() for s in ("train", "val", "test")),
-    "vocaset_release": lambda r: (r / "data_verts.npy").is_file(),
-    "vertices_npy": lambda r: (r / "vertices_npy").is_dir(),
-    "clip_pairs": lambda r: any(True for p in r.rglob("*.npy") if "resources" not in p.relative_to(r).parts),
+_DETECT: dict[str, Callable[[Path, DatasetSpec], bool]] = {
+    "unitalker_release": lambda r, spec: any((r / f"{s}.json").is_file()
+                                             for s in dict.fromkeys(["train", "val", "test", *spec.split_names])),
+    "vocaset_release": lambda r, spec: (r / "data_verts.npy").is_file(),
+    "vertices_npy": lambda r, spec: (r / "vertices_npy").is_dir(),
+    "clip_pairs": lambda r, spec: any(True for p in r.rglob("*.npy") if "resources" not in p.relative_to(r).parts),
 }
 
 
@@ -324,7 +325,7 @@ def detect_layout(root: Path, spec: DatasetSpec) -> str:
         raise RawDataError(f"expected the raw {spec.id} folder at {root}, found nothing; run `a2fbench download "
                            f"{spec.id}` (or `a2fbench synth {spec.id}`) first")
     for name in READERS:
-        if name in spec.layouts and _DETECT[name](root):
+        if name in spec.layouts and _DETECT[name](root, spec):
             return name
     raise RawDataError(f"{root}: expected one of the {spec.id} layouts ({', '.join(spec.layouts)}), found none of "
                        f"their files; see `a2fbench info {spec.id}`")

@@ -508,6 +508,31 @@ def estimate_bytes(spec: DatasetSpec, size: Size, seed: int = 0,
     return total
 
 
+def plan_stats(spec: DatasetSpec, size: Size, seed: int = 0) -> dict:
+    """What a stand-in of ``size`` holds, computed from :func:`plan` without writing anything: sequences,
+    subjects, hours and native frames in all and per planned split (``None``: in no standard split), and the
+    bytes it takes on disk."""
+    plans = plan(spec, size, seed)
+
+    def stats(ps: list[SeqPlan]) -> dict:
+        return {"sequences": len(ps), "subjects": len({p.subject for p in ps}),
+                "hours": round(sum(p.seconds for p in ps) / 3600, 3),
+                "frames_native": sum(int(round(p.seconds * spec.fps_native)) for p in ps)}
+
+    split_of = {p.id: p.split for p in plans}
+    if spec.splits.rule == "subject_hash":  # assigned by prepare from the subject names: ask it
+        from .prepare import assign_splits
+        from .readers import RawItem
+
+        got, _, _ = assign_splits(spec, [RawItem(p.id, p.subject, spec.fps_native, lambda: None, lambda: None, [])
+                                         for p in plans])
+        split_of = {sid: k for k, ids in got.items() for sid in ids}
+    by: dict[str, list[SeqPlan]] = {}
+    for p in plans:
+        by.setdefault(str(split_of[p.id]), []).append(p)
+    return {**stats(plans), "bytes": estimate_bytes(spec, size, seed), "splits": {k: stats(v) for k, v in by.items()}}
+
+
 def synth_dataset(spec: DatasetSpec, out: str | os.PathLike, size: Size = "tiny", seed: int = 0,
                   layout: Optional[str] = None, progress: bool = True,
                   splits: Optional[list[str]] = None) -> Path:

@@ -342,3 +342,39 @@ def test_reprepare_replaces_the_store(raw_tiny: Path, tmp_path: Path) -> None:
     prepare_dataset(get_spec("D7"), raw_tiny, tmp_path, progress=False)
     assert (tmp_path / "D7" / "store.h5").stat().st_ino != first
     assert sorted(p.name for p in tmp_path.iterdir()) == ["D7"]  # no temporary folders left
+
+
+# ------------------------------------------------------------------------------- other layouts
+def test_vocaset_in_the_faceformer_layout_prepares_the_same(data_tiny: Path, tmp_path: Path) -> None:
+    """`synth D1 --layout vertices_npy` (FaceFormer's processed files) gives the same store content."""
+    from a2fbench.synth import synth_dataset
+
+    synth_dataset(get_spec("D1"), tmp_path / "raw", layout="vertices_npy", progress=False)
+    assert (tmp_path / "raw" / "D1" / "vertices_npy").is_dir() and not (tmp_path / "raw" / "D1" / "data_verts.npy").exists()
+    card = prepare_dataset(get_spec("D1"), tmp_path / "raw", tmp_path / "data", progress=False)
+    assert card["layout"] == "vertices_npy"
+    ds, ref = a2fbench.open_dataset(tmp_path / "data", "D1"), a2fbench.open_dataset(data_tiny, "D1")
+    assert {n: ds.split(n) for n in ds.split_names} == {n: ref.split(n) for n in ref.split_names}
+    for sid in ref.ids:
+        assert np.array_equal(ds[sid].motion, ref[sid].motion)
+        # 16-bit PCM in a wav vs int16 in the pickle: the same samples up to one quantisation step
+        np.testing.assert_allclose(ds[sid].audio, ref[sid].audio, atol=2e-3)
+        assert np.array_equal(ds.template(ds[sid].subject), ref.template(ref[sid].subject))
+
+
+@pytest.mark.parametrize("sid,splits", [("D2", None), ("D0", ["test_b"])])
+def test_the_unitalker_release_layout(data_tiny: Path, tmp_path: Path, sid: str, splits: list | None) -> None:
+    """Every dataset also reads UniTalker's release layout: JSON splits (any split name), id_template rows."""
+    from a2fbench.synth import synth_dataset
+
+    root = synth_dataset(get_spec(sid), tmp_path / "raw", layout="unitalker_release", splits=splits, progress=False)
+    card = prepare_dataset(get_spec(sid), tmp_path / "raw", tmp_path / "data", progress=False)
+    assert card["layout"] == "unitalker_release" and card["split_source"] == "release_json"
+    ds, ref = a2fbench.open_dataset(tmp_path / "data", sid), a2fbench.open_dataset(data_tiny, sid)
+    tmpl = np.load(root / "id_template.npy")
+    ids = json.loads((root / f"{(splits or ['train'])[0]}.json").read_text())["info"]["id_list"]
+    for name in splits or ["train", "val", "test"]:
+        assert ds.split(name) == ref.split(name)
+        for s in ds.split(name):
+            assert np.array_equal(ds[s].motion, ref[s].motion)
+            assert np.array_equal(ds.template(ds[s].subject), tmpl[ids.index(ds[s].subject)])

@@ -91,6 +91,9 @@ def info_cmd(dataset: str, data: Path | None, as_json: bool) -> None:
             click.echo(f"    - {src.name} [{src.kind}] licence: {src.licence}")
             if src.instructions:
                 click.echo(f"      steps: {src.instructions}")
+            if src.archive:
+                click.echo(f"      archive: {src.archive.file} in RAW/{spec.id}/ or RAW/ is unpacked by `a2fbench download "
+                           f"{spec.id}`{f' (only {src.archive.subdir}/)' if src.archive.subdir else ''}")
             for f in src.files:
                 extra = f" sha256 {f.sha256}" if f.sha256 else ""
                 extra += f" ({f.size} bytes)" if f.size else ""
@@ -142,16 +145,27 @@ def download_cmd(datasets: str, raw: Path | None, no_verify: bool) -> None:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--layout", default=None, help="Write another accepted layout (e.g. vertices_npy for D1).")
 @click.option("--splits", default=None, help="Only these splits, comma-separated (e.g. train).")
-def synth_cmd(datasets: str, out: Path, size: str, seed: int, layout: str | None, splits: str | None) -> None:
+@click.option("--dry-run", is_flag=True, help="Print what would be written (sequences, hours, GB); write nothing.")
+def synth_cmd(datasets: str, out: Path, size: str, seed: int, layout: str | None, splits: str | None,
+              dry_run: bool) -> None:
     """Stand-in raw data in each dataset's native layout (audio-driven motion; see docs/datasets.md).
 
     \b
     Example:
       a2fbench synth D0..D7 --out raw --size tiny
       a2fbench synth vocaset --out raw --size small --layout vertices_npy
+      a2fbench synth D0..D7 --out raw --size full --dry-run
     """
-    from ..synth import synth_dataset
+    from ..synth import plan_stats, synth_dataset
 
+    if dry_run:
+        for spec in resolve(datasets):
+            st = plan_stats(spec, size, seed)  # type: ignore[arg-type]
+            per = ", ".join(f"{k} {v['sequences']}" for k, v in st["splits"].items() if k != "None")
+            rest = st["splits"].get("None", {}).get("sequences")
+            click.echo(f"{spec.id}: {st['sequences']} sequences ({per}{f', in no split {rest}' if rest else ''}), "
+                       f"{st['subjects']} subjects, {st['hours']} h, {st['bytes'] / 1e9:.2f} GB")
+        return
     for spec in resolve(datasets):
         p = synth_dataset(spec, out, size=size, seed=seed, layout=layout,  # type: ignore[arg-type]
                           splits=splits.split(",") if splits else None)
