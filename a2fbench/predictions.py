@@ -20,10 +20,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import queue
 import re
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -217,33 +219,69 @@ def _check_header(path: Path, sid: str, cond: Optional[str], n_vertices: int, n_
     return PredFile(path, sid, cond, shape, dtype, fortran, offset, kind)
 
 
-class NpyReader:
-    """Read an ``.npy`` file's rows in order, hashing every byte of the file as it goes (sha256).
+class HashWorker:
+    """sha256 updates in one background thread, in the order queued (hashlib releases the GIL).
 
-    Rows are checked for NaN/inf. Memory is one chunk. Fortran-ordered files are read whole.
+    At most ``max_pending`` buffers wait (back-pressure on the reader). Call :meth:`close` before reading
+    any digest.
     """
 
-    def __init__(self, pf: PredFile):
+    def __init__(self, max_pending: int = 4):
+        self.q: queue.Queue = queue.Queue(max_pending)
+        self.t = threading.Thread(target=self._run, name="a2fbench-sha256", daemon=True)
+        self.t.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self.q.get()
+            if item is None:
+                return
+            item[0].update(item[1])
+
+    def update(self, h: Any, data: Any) -> None:
+        self.q.put((h, data))
+
+    def close(self) -> None:
+        if self.t.is_alive():
+            self.q.put(None)
+            self.t.join()
+
+
+class NpyReader:
+    """Read an ``.npy`` file's rows in order, hashing every byte of the file (sha256) as it goes.
+
+    Memory is one chunk. ``read(n, check=True)`` refuses NaN/inf (callers that check later pass False).
+    Fortran-ordered files are read whole. With a :class:`HashWorker` the hashing runs in its thread.
+    """
+
+    def __init__(self, pf: PredFile, hasher: Optional[HashWorker] = None):
         self.pf = pf
         self.h = hashlib.sha256()
+        self.hasher = hasher
         self.f = open(pf.path, "rb")
-        self.h.update(self.f.read(pf.offset))
+        self._update(self.f.read(pf.offset))
         self.row_items = int(np.prod(pf.row_shape))
         self.pos = 0
         self._whole: Optional[np.ndarray] = None
         if pf.fortran:
             data = self.f.read()
-            self.h.update(data)
+            self._update(data)
             n = pf.n_frames * self.row_items * pf.dtype.itemsize
             if len(data) < n:
                 self._truncated()
             self._whole = np.ndarray(pf.shape, pf.dtype, buffer=data[:n], order="F")
 
+    def _update(self, data: Any) -> None:
+        if self.hasher is not None:
+            self.hasher.update(self.h, data)
+        else:
+            self.h.update(data)
+
     def _truncated(self) -> None:
         raise PredictionError(f"{self.pf.path}: expected {self.pf.n_frames} frames as its header says, found a "
                               "truncated file; write it again")
 
-    def read(self, n: int) -> np.ndarray:
+    def read(self, n: int, check: bool = True) -> np.ndarray:
         """The next ``n`` rows, ``(n, *row_shape)``."""
         n = min(n, self.pf.n_frames - self.pos)
         if self._whole is not None:
@@ -253,26 +291,32 @@ class NpyReader:
             buf = memoryview(out).cast("B")
             if self.f.readinto(buf) != buf.nbytes:
                 self._truncated()
-            self.h.update(buf)
-        if not np.isfinite(out).all():
-            bad = int(np.flatnonzero(~np.isfinite(out).reshape(n, -1).all(axis=1))[0]) + self.pos
-            raise PredictionError(f"{self.pf.path}: expected finite values, found NaN or inf at frame {bad}; "
-                                  "fix the model output")
+            self._update(buf)
+        if check:
+            check_finite(out, self.pf.path, self.pos)
         self.pos += n
         return out
 
-    def finish(self, chunk_rows: int = 256) -> str:
-        """Read (and check) the rows not scored, then return the file's sha256 hex digest."""
+    def finish(self, chunk_rows: int = 256) -> Any:
+        """Read (and check) the rows not scored; returns the sha256 object (its digest is final once the
+        :class:`HashWorker`, if any, is closed)."""
         while self.pos < self.pf.n_frames:
             self.read(chunk_rows)
         rest = self.f.read()
         if rest:
-            self.h.update(rest)
+            self._update(rest)
         self.close()
-        return self.h.hexdigest()
+        return self.h
 
     def close(self) -> None:
         self.f.close()
+
+
+def check_finite(x: np.ndarray, path: Any, first_frame: int = 0) -> None:
+    """Raise :class:`PredictionError` naming ``path`` and the frame if ``x`` (frames first) has NaN or inf."""
+    if not np.isfinite(x).all():
+        bad = int(np.flatnonzero(~np.isfinite(x).reshape(x.shape[0], -1).all(axis=1))[0]) + first_frame
+        raise PredictionError(f"{path}: expected finite values, found NaN or inf at frame {bad}; fix the model output")
 
 
 def fingerprint(digests: dict[str, str]) -> str:

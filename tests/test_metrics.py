@@ -157,3 +157,18 @@ def test_bootstrap_ci_behaves() -> None:
     assert lo == 1.0 and hi < 1.2
     lo, hi = F.bootstrap_ci("FDD", [1.0] * 5 + [100.0], [1000] * 5 + [1], n_resamples=2000)  # unweighted
     assert hi > 30.0
+
+
+def test_bootstrap_matches_scipy_percentile_method() -> None:
+    """Our numpy bootstrap is the percentile method of scipy.stats.bootstrap (different draws, same law)."""
+    from scipy import stats
+
+    rng = np.random.default_rng(5)
+    v, f = rng.gamma(2.0, 1.0, 30), rng.integers(50, 300, 30).astype(float)
+    for metric in ("LVE", "FDD", "FDD_abs"):
+        lo, hi = F.bootstrap_ci(metric, v - (1.0 if metric != "LVE" else 0.0), f, n_resamples=20000, seed=3)
+        vv = v - (1.0 if metric != "LVE" else 0.0)
+        ref = stats.bootstrap((np.arange(30),), F._stat(metric, vv, f), vectorized=True, method="percentile",
+                              n_resamples=20000, rng=np.random.default_rng(4)).confidence_interval
+        width = ref.high - ref.low
+        assert abs(lo - ref.low) < 0.05 * width and abs(hi - ref.high) < 0.05 * width, metric

@@ -81,6 +81,13 @@ def as_vertices(x: np.ndarray) -> np.ndarray:
     raise ValueError(f"expected (T, V, 3) or (T, 3V) vertices, got shape {x.shape}")
 
 
+def _cast(dtype: Optional[np.dtype], *xs: np.ndarray) -> Optional[np.dtype]:
+    """``dtype`` only where it differs from the promoted one (a cast-free ufunc loop is faster, same bits)."""
+    if dtype is None or np.result_type(*xs) == np.dtype(dtype):
+        return None
+    return dtype
+
+
 def sum_xyz(sq: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
     """``(T, V, 3) -> (T, V)``: ``(a_x + a_y) + a_z``, the order numpy's ``sum(axis=2)`` uses."""
     out = np.add(sq[..., 0], sq[..., 1], out=out)
@@ -100,17 +107,38 @@ def squared_distances(gt: np.ndarray, pred: np.ndarray, dtype: Optional[np.dtype
     [[9.0, 9.0]]
     """
     g, p = as_vertices(gt), as_vertices(pred)
-    d = np.subtract(g, p, dtype=dtype)
+    d = np.subtract(g, p, dtype=_cast(dtype, g, p))
     np.multiply(d, d, out=d)
     return sum_xyz(d, out=out)
 
 
-def take_vertices(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+@dataclass(frozen=True)
+class VertexIndex:
+    """Vertex indices with their flat ``(x, y, z)`` column indices precomputed, for gathers on hot paths.
+
+    Every function taking region indices accepts a plain index array or a :class:`VertexIndex`.
+    """
+
+    v: np.ndarray  # (n,) vertex indices, in the order given (the order matters for FDD's mean)
+    flat: np.ndarray  # (3n,) indices into a (T, 3V) row
+
+    @classmethod
+    def of(cls, idx: "np.ndarray | VertexIndex") -> "VertexIndex":
+        if isinstance(idx, VertexIndex):
+            return idx
+        v = np.asarray(idx, np.int64).reshape(-1)
+        return cls(v, (3 * v[:, None] + np.arange(3)).reshape(-1))
+
+
+def _v(idx: "np.ndarray | VertexIndex | None") -> Optional[np.ndarray]:
+    return idx.v if isinstance(idx, VertexIndex) else idx
+
+
+def take_vertices(x: np.ndarray, idx: "np.ndarray | VertexIndex") -> np.ndarray:
     """``x[:, idx]`` for ``(T, V, 3)`` (or ``(T, 3V)``) vertices -> ``(T, len(idx), 3)``; a flat gather (fast)."""
     x3 = as_vertices(x)
     flat = x3.reshape(x3.shape[0], -1)
-    i3 = (3 * np.asarray(idx, np.int64)[:, None] + np.arange(3)).reshape(-1)
-    return np.take(flat, i3, axis=1).reshape(x3.shape[0], -1, 3)
+    return np.take(flat, VertexIndex.of(idx).flat, axis=1).reshape(x3.shape[0], -1, 3)
 
 
 def frame_terms(gt: np.ndarray, pred: np.ndarray, lips: np.ndarray, upper: Optional[np.ndarray],
@@ -130,7 +158,7 @@ def frame_terms(gt: np.ndarray, pred: np.ndarray, lips: np.ndarray, upper: Optio
         if "MVE" in which:
             out["MVE"] = dist.mean(axis=1)
         if "UFVE" in which:
-            out["UFVE"] = np.take(dist, upper, axis=1).mean(axis=1)
+            out["UFVE"] = np.take(dist, _v(upper), axis=1).mean(axis=1)
     elif "LVE" in which:
         out["LVE"] = lip_errors(squared_distances(take_vertices(gt, lips), take_vertices(pred, lips), dtype))
     return out
@@ -138,24 +166,26 @@ def frame_terms(gt: np.ndarray, pred: np.ndarray, lips: np.ndarray, upper: Optio
 
 def lip_errors(sq: np.ndarray, lips: Optional[np.ndarray] = None) -> np.ndarray:
     """Per frame LVE term: ``max_{v in lips} sq[t, v]``; ``(T, V) -> (T,)`` (``lips=None``: sq is already lips)."""
-    s = sq if lips is None else np.take(sq, lips, axis=1)
+    s = sq if lips is None else np.take(sq, _v(lips), axis=1)
     return s.max(axis=1)
 
 
 def mean_distances(sq: np.ndarray, idx: Optional[np.ndarray] = None) -> np.ndarray:
     """Per frame mean Euclidean distance over vertices ``idx`` (all if None): ``(T, V) -> (T,)``."""
-    s = sq if idx is None else np.take(sq, idx, axis=1)
+    s = sq if idx is None else np.take(sq, _v(idx), axis=1)
     return np.sqrt(s).mean(axis=1)
 
 
-def upper_displacements(x: np.ndarray, template: np.ndarray, upper: np.ndarray,
-                        dtype: Optional[np.dtype] = None) -> np.ndarray:
+def upper_displacements(x: np.ndarray, template: np.ndarray, upper: "np.ndarray | VertexIndex",
+                        dtype: Optional[np.dtype] = None, template_upper: Optional[np.ndarray] = None) -> np.ndarray:
     """Squared displacement from the template on the upper-face vertices: ``(T, V, 3) -> (T, |U|)``.
 
-    ``template`` is ``(V, 3)`` or ``(3V,)``; ``x - template`` is taken in the promoted dtype (or ``dtype``).
+    ``template`` is ``(V, 3)`` or ``(3V,)`` (or pass ``template_upper``, already ``template[upper]``, shaped
+    ``(|U|, 3)``); ``x - template`` is taken in the promoted dtype (or ``dtype``).
     """
-    tm = np.asarray(template).reshape(-1, 3)
-    m = np.subtract(take_vertices(x, upper), tm[upper], dtype=dtype)
+    tu = template_upper if template_upper is not None else np.asarray(template).reshape(-1, 3)[_v(upper)]
+    xu = take_vertices(x, upper)
+    m = np.subtract(xu, tu, dtype=_cast(dtype, xu, tu))
     np.multiply(m, m, out=m)
     return sum_xyz(m)
 
@@ -249,24 +279,35 @@ def _stat(metric: str, values: np.ndarray, frames: np.ndarray):
     return stat
 
 
-BOOTSTRAP_METHOD = ("percentile bootstrap over sequences (scipy.stats.bootstrap, method='percentile'): "
-                    "sequences are resampled with replacement and the metric is re-aggregated by its own rule "
-                    "(pooled metrics weight each sequence by its frames)")
+BOOTSTRAP_METHOD = ("percentile bootstrap over sequences: n resamples of the sequences with replacement "
+                    "(numpy default_rng(seed).integers), the metric re-aggregated by its own rule on each (pooled "
+                    "metrics weight each sequence by its frames), CI = the 2.5th and 97.5th percentiles (linear "
+                    "interpolation)")
 
 
 def bootstrap_ci(metric: str, values: Sequence[float], frames: Sequence[int], *, n_resamples: int = 10000,
                  seed: int = 0, level: float = 0.95) -> tuple[float, float]:
     """Confidence interval of a metric's aggregate by resampling sequences (see :data:`BOOTSTRAP_METHOD`).
 
-    One sequence gives the degenerate interval ``(v, v)``.
+    Written with numpy (scipy.stats alone takes longer to import than a BIWI evaluation takes to score);
+    ``tests/test_metrics.py`` checks it against ``scipy.stats.bootstrap(method='percentile')``. One sequence,
+    or identical scores, give the degenerate interval ``(v, v)``.
     """
-    from scipy import stats
-
     v = np.asarray(values, np.float64)
     f = np.asarray(frames, np.float64)
     point = aggregate_from_sequences(metric, v, f)
-    if len(v) < 2 or np.all(v == v[0]):
+    n = len(v)
+    if n < 2 or np.all(v == v[0]):
         return (point, point)
-    res = stats.bootstrap((np.arange(len(v)),), _stat(metric, v, f), n_resamples=n_resamples, vectorized=True,
-                          method="percentile", confidence_level=level, rng=np.random.default_rng(seed))
-    return (float(res.confidence_interval.low), float(res.confidence_interval.high))
+    stat = _stat(metric, v, f)
+    rng = np.random.default_rng(seed)
+    theta = np.concatenate([stat(rng.integers(0, n, (b, n))) for b in _batches(n_resamples, n)])
+    alpha = (1.0 - level) / 2
+    lo, hi = np.percentile(theta, [100 * alpha, 100 * (1 - alpha)])
+    return (float(lo), float(hi))
+
+
+def _batches(n_resamples: int, n: int, max_items: int = 1 << 22) -> list[int]:
+    """Resample counts per batch so that one index batch stays under ``max_items`` integers."""
+    per = max(1, max_items // max(1, n))
+    return [min(per, n_resamples - i) for i in range(0, n_resamples, per)]

@@ -1,0 +1,227 @@
+"""Benchmark `a2fbench evaluate` against merely loading the same arrays, and our metric code against the
+reference formulation (a Python comprehension over vertices, as CodeTalker's / FaceDiffuser's scripts do).
+
+Run it under the heavy-job lock (it prepares multi-GB stand-ins and the reference needs ~8 GB)::
+
+    flock /tmp/a2f-heavy.lock python benchmarks/bench_evaluate.py --work /tmp/a2f-bench-evaluate
+
+Per dataset (default D0 = full-size BIWI Test-A, 24 sequences x 23,370 vertices, float64; D1 = full-size
+VOCASET test, 40 sequences x 5,023 vertices, float32):
+
+1. ``a2fbench synth --size full --splits test`` + ``prepare`` (skipped when already there), predictions =
+   ground truth + N(0, 1e-3) noise as float32 through ``write_prediction``;
+2. in fresh subprocesses, interleaved, ``--repeat`` times (medians reported; peak RSS from ``getrusage``):
+   ``load`` (every ground-truth array from the store and every prediction with ``np.load``, one at a time) and
+   ``evaluate`` under each protocol (end to end: validation, streaming, sha256, bootstrap);
+3. in one subprocess holding every array in memory: our metric code (``score_arrays``) vs the reference
+   oracle (:mod:`a2fbench.metrics.reference`), same metrics, same arrays, results checked equal.
+
+``--keep`` keeps the data (default: deleted at the end, as the full-size stand-ins are several GB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve()
+
+
+# ------------------------------------------------------------------------------------------ children
+def _rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def child_load(data: str, dataset: str, pred: str) -> dict:
+    import a2fbench
+
+    t = time.perf_counter()
+    ds = a2fbench.open_dataset(data, dataset)
+    n = 0
+    for sid in ds.split("test"):
+        g = ds[sid].motion
+        p = np.load(os.path.join(pred, f"{sid}.npy"), allow_pickle=False)
+        n += g.shape[0] + p.shape[0] * 0
+    return {"seconds": time.perf_counter() - t, "rss_mib": _rss_mib(), "frames": n}
+
+
+def child_evaluate(data: str, dataset: str, pred: str, protocol: str) -> dict:
+    from a2fbench.evaluate import evaluate
+
+    t = time.perf_counter()
+    doc = evaluate(pred, dataset, data, protocol=protocol, progress=False)
+    return {"seconds": time.perf_counter() - t, "rss_mib": _rss_mib(),
+            "LVE": doc["metrics"]["LVE"]["value"], "FDD": doc["metrics"]["FDD"]["value"]}
+
+
+def child_compute(data: str, dataset: str, pred: str, protocols: list[str], references: list[str]) -> dict:
+    """Every array in memory, then our code and the reference side by side on them."""
+    import a2fbench
+    from a2fbench.evaluate import score_arrays
+    from a2fbench.metrics import reference as R
+
+    ds = a2fbench.open_dataset(data, dataset)
+    ids = ds.split("test")
+    gts = [np.asarray(ds[s].motion) for s in ids]
+    preds = [np.load(os.path.join(pred, f"{s}.npy")) for s in ids]
+    tms = [np.asarray(ds.template(ds[s].subject)) for s in ids]
+    lips, upper = ds.regions["lips"], ds.regions["upper"]
+    V = int(ds.card["n_vertices"])
+    out: dict = {"rss_after_load_mib": _rss_mib()}
+    for proto in protocols:
+        best = None
+        for _ in range(2):
+            t = time.perf_counter()
+            res = score_arrays(gts, preds, tms, lips, upper, proto)["metrics"]
+            dt = time.perf_counter() - t
+            best = dt if best is None else min(best, dt)
+        out[f"ours_{proto}"] = {"seconds": best, "metrics": {k: float(v) for k, v in res.items()}}
+    for ref in references:
+        t = time.perf_counter()
+        r = getattr(R, ref)(gts, preds, tms, lips, upper, V)
+        out[f"reference_{ref}"] = {"seconds": time.perf_counter() - t,
+                                   "metrics": {k: float(v) for k, v in r.items() if k != "per_sequence"}}
+        ours = out[f"ours_{ref}"]["metrics"]
+        out[f"reference_{ref}"]["bitwise_LVE_FDD"] = all(ours[k] == out[f"reference_{ref}"]["metrics"][k]
+                                                         for k in ("LVE", "FDD"))
+    out["rss_mib"] = _rss_mib()
+    return out
+
+
+# --------------------------------------------------------------------------------------------- parent
+def _run_child(*args: str) -> dict:
+    r = subprocess.run([sys.executable, str(HERE), "--child", *args], capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"child {args[0]} failed:\n{r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _prepare(work: Path, dataset: str) -> tuple[Path, Path]:
+    import a2fbench
+    from a2fbench.predictions import write_prediction
+    from a2fbench.prepare import prepare_dataset
+    from a2fbench.registry import get_spec
+    from a2fbench.synth import synth_dataset
+
+    data, raw, pred = work / "data", work / "raw", work / f"pred_{dataset}"
+    spec = get_spec(dataset)
+    try:
+        a2fbench.open_dataset(data, dataset).close()
+    except a2fbench.A2FBenchError:
+        print(f"[{dataset}] synth + prepare full-size test split ...", flush=True)
+        synth_dataset(spec, raw, size="full", seed=0, splits=["test"], progress=False)
+        prepare_dataset(spec, raw, data, progress=False)
+        shutil.rmtree(raw / spec.id, ignore_errors=True)
+    ds = a2fbench.open_dataset(data, dataset)
+    ids = ds.split("test")
+    if not pred.is_dir() or len(list(pred.glob("*.npy"))) != len(ids):
+        print(f"[{dataset}] writing predictions (GT + noise, float32) ...", flush=True)
+        rng = np.random.default_rng(0)
+        for sid in ids:
+            m = ds[sid].motion
+            write_prediction(pred, sid, (m + rng.standard_normal(m.shape) * 1e-3).astype(np.float32))
+    ds.close()
+    return data, pred
+
+
+def bench(work: Path, datasets: list[str], repeat: int, references: bool) -> dict:
+    import a2fbench
+
+    report: dict = {"machine": os.environ.get("A2F_MACHINE", "2-core CPU sandbox, shared"),
+                    "cpus": os.cpu_count(), "numpy": np.__version__, "datasets": {}}
+    for d in datasets:
+        data, pred = _prepare(work, d)
+        ds = a2fbench.open_dataset(data, d)
+        ids = ds.split("test")
+        info = {"sequences": len(ids), "frames": sum(ds[s].n_frames for s in ids), "vertices": ds.card["n_vertices"],
+                "dtype": str(ds[ids[0]].motion.dtype),
+                "gb": round(sum((p.stat().st_size for p in pred.glob("*.npy"))) / 1e9
+                            + sum(ds[s].n_frames for s in ids) * ds.card["dim"] * ds[ids[0]].motion.itemsize / 1e9, 2)}
+        ds.close()
+        print(f"[{d}] {info}", flush=True)
+        _run_child("load", str(data), d, str(pred))  # warm the page cache
+        runs: dict[str, list[dict]] = {"load": [], "a2f": [], "codetalker": [], "facediffuser": []}
+        for r in range(repeat):
+            for name in runs:
+                res = (_run_child("load", str(data), d, str(pred)) if name == "load"
+                       else _run_child("evaluate", str(data), d, str(pred), name))
+                runs[name].append(res)
+                print(f"[{d}] run {r + 1}/{repeat} {name}: {res['seconds']:.2f} s, {res['rss_mib']:.0f} MiB", flush=True)
+        med = {k: {"seconds": statistics.median(x["seconds"] for x in v), "rss_mib": max(x["rss_mib"] for x in v)}
+               for k, v in runs.items()}
+        for k in ("a2f", "codetalker", "facediffuser"):
+            med[k]["ratio_to_load"] = med[k]["seconds"] / med["load"]["seconds"]
+        refs = (["codetalker"] if d == "D0" else ["codetalker", "facediffuser"]) if references else []
+        print(f"[{d}] in-memory compute: ours vs reference {refs} ...", flush=True)
+        comp = _run_child("compute", str(data), d, str(pred), "a2f,codetalker,facediffuser", ",".join(refs))
+        for ref in refs:
+            comp[f"speedup_{ref}"] = comp[f"reference_{ref}"]["seconds"] / comp[f"ours_{ref}"]["seconds"]
+        report["datasets"][d] = {**info, "end_to_end": med, "runs": runs, "compute": comp}
+    return report
+
+
+def markdown(rep: dict) -> str:
+    lines = [f"Machine: {rep['machine']} ({rep['cpus']} CPUs), numpy {rep['numpy']}; medians of interleaved runs in "
+             "fresh processes, page cache warm.", "",
+             "| data | what | time (s) | ratio | peak RSS (MiB) |", "|---|---|---|---|---|"]
+    for d, r in rep["datasets"].items():
+        tag = f"{d} ({r['sequences']} seq, {r['frames']} frames x {r['vertices']} V, {r['dtype']} GT, {r['gb']} GB)"
+        e = r["end_to_end"]
+        lines.append(f"| {tag} | load GT (store) + predictions (np.load) | {e['load']['seconds']:.2f} | 1.00 | "
+                     f"{e['load']['rss_mib']:.0f} |")
+        for k in ("a2f", "codetalker", "facediffuser"):
+            lines.append(f"| {d} | `evaluate --protocol {k}` end to end | {e[k]['seconds']:.2f} | "
+                         f"{e[k]['ratio_to_load']:.2f}x load | {e[k]['rss_mib']:.0f} |")
+        c = r["compute"]
+        for k in ("a2f", "codetalker", "facediffuser"):
+            lines.append(f"| {d} | in memory: ours, {k} metrics | {c[f'ours_{k}']['seconds']:.2f} | | |")
+        for k in ("codetalker", "facediffuser"):
+            if f"reference_{k}" in c:
+                lines.append(f"| {d} | in memory: reference {k} formulation | {c[f'reference_{k}']['seconds']:.2f} | "
+                             f"ours {c[f'speedup_{k}']:.0f}x faster (LVE, FDD bitwise equal: "
+                             f"{c[f'reference_{k}']['bitwise_LVE_FDD']}) | {c['rss_mib']:.0f} (whole process) |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        kind, args = sys.argv[2], sys.argv[3:]
+        if kind == "load":
+            res = child_load(*args)
+        elif kind == "evaluate":
+            res = child_evaluate(*args)
+        else:
+            res = child_compute(args[0], args[1], args[2], args[3].split(","), [x for x in args[4].split(",") if x])
+        print(json.dumps(res))
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/a2f-bench-evaluate"))
+    ap.add_argument("--datasets", default="D0,D1")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-reference", action="store_true", help="Skip the (slow, ~8 GB) reference formulation.")
+    ap.add_argument("--keep", action="store_true", help="Keep the full-size data and predictions.")
+    ap.add_argument("--json", type=Path, default=None, help="Also write the full report here.")
+    a = ap.parse_args()
+    try:
+        rep = bench(a.work, a.datasets.split(","), a.repeat, not a.no_reference)
+    finally:
+        if not a.keep:
+            shutil.rmtree(a.work, ignore_errors=True)
+    if a.json:
+        a.json.write_text(json.dumps(rep, indent=1))
+    print(markdown(rep))
+
+
+if __name__ == "__main__":
+    main()
