@@ -126,8 +126,9 @@ def show_cmd(dataset: Optional[str], kind: str, as_json: bool, db_path: Optional
 @leaderboard_group.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind (loopback by default).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="0 picks a free port.")
+@click.option("--no-cache", is_flag=True, hidden=True, help="Rebuild the page on every request (benchmarking).")
 @DB_OPT
-def serve_cmd(host: str, port: int, db_path: Optional[Path]) -> None:
+def serve_cmd(host: str, port: int, no_cache: bool, db_path: Optional[Path]) -> None:
     """Serve the leaderboard as a small web app (read-only; Ctrl-C stops it).
 
     \b
@@ -142,7 +143,7 @@ def serve_cmd(host: str, port: int, db_path: Optional[Path]) -> None:
         click.echo(f"note: creating an empty leaderboard at {path} (it shows the reported rows until you submit)",
                    err=True)
     try:
-        serve(path, host, port)
+        serve(path, host, port, cache=not no_cache)
     except KeyboardInterrupt:
         click.echo("stopped", err=True)
 

@@ -197,8 +197,8 @@ def url_of(srv: ThreadingHTTPServer) -> str:
     return f"http://{shown}:{port}/"
 
 
-def serve(db_path: Path, host: str, port: int) -> None:
-    srv = make_server(db_path, host, port)
+def serve(db_path: Path, host: str, port: int, *, cache: bool = True) -> None:
+    srv = make_server(db_path, host, port, cache=cache)
     print(f"serving the leaderboard in {db_path} at {url_of(srv)} (Ctrl-C to stop)", flush=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: listening on {host}: other machines can read this leaderboard (it has no authentication)",

@@ -212,6 +212,17 @@ def test_bootstrap_statistic_matches_results_aggregate_on_resampled_sequences():
                                                                               rel=1e-12)
 
 
+def test_fast_interval_test_equals_numpy_percentile():
+    rng = np.random.default_rng(0)
+    for n_boot in (1000, 999, 40, 7):
+        for trial in range(60):
+            d = rng.normal(rng.normal() * 0.3, 0.15, size=(n_boot, 40))
+            if trial % 3 == 0:
+                d = np.round(d, 1)  # exact zeros and repeated values: the interpolation boundary cases
+            lo, hi = np.percentile(d, [2.5, 97.5], axis=0)
+            assert (ranking.ci_contains_zero(d) == ((lo <= 0) & (0 <= hi))).all()
+
+
 def test_paired_ties_known_answers_and_agreement_with_a2fbench_compare(conn):
     from a2fbench.compare import compare
 
