@@ -11,6 +11,7 @@ Datasets are independent: one failing does not stop the others.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -25,7 +26,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import __version__
-from .errors import A2FBenchError, ChecksumMismatch, RawDataError
+from .errors import A2FBenchError, ChecksumMismatch, RawDataError, StoreError
 from .fsutil import sha256_file
 from .motion import fit_audio, resample_motion
 from .readers import READERS, RawData, RawItem, detect_layout, load_region
@@ -152,6 +153,12 @@ def prepare_dataset(spec: DatasetSpec, raw_root: str | os.PathLike, data: str | 
     except (KeyboardInterrupt, SystemExit):
         log.warning("%s: interrupted; rerun the same command to resume from %s", spec.id, work)
         raise
+    except OSError as e:
+        shutil.rmtree(work, ignore_errors=True)
+        if e.errno == errno.ENOSPC or "No space left" in str(e):
+            raise StoreError(f"{data}: expected free disk for the {spec.id} store, found the disk full; free space "
+                             f"(or use another --out) and run `a2fbench prepare {spec.id}` again") from None
+        raise
     except Exception:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -188,6 +195,7 @@ def _prepare(spec: DatasetSpec, root: Path, data: Path, work: Path, progress: bo
     pool = ThreadPoolExecutor(max_workers=1)
     hashes = pool.map(lambda p: (str(p.relative_to(root)), p.stat().st_size, sha256_file(p)), inputs)
 
+    _check_free_disk(spec, inputs, data, work)
     writer = StoreWriter(work, _plan_fingerprint(spec, raw, root))
     try:
         items = [i for i in raw.items if i.id in keep]
@@ -250,6 +258,17 @@ def _prepare(spec: DatasetSpec, root: Path, data: Path, work: Path, progress: bo
     else:
         os.replace(work, target)
     return card
+
+
+def _check_free_disk(spec: DatasetSpec, inputs: list[Path], data: Path, work: Path) -> None:
+    """Refuse to start when the store clearly cannot fit: about the raw bytes over the decimation factor."""
+    need = sum(p.stat().st_size for p in inputs) / (spec.decimation or 1)
+    need -= sum(p.stat().st_size for p in work.rglob("*") if p.is_file()) if work.exists() else 0
+    data.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(data).free
+    if need > free:
+        raise StoreError(f"{data}: expected about {need / 1e9:.1f} GB free for the {spec.id} store, found "
+                         f"{free / 1e9:.1f} GB; free space or use another --out")
 
 
 def _check_unique(raw: RawData, root: Path) -> None:

@@ -154,6 +154,15 @@ def loads(data: bytes, source: str = "<bytes>") -> Any:
 
 
 def load(path: str | os.PathLike) -> Any:
-    """Read and safely unpickle a file. See :func:`loads`."""
+    """Safely unpickle a file, streaming it (no copy of the whole file in memory). See :func:`loads`."""
     with open(path, "rb") as f:
-        return loads(f.read(), source=str(path))
+        try:
+            obj = _RestrictedUnpickler(f, str(path)).load()
+        except UnsafePickleError:
+            raise
+        except Exception as e:  # noqa: BLE001 - truncated or corrupt pickles raise many types
+            raise UnsafePickleError(
+                f"{path}: expected a readable pickle, found a corrupt or truncated file ({type(e).__name__}: {e}); "
+                "re-download it"
+            ) from None
+    return _convert(obj)

@@ -301,3 +301,18 @@ def test_real_flame_masks_load(shared_resources: Path) -> None:
     assert sizes["lips"] == 254 and sizes["forehead"] == 133 and sizes["eye_region"] == 751 and sizes["face"] == 1787
     lips = np.asarray(masks["lips"])
     assert lips.dtype == np.int64 and (lips.min(), lips.max()) == (1576, 3928)
+
+
+def test_not_enough_disk_is_refused_before_writing(raw_tiny: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from collections import namedtuple
+
+    from a2fbench.errors import StoreError
+    from a2fbench.prepare import prepare_dataset
+    from a2fbench.registry import get_spec
+
+    du = namedtuple("du", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: du(10**9, 10**9 - 1000, 1000))
+    with pytest.raises(StoreError, match="GB free for the D2 store"):
+        prepare_dataset(get_spec("D2"), raw_tiny, tmp_path, progress=False)
+    assert list(tmp_path.iterdir()) == []
