@@ -93,6 +93,8 @@ def _boot_stat(metric: str, w: np.ndarray, mats: np.ndarray) -> np.ndarray:
     x = mats[:, :, _COL[_SEQ_KEY[metric]]].T          # (S, n)
     if metric in ("LVE", "MVE", "UFVE"):
         f = mats[:, :, 0].T                            # (S, n) frame counts, per entry
+        if (f == f[:, :1]).all():                      # the usual case: every entry scored the same frames
+            return (w @ (f * x)) / (w @ f[:, :1])
         return (w @ (f * x)) / (w @ f)
     s = w.shape[1]
     if metric == "FDD_abs":
@@ -134,14 +136,6 @@ def ci_contains_zero(d: np.ndarray, level: float = 0.95) -> np.ndarray:
     return lo_ok & hi_ok
 
 
-def _competition_ranks(values: list[float]) -> list[int]:
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    ranks = [0] * len(values)
-    for pos, i in enumerate(order):
-        ranks[i] = pos + 1 if pos == 0 or values[i] != values[order[pos - 1]] else ranks[order[pos - 1]]
-    return ranks
-
-
 def rank_entries(entries: list[dict], scores: dict[int, tuple[str, np.ndarray]], *, n_boot: int = N_BOOT,
                  seed: int = SEED) -> list[dict]:
     """Annotate each entry's metrics with ``rank``, ``best``, ``tied`` (with the best) and ``tie_test``.
@@ -157,56 +151,63 @@ def rank_entries(entries: list[dict], scores: dict[int, tuple[str, np.ndarray]],
             m.setdefault("best", False)
             m.setdefault("tied", None)
             m.setdefault("tie_test", None)
-    complete = _complete(scores)
     with _single_threaded_blas():
         for key, members in groups.items():
             for e in members:
                 e["group_size"] = len(members)
             if key[0] == "evaluated":
-                _rank_group(members, scores, complete, n_boot, seed)
+                _rank_group(members, scores, n_boot, seed)
     return entries
 
 
-def _rank_group(members: list[dict], scores: dict, complete: dict, n_boot: int, seed: int) -> None:
+def _rank_group(members: list[dict], scores: dict, n_boot: int, seed: int) -> None:
+    """Ranks, best and ties for one group, vectorised over its members (thousands on a big board)."""
+    n = len(members)
+    ids = np.array([e["id"] for e in members])
+    seqsets = [scores[e["id"]][0] if e["id"] in scores else None for e in members]
+    stacks: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # sequence set -> (member positions, (k, S, C) scores)
     for metric in METRICS:
-        have = [(e, score(metric, e["metrics"].get(metric, {}).get("value"))) for e in members]
-        have = [(e, s) for e, s in have if s is not None]
-        if not have:
+        vals = np.full(n, np.nan)
+        for i, e in enumerate(members):
+            m = e["metrics"].get(metric)
+            if m is not None and m.get("value") is not None:
+                vals[i] = m["value"]
+        if metric == "FDD":
+            vals = np.abs(vals)
+        have = np.flatnonzero(np.isfinite(vals))
+        if not have.size:
             continue
-        ranks = _competition_ranks([s for _, s in have])
-        for (e, _), r in zip(have, ranks):
-            m = e["metrics"][metric]
+        v = vals[have]
+        ranks = np.searchsorted(np.sort(v), v, side="left") + 1   # competition ranking
+        for i, r in zip(have.tolist(), ranks.tolist()):
+            m = members[i]["metrics"][metric]
             m["rank"], m["best"] = r, r == 1
-        best = min(have, key=lambda t: (t[1], t[0]["id"]))[0]
-        best["metrics"][metric]["tied"] = None
-        _mark_ties(metric, best, [e for e, _ in have if e is not best], scores, complete, n_boot, seed)
-
-
-def _complete(scores: dict) -> dict[int, np.ndarray]:
-    """Per entry: which per-sequence columns have no missing value."""
-    return {eid: ~np.isnan(mat).any(axis=0) for eid, (_, mat) in scores.items()}
-
-
-def _mark_ties(metric: str, best: dict, others: list[dict], scores: dict, complete: dict, n_boot: int,
-               seed: int) -> None:
-    bs = scores.get(best["id"])
-    col = _COL[_SEQ_KEY[metric]]
-    pairable = bs is not None and bs[1].shape[0] >= 2 and complete[best["id"]][col]
-    paired: list[dict] = []
-    for e in others:
-        m = e["metrics"][metric]
-        es = scores.get(e["id"])
-        if pairable and es is not None and es[0] == bs[0] and complete[e["id"]][col]:
-            paired.append(e)
-        else:
-            m["tied"] = ci_overlap(metric, m.get("ci95"), best["metrics"][metric].get("ci95"))
-            m["tie_test"] = "ci_overlap" if m["tied"] is not None else None
-    if paired:
-        mats = np.stack([scores[e["id"]][1] for e in paired])
-        tied = paired_ties(metric, bs[1], mats, n_boot=n_boot, seed=seed)
-        for e, t in zip(paired, tied):
-            e["metrics"][metric]["tied"] = bool(t)
-            e["metrics"][metric]["tie_test"] = "paired_bootstrap"
+        b = int(have[np.lexsort((ids[have], v))[0]])             # the best; lowest id among equals
+        best_m = members[b]["metrics"][metric]
+        best_m["tied"] = None
+        paired = np.zeros(n, dtype=bool)
+        ss = seqsets[b]
+        if ss is not None:
+            if ss not in stacks:
+                sel = np.array([i for i in range(n) if seqsets[i] == ss])
+                stacks[ss] = (sel, np.stack([scores[members[i]["id"]][1] for i in sel]))
+            sel, mats = stacks[ss]
+            col = _COL[_SEQ_KEY[metric]]
+            usable = ~np.isnan(mats[:, :, col]).any(axis=1) & np.isfinite(vals[sel])
+            pos_b = int(np.flatnonzero(sel == b)[0])
+            if usable[pos_b] and mats.shape[1] >= 2:
+                usable[pos_b] = False
+                if usable.any():
+                    tied = paired_ties(metric, mats[pos_b], mats[usable], n_boot=n_boot, seed=seed)
+                    for i, t in zip(sel[usable].tolist(), tied.tolist()):
+                        m = members[i]["metrics"][metric]
+                        m["tied"], m["tie_test"] = t, "paired_bootstrap"
+                    paired[sel[usable]] = True
+        for i in have.tolist():
+            if i != b and not paired[i]:
+                m = members[i]["metrics"][metric]
+                m["tied"] = ci_overlap(metric, m.get("ci95"), best_m.get("ci95"))
+                m["tie_test"] = "ci_overlap" if m["tied"] is not None else None
 
 
 def group_label(e: dict) -> str:
@@ -241,15 +242,17 @@ def overall(entries: Iterable[dict], metrics: tuple[str, ...] = RANK_METRICS) ->
                     best[k] = s
             if not best:
                 continue
-            vals = sorted(best.values())
-            n = len(vals)
-            for k, s in best.items():
-                worse = n - int(np.searchsorted(vals, s, side="right"))
-                points[k] += worse
-                ranks[k].append(int(np.searchsorted(vals, s, side="left")) + 1)
+            keys = list(best)
+            v = np.fromiter(best.values(), dtype=np.float64, count=len(keys))
+            srt = np.sort(v)
+            worse = (len(v) - np.searchsorted(srt, v, side="right")).tolist()   # methods beaten strictly
+            rank = (np.searchsorted(srt, v, side="left") + 1).tolist()
+            for k, w, r in zip(keys, worse, rank):
+                points[k] += w
+                ranks[k].append(r)
                 groups_of[k].add(gkey)
     rows = [{"method": k[0], "version": k[1] or None, "borda": points[k],
-             "mean_rank": float(np.mean(ranks[k])), "n_groups": len(groups_of[k]),
+             "mean_rank": sum(ranks[k]) / len(ranks[k]), "n_groups": len(groups_of[k]),
              "groups": sorted(f"{g[1]}/{g[2]}/{g[3]}" for g in groups_of[k])} for k in ranks]
     rows.sort(key=lambda r: (-r["borda"], r["mean_rank"], r["method"], r["version"] or ""))
     for i, r in enumerate(rows):

@@ -133,26 +133,71 @@ def terminal_table(entries: list[dict], overall: list[dict], *, show_overall: bo
 
 
 # ------------------------------------------------------------------------------------------ HTML
-_KEEP = ("id", "kind", "method", "version", "params", "inference_s", "inference_device", "training_data", "code_url",
-         "trained_on_test_ids", "dataset", "dataset_name", "split", "protocol", "protocol_version", "group",
-         "group_size", "region_set", "verified", "synthetic", "n_sequences", "n_frames", "citation", "source_url",
-         "source_type", "note", "submitted_at", "created", "a2fbench_version", "fingerprint", "dataset_fingerprint",
-         "predictions_fingerprint")
+#: Entry fields the page always needs; the group's fields live once in ``groups`` (see :func:`page_data`).
+_PAGE_KEYS = ("id", "method", "version", "params", "inference_s", "inference_device", "training_data", "code_url",
+              "trained_on_test_ids", "verified", "synthetic", "citation", "source_url", "source_type", "note",
+              "submitted_at")
+#: Fields only the drill-down shows: embedded in an exported page, fetched from /api/entry/<id> when served.
+_DETAIL_KEYS = ("fingerprint", "dataset_fingerprint", "predictions_fingerprint", "n_sequences", "n_frames",
+                "created", "a2fbench_version", "verified_at")
+_GROUP_KEYS = ("kind", "dataset", "dataset_name", "split", "protocol", "protocol_version", "region_set", "group",
+               "group_size")
+_TESTS = {"paired_bootstrap": "p", "ci_overlap": "c"}
 
 
-def page_entry(e: dict) -> dict:
-    """One entry as the page's script reads it: nulls dropped, metrics as compact lists."""
-    out = {k: e[k] for k in _KEEP if e.get(k) is not None}
-    out["m"] = {name: [m.get("value"), *(m.get("ci95") or (None, None)), m.get("rank"), bool(m.get("best")),
-                       m.get("tied"), m.get("unit"), m.get("tie_test")]
-                for name, m in e["metrics"].items()}
+class _Tables:
+    """Interning of repeated strings (groups, units) so that a 10,000-entry page stays small."""
+
+    def __init__(self) -> None:
+        self.groups: list[dict] = []
+        self.units: list[str] = []
+        self._g: dict[tuple, int] = {}
+        self._u: dict[str, int] = {}
+
+    def group(self, e: dict) -> int:
+        key = tuple(e.get(k) for k in _GROUP_KEYS)
+        if key not in self._g:
+            self._g[key] = len(self.groups)
+            self.groups.append({k: v for k, v in zip(_GROUP_KEYS, key) if v is not None})
+        return self._g[key]
+
+    def unit(self, u: Optional[str]) -> Optional[int]:
+        if u is None:
+            return None
+        if u not in self._u:
+            self._u[u] = len(self.units)
+            self.units.append(u)
+        return self._u[u]
+
+
+def page_entry(e: dict, tables: Optional[_Tables] = None, *, detail: bool = True) -> dict:
+    """One entry as the page's script reads it: nulls dropped, metrics as compact lists.
+
+    ``m[name] = [value, ci_lo, ci_hi, rank, best (1/0), tied (1/0/null), unit index, tie test ("p"/"c"/null)]``.
+    """
+    t = tables or _Tables()
+    keys = _PAGE_KEYS + _DETAIL_KEYS if detail else _PAGE_KEYS
+    out = {k: e[k] for k in keys if e.get(k) is not None}
+    out["g"] = t.group(e)
+    m_out = {}
+    for name, m in e["metrics"].items():
+        ci = m.get("ci95") or (None, None)
+        tied = m.get("tied")
+        m_out[name] = [m.get("value"), ci[0], ci[1], m.get("rank"), int(bool(m.get("best"))),
+                       None if tied is None else int(tied), t.unit(m.get("unit")), _TESTS.get(m.get("tie_test"))]
+    out["m"] = m_out
+    if tables is None:
+        out["groups"], out["units"] = t.groups, t.units
     return out
 
 
 def page_data(entries: list[dict], overall: list[dict], *, mode: str,
               per_sequence: Optional[dict[int, list]] = None) -> dict:
-    return {"schema": 1, "mode": mode, "generated": _now(), "metrics": list(METRICS),
-            "entries": [page_entry(e) for e in entries], "overall": overall,
+    """Everything the page's script needs (``mode`` "export" embeds drill-down data, "serve" fetches it)."""
+    t = _Tables()
+    rows = [page_entry(e, t, detail=mode != "serve") for e in entries]
+    return {"schema": 2, "mode": mode, "generated": _now(), "metrics": list(METRICS), "groups": t.groups,
+            "units": t.units, "entries": rows, "overall": overall,
             "per_sequence": {str(k): v for k, v in (per_sequence or {}).items()}}
 
 

@@ -341,9 +341,13 @@ def test_migration_from_v1_backfills_scores_and_future_or_foreign_files_are_refu
 
 # ------------------------------------------------------------------------------------------ HTML
 def _embedded_data(page: str) -> dict:
+    """The page's JSON data island, with each entry's group fields expanded as the page's script does."""
     m = re.search(r'<script id="lb-data" type="application/json">(.*?)</script>', page, re.S)
     assert m
-    return json.loads(m.group(1))
+    data = json.loads(m.group(1))
+    for e in data["entries"]:
+        e.update(data["groups"][e["g"]])
+    return data
 
 
 def test_export_escapes_every_user_string_and_is_self_contained(tmp_path, conn):

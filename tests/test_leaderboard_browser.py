@@ -130,6 +130,8 @@ def test_served_page_sorts_filters_drills_down_and_escapes(browser, board):
     WebDriverWait(browser, 30).until(lambda d: len(_css(d, "#per-sequence-table tbody tr")) == N_SEQ)
     assert browser.find_element("id", "detail-title").text == "m-good"
     assert _css(browser, "#per-sequence-table th")[0].text == "id"
+    labels = [dt.text for dt in _css(browser, "#detail dt")]
+    assert "results fingerprint" in labels and "LVE" in labels  # provenance came with the API answer
     _css(browser, "#detail .close")[0].click()
     assert not browser.find_element("id", "detail").is_displayed()
 

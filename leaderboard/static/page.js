@@ -3,6 +3,11 @@
   // Every user-supplied string goes into the DOM through textContent / createTextNode, never innerHTML.
   var DATA = JSON.parse(document.getElementById("lb-data").textContent);
   var METRICS = DATA.metrics;
+  // entries carry an index into DATA.groups (dataset, split, protocol, ...) and units as indices: expand
+  DATA.entries.forEach(function (e) {
+    var g = DATA.groups[e.g];
+    Object.keys(g).forEach(function (k) { e[k] = g[k]; });
+  });
   var ROW_LIMIT = 200;
   var M_VALUE = 0, M_LO = 1, M_HI = 2, M_RANK = 3, M_BEST = 4, M_TIED = 5, M_UNIT = 6, M_TEST = 7;
   var state = { kind: "all", hideTestIds: false, search: "", sort: {}, showAll: {}, selected: null };
@@ -94,13 +99,13 @@
     if (!x || x[M_VALUE] == null) { td.textContent = "\u2013"; return td; }
     td.appendChild(document.createTextNode(fmt(x[M_VALUE])));
     if (x[M_BEST]) td.className += " best";
-    if (x[M_TIED] === true) {
+    if (x[M_TIED] === 1) {
       td.appendChild(el("span", { cls: "tie", text: "\u2248",
-        title: "statistically tied with the best (" + (x[M_TEST] === "paired_bootstrap" ? "95% paired bootstrap" : "95% CI overlap") + ")" }));
+        title: "statistically tied with the best (" + (x[M_TEST] === "p" ? "95% paired bootstrap" : "95% CI overlap") + ")" }));
     }
     if (x[M_LO] != null && x[M_HI] != null) td.appendChild(el("span", { cls: "ci", text: "[" + fmt(x[M_LO]) + ", " + fmt(x[M_HI]) + "]" }));
     var tip = [];
-    if (x[M_UNIT]) tip.push("unit: " + x[M_UNIT]);
+    if (x[M_UNIT] != null) tip.push("unit: " + DATA.units[x[M_UNIT]]);
     if (x[M_RANK] != null) tip.push("rank " + x[M_RANK]);
     if (tip.length) td.setAttribute("title", tip.join("; "));
     return td;
@@ -188,13 +193,19 @@
     host.appendChild(el("p", { cls: "group-note", text: "One point per method beaten, in every ranked group and each of LVE, MVE, UFVE and FDD_abs; a method's best entry counts. Evaluated entries only." }));
     if (!DATA.overall.length) { host.appendChild(el("p", { cls: "muted", text: "No evaluated entries yet." })); return; }
     var tb = el("tbody");
-    DATA.overall.forEach(function (r) {
+    var rows = state.showAll["#overall"] ? DATA.overall : DATA.overall.slice(0, ROW_LIMIT);
+    rows.forEach(function (r) {
       tb.appendChild(el("tr", null, [el("td", { cls: "num", text: String(r.rank) }),
         el("td", { text: r.method + (r.version ? " (" + r.version + ")" : "") }), el("td", { cls: "num", text: String(r.borda) }),
         el("td", { cls: "num", text: r.mean_rank.toFixed(2) }), el("td", { text: r.groups.join(", ") })]));
     });
     var hr = el("tr", null, ["#", "Method", "Points", "Mean rank", "Groups"].map(function (h) { return el("th", { text: h, scope: "col" }); }));
     host.appendChild(el("table", { id: "overall-table" }, [el("thead", null, [hr]), tb]));
+    if (rows.length < DATA.overall.length) {
+      var more = el("button", { cls: "more", type: "button", text: "show all " + DATA.overall.length + " methods" });
+      more.addEventListener("click", function () { state.showAll["#overall"] = true; renderOverall(); });
+      host.appendChild(more);
+    }
   }
 
   // ------------------------------------------------------------------ drill-down
@@ -224,7 +235,7 @@
     item("split / protocol", e.group);
     METRICS.forEach(function (m) {
       var x = metric(e, m);
-      if (x && x[M_VALUE] != null) item(m, fmt(x[M_VALUE]) + (x[M_LO] != null ? "  95% CI [" + fmt(x[M_LO]) + ", " + fmt(x[M_HI]) + "]" : "") + (x[M_UNIT] ? "  " + x[M_UNIT] : ""));
+      if (x && x[M_VALUE] != null) item(m, fmt(x[M_VALUE]) + (x[M_LO] != null ? "  95% CI [" + fmt(x[M_LO]) + ", " + fmt(x[M_HI]) + "]" : "") + (x[M_UNIT] != null ? "  " + DATA.units[x[M_UNIT]] : ""));
     });
     item("parameters", e.params != null ? fmtParams(e.params) : null);
     item("inference time (10 s clip)", e.inference_s != null ? fmtMs(e.inference_s) + (e.inference_device ? " on " + e.inference_device : "") : null);
@@ -235,10 +246,16 @@
     item("source", e.source_url ? link(e.source_url) : null);
     item("source type", e.source_type);
     item("note", e.note);
-    item("results fingerprint", e.kind === "evaluated" ? e.fingerprint : null);
-    item("data fingerprint", e.dataset_fingerprint);
-    item("predictions fingerprint", e.predictions_fingerprint);
     item("added", e.submitted_at);
+    function provenance(src) {
+      item("verified at", src.verified_at);
+      item("sequences / frames", src.n_sequences != null ? src.n_sequences + " / " + src.n_frames : null);
+      item("results fingerprint", e.kind === "evaluated" ? src.fingerprint : null);
+      item("data fingerprint", src.dataset_fingerprint);
+      item("predictions fingerprint", src.predictions_fingerprint);
+      item("evaluated", src.created ? src.created + (src.a2fbench_version ? " with a2fbench " + src.a2fbench_version : "") : null);
+    }
+    if (DATA.mode !== "serve") provenance(e);
     d.appendChild(dl);
     if (e.kind !== "evaluated") return;
     var host = el("div", { id: "per-sequence" }, [el("p", { cls: "muted", text: "loading per-sequence scores\u2026" })]);
@@ -246,7 +263,7 @@
     if (DATA.mode === "serve") {
       fetch("api/entry/" + encodeURIComponent(e.id), { headers: { "Accept": "application/json" } })
         .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
-        .then(function (j) { if (state.selected === e.id) perSequence(host, j.columns, j.per_sequence); })
+        .then(function (j) { if (state.selected === e.id) { provenance(j.entry); perSequence(host, j.columns, j.per_sequence); } })
         .catch(function (err) { host.textContent = "could not load per-sequence scores: " + err.message; });
     } else {
       perSequence(host, ["id", "frames", "LVE", "MVE", "UFVE", "FDD"], DATA.per_sequence[String(e.id)] || []);
