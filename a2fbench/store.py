@@ -72,6 +72,16 @@ class Sequence:
         return self._ds._file()[f"sequences/{self.id}/motion"][start:stop]
 
     @property
+    def motion_dtype(self) -> np.dtype:
+        return self._ds._file()[f"sequences/{self.id}/motion"].dtype
+
+    def frames_into(self, out: np.ndarray, start: int) -> np.ndarray:
+        """Motion rows ``start:start + len(out)`` read into ``out`` (C-ordered, no new allocation); returns it."""
+        n = out.shape[0]
+        self._ds._file()[f"sequences/{self.id}/motion"].read_direct(out, np.s_[start:start + n], np.s_[0:n])
+        return out
+
+    @property
     def duration(self) -> float:
         return self.n_frames / float(self._ds.card["fps"])
 
