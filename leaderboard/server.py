@@ -10,17 +10,19 @@ Routes (GET and HEAD only):
 
 The page is rebuilt only when the database changed: every write transaction bumps ``meta.generation``, and
 a request costs one indexed read of that counter when nothing changed (the cached page, also pre-gzipped, is
-sent as is; ``ETag``/``If-None-Match`` answers 304). Each server thread holds its own SQLite connection (WAL:
+sent as is; ``ETag``/``If-None-Match`` answers 304). Requests take SQLite connections from a small pool (WAL:
 readers never block submitters, and submitters never block readers).
 """
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import json
 import logging
 import os
+import queue
 import re
 import sqlite3
 import threading
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 from urllib.parse import parse_qs, urlsplit
 
 from . import db, render
@@ -58,34 +60,41 @@ class App:
     def __init__(self, db_path: str | os.PathLike, *, cache: bool = True):
         self.db_path = str(db_path)
         self.cache = cache
-        self._local = threading.local()
+        self._pool: queue.SimpleQueue[sqlite3.Connection] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._page: Optional[_Page] = None
         self._token = os.urandom(4).hex()  # ETags from another server process never match
         db.connect(self.db_path).close()   # create/migrate/seed once, before serving
 
-    def conn(self) -> sqlite3.Connection:
-        c = getattr(self._local, "conn", None)
-        if c is None:
-            c = self._local.conn = db.connect(self.db_path, seed=False)
-        return c
+    @contextlib.contextmanager
+    def conn(self) -> Iterator[sqlite3.Connection]:
+        """A pooled connection (one per concurrently running request; WAL lets them all read at once)."""
+        try:
+            c = self._pool.get_nowait()
+        except queue.Empty:
+            c = db.connect(self.db_path, seed=False)
+        try:
+            yield c
+        finally:
+            self._pool.put(c)
 
     def page(self) -> _Page:
-        conn = self.conn()
-        gen = db.generation(conn)
-        p = self._page
-        if self.cache and p is not None and p.generation == gen:
-            return p
-        with self._lock:
+        with self.conn() as conn:
+            gen = db.generation(conn)
             p = self._page
             if self.cache and p is not None and p.generation == gen:
                 return p
-            entries, overall = render.load_ranked(conn)
-            body = render.html_page(render.page_data(entries, overall, mode="serve")).encode("utf-8")
-            etag = f'"{self._token}-{gen}-{hashlib.sha256(body).hexdigest()[:16]}"'
-            p = _Page(gen, body, gzip.compress(body, compresslevel=5), etag)
-            self._page = p
-            return p
+            with self._lock:  # one rebuild at a time; requests arriving meanwhile get its result
+                p = self._page
+                gen = db.generation(conn)
+                if self.cache and p is not None and p.generation == gen:
+                    return p
+                entries, overall = render.load_ranked(conn)
+                body = render.html_page(render.page_data(entries, overall, mode="serve")).encode("utf-8")
+                etag = f'"{self._token}-{gen}-{hashlib.sha256(body).hexdigest()[:16]}"'
+                p = _Page(gen, body, gzip.compress(body, compresslevel=5), etag)
+                self._page = p
+                return p
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -153,10 +162,12 @@ class Handler(BaseHTTPRequestHandler):
                 kind = (q.get("kind") or [None])[0]
                 if kind not in (None, "all", "evaluated", "reported"):
                     return self._error(400, "kind must be evaluated, reported or all")
-                entries, overall = render.load_ranked(self.app.conn(), datasets, None if kind == "all" else kind)
+                with self.app.conn() as conn:
+                    entries, overall = render.load_ranked(conn, datasets, None if kind == "all" else kind)
                 self._json(200, render.json_rows(entries, overall, self.app.db_path))
             elif (m := re.fullmatch(r"/api/entry/(\d{1,18})", url.path)):
-                detail = render.entry_detail(self.app.conn(), int(m.group(1)))
+                with self.app.conn() as conn:
+                    detail = render.entry_detail(conn, int(m.group(1)))
                 if detail is None:
                     return self._error(404, f"no entry #{m.group(1)}")
                 self._json(200, detail)
