@@ -38,9 +38,9 @@ def list_cmd(data: Path | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
-    click.echo(f"{'id':<4} {'name':<44} {'space':<18} {'fps':<7} {'hours':>5}  {'prepared':<8} licence")
+    click.echo(f"{'id':<4} {'name':<44} {'space':<20} {'fps':<7} {'hours':>5}  {'prepared':<8} licence")
     for r in rows:
-        click.echo(f"{r['id']:<4} {r['name'][:44]:<44} {r['space']:<18} {r['fps']:<7} {r['hours']:>5.2f}  "
+        click.echo(f"{r['id']:<4} {r['name'][:44]:<44} {r['space']:<20} {r['fps']:<7} {r['hours']:>5.2f}  "
                    f"{'yes' if r['prepared'] else 'no':<8} {r['licence']}")
     click.echo(f"(prepared = a current store under {data})")
 
@@ -117,8 +117,13 @@ def info_cmd(dataset: str, data: Path | None, as_json: bool) -> None:
 @click.argument("datasets")
 @RAW_OPT
 @click.option("--no-verify", is_flag=True, help="Skip sha256 checks (not recommended).")
-def download_cmd(datasets: str, raw: Path | None, no_verify: bool) -> None:
+@click.option("--retries", type=int, default=3, show_default=True, help="Resumed retries of a dropped connection.")
+def download_cmd(datasets: str, raw: Path | None, no_verify: bool, retries: int) -> None:
     """Fetch URL sources (resumable, sha256-checked); print the manual steps for the rest.
+
+    Files the user placed for licence-gated sources are checked (counts, structure, sha256 where
+    published; observed hashes go to RAW/<id>/.a2fbench-files.json). Missing manual files are listed
+    under TO DO and are not an error. Set A2FBENCH_MIRROR="PREFIX=REPLACEMENT" to fetch from a mirror.
 
     \b
     Example:
@@ -130,7 +135,7 @@ def download_cmd(datasets: str, raw: Path | None, no_verify: bool) -> None:
     failed = 0
     for spec in resolve(datasets):
         try:
-            download_dataset(spec, raw, verify=not no_verify, echo=click.echo)
+            download_dataset(spec, raw, verify=not no_verify, echo=click.echo, retries=retries)
         except A2FBenchError as e:
             click.echo(f"error: {e}", err=True)
             failed += 1
