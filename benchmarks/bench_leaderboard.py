@@ -58,7 +58,7 @@ def build(path: Path, n: int, n_seq: int, seed: int = 0) -> dict:
                                              inference_s=secs))
     dt = time.perf_counter() - t0
     conn.close()
-    added = n - have
+    added = max(0, n - have)
     return {"added": added, "seconds": dt, "seconds_building_docs": t_doc,
             "submissions_per_s": (added / (dt - t_doc)) if added else None}
 
