@@ -8,6 +8,7 @@ Measures, in one run on one machine:
   - "cold": the first request after a new submission (full rebuild: query, rank, ties, render, gzip);
   - the naive way: the same server rebuilding the page on every request (`serve --no-cache`);
 * where a rebuild's time goes (query, per-sequence matrices, ranking with paired-bootstrap ties, render);
+* the page in headless Chromium (when installed): time to an interactive page, and one column sort;
 * ties the reference way: `a2fbench.compare.compare` (scipy paired bootstrap + permutation test) called per pair
   against the best entry, versus our vectorized paired bootstrap over the whole board.
 
@@ -162,6 +163,42 @@ def ties_reference(path: Path, pairs: int) -> dict:
             "ratio": per_pair * len(others) / ours_all, "decisions_agreeing": f"{agree}/{len(ref)}"}
 
 
+def browser_timing(port: int, runs: int = 3) -> dict:
+    """Headless Chromium: navigation to an interactive page, and one column sort, median of ``runs``."""
+    import shutil
+
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+        from selenium.webdriver.support.ui import WebDriverWait
+    except ImportError:
+        return {"skipped": "selenium not installed"}
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium or not driver:
+        return {"skipped": "chromium / chromedriver not installed"}
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage", "--window-size=1400,1000", f"--user-data-dir={tempfile.mkdtemp()}"):
+        opts.add_argument(flag)
+    drv = webdriver.Chrome(service=Service(driver), options=opts)
+    ready, sort = [], []
+    try:
+        for _ in range(runs):
+            t = time.perf_counter()
+            drv.get(f"http://127.0.0.1:{port}/")
+            WebDriverWait(drv, 120).until(lambda d: d.find_element("tag name", "body").get_attribute("data-ready") == "1")
+            ready.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            drv.find_elements("css selector", 'table[data-dataset="D1"] th[data-key="LVE"]')[0].click()
+            drv.find_elements("css selector", 'table[data-dataset="D1"] th[aria-sort="ascending"]')
+            sort.append(time.perf_counter() - t)
+    finally:
+        drv.quit()
+    return {"page_ready_s": statistics.median(ready), "sort_1250_rows_ms": statistics.median(sort) * 1e3}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--entries", type=int, default=10_000)
@@ -186,10 +223,12 @@ def main() -> None:
         res["ours_warm_identity"] = timed_requests(port, args.requests, gzip=False)
         res["ours_warm_gzip"] = timed_requests(port, args.requests, gzip=True)
         res["ours_cold_after_write"] = cold_requests(args.db, port, 5)
+        res["browser"] = browser_timing(port)
     finally:
         srv.terminate()
         srv.wait()
-    print("ours:", json.dumps({k: res[k] for k in ("ours_warm_identity", "ours_warm_gzip", "ours_cold_after_write")}),
+    print("ours:", json.dumps({k: res[k] for k in ("ours_warm_identity", "ours_warm_gzip", "ours_cold_after_write",
+                                                    "browser")}),
           flush=True)
     srv, port = start_server(args.db, cache=False)
     try:

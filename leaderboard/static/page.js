@@ -81,15 +81,17 @@
     if (!s) return rows.slice().sort(function (a, b) { return order[a.id] - order[b.id]; });
     var col = COLS.filter(function (c) { return c.key === s.key; })[0];
     var dir = s.dir === "descending" ? -1 : 1;
-    return rows.slice().sort(function (a, b) {
-      var x = col.get(a), y = col.get(b);
-      if (x == null && y == null) return order[a.id] - order[b.id];
+    var keyed = rows.map(function (e) { return { k: col.get(e), o: order[e.id], e: e }; });
+    keyed.sort(function (a, b) {
+      var x = a.k, y = b.k;
+      if (x == null && y == null) return a.o - b.o;
       if (x == null) return 1;            // missing values last, whatever the direction
       if (y == null) return -1;
       if (x < y) return -dir;
       if (x > y) return dir;
-      return order[a.id] - order[b.id];
+      return a.o - b.o;
     });
+    return keyed.map(function (r) { return r.e; });
   }
 
   // ------------------------------------------------------------------ tables
@@ -143,44 +145,48 @@
       th.addEventListener("click", function () {
         var cur = state.sort[ds];
         state.sort[ds] = { key: c.key, dir: cur && cur.key === c.key && cur.dir === "ascending" ? "descending" : "ascending" };
-        renderDatasets();
+        renderSection(ds);
       });
       tr.appendChild(th);
     });
     return el("thead", null, [tr]);
   }
-  function renderDatasets() {
+  var BY_DS = {}, DS_ORDER = [];
+  DATA.entries.forEach(function (e) {
+    if (!BY_DS[e.dataset]) { BY_DS[e.dataset] = []; DS_ORDER.push(e.dataset); }
+    BY_DS[e.dataset].push(e);
+  });
+  function section(ds) {
+    var all = BY_DS[ds], rows = sortRows(all.filter(visible), ds);
+    var sec = el("section", { cls: "dataset", "data-dataset": ds });
+    sec.appendChild(el("h2", { text: ds + " \u2014 " + (all[0].dataset_name || "") }));
+    var groups = {};
+    all.forEach(function (e) { if (e.kind === "evaluated") groups[e.group] = (groups[e.group] || 0) + 1; });
+    var gl = Object.keys(groups);
+    sec.appendChild(el("p", { cls: "group-note", text: rows.length + " of " + all.length + " rows shown. " +
+      (gl.length ? "Ranked groups: " + gl.map(function (g) { return g + " (" + groups[g] + ")"; }).join("; ") + "." : "No evaluated entries yet.") }));
+    if (rows.length) {
+      var limit = state.showAll[ds] ? rows.length : Math.min(rows.length, ROW_LIMIT);
+      var tbody = el("tbody");
+      for (var i = 0; i < limit; i++) tbody.appendChild(row(rows[i]));
+      sec.appendChild(el("table", { cls: "board", "data-dataset": ds }, [header(ds), tbody]));
+      if (limit < rows.length) {
+        var more = el("button", { cls: "more", type: "button", text: "show all " + rows.length + " rows" });
+        more.addEventListener("click", function () { state.showAll[ds] = true; renderSection(ds); });
+        sec.appendChild(more);
+      }
+    }
+    return { el: sec, shown: rows.length };
+  }
+  function renderSection(ds) {  // sorting or expanding one table redraws only that table
+    var old = document.querySelector('section.dataset[data-dataset="' + ds + '"]');
+    old.parentNode.replaceChild(section(ds).el, old);
+  }
+  function renderDatasets() {  // filters change every table and the plots
     var host = document.getElementById("datasets");
     host.textContent = "";
-    var byDs = {}, dsOrder = [];
-    DATA.entries.forEach(function (e) {
-      if (!byDs[e.dataset]) { byDs[e.dataset] = []; dsOrder.push(e.dataset); }
-      byDs[e.dataset].push(e);
-    });
     var shown = 0;
-    dsOrder.forEach(function (ds) {
-      var all = byDs[ds], rows = sortRows(all.filter(visible), ds);
-      var sec = el("section", { cls: "dataset", "data-dataset": ds });
-      sec.appendChild(el("h2", { text: ds + " \u2014 " + (all[0].dataset_name || "") }));
-      var groups = {};
-      all.forEach(function (e) { if (e.kind === "evaluated") groups[e.group] = (groups[e.group] || 0) + 1; });
-      var gl = Object.keys(groups);
-      sec.appendChild(el("p", { cls: "group-note", text: rows.length + " of " + all.length + " rows shown. " +
-        (gl.length ? "Ranked groups: " + gl.map(function (g) { return g + " (" + groups[g] + ")"; }).join("; ") + "." : "No evaluated entries yet.") }));
-      if (rows.length) {
-        var limit = state.showAll[ds] ? rows.length : Math.min(rows.length, ROW_LIMIT);
-        var tbody = el("tbody");
-        for (var i = 0; i < limit; i++) tbody.appendChild(row(rows[i]));
-        sec.appendChild(el("table", { cls: "board", "data-dataset": ds }, [header(ds), tbody]));
-        if (limit < rows.length) {
-          var more = el("button", { cls: "more", type: "button", text: "show all " + rows.length + " rows" });
-          more.addEventListener("click", function () { state.showAll[ds] = true; renderDatasets(); });
-          sec.appendChild(more);
-        }
-      }
-      shown += rows.length;
-      host.appendChild(sec);
-    });
+    DS_ORDER.forEach(function (ds) { var s = section(ds); shown += s.shown; host.appendChild(s.el); });
     document.getElementById("summary").textContent = shown + " of " + DATA.entries.length + " entries shown \u00b7 generated " + DATA.generated;
     renderPlots();
   }
