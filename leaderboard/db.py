@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import math
 import os
 import random
 import sqlite3
@@ -32,7 +31,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from .model import METRICS, LeaderboardError, MethodMeta, ReportedEntry, load_reported, seed_path
+from .model import LeaderboardError, MethodMeta, ReportedEntry, load_reported, seed_path
 
 BUSY_TIMEOUT_S = 60.0
 OPEN_DEADLINE_S = 120.0
@@ -159,7 +158,13 @@ def _retry(fn: Callable[[], Any], deadline_s: float = OPEN_DEADLINE_S) -> Any:
 @contextlib.contextmanager
 def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """One write transaction: ``BEGIN IMMEDIATE`` (waits for the write lock), COMMIT, or ROLLBACK on error."""
-    _retry(lambda: conn.execute("BEGIN IMMEDIATE"))
+    try:
+        _retry(lambda: conn.execute("BEGIN IMMEDIATE"))
+    except sqlite3.OperationalError as e:
+        if not _is_busy(e):
+            raise
+        raise LeaderboardError(f"the leaderboard database stayed locked for {OPEN_DEADLINE_S:.0f} s (another process "
+                               "holds its write lock); retry when it has finished") from None
     try:
         yield conn
     except BaseException:
@@ -496,7 +501,8 @@ def fetch_document(conn: sqlite3.Connection, entry_id: int) -> Optional[dict]:
 
 def check_consistency(conn: sqlite3.Connection) -> list[str]:
     """Everything that should hold after any sequence of (possibly killed) writers. Empty list = consistent."""
-    from a2fbench.results import aggregate
+    from a2fbench.errors import ResultSchemaError
+    from a2fbench.results import check_consistency as doc_consistency
 
     problems = []
     ic = conn.execute("PRAGMA integrity_check").fetchall()
@@ -523,10 +529,12 @@ def check_consistency(conn: sqlite3.Connection) -> list[str]:
             problems.append(f"entry #{eid}: metrics rows {sorted(stored)} differ from its document")
             continue
         for name, v in stored.items():
-            if name in METRICS and v is not None:
-                want = aggregate(name, doc["per_sequence"])
-                if want is None or not math.isclose(v, want, rel_tol=1e-9):
-                    problems.append(f"entry #{eid}: {name} {v} does not follow from its per-sequence scores")
+            if v != doc["metrics"][name].get("value"):
+                problems.append(f"entry #{eid}: stored {name} {v!r} differs from its document")
+        try:
+            doc_consistency(doc, f"entry #{eid}")  # aggregates follow from per-sequence scores (results' tolerance)
+        except ResultSchemaError as e:
+            problems.append(str(e))
         if n != len(doc["per_sequence"]):
             problems.append(f"entry #{eid}: scores blob has {n} rows, document {len(doc['per_sequence'])}")
     return problems

@@ -86,6 +86,17 @@ def test_stored_entry_round_trips_metadata_metrics_and_per_sequence_scores(conn)
     assert mat[:, 4].tolist() == [r["FDD"] for r in ordered]
 
 
+def test_consistency_check_detects_damage(conn):
+    eid = db.submit_doc(conn, make_results(seed=9), method_meta(method="A")).entry_id
+    assert db.check_consistency(conn) == []
+    conn.execute("UPDATE metrics SET value = value * 2 WHERE entry_id = ? AND metric = 'LVE'", (eid,))
+    assert any("stored LVE" in p for p in db.check_consistency(conn))
+    conn.execute("DELETE FROM scores WHERE entry_id = ?", (eid,))
+    assert any("lacks its document or scores" in p for p in db.check_consistency(conn))
+    conn.execute("DELETE FROM metrics WHERE entry_id = ?", (eid,))
+    assert any("has no metrics" in p for p in db.check_consistency(conn))
+
+
 def _tamper_aggregate(doc: dict) -> dict:
     bad = copy.deepcopy(doc)
     bad["metrics"]["LVE"]["value"] *= 1.01
