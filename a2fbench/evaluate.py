@@ -12,6 +12,7 @@ exactly as the reference does with its whole-split arrays; see ``docs/metrics.md
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -20,14 +21,14 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
 from . import __version__
 from .errors import A2FBenchError, PredictionError, StoreError
 from .metrics import functional as F
-from .predictions import HashWorker, NpyReader, PredFile, PredictionSet, check_finite, fingerprint, scan
+from .predictions import BufferPool, HashWorker, NpyReader, PredFile, PredictionSet, check_finite, fingerprint, scan
 from .results import SCHEMA_VERSION, finalize
 
 log = logging.getLogger(__name__)
@@ -84,6 +85,12 @@ class _Chunk:
     preds: list[np.ndarray]  # per condition, (t, V, 3)
     template: Optional[np.ndarray] = None  # (V, 3), on the first chunk of a sequence
     sources: Optional[list[Any]] = None  # prediction file per condition (for error messages)
+    leases: Optional[list[Any]] = None  # pooled buffers to release once scored
+
+    def release(self) -> None:
+        for lease in self.leases or ():
+            lease.release()
+        self.leases = None
 
 
 @dataclass
@@ -144,19 +151,36 @@ def _chunks(ctx: _Context, plan: list[tuple[_Item, list[PredFile]]], rows: int, 
             hasher: Optional[HashWorker] = None) -> Iterator[_Chunk]:
     """Read every scored chunk in order; every prediction byte is hashed (and the unscored tail checked).
 
-    NaN/inf in scored rows are checked by the consumer (:meth:`_SeqAcc.add`), on cache-resident data.
+    Buffers come from pools and go back when the scorer (and the hasher) release them. NaN/inf in scored
+    rows are checked by the scorer (:meth:`_SeqAcc.add`), on cache-resident data.
     """
-    gt_kind = "vertices" if ctx.conv is None else "parameters"
+    pool = BufferPool()
     for i, (item, pfs) in enumerate(plan):
         seq = ctx.ds[item.sid]
         tm = ctx.template(seq.subject) if ctx.scoring.fdd else None
+        gt_dtype = seq.motion_dtype
         readers = [NpyReader(pf, hasher) for pf in pfs]
         try:
             for a in range(0, item.T, rows):
                 b = min(item.T, a + rows)
-                gt = ctx.vertices(seq.frames(a, b), gt_kind)
-                preds = [ctx.vertices(r.read(b - a, check=False), r.pf.kind) for r in readers]
-                yield _Chunk(i, a, gt, preds, tm if a == 0 else None, [r.pf.path for r in readers])
+                leases = []
+                lg = pool.take(rows, (int(ctx.ds.card["dim"]),), gt_dtype)
+                raw = seq.frames_into(lg.buf[:b - a], a)
+                if ctx.conv is None:
+                    gt = ctx.vertices(raw, "vertices")
+                    leases.append(lg)
+                else:
+                    gt = ctx.vertices(raw, "parameters")
+                    lg.release()
+                preds = []
+                for r in readers:
+                    x, lp = r.read_leased(b - a, pool, check=False, rows=rows)
+                    preds.append(ctx.vertices(x, r.pf.kind))
+                    if r.pf.kind == "parameters":
+                        lp.release()
+                    else:
+                        leases.append(lp)
+                yield _Chunk(i, a, gt, preds, tm if a == 0 else None, [r.pf.path for r in readers], leases)
             for r in readers:
                 hashes[r.pf.path.name] = r.finish()
         finally:
@@ -232,11 +256,13 @@ def _plan(ctx: _Context, ids: list[str], preds: PredictionSet) -> list[tuple[_It
 def evaluate(pred_dir: str | os.PathLike, dataset: str, data: str | os.PathLike, split: Optional[str] = None,
              protocol: str = "a2f", regions: Optional[str] = None, *, ignore_extra: bool = False,
              n_bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, chunk_mb: float = 32.0,
-             progress: bool = True) -> dict:
+             workers: Optional[int] = None, progress: bool = True) -> dict:
     """Score a predictions folder against a prepared split; returns the finalized results dict.
 
     Raises :class:`~a2fbench.errors.PredictionError` (one line) for any problem with the predictions,
     before anything is written. See ``docs/metrics.md`` for protocols, length and condition rules.
+    ``workers``: processes scoring contiguous blocks of sequences (default: min(2, CPUs) when the split holds
+    at least 128 MiB of ground truth, else 1); the numbers do not depend on it.
     """
     from .store import open_dataset
 
@@ -260,21 +286,132 @@ def evaluate(pred_dir: str | os.PathLike, dataset: str, data: str | os.PathLike,
         preds = scan(pred_dir, ids, subjects, n_vertices=ctx.V, n_params=ctx.P, ignore_extra=ignore_extra,
                      what=f"{ds.id} split {split!r}")
         plan = _plan(ctx, ids, preds)
-        rows = max(1, int(chunk_mb * 2**20 // (ctx.V * 3 * 8)))
-        hashes: dict[str, Any] = {}
-        hasher = HashWorker()
         t0 = time.perf_counter()
-        try:
-            seqs, dtypes = _score(ctx.scoring, [it for it, _ in plan],
-                                  _prefetch(_chunks(ctx, plan, rows, hashes, hasher)),
-                                  f"evaluate {ds.id} ({proto.name})" if progress else None)
-        finally:
-            hasher.close()
-        digests = {name: h.hexdigest() for name, h in hashes.items()}
-        log.debug("scored %d sequences in %.2f s", len(plan), time.perf_counter() - t0)
+        n_workers = _n_workers(workers, len(plan), sum(it.T for it, _ in plan) * ctx.V * 3 * 8)
+        desc = f"evaluate {ds.id} ({proto.name})" if progress else None
+        if n_workers > 1:
+            ds.close()  # no HDF5 handle crosses the fork; workers open their own
+            seqs, digests, dtypes = _score_parallel((str(data), ds.id, proto.name, lips, upper, chunk_mb), plan,
+                                                    n_workers, desc)
+        else:
+            with _progress(desc, sum(it.T for it, _ in plan)) as bar:
+                seqs, digests, dtypes = _stream(ctx, plan, chunk_mb, bar.update if bar else None, _spare_cpu(1))
+        log.debug("scored %d sequences in %.2f s with %d process(es)", len(plan), time.perf_counter() - t0,
+                  n_workers)
         return _results(ctx, split, region_set, preds, seqs, digests, dtypes, n_bootstrap, seed)
     finally:
         ds.close()
+
+
+PARALLEL_MIN_BYTES = 128 << 20  # below this much ground truth, forking workers costs more than it saves
+
+
+def _n_workers(workers: Optional[int], n_seq: int, gt_bytes: int) -> int:
+    """Processes to use: ``workers``, else 2 on machines with at least 4 CPUs for splits of at least 128 MiB
+    of ground truth (each process already runs a reader, a hasher and a scorer thread); always 1 without the
+    fork start method or with one sequence."""
+    import multiprocessing as mp
+
+    if workers is None:
+        workers = 2 if (os.cpu_count() or 1) >= 4 and gt_bytes >= PARALLEL_MIN_BYTES else 1
+    if "fork" not in mp.get_all_start_methods():
+        return 1
+    return max(1, min(int(workers), n_seq))
+
+
+def _spare_cpu(n_workers: int) -> bool:
+    """Run the reader thread ahead of the scorer only when there is a CPU per process to spare for it."""
+    return (os.cpu_count() or 1) >= 2 * n_workers
+
+
+@contextlib.contextmanager
+def _progress(desc: Optional[str], total: int) -> Iterator[Any]:
+    if not desc:
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="frame", leave=False, desc=desc)
+    try:
+        yield bar
+    finally:
+        bar.close()
+
+
+def _stream(ctx: _Context, plan: list[tuple[_Item, list[PredFile]]], chunk_mb: float,
+            on_frames: Optional[Callable[[int], Any]], prefetch: bool = True) -> tuple[list[dict], dict[str, str], set]:
+    """Score ``plan`` in this process: reader thread (if ``prefetch``), hasher thread, scorer (module doc)."""
+    rows = max(1, int(chunk_mb * 2**20 // (ctx.V * 3 * 8)))
+    hashes: dict[str, Any] = {}
+    hasher = HashWorker()
+    try:
+        it = _chunks(ctx, plan, rows, hashes, hasher)
+        if prefetch:
+            it = _prefetch(it)
+        seqs, dtypes = _score(ctx.scoring, [it for it, _ in plan], it, on_frames)
+    finally:
+        hasher.close()
+    return seqs, {name: h.hexdigest() for name, h in hashes.items()}, dtypes
+
+
+_FORKED: dict[str, Any] = {}  # state handed to forked workers (a shared frame counter)
+
+
+def _worker(args: tuple, plan: list[tuple[_Item, list[PredFile]]]) -> tuple[list[dict], dict[str, str], set]:
+    from .store import open_dataset
+
+    data, dataset, proto_name, lips, upper, chunk_mb = args
+    counter = _FORKED.get("counter")
+
+    def on_frames(n: int) -> None:
+        if counter is not None:
+            with counter.get_lock():
+                counter.value += n
+
+    ds = open_dataset(data, dataset)
+    try:
+        return _stream(_Context(ds, PROTOCOLS[proto_name], lips, upper), plan, chunk_mb, on_frames,
+                       _spare_cpu(int(_FORKED.get("n_workers", 1))))
+    finally:
+        ds.close()
+
+
+def _blocks(plan: list, n: int) -> list[list]:
+    """``plan`` cut into ``n`` contiguous blocks of about equal work (frames x inputs), order kept."""
+    cost = np.cumsum([it.T * (1 + len(pfs)) for it, pfs in plan], dtype=np.float64)
+    cuts = [int(np.searchsorted(cost, cost[-1] * k / n)) + 1 for k in range(1, n)]
+    edges = [0, *sorted(set(min(max(c, 1), len(plan) - 1) for c in cuts)), len(plan)]
+    return [plan[a:b] for a, b in zip(edges, edges[1:]) if b > a]
+
+
+def _score_parallel(args: tuple, plan: list, n_workers: int, desc: Optional[str]) -> tuple[list[dict], dict, set]:
+    """Contiguous blocks of sequences in forked worker processes; results merged in split order (so the
+    pooled means see the same concatenated vectors, bit for bit, as one process would)."""
+    import multiprocessing as mp
+
+    mpc = mp.get_context("fork")
+    blocks = _blocks(plan, n_workers)
+    _FORKED["counter"] = counter = mpc.Value("q", 0)
+    _FORKED["n_workers"] = len(blocks)
+    pool = mpc.Pool(len(blocks))
+    try:
+        jobs = [pool.apply_async(_worker, (args, b)) for b in blocks]
+        with _progress(desc, sum(it.T for it, _ in plan)) as bar:
+            while not all(j.ready() for j in jobs):
+                for j in jobs:
+                    if j.ready() and not j.successful():
+                        j.get()  # re-raises the worker's error (one-line A2FBenchError)
+                if bar is not None:
+                    bar.update(counter.value - bar.n)
+                time.sleep(0.05)
+        parts = [j.get() for j in jobs]
+    finally:
+        pool.terminate()
+        pool.join()
+        _FORKED.clear()
+    seqs = [s for p in parts for s in p[0]]
+    digests = {k: v for p in parts for k, v in p[1].items()}
+    return seqs, digests, set().union(*(p[2] for p in parts))
 
 
 def score_arrays(gts: list[np.ndarray], preds: list[np.ndarray], templates: list[np.ndarray], lips: np.ndarray,
@@ -306,12 +443,14 @@ def score_arrays(gts: list[np.ndarray], preds: list[np.ndarray], templates: list
                 b = min(item.T, a + chunk_frames)
                 yield _Chunk(i, a, g[a:b], [x[a:b] for x in ps], tm if a == 0 else None, [item.sid] * len(ps))
 
-    seqs, _ = _score(scoring, items, chunks(), None)
+    seqs, _ = _score(scoring, items, chunks())
     return {"metrics": _aggregates(proto, seqs), "per_sequence": [s["row"] for s in seqs]}
 
 
 class _SeqAcc:
-    """Per-sequence accumulator: per-frame terms per condition, upper-face displacements (T, |U|) per input."""
+    """Per-sequence accumulator: per-frame terms per condition and, for FDD, per input either the
+    displacement rows ``(T, |U|)`` (reference protocols: the exact pairwise std at the end) or a
+    :class:`~a2fbench.metrics.functional.RunningDynamics` (``a2f``: O(|U|) memory)."""
 
     def __init__(self, sc: _Scoring, index: int, item: _Item, first: _Chunk):
         self.sc, self.i, self.item = sc, index, item
@@ -321,36 +460,53 @@ class _SeqAcc:
             assert first.template is not None
             self.tm_u = np.asarray(first.template).reshape(-1, 3)[sc.upper]
             U = len(sc.upper)
+            if sc.proto.float64:
+                self.run_gt = F.RunningDynamics()
+                self.run_pred = [F.RunningDynamics() for _ in first.preds]
+            else:
+                def dt(x: np.ndarray) -> np.dtype:
+                    return np.result_type(x.dtype, self.tm_u.dtype)
 
-            def dt(x: np.ndarray) -> np.dtype:
-                return np.dtype(sc.dtype) if sc.dtype is not None else np.result_type(x.dtype, self.tm_u.dtype)
+                self.d_gt = np.empty((item.T, U), dt(first.gt))
+                self.d_pred = [np.empty((item.T, U), dt(p)) for p in first.preds]
 
-            # rows are written frame by frame; close() transposes once to (|U|, T) for the std over time
-            self.d_gt = np.empty((item.T, U), dt(first.gt))
-            self.d_pred = [np.empty((item.T, U), dt(p)) for p in first.preds]
+    def _disp(self, x: np.ndarray, a: int, store: Optional[np.ndarray], run: Optional[Any]) -> None:
+        d = F.upper_displacements(x, None, self.sc.upper_ix, self.sc.dtype, self.tm_u)
+        if run is not None:
+            run.update(d)
+        else:
+            store[a:a + d.shape[0]] = d
 
     def add(self, ch: _Chunk, dtypes: set) -> None:
         """Score one chunk, in sub-chunks of about 4 MiB of vertices so that every step runs in cache."""
         sc = self.sc
         V = ch.gt.shape[1]
         step = max(1, SUBCHUNK_BYTES // (V * 3 * 8))
+        run = sc.proto.float64
         for c, p in enumerate(ch.preds):
             dtypes.add(str(np.dtype(sc.dtype) if sc.dtype is not None else np.result_type(ch.gt.dtype, p.dtype)))
         for s0 in range(0, ch.gt.shape[0], step):
             g = ch.gt[s0:s0 + step]
-            a, t = ch.start + s0, g.shape[0]
+            a = ch.start + s0
             for c, p in enumerate(ch.preds):
                 p = p[s0:s0 + step]
-                if ch.sources is not None:
+                # with MVE every coordinate reaches a per-frame term (NaN/inf propagate): check those
+                full = "MVE" in sc.pooled
+                if ch.sources is not None and not full:
                     check_finite(p, ch.sources[c], a)
                 if sc.pooled:
                     terms = F.frame_terms(g, p, sc.lips_ix, sc.upper_ix, sc.pooled, sc.dtype)
+                    if ch.sources is not None and full and not np.isfinite(terms["MVE"]).all():
+                        check_finite(p, ch.sources[c], a)
+                        if not np.isfinite(g).all():
+                            raise StoreError(f"ground truth of {self.item.sid} has NaN or inf near frame {a}; "
+                                             "re-run `a2fbench prepare` from intact raw files")
                     for m in sc.pooled:
                         self.parts[m][c].append(terms[m])
                 if sc.fdd:
-                    self.d_pred[c][a:a + t] = F.upper_displacements(p, None, sc.upper_ix, sc.dtype, self.tm_u)
+                    self._disp(p, a, None if run else self.d_pred[c], self.run_pred[c] if run else None)
             if sc.fdd:
-                self.d_gt[a:a + t] = F.upper_displacements(g, None, sc.upper_ix, sc.dtype, self.tm_u)
+                self._disp(g, a, None if run else self.d_gt, self.run_gt if run else None)
 
     def close(self) -> dict:
         """{row: per_sequence dict, frames: {metric: (T,) vector}, fdd: scalar} (conditions averaged)."""
@@ -363,9 +519,13 @@ class _SeqAcc:
             frames[m] = v
             row[m] = float(np.mean(v))
         fdd = None
+        if self.sc.fdd and self.sc.proto.float64:
+            s_gt = self.run_gt.result()
+            s_pr = [r.result() for r in self.run_pred]
+        elif self.sc.fdd:
+            s_gt = F.upper_dynamics_rows(self.d_gt)
+            s_pr = [F.upper_dynamics_rows(d) for d in self.d_pred]
         if self.sc.fdd:
-            s_gt = F.upper_dynamics(np.ascontiguousarray(self.d_gt.T))
-            s_pr = [F.upper_dynamics(np.ascontiguousarray(d.T)) for d in self.d_pred]
             fdd = s_gt - (s_pr[0] if self.k == 1 else sum(s_pr) / self.k)
             row["FDD"] = float(fdd)
         if item.conditions[0] is not None:
@@ -374,30 +534,23 @@ class _SeqAcc:
         return {"row": row, "frames": frames, "fdd": fdd}
 
 
-def _score(sc: _Scoring, items: list[_Item], chunks: Iterator[_Chunk], desc: Optional[str]) -> tuple[list[dict], set]:
+def _score(sc: _Scoring, items: list[_Item], chunks: Iterator[_Chunk],
+           on_frames: Optional[Callable[[int], Any]] = None) -> tuple[list[dict], set]:
     """Run every chunk through the per-sequence accumulators; returns (per-sequence outputs, compute dtypes)."""
     out: list[dict] = []
     dtypes: set = set()
-    bar = None
-    if desc:
-        from tqdm import tqdm
-
-        bar = tqdm(total=sum(it.T for it in items), unit="frame", leave=False, desc=desc)
     cur: Optional[_SeqAcc] = None
-    try:
-        for ch in chunks:
-            if cur is None or cur.i != ch.seq_index:
-                if cur is not None:
-                    out.append(cur.close())
-                cur = _SeqAcc(sc, ch.seq_index, items[ch.seq_index], ch)
-            cur.add(ch, dtypes)
-            if bar is not None:
-                bar.update(ch.gt.shape[0])
-        if cur is not None:
-            out.append(cur.close())
-    finally:
-        if bar is not None:
-            bar.close()
+    for ch in chunks:
+        if cur is None or cur.i != ch.seq_index:
+            if cur is not None:
+                out.append(cur.close())
+            cur = _SeqAcc(sc, ch.seq_index, items[ch.seq_index], ch)
+        cur.add(ch, dtypes)
+        ch.release()
+        if on_frames is not None:
+            on_frames(ch.gt.shape[0])
+    if cur is not None:
+        out.append(cur.close())
     return out, dtypes
 
 

@@ -201,6 +201,54 @@ def upper_dynamics(disp_ut: np.ndarray) -> float:
     return np.mean(np.std(disp_ut, axis=1))
 
 
+def upper_dynamics_rows(disp_tu: np.ndarray, block: int = 512) -> float:
+    """:func:`upper_dynamics` from the displacements stored as ``(T, |U|)`` rows, bit for bit.
+
+    Transposes ``block`` vertices at a time (cache-sized) and takes ``np.std`` along time on each block; every
+    vertex's std is the same reduction as on the whole ``(|U|, T)`` array, so the bits do not change.
+    """
+    U = disp_tu.shape[1]
+    std = np.empty(U, np.result_type(disp_tu.dtype, np.float16))
+    for u0 in range(0, U, block):
+        std[u0:u0 + block] = np.std(np.ascontiguousarray(disp_tu[:, u0:u0 + block].T), axis=1)
+    return np.mean(std)
+
+
+class RunningDynamics:
+    """``mean_u std_t D[t, u]`` accumulated over blocks of frames in O(|U|) memory (float64).
+
+    Merges per-block means and squared deviations (Chan, Golub & LeVeque's pairwise update), so no
+    ``T x |U|`` array is kept. Equal to :func:`upper_dynamics` up to rounding (not bit for bit): protocol
+    ``a2f`` uses it, the reference protocols use the exact path.
+    """
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.mean: Optional[np.ndarray] = None
+        self.m2: Optional[np.ndarray] = None
+
+    def update(self, disp_tu: np.ndarray) -> None:
+        d = np.asarray(disp_tu, np.float64)
+        nb = d.shape[0]
+        if nb == 0:
+            return
+        mb = d.mean(axis=0)
+        m2b = ((d - mb) ** 2).sum(axis=0)
+        if self.n == 0:
+            self.n, self.mean, self.m2 = nb, mb, m2b
+            return
+        n = self.n + nb
+        delta = mb - self.mean
+        self.mean = self.mean + delta * (nb / n)
+        self.m2 = self.m2 + m2b + delta * delta * (self.n * nb / n)
+        self.n = n
+
+    def result(self) -> float:
+        if self.n == 0 or self.m2 is None:
+            raise ValueError("no frames")
+        return float(np.mean(np.sqrt(self.m2 / self.n)))
+
+
 def fdd_sequence(gt: np.ndarray, pred: np.ndarray, template: np.ndarray, upper: np.ndarray,
                  dtype: Optional[np.dtype] = None) -> float:
     """Signed FDD of one sequence: ``S(gt) - S(pred)``, ``S = mean_u std_t |x - template|²``.
