@@ -384,7 +384,8 @@ def submit_doc(conn: sqlite3.Connection, doc: dict, meta: MethodMeta, *, verifie
         _insert_document(conn, eid, doc)
         _bump(conn)
     return Outcome(eid, True, f"added entry #{eid}: {meta.method} on {ds['id']}/{ds['split']} ({proto['name']})"
-                              + (" [verified]" if verified else ""))
+                              + (" [verified]" if verified else "")
+                              + (" [scored on a synthetic stand-in]" if ds.get("synthetic") else ""))
 
 
 def _insert_reported(conn: sqlite3.Connection, r: ReportedEntry, *, seeded: bool) -> tuple[int, bool]:
