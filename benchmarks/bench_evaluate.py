@@ -37,15 +37,27 @@ HERE = Path(__file__).resolve()
 
 
 # ------------------------------------------------------------------------------------------ children
-def _rss_mib() -> float:
+def _rss_mib(workers: int = 0) -> float:
+    """Peak RSS of this process, plus ``workers`` x the largest worker process (an upper bound on the total)."""
     import resource
 
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024.0
+    return own + workers * kids
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and its finished children (user + system)."""
+    import resource
+
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
 
 def child_load(data: str, dataset: str, pred: str) -> dict:
     import a2fbench
 
+    c0 = _cpu()
     t = time.perf_counter()
     ds = a2fbench.open_dataset(data, dataset)
     n = 0
@@ -53,15 +65,17 @@ def child_load(data: str, dataset: str, pred: str) -> dict:
         g = ds[sid].motion
         p = np.load(os.path.join(pred, f"{sid}.npy"), allow_pickle=False)
         n += g.shape[0] + p.shape[0] * 0
-    return {"seconds": time.perf_counter() - t, "rss_mib": _rss_mib(), "frames": n}
+    return {"seconds": time.perf_counter() - t, "cpu": _cpu() - c0, "rss_mib": _rss_mib(), "frames": n}
 
 
-def child_evaluate(data: str, dataset: str, pred: str, protocol: str) -> dict:
+def child_evaluate(data: str, dataset: str, pred: str, protocol: str, workers: str = "") -> dict:
     from a2fbench.evaluate import evaluate
 
+    w = int(workers) if workers else None
+    c0 = _cpu()
     t = time.perf_counter()
-    doc = evaluate(pred, dataset, data, protocol=protocol, progress=False)
-    return {"seconds": time.perf_counter() - t, "rss_mib": _rss_mib(),
+    doc = evaluate(pred, dataset, data, protocol=protocol, progress=False, workers=w)
+    return {"seconds": time.perf_counter() - t, "cpu": _cpu() - c0, "rss_mib": _rss_mib(w if w and w > 1 else 2),
             "LVE": doc["metrics"]["LVE"]["value"], "FDD": doc["metrics"]["FDD"]["value"]}
 
 
@@ -80,17 +94,18 @@ def child_compute(data: str, dataset: str, pred: str, protocols: list[str], refe
     V = int(ds.card["n_vertices"])
     out: dict = {"rss_after_load_mib": _rss_mib()}
     for proto in protocols:
-        best = None
-        for _ in range(2):
-            t = time.perf_counter()
+        best, best_cpu = None, None
+        for _ in range(3):
+            t, c = time.perf_counter(), time.process_time()
             res = score_arrays(gts, preds, tms, lips, upper, proto)["metrics"]
-            dt = time.perf_counter() - t
+            dt, dc = time.perf_counter() - t, time.process_time() - c
             best = dt if best is None else min(best, dt)
-        out[f"ours_{proto}"] = {"seconds": best, "metrics": {k: float(v) for k, v in res.items()}}
+            best_cpu = dc if best_cpu is None else min(best_cpu, dc)
+        out[f"ours_{proto}"] = {"seconds": best, "cpu": best_cpu, "metrics": {k: float(v) for k, v in res.items()}}
     for ref in references:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         r = getattr(R, ref)(gts, preds, tms, lips, upper, V)
-        out[f"reference_{ref}"] = {"seconds": time.perf_counter() - t,
+        out[f"reference_{ref}"] = {"seconds": time.perf_counter() - t, "cpu": time.process_time() - c,
                                    "metrics": {k: float(v) for k, v in r.items() if k != "per_sequence"}}
         ours = out[f"ours_{ref}"]["metrics"]
         out[f"reference_{ref}"]["bitwise_LVE_FDD"] = all(ours[k] == out[f"reference_{ref}"]["metrics"][k]
@@ -139,7 +154,8 @@ def bench(work: Path, datasets: list[str], repeat: int, references: bool) -> dic
     import a2fbench
 
     report: dict = {"machine": os.environ.get("A2F_MACHINE", "2-core CPU sandbox, shared"),
-                    "cpus": os.cpu_count(), "numpy": np.__version__, "datasets": {}}
+                    "cpus": os.cpu_count(), "numpy": np.__version__, "repeat": repeat, "datasets": {}}
+    load0 = os.getloadavg()
     for d in datasets:
         data, pred = _prepare(work, d)
         ds = a2fbench.open_dataset(data, d)
@@ -157,40 +173,48 @@ def bench(work: Path, datasets: list[str], repeat: int, references: bool) -> dic
                 res = (_run_child("load", str(data), d, str(pred)) if name == "load"
                        else _run_child("evaluate", str(data), d, str(pred), name))
                 runs[name].append(res)
-                print(f"[{d}] run {r + 1}/{repeat} {name}: {res['seconds']:.2f} s, {res['rss_mib']:.0f} MiB", flush=True)
-        med = {k: {"seconds": statistics.median(x["seconds"] for x in v), "rss_mib": max(x["rss_mib"] for x in v)}
-               for k, v in runs.items()}
+                print(f"[{d}] run {r + 1}/{repeat} {name}: {res['seconds']:.2f} s, CPU {res['cpu']:.2f} s, "
+                      f"{res['rss_mib']:.0f} MiB", flush=True)
+        med = {k: {"seconds": statistics.median(x["seconds"] for x in v), "cpu": statistics.median(x["cpu"] for x in v),
+                   "rss_mib": max(x["rss_mib"] for x in v)} for k, v in runs.items()}
         for k in ("a2f", "codetalker", "facediffuser"):
             med[k]["ratio_to_load"] = med[k]["seconds"] / med["load"]["seconds"]
+            med[k]["cpu_ratio_to_load"] = med[k]["cpu"] / med["load"]["cpu"]
         refs = (["codetalker"] if d == "D0" else ["codetalker", "facediffuser"]) if references else []
         print(f"[{d}] in-memory compute: ours vs reference {refs} ...", flush=True)
         comp = _run_child("compute", str(data), d, str(pred), "a2f,codetalker,facediffuser", ",".join(refs))
         for ref in refs:
             comp[f"speedup_{ref}"] = comp[f"reference_{ref}"]["seconds"] / comp[f"ours_{ref}"]["seconds"]
+            comp[f"cpu_speedup_{ref}"] = comp[f"reference_{ref}"]["cpu"] / comp[f"ours_{ref}"]["cpu"]
         report["datasets"][d] = {**info, "end_to_end": med, "runs": runs, "compute": comp}
+    report["loadavg"] = f"{load0[0]:.1f} at start, {os.getloadavg()[0]:.1f} at end (1-min)"
     return report
 
 
 def markdown(rep: dict) -> str:
-    lines = [f"Machine: {rep['machine']} ({rep['cpus']} CPUs), numpy {rep['numpy']}; medians of interleaved runs in "
-             "fresh processes, page cache warm.", "",
-             "| data | what | time (s) | ratio | peak RSS (MiB) |", "|---|---|---|---|---|"]
+    lines = [f"Machine: {rep['machine']} ({rep['cpus']} CPUs), numpy {rep['numpy']}; load average during the run "
+             f"{rep.get('loadavg', '?')}. Medians of {rep.get('repeat', '?')} interleaved runs, each in a fresh "
+             "process, page cache warm; CPU = user + system seconds (incl. worker processes).", "",
+             "| data | what | wall (s) | CPU (s) | ratio (wall / CPU) | peak RSS (MiB) |", "|---|---|---|---|---|---|"]
     for d, r in rep["datasets"].items():
         tag = f"{d} ({r['sequences']} seq, {r['frames']} frames x {r['vertices']} V, {r['dtype']} GT, {r['gb']} GB)"
         e = r["end_to_end"]
-        lines.append(f"| {tag} | load GT (store) + predictions (np.load) | {e['load']['seconds']:.2f} | 1.00 | "
-                     f"{e['load']['rss_mib']:.0f} |")
+        lines.append(f"| {tag} | load GT (store) + predictions (np.load) | {e['load']['seconds']:.2f} | "
+                     f"{e['load']['cpu']:.2f} | 1 | {e['load']['rss_mib']:.0f} |")
         for k in ("a2f", "codetalker", "facediffuser"):
-            lines.append(f"| {d} | `evaluate --protocol {k}` end to end | {e[k]['seconds']:.2f} | "
-                         f"{e[k]['ratio_to_load']:.2f}x load | {e[k]['rss_mib']:.0f} |")
+            lines.append(f"| {d} | `evaluate --protocol {k}` end to end | {e[k]['seconds']:.2f} | {e[k]['cpu']:.2f} | "
+                         f"{e[k]['ratio_to_load']:.2f}x / {e[k]['cpu_ratio_to_load']:.2f}x load | "
+                         f"{e[k]['rss_mib']:.0f} |")
         c = r["compute"]
         for k in ("a2f", "codetalker", "facediffuser"):
-            lines.append(f"| {d} | in memory: ours, {k} metrics | {c[f'ours_{k}']['seconds']:.2f} | | |")
+            lines.append(f"| {d} | in memory: ours, {k} metrics | {c[f'ours_{k}']['seconds']:.2f} | "
+                         f"{c[f'ours_{k}']['cpu']:.2f} | | |")
         for k in ("codetalker", "facediffuser"):
             if f"reference_{k}" in c:
-                lines.append(f"| {d} | in memory: reference {k} formulation | {c[f'reference_{k}']['seconds']:.2f} | "
-                             f"ours {c[f'speedup_{k}']:.0f}x faster (LVE, FDD bitwise equal: "
-                             f"{c[f'reference_{k}']['bitwise_LVE_FDD']}) | {c['rss_mib']:.0f} (whole process) |")
+                lines.append(f"| {d} | in memory: reference {k} formulation (LVE, FDD bitwise equal to ours: "
+                             f"{c[f'reference_{k}']['bitwise_LVE_FDD']}) | {c[f'reference_{k}']['seconds']:.2f} | "
+                             f"{c[f'reference_{k}']['cpu']:.2f} | ours {c[f'speedup_{k}']:.0f}x / "
+                             f"{c[f'cpu_speedup_{k}']:.0f}x faster | {c['rss_mib']:.0f} (whole process) |")
     return "\n".join(lines)
 
 
