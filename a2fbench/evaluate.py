@@ -256,13 +256,14 @@ def _plan(ctx: _Context, ids: list[str], preds: PredictionSet) -> list[tuple[_It
 def evaluate(pred_dir: str | os.PathLike, dataset: str, data: str | os.PathLike, split: Optional[str] = None,
              protocol: str = "a2f", regions: Optional[str] = None, *, ignore_extra: bool = False,
              n_bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, chunk_mb: float = 32.0,
-             workers: Optional[int] = None, progress: bool = True) -> dict:
+             workers: Optional[int] = 1, progress: bool = True) -> dict:
     """Score a predictions folder against a prepared split; returns the finalized results dict.
 
     Raises :class:`~a2fbench.errors.PredictionError` (one line) for any problem with the predictions,
     before anything is written. See ``docs/metrics.md`` for protocols, length and condition rules.
-    ``workers``: processes scoring contiguous blocks of sequences (default: min(2, CPUs) when the split holds
-    at least 128 MiB of ground truth, else 1); the numbers do not depend on it.
+    ``workers``: processes scoring contiguous blocks of sequences (forked; the numbers do not depend on it).
+    Default 1, safe in threaded programs; ``None`` = automatic (2 on machines with at least 4 CPUs for splits
+    of at least 128 MiB of ground truth, else 1), which the command line uses.
     """
     from .store import open_dataset
 

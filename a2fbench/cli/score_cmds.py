@@ -55,10 +55,13 @@ def results_table(doc: dict) -> str:
 @click.option("--bootstrap", "n_bootstrap", type=click.IntRange(100), default=10000, show_default=True,
               help="Bootstrap resamples for the 95% CIs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="Processes scoring blocks of sequences. Default: automatic (2 on 4+ CPUs for large splits). "
+                   "Results do not depend on it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results JSON instead of the table.")
 def evaluate_cmd(pred: Path, dataset: str, data: Optional[Path], split: Optional[str], protocol: str,
                  regions: Optional[str], out: Optional[Path], ignore_extra: bool, n_bootstrap: int, seed: int,
-                 as_json: bool) -> None:
+                 workers: Optional[int], as_json: bool) -> None:
     """Score a predictions folder (one <seq_id>.npy per sequence) and write a results JSON.
 
     \b
@@ -71,7 +74,7 @@ def evaluate_cmd(pred: Path, dataset: str, data: Optional[Path], split: Optional
     from ..fsutil import write_json
 
     doc = evaluate(pred, dataset, data or paths.default_data(), split=split, protocol=protocol, regions=regions,
-                   ignore_extra=ignore_extra, n_bootstrap=n_bootstrap, seed=seed)
+                   ignore_extra=ignore_extra, n_bootstrap=n_bootstrap, seed=seed, workers=workers)
     target = out or default_out(pred, protocol)
     write_json(target, doc)
     if as_json:
