@@ -1,10 +1,12 @@
 """Predictions + prepared store -> results dict (protocols ``a2f``, ``codetalker``, ``facediffuser``).
 
 Streaming: sequences are scored one at a time, each in chunks of frames (``chunk_mb`` of ground truth), so
-memory holds a few chunks of vertices plus, per sequence, the small per-frame values and the upper-face
-displacements FDD needs (``|U| x T`` numbers). Three threads share the work: a reader (HDF5 ground truth,
-prediction rows, converters of parameter spaces) runs ahead of the scorer, a hasher takes the sha256 of every
-prediction byte, and the scorer works through each chunk in cache-sized sub-chunks.
+memory holds a few chunks of vertices plus, per sequence, the small per-frame values and what FDD needs
+(reference protocols: the ``T x |U|`` displacements for the exact std; ``a2f``: running per-vertex moments).
+Threads share the work: a reader (HDF5 ground truth into reused buffers, prediction rows, converters of
+parameter spaces) runs ahead of the scorer when a CPU is spare, a hasher takes the sha256 of every prediction
+byte, and the scorer works through each chunk in cache-sized sub-chunks. ``workers`` > 1 forks processes
+that each do this for a contiguous block of sequences.
 
 The pooled metrics keep every per-frame value and take one ``np.mean`` over the concatenation at the end,
 exactly as the reference does with its whole-split arrays; see ``docs/metrics.md`` for every rule.
@@ -20,7 +22,6 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
