@@ -482,8 +482,8 @@ class _SeqAcc:
     def add(self, ch: _Chunk, dtypes: set) -> None:
         """Score one chunk, in sub-chunks of about 4 MiB of vertices so that every step runs in cache."""
         sc = self.sc
-        V = ch.gt.shape[1]
-        step = max(1, SUBCHUNK_BYTES // (V * 3 * 8))
+        touched = ch.gt.shape[1] if "MVE" in sc.pooled or "UFVE" in sc.pooled else len(sc.lips) + len(sc.upper)
+        step = max(1, SUBCHUNK_BYTES // (touched * 3 * 8))  # vertices worked on per frame, 3 coords, float64
         run = sc.proto.float64
         for c, p in enumerate(ch.preds):
             dtypes.add(str(np.dtype(sc.dtype) if sc.dtype is not None else np.result_type(ch.gt.dtype, p.dtype)))

@@ -11,7 +11,8 @@ VOCASET test, 40 sequences x 5,023 vertices, float32):
 1. ``a2fbench synth --size full --splits test`` + ``prepare`` (skipped when already there), predictions =
    ground truth + N(0, 1e-3) noise as float32 through ``write_prediction``;
 2. in fresh subprocesses, interleaved, ``--repeat`` times (medians reported; peak RSS from ``getrusage``):
-   ``load`` (every ground-truth array from the store and every prediction with ``np.load``, one at a time) and
+   ``load`` (every ground-truth array from the store and every prediction with ``np.load``, one at a time),
+   ``load_npy`` (the same ground truth as per-sequence ``.npy`` files, the reference scripts' layout) and
    ``evaluate`` under each protocol (end to end: validation, streaming, sha256, bootstrap);
 3. in one subprocess holding every array in memory: our metric code (``score_arrays``) vs the reference
    oracle (:mod:`a2fbench.metrics.reference`), same metrics, same arrays, results checked equal.
@@ -64,6 +65,18 @@ def child_load(data: str, dataset: str, pred: str) -> dict:
     for sid in ds.split("test"):
         g = ds[sid].motion
         p = np.load(os.path.join(pred, f"{sid}.npy"), allow_pickle=False)
+        n += g.shape[0] + p.shape[0] * 0
+    return {"seconds": time.perf_counter() - t, "cpu": _cpu() - c0, "rss_mib": _rss_mib(), "frames": n}
+
+
+def child_load_npy(gt_dir: str, dataset: str, pred: str) -> dict:
+    """The reference scripts' way: ``np.load`` of per-sequence ground-truth ``.npy`` files and predictions."""
+    c0 = _cpu()
+    t = time.perf_counter()
+    n = 0
+    for f in sorted(os.listdir(gt_dir)):
+        g = np.load(os.path.join(gt_dir, f))
+        p = np.load(os.path.join(pred, f))
         n += g.shape[0] + p.shape[0] * 0
     return {"seconds": time.perf_counter() - t, "cpu": _cpu() - c0, "rss_mib": _rss_mib(), "frames": n}
 
@@ -146,6 +159,13 @@ def _prepare(work: Path, dataset: str) -> tuple[Path, Path]:
         for sid in ids:
             m = ds[sid].motion
             write_prediction(pred, sid, (m + rng.standard_normal(m.shape) * 1e-3).astype(np.float32))
+    gt_npy = work / f"gt_npy_{dataset}"
+    if not gt_npy.is_dir() or len(list(gt_npy.glob("*.npy"))) != len(ids):
+        print(f"[{dataset}] writing ground truth as per-sequence .npy (the reference scripts' layout) ...", flush=True)
+        from a2fbench.fsutil import write_npy
+
+        for sid in ids:
+            write_npy(gt_npy / f"{sid}.npy", ds[sid].motion)
     ds.close()
     return data, pred
 
@@ -167,10 +187,13 @@ def bench(work: Path, datasets: list[str], repeat: int, references: bool) -> dic
         ds.close()
         print(f"[{d}] {info}", flush=True)
         _run_child("load", str(data), d, str(pred))  # warm the page cache
-        runs: dict[str, list[dict]] = {"load": [], "a2f": [], "codetalker": [], "facediffuser": []}
+        runs: dict[str, list[dict]] = {"load": [], "load_npy": [], "a2f": [], "codetalker": [], "facediffuser": []}
+        gt_npy = str(work / f"gt_npy_{d}")
+        _run_child("load_npy", gt_npy, d, str(pred))
         for r in range(repeat):
             for name in runs:
                 res = (_run_child("load", str(data), d, str(pred)) if name == "load"
+                       else _run_child("load_npy", gt_npy, d, str(pred)) if name == "load_npy"
                        else _run_child("evaluate", str(data), d, str(pred), name))
                 runs[name].append(res)
                 print(f"[{d}] run {r + 1}/{repeat} {name}: {res['seconds']:.2f} s, CPU {res['cpu']:.2f} s, "
@@ -178,6 +201,7 @@ def bench(work: Path, datasets: list[str], repeat: int, references: bool) -> dic
         med = {k: {"seconds": statistics.median(x["seconds"] for x in v), "cpu": statistics.median(x["cpu"] for x in v),
                    "rss_mib": max(x["rss_mib"] for x in v)} for k, v in runs.items()}
         for k in ("a2f", "codetalker", "facediffuser"):
+            med[k]["ratio_to_load_npy"] = med[k]["seconds"] / med["load_npy"]["seconds"]
             med[k]["ratio_to_load"] = med[k]["seconds"] / med["load"]["seconds"]
             med[k]["cpu_ratio_to_load"] = med[k]["cpu"] / med["load"]["cpu"]
         refs = (["codetalker"] if d == "D0" else ["codetalker", "facediffuser"]) if references else []
@@ -199,12 +223,15 @@ def markdown(rep: dict) -> str:
     for d, r in rep["datasets"].items():
         tag = f"{d} ({r['sequences']} seq, {r['frames']} frames x {r['vertices']} V, {r['dtype']} GT, {r['gb']} GB)"
         e = r["end_to_end"]
-        lines.append(f"| {tag} | load GT (store) + predictions (np.load) | {e['load']['seconds']:.2f} | "
+        lines.append(f"| {tag} | load GT from the store + predictions (np.load) | {e['load']['seconds']:.2f} | "
                      f"{e['load']['cpu']:.2f} | 1 | {e['load']['rss_mib']:.0f} |")
+        lines.append(f"| {d} | load GT `.npy` files (reference layout) + predictions | {e['load_npy']['seconds']:.2f} | "
+                     f"{e['load_npy']['cpu']:.2f} | {e['load_npy']['seconds'] / e['load']['seconds']:.2f}x | "
+                     f"{e['load_npy']['rss_mib']:.0f} |")
         for k in ("a2f", "codetalker", "facediffuser"):
             lines.append(f"| {d} | `evaluate --protocol {k}` end to end | {e[k]['seconds']:.2f} | {e[k]['cpu']:.2f} | "
-                         f"{e[k]['ratio_to_load']:.2f}x / {e[k]['cpu_ratio_to_load']:.2f}x load | "
-                         f"{e[k]['rss_mib']:.0f} |")
+                         f"{e[k]['ratio_to_load']:.2f}x store load ({e[k]['cpu_ratio_to_load']:.2f}x CPU); "
+                         f"{e[k]['ratio_to_load_npy']:.2f}x `.npy` load | {e[k]['rss_mib']:.0f} |")
         c = r["compute"]
         for k in ("a2f", "codetalker", "facediffuser"):
             lines.append(f"| {d} | in memory: ours, {k} metrics | {c[f'ours_{k}']['seconds']:.2f} | "
@@ -223,6 +250,8 @@ def main() -> None:
         kind, args = sys.argv[2], sys.argv[3:]
         if kind == "load":
             res = child_load(*args)
+        elif kind == "load_npy":
+            res = child_load_npy(*args)
         elif kind == "evaluate":
             res = child_evaluate(*args)
         else:
