@@ -1,0 +1,175 @@
+"""Inference timing: our fast mode beside a reference mode of the same code, in one process.
+
+* reference mode: fp32 weights, transformers' eager attention (WavLM: ``multi_head_attention_forward`` with the
+  gated relative-position bias as ``attn_mask``), no compilation, no CUDA graphs: the way the paper's code
+  computes;
+* fast mode: SDPA attention (the WavLM bias as an additive mask), on CUDA the encoder and decoder in bf16
+  (heads and PCA decoding stay fp32), ``cudnn.benchmark``, optionally ``torch.compile``; inference mode.
+
+Timed: the model forward only (trunk + one head with its decoding; audio already in memory as a tensor on
+the device), ``warmup`` untimed calls first, then the median of ``runs`` calls, with CUDA events around each
+call on a GPU (synchronised) or ``time.perf_counter`` on the CPU. Random weights time the same as trained ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import statistics
+import time
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from a2fbench.errors import ConfigError
+
+from .config import load_config
+from .model import HeadSpec, ModelSpec, UniTalker
+from .runtime import device_name, load_model, select_device
+
+log = logging.getLogger(__name__)
+
+
+def registry_spec(cfg: dict) -> ModelSpec:
+    """Heads for every registered space (PCA of ``pca_dim`` for vertex spaces, orthonormal unit rows) and the
+    identity count of UniTalker's release (Σ manifests' ``unitalker.identities`` + pivot = 935)."""
+    from a2fbench.registry import all_spaces, all_specs
+
+    used = {s.space for s in all_specs()}
+    heads = []
+    for name, sp in all_spaces().items():
+        if name not in used:
+            continue
+        pca = None
+        if sp.is_vertex and cfg["model"]["pca"]:
+            k = min(int(cfg["model"]["pca_dim"]), sp.dim)
+            pca = {"components": np.eye(k, sp.dim, dtype=np.float32), "mean": np.zeros(sp.dim, np.float32)}
+        heads.append(HeadSpec(name, sp.dim, pca))
+    n_ids = sum(int(s.unitalker.identities) for s in all_specs())
+    return ModelSpec(heads, n_ids + 1, [f"id{i}" for i in range(n_ids)])
+
+
+def _model_for(checkpoint: Optional[str], config: Optional[str], device: torch.device) -> tuple[UniTalker, dict, str]:
+    if checkpoint is None and config is None:
+        raise ConfigError("expected --checkpoint or --config, found neither; e.g. `unitalker bench --config unitalker-b`")
+    cfg = None
+    if config is not None:
+        cfg = load_config(config)
+        cfg["model"]["encoder"]["pretrained"] = False  # timing needs the architecture, not the weights
+    if checkpoint is not None:
+        loaded = load_model(checkpoint, "cpu", config=cfg)
+        return loaded.model, loaded.cfg, f"checkpoint {loaded.meta['path']}"
+    assert cfg is not None
+    torch.manual_seed(0)
+    return UniTalker(cfg, registry_spec(cfg)), cfg, f"config {config} (random weights)"
+
+
+class _Timer:
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def __call__(self, fn: Any, warmup: int, runs: int) -> list[float]:
+        for _ in range(warmup):
+            fn()
+        self._sync()
+        out = []
+        for _ in range(runs):
+            if self.device.type == "cuda":
+                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                a.record()
+                fn()
+                b.record()
+                torch.cuda.synchronize(self.device)
+                out.append(a.elapsed_time(b) / 1000.0)
+            else:
+                t0 = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - t0)
+        return out
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def prepare_mode(model: UniTalker, mode: str, device: torch.device, use_compile: bool = False) -> tuple[Any, torch.dtype]:
+    """A copy of the model set up for ``mode`` (reference | fast) on ``device``, and its input dtype."""
+    m = copy.deepcopy(model).to(device).eval()
+    dtype = torch.float32
+    if mode == "reference":
+        m.encoder.set_attention("eager")
+        return m, dtype
+    m.encoder.set_attention("sdpa")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        dtype = torch.bfloat16
+        m.encoder.to(dtype)
+        m.decoder.to(dtype)
+        m.identity.to(dtype)
+    if use_compile:
+        m.encoder.hf.encoder.compile(mode="max-autotune-no-cudagraphs" if device.type == "cuda" else "default")
+    return m, dtype
+
+
+def bench(checkpoint: Optional[str] = None, config: Optional[str] = None, *, seconds: float = 10.0,
+          device: str = "auto", batch: int = 16, runs: int = 20, warmup: int = 3, use_compile: bool = False,
+          fps: float = 30.0, modes: tuple[str, ...] = ("reference", "fast")) -> dict:
+    """Time the forward of a 10 s clip (batch 1, and batch ``batch`` when > 1) in each mode; see module doc."""
+    if runs < 20:
+        raise ConfigError(f"expected at least 20 timed runs, found {runs}")
+    dev = select_device(device)
+    model, cfg, source = _model_for(checkpoint, config, dev)
+    space = "flame_5023_verts" if "flame_5023_verts" in model.heads else next(iter(model.heads))
+    n = int(round(seconds * 16000))
+    T = int(round(seconds * fps))
+    g = torch.Generator().manual_seed(0)
+    audio_cpu = (0.1 * torch.randn(max(batch, 1), n, generator=g))
+    rows = []
+    n_params = sum(p.numel() for p in model.parameters())
+    n_enc = sum(p.numel() for p in model.encoder.parameters())
+    timer = _Timer(dev)
+    batches = [1] + ([batch] if batch > 1 else [])
+    for mode in modes:
+        m, dtype = prepare_mode(model, mode, dev, use_compile and mode == "fast")
+        for B in batches:
+            x = audio_cpu[:B].to(dev)
+            nn_ = torch.full((B,), n, device=dev)
+            tt = torch.full((B,), T, device=dev)
+            ident = torch.full((B,), m.pivot, device=dev)
+            groups = {space: torch.arange(B, device=dev)}
+
+            def fn() -> Any:
+                with torch.inference_mode():
+                    return m(x, nn_, tt, ident, groups)
+
+            times = timer(fn, warmup if dev.type == "cpu" else max(warmup, 5), runs)
+            med = statistics.median(times)
+            rows.append({"mode": mode, "batch": B, "median_ms": med * 1e3, "p10_ms": float(np.percentile(times, 10)) * 1e3,
+                         "p90_ms": float(np.percentile(times, 90)) * 1e3, "audio_s_per_s": B * seconds / med,
+                         "dtype": str(dtype).replace("torch.", ""), "attention": m.encoder.attention,
+                         "compiled": bool(use_compile and mode == "fast")})
+            log.info("%s batch %d: %.2f ms", mode, B, med * 1e3)
+        del m
+    speed = {}
+    for B in batches:
+        r = {x["mode"]: x for x in rows if x["batch"] == B}
+        if "reference" in r and "fast" in r:
+            speed[f"batch{B}"] = r["reference"]["median_ms"] / r["fast"]["median_ms"]
+    return {"device": device_name(dev), "device_type": dev.type, "source": source, "seconds": seconds, "fps": fps,
+            "head": space, "runs": runs, "warmup": warmup, "params": n_params, "encoder_params": n_enc,
+            "torch": torch.__version__, "rows": rows, "speedup_fast_vs_reference": speed}
+
+
+def format_report(rep: dict) -> str:
+    lines = [f"device: {rep['device']}", f"model: {rep['source']}; {rep['params'] / 1e6:.2f} M parameters "
+             f"(encoder {rep['encoder_params'] / 1e6:.2f} M); head {rep['head']}",
+             f"input: {rep['seconds']:g} s of 16 kHz audio -> {int(round(rep['seconds'] * rep['fps']))} frames; "
+             f"median of {rep['runs']} runs after {rep['warmup']} warm-up",
+             f"{'mode':<10} {'batch':>5} {'dtype':>9} {'attention':>9} {'median ms':>10} {'p10-p90 ms':>17} {'audio-s/s':>10}"]
+    for r in rep["rows"]:
+        lines.append(f"{r['mode']:<10} {r['batch']:>5} {r['dtype']:>9} {r['attention']:>9} {r['median_ms']:>10.2f} "
+                     f"{r['p10_ms']:>8.2f}-{r['p90_ms']:<8.2f} {r['audio_s_per_s']:>10.1f}")
+    for k, v in rep["speedup_fast_vs_reference"].items():
+        lines.append(f"fast vs reference, {k}: {v:.2f}x")
+    return "\n".join(lines)

@@ -1,0 +1,212 @@
+"""The ``unitalker`` command line: train, finetune, predict, infer, bench, quickstart.
+
+User errors print one line (``error: ...``) and exit 1; bad usage exits 2 (a2fbench's ``run_cli`` policy).
+Under ``torchrun`` the same commands train with DDP (``torchrun --standalone --nproc_per_node 2 -m unitalker.cli
+train ...``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import click
+
+from a2fbench import paths
+
+log = logging.getLogger("unitalker")
+CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+
+
+def _ids(datasets: str) -> list[str]:
+    from a2fbench import resolve
+
+    return [s.id for s in resolve(datasets)]
+
+
+@click.group(context_settings=CTX)
+@click.version_option(package_name="a2fbench")
+def cli() -> None:
+    """UniTalker baseline: multi-head training, fine-tuning, prediction, inference and timing.
+
+    \b
+    Start here (about 5 minutes on 2 CPU cores, end to end):
+      unitalker quickstart --out qs
+    """
+
+
+@cli.command("train", context_settings=CTX)
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Prepared store root. Default: $A2FBENCH_HOME/data.")
+@click.option("--datasets", required=True, help="Training datasets: D0..D7, D0,D3, vocaset, ...")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Run folder (config, logs, checkpoints). An earlier run there is resumed.")
+@click.option("--config", "config", default=None, help="A shipped config (tiny, unitalker-b, unitalker-l) or a YAML file.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.argument("overrides", nargs=-1)
+def train_cmd(data: Optional[Path], datasets: str, out: Path, config: Optional[str], no_progress: bool,
+              overrides: tuple[str, ...]) -> None:
+    """Train UniTalker on several datasets at once (one head per output space).
+
+    OVERRIDES are key=value config changes, e.g. train.epochs=5 train.batch_size=8.
+    Running the same command again resumes a killed run from its latest checkpoint.
+
+    \b
+    Example:
+      a2fbench synth D0..D7 --out raw --size tiny && a2fbench prepare D0..D7 --raw raw --out data
+      a2fbench pca D0..D2 --data data --components 16
+      unitalker train --data data --datasets D0..D7 --out run --config tiny
+      torchrun --standalone --nproc_per_node 2 -m unitalker.cli train --data data --datasets D0..D7 --out run --config tiny
+    """
+    from .config import load_config
+    from .train import train
+
+    cfg = load_config(config or None, overrides)
+    ckpt = train(data or paths.default_data(), _ids(datasets), out, cfg, progress=not no_progress)
+    click.echo(f"trained: {ckpt}")
+
+
+@cli.command("finetune", context_settings=CTX)
+@click.option("--from", "init_from", required=True, help="Checkpoint file or run folder to start from.")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Prepared store root. Default: $A2FBENCH_HOME/data.")
+@click.option("--datasets", required=True, help="Datasets to fine-tune on (seen, or new annotations: new heads).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder of the fine-tuning run.")
+@click.option("--reinit-decoder", is_flag=True, help="Keep only the audio encoder; decoder, identities, heads start fresh.")
+@click.option("--fraction", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
+              help="Train on this fraction of each dataset's training clips (0.5, 0.25, ...).")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.argument("overrides", nargs=-1)
+def finetune_cmd(init_from: str, data: Optional[Path], datasets: str, out: Path, reinit_decoder: bool,
+                 fraction: Optional[float], no_progress: bool, overrides: tuple[str, ...]) -> None:
+    """Fine-tune a checkpoint on a seen dataset or transfer it to a new annotation (a new head).
+
+    The checkpoint's config is reused; OVERRIDES (key=value) may change training keys, not the architecture.
+    Heads of spaces the checkpoint lacks start at zero; if the identity count differs, every identity row
+    starts as the checkpoint's pivot row (UniTalker's rule).
+
+    \b
+    Example:
+      unitalker finetune --from run --data data --datasets D1 --out ft --fraction 0.5 train.epochs=5
+    """
+    from .train import finetune_config, train
+
+    ov = list(overrides) + ([f"data.fraction={fraction}"] if fraction is not None else [])
+    cfg = finetune_config(init_from, ov)
+    ckpt = train(data or paths.default_data(), _ids(datasets), out, cfg, init_from=init_from,
+                 reinit_decoder=reinit_decoder, progress=not no_progress)
+    click.echo(f"fine-tuned: {ckpt}")
+
+
+@cli.command("predict", context_settings=CTX)
+@click.option("--checkpoint", required=True, help="Checkpoint file, or run folder (its latest checkpoint).")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Prepared store root. Default: $A2FBENCH_HOME/data.")
+@click.option("--dataset", required=True, help="Dataset to predict (its space must be a head of the checkpoint).")
+@click.option("--split", default="test", show_default=True, help="Split to predict.")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Predictions folder (PRED/<seq_id>.npy).")
+@click.option("--identity", type=click.Choice(["gt", "pivot"]), default="gt", show_default=True,
+              help="gt: each clip's own subject when seen in training (else the pivot); pivot: the pivot for all.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def predict_cmd(checkpoint: str, data: Optional[Path], dataset: str, split: str, out: Path, identity: str,
+                device: str, no_progress: bool) -> None:
+    """Write a2fbench predictions (native units, one .npy per clip, T = ground-truth frames) for a split.
+
+    \b
+    Example:
+      unitalker predict --checkpoint run --data data --dataset D1 --split test --out pred
+      a2fbench evaluate pred --dataset D1 --data data
+    """
+    from .predict import predict
+
+    p = predict(checkpoint, data or paths.default_data(), dataset, out, split=split, identity=identity, device=device,
+                progress=not no_progress)
+    click.echo(f"predictions: {p}")
+
+
+@cli.command("infer", context_settings=CTX)
+@click.option("--checkpoint", required=True, help="Checkpoint file, or run folder (its latest checkpoint).")
+@click.argument("audio", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder: OUT/<audio name>/<dataset>.npy.")
+@click.option("--heads", default="all", show_default=True, help="all, or dataset ids / spaces (D1,D3).")
+@click.option("--identity", default="pivot", show_default=True,
+              help="pivot, a training subject (D1/FaceTalk_...), or an identity row number.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+def infer_cmd(checkpoint: str, audio: tuple[Path, ...], out: Path, heads: str, identity: str, device: str) -> None:
+    """Animate audio files (wav, flac, mp3, ogg; any rate, mono or stereo; any length) under each head.
+
+    Clips longer than 25 s run in 25 s windows cross-faded over 5 s (the reference demo). Each output is
+    (T, D) in the dataset's native units (vertices or parameters), T = round(seconds x fps).
+
+    \b
+    Example:
+      unitalker infer --checkpoint run speech.wav song.mp3 --out anim --heads D1,D3
+    """
+    from .predict import infer
+
+    for p in infer(checkpoint, list(audio), out, heads=heads, identity=identity, device=device):
+        click.echo(str(p))
+
+
+@cli.command("bench", context_settings=CTX)
+@click.option("--checkpoint", default=None, help="Checkpoint file or run folder to time.")
+@click.option("--config", "config", default=None,
+              help="Or a config (tiny, unitalker-b, unitalker-l, a YAML file): random weights of that architecture.")
+@click.option("--seconds", type=click.FloatRange(0.5), default=10.0, show_default=True, help="Audio length.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--batch", type=click.IntRange(1), default=16, show_default=True, help="Batch size of the throughput rows.")
+@click.option("--runs", type=click.IntRange(20), default=20, show_default=True, help="Timed runs per row (median).")
+@click.option("--compile", "use_compile", is_flag=True, help="Also torch.compile the fast mode.")
+@click.option("--json", "as_json", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the figures as JSON.")
+def bench_cmd(checkpoint: Optional[str], config: Optional[str], seconds: float, device: str, batch: int, runs: int,
+              use_compile: bool, as_json: Optional[Path]) -> None:
+    """Time inference: our fast mode beside a reference mode (fp32, eager attention, no compile), same process.
+
+    Model forward only (audio already in memory), warm-up first, median of RUNS runs timed with CUDA events
+    (GPU) or perf_counter (CPU); the device and parameter counts are printed.
+
+    \b
+    Example:
+      unitalker bench --config unitalker-b --seconds 10 --device cuda
+    """
+    from .bench import bench, format_report
+
+    rep = bench(checkpoint, config, seconds=seconds, device=device, batch=batch, runs=runs, use_compile=use_compile)
+    click.echo(format_report(rep))
+    if as_json:
+        from a2fbench.fsutil import write_json
+
+        write_json(as_json, rep)
+
+
+@cli.command("quickstart", context_settings=CTX)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Working folder. Default: $A2FBENCH_HOME/quickstart.")
+@click.option("--size", type=click.Choice(["tiny", "small"]), default="small", show_default=True,
+              help="Stand-in size.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.argument("overrides", nargs=-1)
+def quickstart_cmd(out: Optional[Path], size: str, device: str, overrides: tuple[str, ...]) -> None:
+    """The main job, end to end: synthesize D0..D7, prepare, PCA, train a small UniTalker, predict the test
+    splits, evaluate, submit to a leaderboard and print it (about 5 minutes on 2 CPU cores).
+
+    \b
+    Example:
+      unitalker quickstart --out qs
+    """
+    from .quickstart import quickstart
+
+    quickstart(out or (paths.home() / "quickstart"), size=size, device=device, overrides=list(overrides))
+
+
+def main() -> None:
+    from a2fbench.cli import run_cli
+
+    run_cli(cli, "unitalker")
+
+
+if __name__ == "__main__":
+    main()

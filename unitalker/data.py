@@ -1,0 +1,365 @@
+"""Training data: several prepared datasets at once, in UniTalker's scaled units, batched by length.
+
+* Each dataset's motion and templates are multiplied by its ``unitalker.scale`` (manifest) on load, as
+  UniTalker's ``DataItem`` does; the PCA of a vertex space is converted to the same units. Predictions are
+  divided back (:mod:`unitalker.predict`).
+* One epoch visits every training clip of dataset d ``duplicate[d]`` times (the manifests' ``unitalker.duplicate``,
+  the paper's 10,5,4,1,1,1,1,1), shuffled; val/test are not repeated.
+* Batches: the epoch's shuffled list is cut into chunks of ``batch_size x bucket_factor`` clips, each chunk is
+  sorted by length and cut into batches, and the batch order is shuffled (length bucketing: little padding).
+  The order is a pure function of (seed, epoch), so a resumed run sees the same batches.
+* Clips longer than ``data.max_seconds`` are cut to it (UniTalker: 20 s); clips under ``data.min_seconds`` are
+  skipped and each one is logged (prepare already drops them, so this only fires on custom stores).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+
+import a2fbench
+from a2fbench.errors import ConfigError, StoreError
+from a2fbench.registry import DatasetSpec, get_spec
+
+from .encoder import normalize_audio
+
+log = logging.getLogger(__name__)
+SR = 16000
+
+
+# ---------------------------------------------------------------------------------------------- PCA
+def pca_path(data: str | Path, dataset_id: str) -> Path:
+    return Path(data) / dataset_id / "pca.npz"
+
+
+def load_pca(data: str | Path, spec: DatasetSpec, k: int) -> dict:
+    """The dataset's PCA (``a2fbench pca``), truncated to ``k`` components, in UniTalker's scaled units.
+
+    ``a2fbench pca`` fits motion - template of the training split in the dataset's native units (its ``meta``
+    says so; ``scaled_by`` when it was rescaled). Components are unit vectors, so scaling only touches the mean.
+    A file without ``meta`` is a UniTalker release file, fitted in UniTalker's scaled units already.
+    """
+    from a2fbench import pca as _pca
+
+    if not pca_path(data, spec.id).is_file():
+        raise StoreError(f"expected the PCA of {spec.id} at {pca_path(data, spec.id)} (its vertex head decodes "
+                         f"through it), found nothing; run `a2fbench pca {spec.id} --data {data}` or set model.pca=false")
+    p = _pca.load_for(data, spec.id)
+    comps, mean = np.asarray(p.components), np.asarray(p.mean, np.float64)
+    D = spec.space_spec.dim
+    if comps.ndim != 2 or comps.shape[1] != D or mean.shape != (D,):
+        raise StoreError(f"{pca_path(data, spec.id)}: expected components (K, {D}) and mean ({D},), found "
+                         f"{comps.shape} and {mean.shape}; re-run `a2fbench pca {spec.id} --data {data}`")
+    s = float(spec.unitalker.scale)
+    if p.meta:
+        mean = mean * (s / float(p.meta.get("scaled_by", 1.0)))
+    else:
+        log.info("%s: pca.npz has no a2fbench metadata; taking it as a UniTalker release file (scaled units)", spec.id)
+    k = min(int(k), comps.shape[0], D)
+    return {"components": comps[:k].astype(np.float32), "mean": mean.astype(np.float32)}
+
+
+# --------------------------------------------------------------------------------------- identities
+class IdentityTable:
+    """Global identity rows: ``"D1/subject"`` for every training subject, in dataset then first-seen order,
+    and one pivot row last (UniTalker's ``Σ subjects + 1``)."""
+
+    def __init__(self, keys: list[str]):
+        self.keys = list(keys)
+        self.index = {k: i for i, k in enumerate(self.keys)}
+
+    @property
+    def pivot(self) -> int:
+        return len(self.keys)
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.keys) + 1
+
+    def row(self, dataset: str, subject: str) -> Optional[int]:
+        return self.index.get(f"{dataset}/{subject}")
+
+    def lookup(self, name: str) -> int:
+        """``pivot``, a row number, ``D1/subject`` or a subject name unique among the datasets."""
+        if name == "pivot":
+            return self.pivot
+        if name.isdigit():
+            i = int(name)
+            if 0 <= i <= self.pivot:
+                return i
+        if name in self.index:
+            return self.index[name]
+        hits = [k for k in self.keys if k.split("/", 1)[1] == name]
+        if len(hits) == 1:
+            return self.index[hits[0]]
+        import difflib
+
+        close = difflib.get_close_matches(name, self.keys + [k.split("/", 1)[1] for k in self.keys], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        what = "is ambiguous" if hits else "is not a training identity of this checkpoint"
+        raise ConfigError(f"identity {name!r} {what}{hint}; expected pivot, a row 0..{self.pivot}, or DATASET/SUBJECT "
+                          f"(e.g. {self.keys[0] if self.keys else 'D1/FaceTalk_...'})")
+
+
+# ------------------------------------------------------------------------------------------ sources
+@dataclass
+class Source:
+    """One training dataset: its store, scale, head space and the clip ids used."""
+
+    spec: DatasetSpec
+    ds: Any  # a2fbench store Dataset
+    ids: list[str]
+    duplicate: int
+    scale: float
+    space: str
+    fps: float
+    _templates: dict = field(default_factory=dict)
+
+    def template(self, subject: str) -> np.ndarray:
+        """Scaled float32 template (D,)."""
+        t = self._templates.get(subject)
+        if t is None:
+            t = (np.asarray(self.ds.template(subject), np.float64) * self.scale).astype(np.float32)
+            self._templates[subject] = t
+        return t
+
+
+def duplicates(cfg: dict, specs: list[DatasetSpec]) -> list[int]:
+    dup = cfg["data"]["duplicate"]
+    if dup == "manifest":
+        return [int(s.unitalker.duplicate) for s in specs]
+    if len(dup) != len(specs):
+        raise ConfigError(f"data.duplicate: expected one repetition count per training dataset ({len(specs)}: "
+                          f"{', '.join(s.id for s in specs)}), found {len(dup)}; give a list of {len(specs)} or 'manifest'")
+    return [int(x) for x in dup]
+
+
+def select_fraction(ids: list[str], fraction: float, seed: int) -> list[str]:
+    """A seeded subset of ``ceil(fraction * n)`` clips (at least one), kept in canonical order."""
+    if fraction >= 1.0:
+        return list(ids)
+    n = max(1, math.ceil(fraction * len(ids)))
+    keep = set(np.random.default_rng([seed, 12345]).permutation(len(ids))[:n].tolist())
+    return [sid for i, sid in enumerate(ids) if i in keep]
+
+
+def open_sources(data: str | Path, datasets: list[str], cfg: dict, split: str = "train") -> list[Source]:
+    specs = [get_spec(d) for d in datasets]
+    dups = duplicates(cfg, specs)
+    out = []
+    for spec, dup in zip(specs, dups):
+        ds = a2fbench.open_dataset(data, spec.id)
+        ids = ds.split(split) if split in ds.split_names else []
+        if split == "train":
+            if not ids:
+                raise StoreError(f"{spec.id} has no training sequences; expected a non-empty train split in {data}")
+            ids = select_fraction(ids, float(cfg["data"]["fraction"]), int(cfg["train"]["seed"]))
+        out.append(Source(spec, ds, ids, dup, float(spec.unitalker.scale), spec.space, float(ds.card["fps"])))
+    return out
+
+
+def identity_table(sources: list[Source]) -> IdentityTable:
+    keys: list[str] = []
+    for s in sources:
+        seen = set()
+        for sid in s.ids:
+            subj = s.ds[sid].subject
+            if subj not in seen:
+                seen.add(subj)
+                keys.append(f"{s.spec.id}/{subj}")
+    return IdentityTable(keys)
+
+
+# --------------------------------------------------------------------------------------------- clips
+class ClipSet(torch.utils.data.Dataset):
+    """(source, clip) pairs -> dict(audio, target, identity, ...) in scaled units.
+
+    Targets: for a space with a PCA head (``pca[space] = (components (k, D), mean (D,))``) the clip's PCA
+    coefficients ``z = (G - template - mean) C'`` (T, k) and the squared norm of what the PCA leaves out
+    ``r2`` (T,), so the vertex loss needs no (T, D) tensor (``loss.py``); otherwise the motion (T, D) and the
+    template (D,). PCA and parameter targets are computed once per clip and kept in memory (small).
+    """
+
+    def __init__(self, sources: list[Source], ids: IdentityTable, cfg: dict, normalize: bool, split: str = "train",
+                 pca: Optional[dict[str, tuple[np.ndarray, np.ndarray]]] = None):
+        self.sources = sources
+        self.idt = ids
+        self.normalize = normalize
+        self.pca = pca or {}
+        self.max_s = float(cfg["data"]["max_seconds"])
+        min_s = float(cfg["data"]["min_seconds"])
+        self.items: list[tuple[int, str]] = []
+        self.frames: list[int] = []
+        self._cache: dict[int, dict] = {}
+        n_cut = 0
+        for si, s in enumerate(sources):
+            for sid in s.ids:
+                n = s.ds[sid].n_frames
+                dur = n / s.fps
+                if dur < min_s:
+                    log.warning("skipping %s %s: %.2f s is under data.min_seconds=%.2f s", s.spec.id, sid, dur, min_s)
+                    continue
+                if dur > self.max_s:
+                    n_cut += 1
+                    n = int(round(self.max_s * s.fps))
+                self.items.append((si, sid))
+                self.frames.append(n)
+        if n_cut:
+            log.info("%d %s clips are longer than data.max_seconds=%.0f s and are cut to it", n_cut, split, self.max_s)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def seconds(self, i: int) -> float:
+        si, _ = self.items[i]
+        return self.frames[i] / self.sources[si].fps
+
+    def _targets(self, i: int) -> dict:
+        if i in self._cache:
+            return self._cache[i]
+        si, sid = self.items[i]
+        s = self.sources[si]
+        seq = s.ds[sid]
+        T = self.frames[i]
+        motion = np.asarray(seq.frames(0, T) if T < seq.n_frames else seq.motion, np.float64) * s.scale
+        tmpl = s.template(seq.subject)
+        if s.space in self.pca:
+            C, mean = self.pca[s.space]
+            x = motion - tmpl.astype(np.float64) - mean.astype(np.float64)
+            z = x @ C.astype(np.float64).T
+            r2 = np.maximum((x * x).sum(1) - (z * z).sum(1), 0.0)
+            out = {"z": torch.from_numpy(z.astype(np.float32)), "r2": torch.from_numpy(r2.astype(np.float32))}
+            self._cache[i] = out
+        else:
+            out = {"motion": torch.from_numpy(motion.astype(np.float32)), "template": torch.from_numpy(tmpl)}
+            if motion.shape[1] <= 4096:  # parameter spaces: small, keep
+                self._cache[i] = out
+        return out
+
+    def __getitem__(self, i: int) -> dict:
+        si, sid = self.items[i]
+        s = self.sources[si]
+        seq = s.ds[sid]
+        T = self.frames[i]
+        n_audio = int(round(T / s.fps * SR))
+        audio = np.asarray(seq.audio, np.float32)[:n_audio]
+        if len(audio) < n_audio:
+            audio = np.concatenate([audio, np.zeros(n_audio - len(audio), np.float32)])
+        a = torch.from_numpy(audio)
+        if self.normalize:
+            a = normalize_audio(a)
+        row = self.idt.row(s.spec.id, seq.subject)
+        return {
+            "audio": a,
+            "n_frames": T,
+            "target": self._targets(i),
+            "identity": self.idt.pivot if row is None else row,
+            "space": s.space,
+            "dataset": s.spec.id,
+            "seq_id": sid,
+            "subject": seq.subject,
+            "source": si,
+        }
+
+
+def _pad(ts: list[torch.Tensor], T: int) -> torch.Tensor:
+    out = torch.zeros((len(ts), T) + tuple(ts[0].shape[1:]), dtype=ts[0].dtype)
+    for j, t in enumerate(ts):
+        out[j, : t.shape[0]] = t
+    return out
+
+
+def collate(items: list[dict]) -> dict:
+    """Pad audio (B, N); group targets by space: ``groups[space] = {"rows": (b,), target tensors padded to T}``."""
+    B = len(items)
+    n = torch.tensor([len(it["audio"]) for it in items])
+    t = torch.tensor([int(it["n_frames"]) for it in items])
+    audio = torch.zeros(B, int(n.max()))
+    for b, it in enumerate(items):
+        audio[b, : len(it["audio"])] = it["audio"]
+    T = int(t.max())
+    rows_by: dict[str, list[int]] = {}
+    for b, it in enumerate(items):
+        rows_by.setdefault(it["space"], []).append(b)
+    groups = {}
+    for space, rows in rows_by.items():
+        g: dict[str, torch.Tensor] = {"rows": torch.tensor(rows)}
+        for k in items[rows[0]]["target"]:
+            vals = [items[b]["target"][k] for b in rows]
+            g[k] = torch.stack(vals) if k == "template" else _pad(vals, T)
+        groups[space] = g
+    return {
+        "audio": audio, "n_samples": n, "n_frames": t,
+        "identity": torch.tensor([it["identity"] for it in items]),
+        "groups": groups,
+        "meta": [{k: it[k] for k in ("dataset", "seq_id", "subject", "space", "source")} for it in items],
+    }
+
+
+class BucketBatchSampler(torch.utils.data.Sampler):
+    """Length-bucketed batches of an epoch; deterministic in (seed, epoch); sharded over ``world`` ranks.
+
+    Every rank gets the same number of batches: the batch list is extended by wrapping around to a multiple
+    of ``world`` (the few repeated clips are logged once).
+    """
+
+    def __init__(self, clips: ClipSet, batch_size: int, bucket_factor: int, seed: int, rank: int = 0, world: int = 1,
+                 repeats: Optional[list[int]] = None, shuffle: bool = True):
+        self.clips = clips
+        self.bs = int(batch_size)
+        self.bucket = int(batch_size) * int(bucket_factor)
+        self.seed = int(seed)
+        self.rank, self.world = rank, world
+        self.repeats = repeats or [1] * len(clips.sources)
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        pool = [i for i, (si, _) in enumerate(self.clips.items) for _ in range(self.repeats[si])]
+        rng = np.random.default_rng([self.seed, epoch, 777])
+        if self.shuffle:
+            pool = [pool[j] for j in rng.permutation(len(pool))]
+        batches: list[list[int]] = []
+        for a in range(0, len(pool), self.bucket):
+            chunk = sorted(pool[a: a + self.bucket], key=lambda i: self.clips.frames[i])
+            batches += [chunk[b: b + self.bs] for b in range(0, len(chunk), self.bs)]
+        if self.shuffle:
+            batches = [batches[j] for j in rng.permutation(len(batches))]
+        if self.world > 1 and len(batches) % self.world:
+            extra = self.world - len(batches) % self.world
+            if epoch == 0:
+                log.info("DDP: %d batch(es) repeated so that %d ranks get equal shares", extra, self.world)
+            batches += batches[:extra]
+        return batches[self.rank:: self.world]
+
+    def __len__(self) -> int:
+        return len(self.epoch_batches(self.epoch)) - self.skip
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.epoch_batches(self.epoch)[self.skip:]
+
+
+def eval_batches(clips: ClipSet, max_batch_seconds: float = 60.0, max_batch: int = 16) -> list[list[int]]:
+    """Deterministic length-sorted batches for prediction/validation (bounded total audio per batch)."""
+    order = sorted(range(len(clips)), key=lambda i: clips.frames[i])
+    out, cur, secs = [], [], 0.0
+    for i in order:
+        s = clips.seconds(i)
+        if cur and (len(cur) >= max_batch or (len(cur) + 1) * max(s, secs) > max_batch_seconds):
+            out.append(cur)
+            cur, secs = [], 0.0
+        cur.append(i)
+        secs = max(secs, s)
+    if cur:
+        out.append(cur)
+    return out

@@ -1,0 +1,108 @@
+"""The loss of the paper's Eq. 2, per clip, averaged over the clips of a batch.
+
+For a clip in space s with prediction ``P = offset + template`` and ground truth ``G`` (scaled units, valid
+frames only):
+
+* vertex spaces: ``MSE(P, G)`` over all coordinates;
+* parameter spaces: ``MSE(V(P), V(G)) + param_weight * MSE(P, G)``, with ``V`` the space's converter
+  (blendshape basis or FLAME LBS) rebuilding vertices (UniTalker: ``blendshape_weight`` 1e-4; for FLAME the
+  reference keeps only the vertex term, on a face-only vertex subset we do not have: we use all vertices and
+  the same parameter term, documented in docs/unitalker.md);
+* PCA heads add ``pca_weight * MSE(z, encode(G - template))`` (UniTalker: 0.01).
+
+With batch size 1 this is UniTalker's per-clip loss exactly; a batch averages the per-clip losses, so every
+clip weighs the same whatever its length, as in the reference's batch-1 training.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def torch_converter(space: str, arrays: dict) -> Optional[nn.Module]:
+    """The space's differentiable converter (None for vertex spaces)."""
+    from a2fbench.registry import get_space
+
+    if get_space(space).is_vertex:
+        return None
+    from a2fbench.spaces import torch_converter as tc
+
+    return tc(space, arrays)
+
+
+def _masked_mean(per_frame: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(b, T) per-frame values, (b, T) mask -> (b,) mean over each clip's valid frames."""
+    m = mask.to(per_frame.dtype)
+    return (per_frame * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+def _mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-clip mean squared error over valid frames: (b, T, ...) x2, (b, T) -> (b,)."""
+    d = (a - b) ** 2
+    return _masked_mean(d.reshape(d.shape[0], d.shape[1], -1).mean(-1), mask)
+
+
+class Eq2Loss(nn.Module):
+    """Eq. 2 for a batch grouped by space (see module doc).
+
+    A PCA head's vertex MSE is computed in its subspace: the rows of C are orthonormal, so for
+    ``P = zC + mean + template`` and ``x = G - template - mean``, ``|P - G|^2 = |z - xC'|^2 + (|x|^2 - |xC'|^2)``,
+    the same value and the same gradient as decoding all D coordinates (tested), without the (T, D) tensors.
+    """
+
+    def __init__(self, converters: dict[str, Optional[nn.Module]], scales: dict[str, float], dims: dict[str, int],
+                 pca_weight: float, param_weight: float):
+        super().__init__()
+        self.converters = nn.ModuleDict({k: v for k, v in converters.items() if v is not None})
+        self.scales = scales  # space -> unitalker scale of the (first) dataset in that space
+        self.dims = dims  # space -> D
+        self.pca_weight = float(pca_weight)
+        self.param_weight = float(param_weight)
+
+    def vertices(self, space: str, x: torch.Tensor) -> torch.Tensor:
+        s = self.scales.get(space, 1.0)
+        conv = self.converters[space]
+        return conv(x / s) * s if s != 1.0 else conv(x)
+
+    def forward(self, outputs: dict[str, tuple], batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
+        """Mean over the batch's clips of their Eq. 2 losses, and the batch mean of each term (for the log)."""
+        n_frames = batch["n_frames"]
+        B = int(n_frames.shape[0])
+        per_clip = []
+        parts = {"rec": 0.0, "pca": 0.0, "param": 0.0}
+        for space, g in batch["groups"].items():
+            offset, z = outputs[space]
+            out = z if offset is None else offset
+            T = out.shape[1]
+            mask = torch.arange(T, device=out.device)[None, :] < n_frames[g["rows"]][:, None]
+            if "z" in g:  # PCA head: vertex MSE and PCA MSE in the subspace
+                dz2 = ((z - g["z"][:, :T]) ** 2).sum(-1)  # (b, T)
+                rec = _masked_mean((dz2 + g["r2"][:, :T]) / self.dims[space], mask)
+                pca = _masked_mean(dz2 / z.shape[-1], mask)
+                loss = rec + self.pca_weight * pca
+                parts["pca"] += float(pca.detach().sum()) / B
+            else:
+                gt = g["motion"][:, :T]
+                pred = offset + g["template"][:, None, :]
+                if space in self.converters:
+                    rec = _mse(self.vertices(space, pred), self.vertices(space, gt), mask)
+                    par = _mse(pred, gt, mask)
+                    loss = rec + self.param_weight * par
+                    parts["param"] += float(par.detach().sum()) / B
+                else:
+                    rec = _mse(pred, gt, mask)
+                    loss = rec
+            parts["rec"] += float(rec.detach().sum()) / B
+            per_clip.append(loss)
+        total = torch.cat(per_clip).sum() / B
+        return total, parts
+
+
+def lve(pred: np.ndarray, gt: np.ndarray, lips: np.ndarray) -> np.ndarray:
+    """Per-frame lip vertex error: max over lip vertices of the squared distance; (T, V, 3) x2 -> (T,)."""
+    d = ((np.asarray(pred, np.float64)[:, lips] - np.asarray(gt, np.float64)[:, lips]) ** 2).sum(-1)
+    return d.max(axis=1)

@@ -1,0 +1,314 @@
+"""Inference: predictions for a split (``predict``) and animation of audio files (``infer``).
+
+Both cut clips longer than 25 s into 25 s windows overlapping by 5 s and cross-fade the overlaps linearly,
+as UniTalker's demo does (``np.linspace(1, 0, 5 * fps)``); shorter clips run whole, several per batch (the
+padded batch gives the same numbers as one clip at a time). Outputs are divided by the dataset's UniTalker
+``scale`` and added to the native template, so they come out in the dataset's own units.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+import torch
+
+import a2fbench
+from a2fbench.errors import A2FBenchError, ConfigError, PredictionError, RawDataError
+from a2fbench.fsutil import atomic_path
+
+from .encoder import frames_for_samples, normalize_audio
+from .runtime import Loaded, load_model, select_device
+
+log = logging.getLogger(__name__)
+SR = 16000
+WINDOW_S = 25.0
+OVERLAP_S = 5.0
+MIN_SECONDS = 0.5
+
+
+class AudioInputError(RawDataError):
+    """An input audio file cannot be animated (empty, too short, unreadable)."""
+
+
+def windows(n_samples: int, window_s: float = WINDOW_S, overlap_s: float = OVERLAP_S) -> list[tuple[int, int]]:
+    """Sample ranges of the demo's windows: starts every ``window - overlap`` s until one reaches the end.
+
+    >>> windows(16000 * 10)
+    [(0, 160000)]
+    >>> [(a // SR, b // SR) for a, b in windows(16000 * 50)]
+    [(0, 25), (20, 45), (40, 50)]
+    """
+    win, hop = int(round(window_s * SR)), int(round((window_s - overlap_s) * SR))
+    out = [(0, min(win, n_samples))]
+    while out[-1][1] < n_samples:
+        a = out[-1][0] + hop
+        out.append((a, min(a + win, n_samples)))
+    return out
+
+
+def _amp_ctx(device: torch.device, amp: str) -> Any:
+    on = device.type == "cuda" and amp == "bf16"
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=on) if device.type == "cuda" else _Null()
+
+
+class _Null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *a: Any) -> None:
+        return None
+
+
+@torch.no_grad()
+def run_batch(model: torch.nn.Module, audios: Sequence[torch.Tensor], frames: Sequence[int], identities: Sequence[int],
+              spaces: Sequence[str], device: torch.device, amp: str = "none") -> dict[str, list[np.ndarray]]:
+    """Offsets (scaled units) for a batch of clips under every head in ``spaces``: {space: [(T_i, D)]}."""
+    n = torch.tensor([len(a) for a in audios])
+    x = torch.zeros(len(audios), int(n.max()))
+    for b, a in enumerate(audios):
+        x[b, : len(a)] = a
+    t = torch.tensor([int(f) for f in frames])
+    rows = torch.arange(len(audios))
+    with _amp_ctx(device, amp):
+        out = model(x.to(device), n.to(device), t.to(device), torch.tensor(list(identities)).to(device),
+                    {s: rows.to(device) for s in spaces})
+    res = {}
+    for s in spaces:
+        off = out[s][0].float().cpu().numpy()
+        res[s] = [off[b, : int(t[b])] for b in range(len(audios))]
+    return res
+
+
+def animate(model: torch.nn.Module, audio: torch.Tensor, n_frames: int, fps: float, identity: int,
+            spaces: Sequence[str], device: torch.device, amp: str = "none") -> dict[str, np.ndarray]:
+    """One clip of any length -> {space: offsets (n_frames, D)}, windowed and cross-faded past 25 s."""
+    wins = windows(len(audio))
+    if len(wins) == 1:
+        return {s: v[0] for s, v in run_batch(model, [audio], [n_frames], [identity], spaces, device, amp).items()}
+    fr = [(int(round(a / SR * fps)), int(round(b / SR * fps))) for a, b in wins]
+    fr[-1] = (fr[-1][0], n_frames)
+    outs = run_batch(model, [audio[a:b] for a, b in wins], [f1 - f0 for f0, f1 in fr], [identity] * len(wins),
+                     spaces, device, amp)
+    result = {}
+    for s in spaces:
+        acc = np.zeros((n_frames, outs[s][0].shape[1]), np.float64)
+        for k, ((f0, f1), o) in enumerate(zip(fr, outs[s])):
+            o = o.astype(np.float64)
+            if k == 0:
+                acc[f0:f1] = o
+                continue
+            prev_end = fr[k - 1][1]
+            ov = max(0, prev_end - f0)
+            w = np.linspace(1.0, 0.0, ov)[:, None]
+            acc[f0:prev_end] = w * acc[f0:prev_end] + (1 - w) * o[:ov]
+            acc[prev_end:f1] = o[ov:]
+        result[s] = acc.astype(np.float32)
+    return result
+
+
+def _prep_audio(a: np.ndarray, normalize: bool) -> torch.Tensor:
+    x = torch.from_numpy(np.ascontiguousarray(a, np.float32))
+    return normalize_audio(x) if normalize else x
+
+
+# ------------------------------------------------------------------------------------------ predict
+def _check_out_dir(out: Path) -> None:
+    if out.exists():
+        if not out.is_dir():
+            raise PredictionError(f"--out {out}: expected a folder for predictions, found a file; choose another path")
+        other = [p.name for p in out.iterdir() if p.suffix != ".npy"]
+        if other:
+            raise PredictionError(f"--out {out}: expected a new folder or an old predictions folder (only .npy "
+                                  f"files), found {other[0]!r}; choose an empty or new folder")
+
+
+def head_for(loaded: Loaded, dataset: str) -> dict:
+    """The checkpoint's entry for a dataset id/alias or a space name (raises with the known heads)."""
+    spaces = [h.space for h in loaded.model.spec.heads]
+    if dataset in spaces:
+        for d in loaded.datasets:
+            if d["space"] == dataset:
+                return d
+    try:
+        spec = a2fbench.get_spec(dataset)
+    except A2FBenchError:
+        spec = None
+    if spec is not None:
+        if spec.space not in spaces:
+            raise ConfigError(f"unknown head: the checkpoint has no head for {spec.id}'s space {spec.space!r} (its "
+                              f"heads: {', '.join(spaces)}); fine-tune one with `unitalker finetune --from CKPT "
+                              f"--datasets {spec.id} ...`")
+        for d in loaded.datasets:
+            if d["id"] == spec.id:
+                return d
+        return {"id": spec.id, "space": spec.space, "fps": None, "scale": float(spec.unitalker.scale)}
+    names = [d["id"] for d in loaded.datasets] + spaces
+    import difflib
+
+    close = difflib.get_close_matches(dataset, names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    raise ConfigError(f"unknown head {dataset!r}{hint}; expected a dataset id or space of the checkpoint: "
+                      f"{', '.join(names)}")
+
+
+def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: str, device: torch.device,
+                  identity: str = "gt", amp: str = "none", progress: bool = True) -> Iterator[tuple[str, np.ndarray]]:
+    """(seq_id, prediction (T, D) in native units, T = the ground-truth frame count) for every clip of a split."""
+    from tqdm import tqdm
+
+    head = head_for(loaded, dataset)
+    ds = a2fbench.open_dataset(data, dataset)
+    spec = ds.spec
+    scale = float(spec.unitalker.scale)
+    fps = float(ds.card["fps"])
+    space = head["space"]
+    ids = ds.split(split)
+    idt = loaded.identities
+    rows, unseen = [], 0
+    for sid in ids:
+        r = idt.row(spec.id, ds[sid].subject) if identity == "gt" else idt.pivot
+        if r is None:
+            r, unseen = idt.pivot, unseen + 1
+        rows.append(r)
+    if identity == "gt" and unseen:
+        log.info("%s %s: %d of %d clips are of subjects unseen in training; they use the pivot identity",
+                 spec.id, split, unseen, len(ids))
+    order = sorted(range(len(ids)), key=lambda i: ds[ids[i]].n_frames)
+    norm = loaded.model.encoder.normalize
+    bar = tqdm(total=len(ids), desc=f"predict {spec.id} {split}", disable=not progress, unit="clip")
+    batch: list[int] = []
+
+    def flush(batch: list[int]) -> Iterator[tuple[str, np.ndarray]]:
+        seqs = [ds[ids[i]] for i in batch]
+        audios = [_prep_audio(s.audio, norm) for s in seqs]
+        offs = run_batch(loaded.model, audios, [s.n_frames for s in seqs], [rows[i] for i in batch], [space], device,
+                         amp)[space]
+        for i, s, o in zip(batch, seqs, offs):
+            yield ids[i], _native(o, ds.template(s.subject), scale)
+
+    max_batch_s = 60.0 if device.type == "cpu" else 320.0
+    for i in order:
+        seq = ds[ids[i]]
+        if seq.n_frames / fps > WINDOW_S:
+            a = _prep_audio(seq.audio, norm)
+            off = animate(loaded.model, a, seq.n_frames, fps, rows[i], [space], device, amp)[space]
+            bar.update(1)
+            yield ids[i], _native(off, ds.template(seq.subject), scale)
+            continue
+        if batch and (len(batch) + 1) * seq.n_frames / fps > max_batch_s:
+            yield from flush(batch)
+            bar.update(len(batch))
+            batch = []
+        batch.append(i)
+    if batch:
+        yield from flush(batch)
+        bar.update(len(batch))
+    bar.close()
+    ds.close()
+
+
+def _native(offset_scaled: np.ndarray, template_native: np.ndarray, scale: float) -> np.ndarray:
+    return (offset_scaled.astype(np.float64) / scale + np.asarray(template_native, np.float64)[None]).astype(np.float32)
+
+
+def predict(checkpoint: str | os.PathLike, data: str | os.PathLike, dataset: str, out: str | os.PathLike,
+            split: str = "test", identity: str = "gt", device: str = "auto", progress: bool = True) -> Path:
+    """Write ``out/<seq_id>.npy`` for every clip of the split (atomically: all or nothing)."""
+    from a2fbench.predictions import write_prediction
+
+    if identity not in ("gt", "pivot"):
+        raise ConfigError(f"--identity: expected gt or pivot, found {identity!r}")
+    dev = select_device(device)
+    loaded = load_model(checkpoint, dev)
+    out = Path(out)
+    _check_out_dir(out)
+    with atomic_path(out, is_dir=True) as tmp:
+        n = 0
+        for sid, arr in predict_split(loaded, data, dataset, split, dev, identity, loaded.cfg["train"]["amp"], progress):
+            write_prediction(tmp, sid, arr)
+            n += 1
+    log.info("wrote %d predictions to %s (checkpoint %s)", n, out, loaded.meta["path"])
+    return out
+
+
+# -------------------------------------------------------------------------------------------- infer
+def read_input_audio(path: str | os.PathLike) -> np.ndarray:
+    """Mono 16 kHz float32 of any common format; empty or under 0.5 s is an error naming the file."""
+    from a2fbench.audio import read_audio
+
+    x = read_audio(path)
+    if x.size == 0:
+        raise AudioInputError(f"{path}: expected audio to animate, found an empty file (0 samples); pass a clip of "
+                              f"at least {MIN_SECONDS} s")
+    secs = x.size / SR
+    if secs < MIN_SECONDS:
+        raise AudioInputError(f"{path}: expected at least {MIN_SECONDS} s of audio (UniTalker's shortest training "
+                              f"clip), found {secs:.3f} s; pad it with silence or pass a longer clip")
+    if not np.isfinite(x).all():
+        raise AudioInputError(f"{path}: expected finite audio samples, found NaN or inf; re-encode the file")
+    return x
+
+
+def infer(checkpoint: str | os.PathLike, audio_files: Sequence[str | os.PathLike], out: str | os.PathLike,
+          heads: str = "all", identity: str = "pivot", device: str = "auto") -> list[Path]:
+    """Animate audio files under each requested head: ``out/<stem>/<dataset>.npy`` (T, D) in native units."""
+    if not audio_files:
+        raise AudioInputError("expected at least one audio file to animate, found none; pass AUDIO...")
+    dev = select_device(device)
+    loaded = load_model(checkpoint, dev)
+    if heads == "all":
+        targets = list(loaded.datasets)
+    else:
+        targets = [head_for(loaded, h.strip()) for h in heads.split(",") if h.strip()]
+        if not targets:
+            raise ConfigError(f"--heads: expected 'all' or dataset ids (e.g. D1,D3), found {heads!r}")
+    row = loaded.identities.lookup(identity)
+    stems: dict[str, Path] = {}
+    clips = []
+    for f in audio_files:  # read and check everything before writing anything
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(f).stem) or "audio"
+        if stem in stems:
+            raise AudioInputError(f"{f}: two inputs share the name {stem!r} ({stems[stem]}); rename one")
+        stems[stem] = Path(f)
+        clips.append((stem, read_input_audio(f)))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    norm = loaded.model.encoder.normalize
+    written = []
+    for stem, x in clips:
+        a = _prep_audio(x, norm)
+        with atomic_path(out / stem, is_dir=True) as tmp:
+            info = {"audio": str(stems[stem]), "seconds": round(x.size / SR, 3), "identity": identity,
+                    "identity_row": row, "checkpoint": loaded.meta["path"], "heads": {}}
+            for d in targets:
+                fps = float(d.get("fps") or 30.0)
+                n = max(1, frames_for_samples(x.size, fps))
+                off = animate(loaded.model, a, n, fps, row, [d["space"]], dev, loaded.cfg["train"]["amp"])[d["space"]]
+                tmpl = template_for(loaded, d["id"], row)
+                arr = _native(off, tmpl / float(d["scale"]), float(d["scale"]))
+                np.save(tmp / f"{d['id']}.npy", arr, allow_pickle=False)
+                info["heads"][d["id"]] = {"space": d["space"], "fps": fps, "frames": n, "shape": list(arr.shape)}
+            (tmp / "meta.json").write_text(json.dumps(info, indent=1) + "\n")
+        written.append(out / stem)
+        log.info("animated %s (%.1f s) -> %s", stems[stem], x.size / SR, out / stem)
+    return written
+
+
+def template_for(loaded: Loaded, dataset: str, row: int) -> np.ndarray:
+    """Scaled template for an identity row under a dataset head: its own template if it is one of that dataset's
+    training subjects, else the mean training template of the dataset."""
+    idt = loaded.identities
+    if row < len(idt.keys) and idt.keys[row].startswith(f"{dataset}/"):
+        key = f"template.{idt.keys[row]}"
+        if key in loaded.aux:
+            return loaded.aux[key].double().numpy()
+    key = f"template_mean.{dataset}"
+    if key in loaded.aux:
+        return loaded.aux[key].double().numpy()
+    raise ConfigError(f"the checkpoint stores no template for {dataset}; predict with --data instead")

@@ -1,0 +1,147 @@
+"""``unitalker quickstart``: the main job on the embedded default, end to end.
+
+synth D0..D7 -> prepare -> PCA (D0..D2) -> train the ``tiny`` UniTalker -> predict every test split ->
+evaluate -> submit to a leaderboard (``a2fbench leaderboard`` in a subprocess: the hand-off is the results
+JSON) -> print the board. A static-template baseline (every frame = the subject's neutral face) is scored and
+submitted beside it, so the board shows what the model learned. Every step is skipped when its output is
+already there, so an interrupted quickstart resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from a2fbench.errors import A2FBenchError
+
+log = logging.getLogger(__name__)
+DATASETS = ["D0", "D1", "D2", "D3", "D4", "D5", "D6", "D7"]
+PCA_DATASETS = ["D0", "D1", "D2"]
+PCA_COMPONENTS = 16
+METHOD = "UniTalker (tiny, quickstart)"
+STATIC = "static template"
+
+
+def _step(msg: str) -> float:
+    log.info("== %s", msg)
+    return time.perf_counter()
+
+
+def _a2fbench(*args: str) -> subprocess.CompletedProcess:
+    """Run the a2fbench command line in a subprocess (the leaderboard is not imported by unitalker)."""
+    r = subprocess.run([sys.executable, "-m", "a2fbench.cli", *args], capture_output=True, text=True)
+    if r.returncode:
+        msg = (r.stderr or r.stdout).strip().splitlines()
+        raise A2FBenchError(f"`a2fbench {' '.join(args[:2])}` failed: {msg[-1] if msg else r.returncode}")
+    return r
+
+
+def _prepared(data: Path, d: str) -> bool:
+    import a2fbench
+
+    try:
+        a2fbench.open_dataset(data, d).close()
+        return True
+    except A2FBenchError:
+        return False
+
+
+def static_predictions(data: Path, dataset: str, out: Path, split: str = "test") -> Path:
+    """Every frame = the subject's template (native units), the baseline any model must beat."""
+    import a2fbench
+    from a2fbench.fsutil import atomic_path
+    from a2fbench.predictions import write_prediction
+
+    ds = a2fbench.open_dataset(data, dataset)
+    with atomic_path(out, is_dir=True) as tmp:
+        for sid in ds.split(split):
+            s = ds[sid]
+            t = np.asarray(ds.template(s.subject), np.float32)[None]
+            write_prediction(tmp, sid, np.repeat(t, s.n_frames, 0))
+    ds.close()
+    return out
+
+
+def quickstart(out: str | os.PathLike, size: str = "small", device: str = "auto", overrides: Optional[list[str]] = None,
+               progress: bool = True) -> dict:
+    from a2fbench.evaluate import evaluate
+    from a2fbench.fsutil import write_json
+    from a2fbench.pca import fit_dataset
+    from a2fbench.prepare import prepare_dataset
+    from a2fbench.registry import get_spec
+    from a2fbench.synth import synth_dataset
+
+    from .config import load_config
+    from .predict import predict
+    from .train import train
+
+    t_all = time.perf_counter()
+    out = Path(out)
+    raw, data, run = out / "raw", out / "data", out / "run"
+    db = out / "leaderboard.sqlite"
+    out.mkdir(parents=True, exist_ok=True)
+    t = _step(f"1/6 synthesize and prepare {size} stand-ins of D0..D7 in {out}")
+    for d in DATASETS:
+        if _prepared(data, d):
+            continue
+        spec = get_spec(d)
+        if not (raw / d).is_dir():
+            synth_dataset(spec, raw, size=size, seed=0, progress=progress)
+        prepare_dataset(spec, raw, data, progress=progress)
+    log.info("   %.0f s", time.perf_counter() - t)
+    t = _step(f"2/6 PCA of D0..D2 ({PCA_COMPONENTS} components)")
+    for d in PCA_DATASETS:
+        if not (data / d / "pca.npz").is_file():
+            fit_dataset(data, d, components=PCA_COMPONENTS, progress=False)
+    log.info("   %.0f s", time.perf_counter() - t)
+    t = _step("3/6 train the tiny UniTalker on D0..D7 (resumes if interrupted)")
+    ov = [f"train.device={device}"] + list(overrides or [])
+    if size == "small":
+        ov = ["train.epochs=30"] + ov
+    cfg = load_config("tiny", ov)
+    train(data, DATASETS, run, cfg, progress=progress)
+    log.info("   %.0f s", time.perf_counter() - t)
+    t = _step("4/6 predict the test splits (and the static-template baseline)")
+    for d in DATASETS:
+        p = out / "pred" / d
+        if not p.is_dir():
+            predict(run, data, d, p, split="test", device=device, progress=False)
+        s = out / "static" / d
+        if not s.is_dir():
+            static_predictions(data, d, s)
+    log.info("   %.0f s", time.perf_counter() - t)
+    t = _step("5/6 evaluate (protocol a2f)")
+    summary: dict = {}
+    for d in DATASETS:
+        for name, folder in (("model", out / "pred" / d), ("static", out / "static" / d)):
+            res_path = out / "results" / f"{d}.{name}.json"
+            if not res_path.is_file():
+                doc = evaluate(folder, d, data, split="test", protocol="a2f", n_bootstrap=1000, progress=False)
+                write_json(res_path, doc)
+            doc = json.loads(res_path.read_text())
+            summary.setdefault(d, {})[name] = float(doc["metrics"]["LVE"]["value"])
+    log.info("   %.0f s", time.perf_counter() - t)
+    t = _step(f"6/6 leaderboard {db}")
+    if db.exists():
+        db.unlink()  # rebuilt from the results files each time
+    for d in DATASETS:
+        _a2fbench("leaderboard", "submit", str(out / "results" / f"{d}.model.json"), "--method", METHOD, "--db", str(db),
+                  "--training-data", "synthetic D0..D7 train splits (quickstart)")
+        _a2fbench("leaderboard", "submit", str(out / "results" / f"{d}.static.json"), "--method", STATIC, "--db", str(db))
+    board = _a2fbench("leaderboard", "show", "--db", str(db)).stdout
+    print(board)
+    lines = ["LVE on the test splits, model vs static template (lower is better):"]
+    for d, v in summary.items():
+        lines.append(f"  {d}: {v['model']:.4e} vs {v['static']:.4e}  ({v['model'] / v['static']:.2f}x)")
+    print("\n".join(lines))
+    write_json(out / "summary.json", {"lve": summary, "seconds": round(time.perf_counter() - t_all, 1)})
+    log.info("quickstart done in %.0f s: %s", time.perf_counter() - t_all, out)
+    return summary

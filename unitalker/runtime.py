@@ -1,0 +1,147 @@
+"""Devices, threads, distributed set-up, and loading a model from a checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+
+from a2fbench.errors import ConfigError
+
+from . import checkpoint as ck
+from .data import IdentityTable
+from .model import HeadSpec, ModelSpec, UniTalker
+
+log = logging.getLogger(__name__)
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """``auto`` (CUDA when present), ``cpu``, ``cuda`` or ``cuda:N``; asking for CUDA without one is an error."""
+    name = str(name or "auto")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"expected a CUDA GPU for device {name!r}, found none (torch.cuda.is_available() is "
+                              f"False; torch {torch.__version__}); use --device cpu (or train.device=cpu) or install "
+                              "a CUDA build of torch")
+        dev = torch.device(name)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"expected GPU {dev.index}, found {torch.cuda.device_count()} GPU(s); pick cuda:0..")
+        return dev
+    if name == "cpu":
+        return torch.device("cpu")
+    raise ConfigError(f"unknown device {name!r}; expected auto, cpu, cuda or cuda:N")
+
+
+def device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"CPU {cpu}, {torch.get_num_threads()} torch thread(s) of {os.cpu_count()} core(s)"
+
+
+def set_threads(n: int) -> None:
+    if int(n) > 0:
+        torch.set_num_threads(int(n))
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(dev_name: str) -> tuple[Dist, torch.device]:
+    """torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK) -> process group (nccl on CUDA, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist(), select_device(dev_name)
+    import torch.distributed as dist
+
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    want = select_device(dev_name)
+    if want.type == "cuda":
+        dev = torch.device("cuda", local)
+        torch.cuda.set_device(dev)
+        backend = "nccl"
+    else:
+        dev, backend = torch.device("cpu"), "gloo"
+    if not dist.is_initialized():
+        dist.init_process_group(backend=backend)
+    if rank != 0:
+        logging.getLogger().setLevel(logging.WARNING)
+    return Dist(rank, world, local), dev
+
+
+def barrier(d: Dist) -> None:
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+# ---------------------------------------------------------------------------------- checkpoint models
+@dataclass
+class Loaded:
+    model: UniTalker
+    cfg: dict
+    meta: dict
+    aux: dict
+    identities: IdentityTable
+
+    @property
+    def datasets(self) -> list[dict]:
+        return self.meta["datasets"]
+
+
+def spec_from_meta(meta: dict) -> ModelSpec:
+    heads = []
+    for h in meta["model_spec"]["heads"]:
+        pca = None
+        if h.get("pca_k"):
+            pca = {"components": torch.zeros(h["pca_k"], h["dim"]).numpy(), "mean": torch.zeros(h["dim"]).numpy()}
+        heads.append(HeadSpec(h["space"], int(h["dim"]), pca))
+    ids = list(meta["model_spec"]["identities"])
+    return ModelSpec(heads, len(ids) + 1, ids)
+
+
+def spec_to_meta(spec: ModelSpec) -> dict:
+    return {"heads": [{"space": h.space, "dim": h.dim,
+                       "pca_k": (int(h.pca["components"].shape[0]) if h.pca is not None else None)} for h in spec.heads],
+            "identities": list(spec.identities)}
+
+
+def load_model(path: Any, device: torch.device | str = "cpu", attention: Optional[str] = None,
+               config: Optional[dict] = None) -> Loaded:
+    """A model from a checkpoint file or run folder, weights loaded, in eval mode.
+
+    ``config``: when given (``bench --checkpoint X --config Y``), it must describe the same architecture.
+    """
+    meta, state, aux = ck.read(path)
+    cfg = meta["config"]
+    if config is not None:
+        ck.check_compatible(cfg, config, f"{meta['path']} vs the given config")
+    spec = spec_from_meta(meta)
+    model = UniTalker(cfg, spec, attention=attention, saved_encoder=meta["encoder"])
+    ck.load_weights(model, state, meta["path"])
+    model.to(device).eval()
+    return Loaded(model, cfg, meta, aux, IdentityTable(spec.identities))

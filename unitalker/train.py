@@ -1,0 +1,560 @@
+"""Training and fine-tuning: one readable loop.
+
+Order of events (UniTalker ``train.py`` / ``train_eval_loop.py``, with batching):
+
+1. Open the training datasets, build the identity table (training subjects + pivot) and one head per output
+   space (PCA heads for vertex spaces), build the network (or load a checkpoint to fine-tune, or resume a run).
+2. Per epoch: phase 0 (epochs < ``train.warmup_epochs``) trains the decoder, identities and heads with the
+   encoder frozen; phase 1 trains everything except the CNN feature extractor. The Adam optimiser is
+   re-created when the phase changes (its state reset), as the reference does.
+3. Per batch: the step's RNGs are seeded from (seed, epoch, batch, rank), so a resumed run draws the same
+   pivot swaps, dropout masks and SpecAugment masks; identities are swapped for the pivot with probability
+   ``train.pivot_prob``; bf16 autocast on CUDA; loss of Eq. 2 (:mod:`unitalker.loss`); Adam step.
+4. After each epoch: validation LVE per dataset (native units, pooled over frames; with its static-template
+   ratio), a checkpoint, a line in ``RUN/val.csv``. Every step goes to ``RUN/log.csv``.
+
+A killed run resumes from its latest checkpoint when the same command is run again, and ends with the same
+weights as an uninterrupted run (tests/test_unitalker_train.py). Under torchrun, ranks take disjoint batches
+and DDP averages gradients; rank 0 validates and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from a2fbench.errors import ConfigError, StoreError
+
+from . import checkpoint as ck
+from .config import dump, load_config
+from .data import (BucketBatchSampler, ClipSet, IdentityTable, Source, collate, identity_table, load_pca,
+                   open_sources)
+from .loss import Eq2Loss, lve, torch_converter
+from .model import HeadSpec, ModelSpec, UniTalker
+from .runtime import Dist, barrier, setup_distributed, set_threads, spec_from_meta, spec_to_meta
+
+log = logging.getLogger(__name__)
+
+# Keys a resumed run may change (they do not change what is computed).
+RESUME_FREE = ("train.epochs", "train.device", "train.threads", "data.num_workers", "train.checkpoint_every_steps",
+               "train.keep_checkpoints")
+LOG_FIELDS = ["epoch", "batch", "step", "phase", "loss", "rec", "pca", "param", "lr", "clips", "audio_seconds",
+              "seconds"]
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        p = f"{prefix}{k}"
+        if isinstance(v, dict) and not p.startswith("model.encoder.arch"):
+            out.update(_flatten(v, p + "."))
+        else:
+            out[p] = v
+    return out
+
+
+def _step_seed(seed: int, epoch: int, batch: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, batch, rank]).generate_state(1)[0])
+
+
+def seed_step(seed: int, epoch: int, batch: int, rank: int) -> np.random.Generator:
+    s = _step_seed(seed, epoch, batch, rank)
+    torch.manual_seed(s)
+    np.random.seed(s)
+    random.seed(s)
+    return np.random.default_rng([seed, epoch, batch, rank, 1])
+
+
+# ----------------------------------------------------------------------------------------- building
+def build_heads(data: str | Path, sources: list[Source], cfg: dict,
+                reuse: Optional[dict[str, HeadSpec]] = None) -> list[HeadSpec]:
+    """One head per output space, in dataset order; a vertex space's PCA is the first such dataset's."""
+    heads: dict[str, HeadSpec] = {}
+    for s in sources:
+        if s.space in heads:
+            continue
+        if reuse and s.space in reuse:
+            heads[s.space] = reuse[s.space]
+            continue
+        space = s.spec.space_spec
+        pca = None
+        if space.is_vertex and cfg["model"]["pca"]:
+            pca = load_pca(data, s.spec, int(cfg["model"]["pca_dim"]))
+        heads[s.space] = HeadSpec(s.space, space.dim, pca)
+    return list(heads.values())
+
+
+def _aux_templates(sources: list[Source], idt: IdentityTable) -> dict[str, torch.Tensor]:
+    aux = {}
+    for s in sources:
+        ts = []
+        for key in idt.keys:
+            d, subj = key.split("/", 1)
+            if d == s.spec.id:
+                t = torch.from_numpy(s.template(subj))
+                aux[f"template.{key}"] = t
+                ts.append(t.double())
+        if ts:
+            aux[f"template_mean.{s.spec.id}"] = torch.stack(ts).mean(0).float()
+    return aux
+
+
+def _datasets_meta(sources: list[Source]) -> list[dict]:
+    return [{"id": s.spec.id, "space": s.space, "fps": s.fps, "scale": s.scale, "n_train": len(s.ids)} for s in sources]
+
+
+def transfer(model: UniTalker, meta: dict, state: dict[str, torch.Tensor], reinit_decoder: bool) -> list[str]:
+    """Fine-tuning load (UniTalker ``load_ckpt``): non-strict; heads of new spaces stay zero; when the identity
+    count differs every row becomes the checkpoint's pivot row; ``reinit_decoder`` keeps only the encoder."""
+    own = model.state_dict()
+    notes = []
+    new = {}
+    for k, v in state.items():
+        if k not in own:
+            continue
+        if reinit_decoder and not k.startswith("encoder."):
+            continue
+        if k == "identity.weight":
+            continue
+        if tuple(v.shape) != tuple(own[k].shape):
+            notes.append(f"{k} kept fresh (shape {tuple(v.shape)} -> {tuple(own[k].shape)})")
+            continue
+        new[k] = v
+    if not reinit_decoder and "identity.weight" in state:
+        w = state["identity.weight"]
+        if w.shape == own["identity.weight"].shape:
+            new["identity.weight"] = w
+        else:
+            new["identity.weight"] = w[-1:].expand_as(own["identity.weight"]).clone()
+            notes.append(f"identity: {w.shape[0]} -> {own['identity.weight'].shape[0]} rows, all set to the pivot row")
+    model.load_state_dict(new, strict=False)
+    loaded_heads = {k.split(".")[1] for k in new if k.startswith("heads.")}
+    for space in model.heads:
+        if space not in loaded_heads:
+            notes.append(f"head {space}: new, zero-initialised")
+    return notes
+
+
+# --------------------------------------------------------------------------------------- validation
+class Validator:
+    """Validation LVE per dataset (native units, pooled over frames) and its static-template ratio."""
+
+    def __init__(self, data: str | Path, datasets: list[str], cfg: dict, idt: IdentityTable, normalize: bool):
+        split = cfg["data"]["val_split"]
+        self.sources = [s for s in open_sources(data, datasets, cfg, split=split) if s.ids]
+        vcfg = json.loads(json.dumps(cfg))
+        vcfg["data"]["max_seconds"] = 1e9
+        self.clips = ClipSet(self.sources, idt, vcfg, normalize, split=split)
+        self.static: dict[str, float] = {}
+        self._conv: dict[str, Any] = {}
+        self._lips: dict[str, Optional[np.ndarray]] = {}
+
+    def _vertices(self, s: Source, x: np.ndarray) -> np.ndarray:
+        space = s.spec.space_spec
+        if space.is_vertex:
+            return x.reshape(len(x), -1, 3)
+        if s.space not in self._conv:
+            from a2fbench.spaces import converter
+
+            self._conv[s.space] = converter(space, s.ds.space_arrays())
+        return self._conv[s.space].to_vertices(x)
+
+    def lips(self, s: Source) -> Optional[np.ndarray]:
+        if s.spec.id not in self._lips:
+            try:
+                self._lips[s.spec.id] = np.asarray(s.ds.regions["lips"], np.int64)
+            except StoreError as e:
+                log.info("no validation LVE for %s: %s", s.spec.id, e)
+                self._lips[s.spec.id] = None
+        return self._lips[s.spec.id]
+
+    @torch.no_grad()
+    def __call__(self, model: UniTalker, device: torch.device, amp: str) -> dict[str, dict]:
+        from .data import eval_batches
+        from .predict import _amp_ctx
+
+        was = model.training
+        model.eval()
+        frames: dict[str, list[np.ndarray]] = {}
+        static: dict[str, list[np.ndarray]] = {}
+        for batch_idx in eval_batches(self.clips, 60.0 if device.type == "cpu" else 320.0):
+            items = [self.clips[i] for i in batch_idx]
+            b = collate(items)
+            groups = {sp: g["rows"].to(device) for sp, g in b["groups"].items()}
+            with _amp_ctx(device, amp):
+                out = model(b["audio"].to(device), b["n_samples"].to(device), b["n_frames"].to(device),
+                            b["identity"].to(device), groups, decode=False)
+            for sp, g in b["groups"].items():
+                offset, z = out[sp]
+                head = model.heads[sp]
+                for j, r in enumerate(g["rows"].tolist()):
+                    it = items[r]
+                    s = self.sources[it["source"]]
+                    lips = self.lips(s)
+                    if lips is None:
+                        continue
+                    T = int(it["n_frames"])
+                    sc = s.scale
+                    gt_s = it["target"]["motion"].double().numpy()  # scaled units
+                    tmpl = it["target"]["template"].double().numpy()
+                    if s.spec.space_spec.is_vertex:  # lip vertices only
+                        cols_np = (3 * lips[:, None] + np.arange(3)[None]).reshape(-1)
+                        cols = torch.from_numpy(cols_np).to(device)
+                        off = head.decode_columns(z[j, :T].float(), cols) if head.is_pca else offset[j, :T][:, cols]
+                        pred = ((off.double().cpu().numpy() + tmpl[cols_np][None]) / sc).reshape(T, -1, 3)
+                        gt = (gt_s[:, cols_np] / sc).reshape(T, -1, 3)
+                        st = np.broadcast_to((tmpl[cols_np] / sc).reshape(1, -1, 3), gt.shape)
+                        idx = np.arange(len(lips))
+                    else:  # parameters -> vertices with the space's converter, native units
+                        pred = self._vertices(s, (offset[j, :T].double().cpu().numpy() + tmpl[None]) / sc)
+                        gt = self._vertices(s, gt_s / sc)
+                        st = self._vertices(s, np.repeat(tmpl[None] / sc, T, 0)) if s.spec.id not in self.static \
+                            else None
+                        idx = lips
+                    frames.setdefault(s.spec.id, []).append(lve(pred, gt, idx))
+                    if s.spec.id not in self.static and st is not None:
+                        static.setdefault(s.spec.id, []).append(lve(st, gt, idx))
+        for d, v in static.items():
+            self.static[d] = float(np.mean(np.concatenate(v)))
+        model.train(was)
+        out = {}
+        for d, v in frames.items():
+            val = float(np.mean(np.concatenate(v)))
+            st_v = self.static.get(d, float("nan"))
+            out[d] = {"LVE": val, "static": st_v, "ratio": val / st_v if st_v > 0 else float("nan")}
+        return out
+
+
+# ------------------------------------------------------------------------------------------ training
+class Trainer:
+    def __init__(self, data: str | Path, datasets: list[str], out: str | Path, cfg: dict, *,
+                 init_from: Optional[str] = None, reinit_decoder: bool = False, progress: bool = True,
+                 max_steps: Optional[int] = None):
+        self.data, self.out, self.cfg = Path(data), Path(out), cfg
+        self.datasets = [str(d) for d in datasets]
+        self.progress = progress
+        self.max_steps = max_steps  # stop after this many optimizer steps in this process (tests, benchmarks)
+        self.dist, self.device = setup_distributed(cfg["train"]["device"])
+        set_threads(int(cfg["train"]["threads"]))
+        resume_tag = self._check_run_dir()
+        self.sources = open_sources(self.data, self.datasets, cfg)
+        resume_meta = resume_state = None
+        if resume_tag:
+            ckpt = self.out / ck.CKPT_DIR / f"{resume_tag}.safetensors"
+            resume_meta, resume_weights, _ = ck.read(ckpt)
+            resume_state = ck.read_state(ckpt)
+            if resume_state is None:
+                raise StoreError(f"{ckpt}: expected its .state.pt beside it to resume, found none; use a new --out")
+            spec = spec_from_meta(resume_meta)
+            self.idt = IdentityTable(spec.identities)
+            self.model = UniTalker(cfg, spec, saved_encoder=resume_meta["encoder"])
+            ck.load_weights(self.model, resume_weights, str(ckpt))
+            self.init_from = resume_meta.get("init_from")
+            log.info("resuming %s from %s (epoch %d, step %d)", self.out, resume_tag, resume_state["epoch"],
+                     resume_state["step"])
+        else:
+            self.idt = identity_table(self.sources)
+            reuse, src_meta = None, None
+            if init_from:
+                src_meta, src_state, _ = ck.read(init_from)
+                if not reinit_decoder:
+                    reuse = {h.space: h for h in spec_from_meta(src_meta).heads if h.pca is not None}
+            heads = build_heads(self.data, self.sources, cfg, reuse)
+            spec = ModelSpec(heads, self.idt.n_rows, self.idt.keys)
+            saved_enc = src_meta["encoder"] if src_meta else None
+            if src_meta is not None:
+                ck.check_compatible(src_meta["config"], cfg, f"finetune from {init_from}")
+            self.model = UniTalker(cfg, spec, saved_encoder=saved_enc)
+            self.init_from = str(ck.resolve(init_from)) if init_from else None
+            if src_meta is not None:
+                for note in transfer(self.model, src_meta, src_state, reinit_decoder):
+                    log.info("finetune: %s", note)
+        self.spec = spec
+        self.model.to(self.device)
+        if cfg["train"]["compile"]:
+            self.model.encoder.hf.encoder.compile(dynamic=True)
+        scales: dict[str, float] = {}
+        convs: dict[str, Any] = {}
+        for s in self.sources:
+            if s.space not in convs:
+                scales[s.space] = s.scale
+                convs[s.space] = torch_converter(s.space, s.ds.space_arrays())
+        dims = {h.space: h.dim for h in spec.heads}
+        self.loss_fn = Eq2Loss(convs, scales, dims, cfg["train"]["pca_weight"], cfg["train"]["param_weight"]).to(self.device)
+        self.aux = _aux_templates(self.sources, self.idt)
+        pca = {sp: (h.components.cpu().numpy(), h.mean.cpu().numpy()) for sp, h in self.model.heads.items() if h.is_pca}
+        self.clips = ClipSet(self.sources, self.idt, cfg, self.model.encoder.normalize, pca=pca)
+        self.sampler = BucketBatchSampler(self.clips, cfg["train"]["batch_size"], cfg["train"]["bucket_factor"],
+                                          cfg["train"]["seed"], self.dist.rank, self.dist.world,
+                                          repeats=[s.duplicate for s in self.sources])
+        self.validator = Validator(self.data, self.datasets, cfg, self.idt, self.model.encoder.normalize) \
+            if self.dist.main else None
+        self.state = resume_state or {"epoch": 0, "batch": 0, "step": 0, "phase": -1, "best": None, "best_tag": None}
+        self._resume_optimizer = resume_state["optimizer"] if resume_state else None
+        if resume_state:
+            ck.set_rng_state(resume_state["rng"])
+        n_all = sum(p.numel() for p in self.model.parameters())
+        n_enc = sum(p.numel() for p in self.model.encoder.parameters())
+        log.info("UniTalker: %.2f M parameters (encoder %.2f M), %d identities + pivot, heads %s, %d training clips "
+                 "(%s), device %s%s", n_all / 1e6, n_enc / 1e6, len(self.idt.keys),
+                 ", ".join(h.space + (f" (PCA {h.pca['components'].shape[0]})" if h.pca is not None else "")
+                           for h in spec.heads),
+                 len(self.clips), ", ".join(f"{s.spec.id} {len(s.ids)}x{s.duplicate}" for s in self.sources),
+                 self.device, f", {self.dist.world} ranks" if self.dist.world > 1 else "")
+
+    # ---- run folder
+    def _check_run_dir(self) -> Optional[str]:
+        cfg_file = self.out / "config.yaml"
+        tag = ck.latest_tag(self.out) if self.out.is_dir() else None
+        if self.out.exists() and not self.out.is_dir():
+            raise ConfigError(f"--out {self.out}: expected a run folder, found a file; choose another path")
+        if self.out.is_dir() and not cfg_file.is_file() and any(self.out.iterdir()):
+            raise ConfigError(f"--out {self.out}: expected a new folder or an earlier run to resume, found other "
+                              "files; choose an empty or new folder")
+        if not cfg_file.is_file():
+            return None
+        import yaml
+
+        old = yaml.safe_load(cfg_file.read_text())
+        run = json.loads((self.out / "run.json").read_text()) if (self.out / "run.json").is_file() else {}
+        if run.get("datasets") and run["datasets"] != self.datasets:
+            raise ConfigError(f"--out {self.out}: this run trains {','.join(run['datasets'])}, found "
+                              f"--datasets {','.join(self.datasets)}; use the same datasets to resume or a new --out")
+        ck.check_compatible(old, self.cfg, f"--out {self.out} (resuming)")
+        a, b = _flatten(old), _flatten(self.cfg)
+        diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in RESUME_FREE]
+        if diff:
+            k = diff[0]
+            raise ConfigError(f"--out {self.out}: expected the config this run was started with, found {k}: "
+                              f"{a.get(k)!r} -> {b.get(k)!r}; rerun with the same config to resume, or use a new --out")
+        if tag is None:
+            log.info("%s: no checkpoint yet; starting over", self.out)
+        return tag
+
+    def _write_run_files(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        from a2fbench.fsutil import write_json
+        from a2fbench.fsutil import atomic_path
+
+        with atomic_path(self.out / "config.yaml") as tmp:
+            tmp.write_text(dump(self.cfg))
+        write_json(self.out / "run.json", {"datasets": self.datasets, "data": str(self.data.resolve()),
+                                           "init_from": self.init_from, "git_sha": ck.git_sha(),
+                                           "world_size": self.dist.world, "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+
+    # ---- phases
+    def _set_phase(self, phase: int) -> None:
+        enc = self.model.encoder
+        for p in enc.parameters():
+            p.requires_grad_(phase == 1)
+        if phase == 1 and self.cfg["model"]["encoder"]["freeze_feature_extractor"]:
+            enc.freeze_feature_extractor()
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(params, lr=float(self.cfg["train"]["lr"]))
+        self.net: torch.nn.Module = self.model
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.net = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                           find_unused_parameters=True)
+
+    def phase_of(self, epoch: int) -> int:
+        return 0 if epoch < int(self.cfg["train"]["warmup_epochs"]) else 1
+
+    # ---- checkpoints
+    def _meta(self, epoch: int, batch: int) -> dict:
+        return ck.jsonable({"config": self.cfg, "model_spec": spec_to_meta(self.spec), "encoder": self.model.encoder.saved(),
+                            "datasets": [d for d in _datasets_meta(self.sources)], "git_sha": ck.git_sha(),
+                            "epoch": epoch, "batch": batch, "step": self.state["step"], "init_from": self.init_from,
+                            "a2fbench_version": __import__("a2fbench").__version__, "torch": torch.__version__})
+
+    def save(self, epoch: int, batch: int, best: Optional[str] = None) -> str:
+        tag = ck.tag_for(epoch, batch)
+        self.state.update({"epoch": epoch, "batch": batch})
+        state = {**self.state, "optimizer": self.opt.state_dict(), "rng": ck.rng_state()}
+        ck.save(self.out, tag, self.model, self._meta(epoch, batch), self.aux, state,
+                keep=int(self.cfg["train"]["keep_checkpoints"]), best=best)
+        return tag
+
+    # ---- logs
+    def _open_log(self) -> Any:
+        path = self.out / "log.csv"
+        rows = []
+        if path.is_file():
+            with open(path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= int(self.state["step"])]
+        with open(path, "w", newline="") as f:  # drop rows past the resumed checkpoint
+            w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+            w.writeheader()
+            w.writerows(rows)
+        f = open(path, "a", newline="")
+        return f, csv.DictWriter(f, fieldnames=LOG_FIELDS)
+
+    def _val_log(self, epoch: int, res: dict) -> None:
+        path = self.out / "val.csv"
+        new = not path.is_file()
+        with open(path, "a", newline="") as f:
+            w = csv.writer(f)
+            if new:
+                w.writerow(["epoch", "step", "dataset", "LVE", "static_LVE", "ratio"])
+            for d, r in res.items():
+                w.writerow([epoch, self.state["step"], d, f"{r['LVE']:.6e}", f"{r['static']:.6e}", f"{r['ratio']:.4f}"])
+
+    # ---- the loop
+    def fit(self) -> Path:
+        from tqdm import tqdm
+
+        cfg, tc = self.cfg, self.cfg["train"]
+        if self.dist.main:
+            if self.state["step"] == 0 and self.state["epoch"] == 0 and self.state["batch"] == 0:
+                self._write_run_files()
+            logf, logw = self._open_log()
+        barrier(self.dist)
+        epochs = int(tc["epochs"])
+        amp_on = self.device.type == "cuda" and tc["amp"] == "bf16"
+        every = int(tc["checkpoint_every_steps"])
+        loader_kw: dict[str, Any] = {"num_workers": int(cfg["data"]["num_workers"]), "collate_fn": collate}
+        if loader_kw["num_workers"] > 0:
+            loader_kw["persistent_workers"] = False
+        pivot = self.idt.pivot
+        steps_here = 0
+        last = None
+        epoch = int(self.state["epoch"])
+        while epoch < epochs:
+            phase = self.phase_of(epoch)
+            if phase != self.state["phase"] or not hasattr(self, "opt"):
+                self._set_phase(phase)
+                if self._resume_optimizer is not None and phase == self.state["phase"]:
+                    self.opt.load_state_dict(self._resume_optimizer)
+                self._resume_optimizer = None
+                self.state["phase"] = phase
+            skip = int(self.state["batch"]) if epoch == int(self.state["epoch"]) else 0
+            self.sampler.set_epoch(epoch, skip)
+            loader = torch.utils.data.DataLoader(self.clips, batch_sampler=self.sampler, **loader_kw)
+            self.model.train()
+            bar = tqdm(total=len(self.sampler) + skip, initial=skip, desc=f"epoch {epoch + 1}/{epochs}",
+                       disable=not (self.progress and self.dist.main), unit="batch", leave=False)
+            t_epoch, audio_s = time.perf_counter(), 0.0
+            losses = []
+            t_prev = time.perf_counter()
+            for b, batch in enumerate(loader, start=skip):
+                rng = seed_step(int(tc["seed"]), epoch, b, self.dist.rank)
+                ident = batch["identity"].clone()
+                swap = torch.from_numpy(rng.random(len(ident)) < float(tc["pivot_prob"]))
+                ident[swap] = pivot
+                batch_dev = {"n_frames": batch["n_frames"].to(self.device),
+                             "groups": {sp: {k: v.to(self.device) for k, v in g.items()}
+                                        for sp, g in batch["groups"].items()}}
+                groups = {sp: g["rows"] for sp, g in batch_dev["groups"].items()}
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp_on) if self.device.type == "cuda" \
+                        else _nullctx():
+                    outputs = self.net(batch["audio"].to(self.device), batch["n_samples"].to(self.device),
+                                       batch_dev["n_frames"], ident.to(self.device), groups, decode=False)
+                loss, parts = self.loss_fn(outputs, batch_dev)
+                loss_v = float(loss.detach())
+                if not math.isfinite(loss_v):
+                    raise ConfigError(f"expected a finite loss, found {loss_v} at epoch {epoch + 1} batch {b}; "
+                                      "lower train.lr or check the data")
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if float(tc["grad_clip"]) > 0:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(tc["grad_clip"]))
+                self.opt.step()
+                self.state["step"] += 1
+                steps_here += 1
+                secs = float(batch["n_samples"].sum()) / 16000
+                audio_s += secs
+                losses.append(loss_v)
+                if self.dist.main:
+                    logw.writerow({"epoch": epoch, "batch": b, "step": self.state["step"], "phase": phase,
+                                   "loss": f"{loss_v:.6e}", "rec": f"{parts['rec']:.6e}", "pca": f"{parts['pca']:.6e}",
+                                   "param": f"{parts['param']:.6e}", "lr": tc["lr"], "clips": len(ident),
+                                   "audio_seconds": f"{secs:.3f}", "seconds": f"{time.perf_counter() - t_prev:.4f}"})
+                    logf.flush()
+                t_prev = time.perf_counter()  # per-step wall time includes loading the next batch
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss_v:.3e}")
+                done_epoch = b + 1 == len(self.sampler) + skip
+                if every and self.state["step"] % every == 0 and not done_epoch:
+                    if self.dist.main:
+                        last = self.save(epoch, b + 1)
+                    barrier(self.dist)
+                if self.max_steps is not None and steps_here >= self.max_steps:
+                    bar.close()
+                    if self.dist.main:
+                        logf.close()
+                    return self.out
+            bar.close()
+            dt = time.perf_counter() - t_epoch
+            epoch += 1
+            if self.dist.main:
+                msg = f"epoch {epoch}/{epochs}: loss {np.mean(losses) if losses else float('nan'):.4e}, " \
+                      f"{audio_s / max(dt, 1e-9) * self.dist.world:.1f} audio-s/s"
+                best = None
+                if self.validator is not None and (epoch % int(tc["val_every_epochs"]) == 0 or epoch == epochs):
+                    res = self.validator(self.model, self.device, tc["amp"])
+                    self._val_log(epoch, res)
+                    if res:
+                        msg += "; val LVE " + ", ".join(f"{d} {r['LVE']:.3e} ({r['ratio']:.2f}x static)"
+                                                        for d, r in res.items())
+                        score = float(np.nanmean([r["ratio"] for r in res.values()]))
+                        if self.state["best"] is None or score < self.state["best"]:
+                            self.state["best"] = score
+                            best = self.state["best_tag"] = ck.tag_for(epoch, 0)
+                log.info(msg)
+                last = self.save(epoch, 0, best=best)
+            barrier(self.dist)
+        if self.dist.main:
+            logf.close()
+        if self.dist.world > 1:
+            self._check_sync()
+        return self.out / ck.CKPT_DIR / f"{last or ck.latest_tag(self.out)}.safetensors"
+
+    def _check_sync(self) -> None:
+        """Every rank must end with the same weights (DDP averages gradients; Adam is deterministic)."""
+        import torch.distributed as dist
+
+        sums = torch.stack([p.detach().double().sum() for p in self.model.parameters()]).to(self.device)
+        got = [torch.zeros_like(sums) for _ in range(self.dist.world)]
+        dist.all_gather(got, sums)
+        if any(not torch.equal(g, got[0]) for g in got):
+            raise RuntimeError("DDP ranks ended with different weights; this is a bug, please report it")
+        log.info("DDP: %d ranks hold identical weights", self.dist.world)
+
+
+class _nullctx:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *a: Any) -> None:
+        return None
+
+
+def train(data: str | Path, datasets: list[str], out: str | Path, cfg: dict, **kw: Any) -> Path:
+    t = Trainer(data, datasets, out, cfg, **kw)
+    try:
+        return t.fit()
+    finally:
+        for s in t.sources:
+            s.ds.close()
+
+
+def finetune_config(init_from: str, overrides: list[str]) -> dict:
+    """The checkpoint's config with ``key=value`` overrides (the architecture may not change)."""
+    meta, _, _ = ck.read(init_from)
+    cfg = load_config(None, overrides, base=meta["config"])
+    ck.check_compatible(meta["config"], cfg, f"finetune from {init_from}")
+    return cfg
+
+
+_ = math
