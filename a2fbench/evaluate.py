@@ -473,11 +473,10 @@ class _SeqAcc:
                 self.d_pred = [np.empty((item.T, U), dt(p)) for p in first.preds]
 
     def _disp(self, x: np.ndarray, a: int, store: Optional[np.ndarray], run: Optional[Any]) -> None:
-        d = F.upper_displacements(x, None, self.sc.upper_ix, self.sc.dtype, self.tm_u)
         if run is not None:
-            run.update(d)
+            run.update(F.upper_displacements(x, None, self.sc.upper_ix, self.sc.dtype, self.tm_u))
         else:
-            store[a:a + d.shape[0]] = d
+            F.upper_displacements(x, None, self.sc.upper_ix, self.sc.dtype, self.tm_u, out=store[a:a + x.shape[0]])
 
     def add(self, ch: _Chunk, dtypes: set) -> None:
         """Score one chunk, in sub-chunks of about 4 MiB of vertices so that every step runs in cache."""

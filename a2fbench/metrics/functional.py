@@ -177,17 +177,18 @@ def mean_distances(sq: np.ndarray, idx: Optional[np.ndarray] = None) -> np.ndarr
 
 
 def upper_displacements(x: np.ndarray, template: np.ndarray, upper: "np.ndarray | VertexIndex",
-                        dtype: Optional[np.dtype] = None, template_upper: Optional[np.ndarray] = None) -> np.ndarray:
+                        dtype: Optional[np.dtype] = None, template_upper: Optional[np.ndarray] = None,
+                        out: Optional[np.ndarray] = None) -> np.ndarray:
     """Squared displacement from the template on the upper-face vertices: ``(T, V, 3) -> (T, |U|)``.
 
     ``template`` is ``(V, 3)`` or ``(3V,)`` (or pass ``template_upper``, already ``template[upper]``, shaped
-    ``(|U|, 3)``); ``x - template`` is taken in the promoted dtype (or ``dtype``).
+    ``(|U|, 3)``); ``x - template`` is taken in the promoted dtype (or ``dtype``). ``out``: where to write.
     """
     tu = template_upper if template_upper is not None else np.asarray(template).reshape(-1, 3)[_v(upper)]
     xu = take_vertices(x, upper)
     m = np.subtract(xu, tu, dtype=_cast(dtype, xu, tu))
     np.multiply(m, m, out=m)
-    return sum_xyz(m)
+    return sum_xyz(m, out=out)
 
 
 # ------------------------------------------------------------------------------------- sequence step
