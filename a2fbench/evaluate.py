@@ -263,8 +263,8 @@ def evaluate(pred_dir: str | os.PathLike, dataset: str, data: str | os.PathLike,
     Raises :class:`~a2fbench.errors.PredictionError` (one line) for any problem with the predictions,
     before anything is written. See ``docs/metrics.md`` for protocols, length and condition rules.
     ``workers``: processes scoring contiguous blocks of sequences (forked; the numbers do not depend on it).
-    Default 1, safe in threaded programs; ``None`` = automatic (2 on machines with at least 4 CPUs for splits
-    of at least 128 MiB of ground truth, else 1), which the command line uses.
+    Default 1, safe in threaded programs; ``None`` = automatic (min(2, CPUs) for splits of at least 128 MiB of
+    ground truth, else 1), which the command line uses.
     """
     from .store import open_dataset
 
@@ -309,13 +309,12 @@ PARALLEL_MIN_BYTES = 128 << 20  # below this much ground truth, forking workers 
 
 
 def _n_workers(workers: Optional[int], n_seq: int, gt_bytes: int) -> int:
-    """Processes to use: ``workers``, else 2 on machines with at least 4 CPUs for splits of at least 128 MiB
-    of ground truth (each process already runs a reader, a hasher and a scorer thread); always 1 without the
-    fork start method or with one sequence."""
+    """Processes to use: ``workers``, else min(2, CPUs) for splits of at least 128 MiB of ground truth;
+    always 1 without the fork start method or with one sequence."""
     import multiprocessing as mp
 
     if workers is None:
-        workers = 2 if (os.cpu_count() or 1) >= 4 and gt_bytes >= PARALLEL_MIN_BYTES else 1
+        workers = min(2, os.cpu_count() or 1) if gt_bytes >= PARALLEL_MIN_BYTES else 1
     if "fork" not in mp.get_all_start_methods():
         return 1
     return max(1, min(int(workers), n_seq))

@@ -90,7 +90,11 @@ def child_evaluate(data: str, dataset: str, pred: str, protocol: str, workers: s
     c0 = _cpu()
     t = time.perf_counter()
     doc = evaluate(pred, dataset, data, protocol=protocol, progress=False, workers=w)
-    return {"seconds": time.perf_counter() - t, "cpu": _cpu() - c0, "rss_mib": _rss_mib(w if w and w > 1 else 0),
+    from a2fbench.evaluate import _n_workers
+
+    gt_bytes = doc["dataset"]["n_frames"] * doc["dataset"]["n_vertices"] * 3 * 8
+    n = _n_workers(w, doc["dataset"]["n_sequences"], gt_bytes)
+    return {"seconds": time.perf_counter() - t, "cpu": _cpu() - c0, "rss_mib": _rss_mib(n if n > 1 else 0),
             "LVE": doc["metrics"]["LVE"]["value"], "FDD": doc["metrics"]["FDD"]["value"]}
 
 
@@ -190,21 +194,21 @@ def bench(work: Path, datasets: list[str], repeat: int, references: bool) -> dic
         print(f"[{d}] {info}", flush=True)
         _run_child("load", str(data), d, str(pred))  # warm the page cache
         runs: dict[str, list[dict]] = {"load": [], "load_npy": [], "a2f": [], "codetalker": [], "facediffuser": [],
-                                       "a2f_workers2": []}
+                                       "a2f_workers1": []}
         gt_npy = str(work / f"gt_npy_{d}")
         _run_child("load_npy", gt_npy, d, str(pred))
         for r in range(repeat):
             for name in runs:
                 res = (_run_child("load", str(data), d, str(pred)) if name == "load"
                        else _run_child("load_npy", gt_npy, d, str(pred)) if name == "load_npy"
-                       else _run_child("evaluate", str(data), d, str(pred), "a2f", "2") if name == "a2f_workers2"
+                       else _run_child("evaluate", str(data), d, str(pred), "a2f", "1") if name == "a2f_workers1"
                        else _run_child("evaluate", str(data), d, str(pred), name))
                 runs[name].append(res)
                 print(f"[{d}] run {r + 1}/{repeat} {name}: {res['seconds']:.2f} s, CPU {res['cpu']:.2f} s, "
                       f"{res['rss_mib']:.0f} MiB", flush=True)
         med = {k: {"seconds": statistics.median(x["seconds"] for x in v), "cpu": statistics.median(x["cpu"] for x in v),
                    "rss_mib": max(x["rss_mib"] for x in v)} for k, v in runs.items()}
-        for k in ("a2f", "codetalker", "facediffuser", "a2f_workers2"):
+        for k in ("a2f", "codetalker", "facediffuser", "a2f_workers1"):
             med[k]["ratio_to_load_npy"] = med[k]["seconds"] / med["load_npy"]["seconds"]
             med[k]["ratio_to_load"] = med[k]["seconds"] / med["load"]["seconds"]
             med[k]["cpu_ratio_to_load"] = med[k]["cpu"] / med["load"]["cpu"]
@@ -232,8 +236,8 @@ def markdown(rep: dict) -> str:
         lines.append(f"| {d} | load GT `.npy` files (reference layout) + predictions | {e['load_npy']['seconds']:.2f} | "
                      f"{e['load_npy']['cpu']:.2f} | {e['load_npy']['seconds'] / e['load']['seconds']:.2f}x | "
                      f"{e['load_npy']['rss_mib']:.0f} |")
-        for k in ("a2f", "codetalker", "facediffuser", "a2f_workers2"):
-            what = "`evaluate --protocol a2f --workers 2`" if k == "a2f_workers2" else f"`evaluate --protocol {k}`"
+        for k in ("a2f", "codetalker", "facediffuser", "a2f_workers1"):
+            what = "`evaluate --protocol a2f --workers 1`" if k == "a2f_workers1" else f"`evaluate --protocol {k}`"
             lines.append(f"| {d} | {what} end to end | {e[k]['seconds']:.2f} | {e[k]['cpu']:.2f} | "
                          f"{e[k]['ratio_to_load']:.2f}x store load ({e[k]['cpu_ratio_to_load']:.2f}x CPU); "
                          f"{e[k]['ratio_to_load_npy']:.2f}x `.npy` load | {e[k]['rss_mib']:.0f} |")

@@ -56,7 +56,7 @@ def results_table(doc: dict) -> str:
               help="Bootstrap resamples for the 95% CIs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
 @click.option("--workers", type=click.IntRange(1), default=None,
-              help="Processes scoring blocks of sequences. Default: automatic (2 on 4+ CPUs for large splits). "
+              help="Processes scoring blocks of sequences. Default: automatic (2 for splits of 128 MiB or more). "
                    "Results do not depend on it.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results JSON instead of the table.")
 def evaluate_cmd(pred: Path, dataset: str, data: Optional[Path], split: Optional[str], protocol: str,
