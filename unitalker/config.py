@@ -162,7 +162,8 @@ _CHOICES = {
     "model.encoder.attention": ("sdpa", "eager"),
     "model.interpolate": ("after_encoder",),
     "model.decoder.type": ("conv", "transformer"),
-    "train.amp": ("bf16", "fp16", "none"),
+    "train.amp": ("bf16", "none"),
+    "train.lr_schedule": ("constant", "cosine"),
 }
 
 

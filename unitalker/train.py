@@ -247,6 +247,7 @@ class Trainer:
         self.dist, self.device = setup_distributed(cfg["train"]["device"])
         set_threads(int(cfg["train"]["threads"]))
         resume_tag = self._check_run_dir()
+        seed_step(int(cfg["train"]["seed"]), 10**9, 0, 0)  # initial weights: a function of the seed
         self.sources = open_sources(self.data, self.datasets, cfg)
         resume_meta = resume_state = None
         if resume_tag:
@@ -368,6 +369,16 @@ class Trainer:
             self.net = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                            find_unused_parameters=True)
 
+    def lr_at(self, epoch: int, batch: int, n_batches: int) -> float:
+        """``train.lr``, constant (UniTalker) or on a cosine from ``lr`` to ``lr x lr_final`` over the run."""
+        tc = self.cfg["train"]
+        lr = float(tc["lr"])
+        if tc["lr_schedule"] == "constant":
+            return lr
+        t = (epoch + batch / max(n_batches, 1)) / max(int(tc["epochs"]), 1)
+        lo = lr * float(tc["lr_final"])
+        return lo + 0.5 * (lr - lo) * (1 + math.cos(math.pi * min(t, 1.0)))
+
     def phase_of(self, epoch: int) -> int:
         return 0 if epoch < int(self.cfg["train"]["warmup_epochs"]) else 1
 
@@ -423,9 +434,12 @@ class Trainer:
         epochs = int(tc["epochs"])
         amp_on = self.device.type == "cuda" and tc["amp"] == "bf16"
         every = int(tc["checkpoint_every_steps"])
-        loader_kw: dict[str, Any] = {"num_workers": int(cfg["data"]["num_workers"]), "collate_fn": collate}
-        if loader_kw["num_workers"] > 0:
-            loader_kw["persistent_workers"] = False
+        workers = int(cfg["data"]["num_workers"])
+        # one loader for the run: the batch sampler is read in this process each epoch (set_epoch), and
+        # persistent workers keep their per-clip target caches
+        loader = torch.utils.data.DataLoader(self.clips, batch_sampler=self.sampler, num_workers=workers,
+                                             collate_fn=collate, persistent_workers=workers > 0,
+                                             pin_memory=self.device.type == "cuda")
         pivot = self.idt.pivot
         steps_here = 0
         last = None
@@ -440,7 +454,6 @@ class Trainer:
                 self.state["phase"] = phase
             skip = int(self.state["batch"]) if epoch == int(self.state["epoch"]) else 0
             self.sampler.set_epoch(epoch, skip)
-            loader = torch.utils.data.DataLoader(self.clips, batch_sampler=self.sampler, **loader_kw)
             self.model.train()
             bar = tqdm(total=len(self.sampler) + skip, initial=skip, desc=f"epoch {epoch + 1}/{epochs}",
                        disable=not (self.progress and self.dist.main), unit="batch", leave=False)
@@ -452,19 +465,23 @@ class Trainer:
                 ident = batch["identity"].clone()
                 swap = torch.from_numpy(rng.random(len(ident)) < float(tc["pivot_prob"]))
                 ident[swap] = pivot
-                batch_dev = {"n_frames": batch["n_frames"].to(self.device),
-                             "groups": {sp: {k: v.to(self.device) for k, v in g.items()}
+                batch_dev = {"n_frames": batch["n_frames"].to(self.device, non_blocking=True),
+                             "groups": {sp: {k: v.to(self.device, non_blocking=True) for k, v in g.items()}
                                         for sp, g in batch["groups"].items()}}
                 groups = {sp: g["rows"] for sp, g in batch_dev["groups"].items()}
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp_on) if self.device.type == "cuda" \
                         else _nullctx():
-                    outputs = self.net(batch["audio"].to(self.device), batch["n_samples"].to(self.device),
-                                       batch_dev["n_frames"], ident.to(self.device), groups, decode=False)
+                    nb = {"non_blocking": True}
+                    outputs = self.net(batch["audio"].to(self.device, **nb), batch["n_samples"].to(self.device, **nb),
+                                       batch_dev["n_frames"], ident.to(self.device, **nb), groups, decode=False)
                 loss, parts = self.loss_fn(outputs, batch_dev)
                 loss_v = float(loss.detach())
                 if not math.isfinite(loss_v):
                     raise ConfigError(f"expected a finite loss, found {loss_v} at epoch {epoch + 1} batch {b}; "
                                       "lower train.lr or check the data")
+                lr = self.lr_at(epoch, b, len(self.sampler) + skip)
+                for group in self.opt.param_groups:
+                    group["lr"] = lr
                 self.opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if float(tc["grad_clip"]) > 0:
@@ -478,7 +495,7 @@ class Trainer:
                 if self.dist.main:
                     logw.writerow({"epoch": epoch, "batch": b, "step": self.state["step"], "phase": phase,
                                    "loss": f"{loss_v:.6e}", "rec": f"{parts['rec']:.6e}", "pca": f"{parts['pca']:.6e}",
-                                   "param": f"{parts['param']:.6e}", "lr": tc["lr"], "clips": len(ident),
+                                   "param": f"{parts['param']:.6e}", "lr": f"{lr:.4e}", "clips": len(ident),
                                    "audio_seconds": f"{secs:.3f}", "seconds": f"{time.perf_counter() - t_prev:.4f}"})
                     logf.flush()
                 t_prev = time.perf_counter()  # per-step wall time includes loading the next batch
