@@ -73,9 +73,10 @@ def test_codetalker_bitwise_against_reference(data_tiny: Path, tmp_path: Path, d
     preds = [np.load(tmp_path / "p" / f"{s}_condition_{ds[s].subject}.npy") for s in ids]
     tms = [np.asarray(ds.template(ds[s].subject)) for s in ids]
     ref = R.codetalker(gts, preds, tms, regs["lips"], regs["upper"], V)
-    one = evaluate(tmp_path / "p", dataset, data_tiny, protocol="codetalker", chunk_mb=1e-6, progress=False)
-    big = evaluate(tmp_path / "p", dataset, data_tiny, protocol="codetalker", progress=False)
-    assert _strip(one) == _strip(big)
+    one = evaluate(tmp_path / "p", dataset, data_tiny, protocol="codetalker", chunk_mb=1e-6, workers=1,
+                   progress=False)
+    big = evaluate(tmp_path / "p", dataset, data_tiny, protocol="codetalker", workers=2, progress=False)
+    assert _strip(one) == _strip(big)  # chunking and worker processes change nothing, to the bit
     assert one["metrics"]["LVE"]["value"] == float(ref["LVE"])
     assert one["metrics"]["FDD"]["value"] == float(ref["FDD"])
     assert set(one["metrics"]) == {"LVE", "FDD"}
@@ -310,3 +311,21 @@ def test_cli_evaluate_default_out_and_table(data_tiny: Path, tmp_path: Path, mon
     assert (tmp_path / "pred.codetalker.results.json").exists()
     # the file that was written validates (schema, hash, aggregates from per-sequence scores)
     load(tmp_path / "pred.codetalker.results.json")
+
+
+def test_workers_split_work_and_errors_surface(data_tiny: Path, tmp_path: Path) -> None:
+    from a2fbench.evaluate import _blocks, _Item
+
+    plan = [(_Item(f"s{i}", T, [None], [T]), [None]) for i, T in enumerate([10, 10, 10, 70])]
+    assert [[it.sid for it, _ in b] for b in _blocks(plan, 2)] == [["s0", "s1", "s2"], ["s3"]]
+    assert sum(len(b) for b in _blocks(plan[:1], 2)) == 1
+    ds = a2fbench.open_dataset(data_tiny, "D0")
+    ids = _write(tmp_path / "p", ds, fn=_noisy(1e-3))
+    a = evaluate(tmp_path / "p", "D0", data_tiny, workers=1, progress=False)
+    b = evaluate(tmp_path / "p", "D0", data_tiny, workers=3, progress=True)
+    assert _strip(a) == _strip(b)
+    bad = np.load(tmp_path / "p" / f"{ids[-1]}.npy")
+    bad[1, 1] = np.nan
+    np.save(tmp_path / "p" / f"{ids[-1]}.npy", bad)
+    with pytest.raises(PredictionError, match=f"{ids[-1]}.npy: expected finite values, found NaN or inf at frame 1"):
+        evaluate(tmp_path / "p", "D0", data_tiny, workers=2, progress=False)
