@@ -25,6 +25,7 @@ COMMANDS = {
     "export-hf": "a2fbench.cli.data_cmds:export_hf_cmd",
     "pca": "a2fbench.cli.space_cmds:pca_cmd",
     "convert-flame": "a2fbench.cli.space_cmds:convert_flame_cmd",
+    "solve-arkit": "a2fbench.cli.space_cmds:solve_arkit_cmd",
     "evaluate": "a2fbench.cli.score_cmds:evaluate_cmd",
     "compare": "a2fbench.cli.score_cmds:compare_cmd",
     "leaderboard": "leaderboard.cli:leaderboard_group",
