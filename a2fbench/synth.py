@@ -329,28 +329,46 @@ def write_resources(gen: _Gen, root: Path) -> None:
 
 
 def write_blendshape_basis(path: Path, channels: list[str], face: FaceModel, scale: float) -> None:
-    """An npz in UniTalker's layout: ``meanshape`` (V, 3) and ``blendshape`` (K, 3V) deltas."""
+    """An npz in UniTalker's layout: ``meanshape`` (V, 3) and ``blendshape`` (K, 3V) deltas.
+
+    Each channel moves its region with the face's motion fields (jaw, lips, blink, brow, cheek), plus a small
+    bump of its own near that region, so that no two channels share a shape: like a real ARKit basis, the
+    basis has full rank and weights can be recovered from vertices (``spaces.BlendshapeConverter.to_weights``).
+    """
     rng = np.random.default_rng([len(channels), 11])
     F = face.fields
-    x = face.points[:, 0]
+    x, y = face.points[:, 0], face.points[:, 1]
+    mouth = (0.0, -0.55)
     deltas = []
     for name in channels:
         side = -1 if name.endswith("Left") else (1 if name.endswith("Right") else 0)
         sidew = np.where(side == 0, 1.0, np.clip(0.5 + side * x * 2, 0, 1))[:, None]
         if name.startswith("jaw"):
             d = F["jaw"] * (1.0 if name == "jawOpen" else 0.3)
+            c = (mouth[0], mouth[1] - 0.35)
         elif name in ("mouthFunnel", "mouthPucker", "mouthRollLower", "mouthRollUpper"):
             d = -F["spread"] * sidew
+            c = mouth
         elif name.startswith("mouth"):
             d = F["spread"] * sidew * (1.0 if "Stretch" in name or "Smile" in name else rng.uniform(0.2, 0.5))
+            c = mouth
         elif name.startswith("eye"):
             d = F["blink"] * sidew * (1.0 if "Blink" in name or "Squint" in name else rng.uniform(-0.4, 0.4))
+            c = (0.38, 0.42)
         elif name.startswith("brow"):
             d = F["brow"] * sidew * (-1.0 if "Down" in name else 1.0)
+            c = (0.35, 0.72)
         elif name.startswith("cheek"):
             d = F["cheek"] * sidew
+            c = (0.45, -0.25)
         else:  # nose*, tongueOut
             d = 0.2 * F["cheek"] * sidew
+            c = (0.0, -0.05) if name.startswith("nose") else mouth
+        cx = (c[0] if side >= 0 else -c[0]) * (1 if side else rng.choice([-1, 1])) + rng.normal(0, 0.12)
+        cy = c[1] + rng.normal(0, 0.12)
+        bump = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * 0.08**2))
+        direction = rng.normal(size=3)
+        d = d + 0.5 * max(float(np.abs(d).max()), 0.01) * bump[:, None] * (direction / np.linalg.norm(direction))
         deltas.append((d * scale).reshape(-1))
     np.savez(path, meanshape=(face.points * scale).astype(np.float32),
              blendshape=np.asarray(deltas, np.float32))
@@ -394,17 +412,41 @@ def write_flame_model(path: Path, face: FaceModel, scale: float) -> None:
     J_regressor = sp.csc_matrix((vals, (rows, cols)), shape=(5, V))
     model = {
         "f": face.faces.astype(np.uint32),
-        "v_template": v_template,
-        "shapedirs": shapedirs,
-        "posedirs": posedirs,
+        "v_template": _ChumpyArray(v_template),  # chumpy objects, as in FLAME 2020's pickle
+        "shapedirs": _ChumpyArray(shapedirs),
+        "posedirs": _ChumpyArray(posedirs),
         "J_regressor": J_regressor,
         "kintree_table": np.array([[4294967295, 0, 1, 1, 1], [0, 1, 2, 3, 4]], dtype=np.int64),
-        "weights": weights,
+        "weights": _ChumpyArray(weights),
         "bs_style": "lbs",
         "bs_type": "lrotmin",
     }
     with open(path, "wb") as fh:
-        pickle.dump(model, fh, protocol=2)
+        _ChumpyPickler(fh, protocol=2).dump(model)
+
+
+class _ChumpyArray:
+    """An array that pickles the way a plain ``chumpy.ch.Ch`` does (``NEWOBJ`` of the global ``chumpy.ch Ch``
+    with its ``__dict__`` as state, ``x`` holding the values), written without chumpy installed."""
+
+    def __init__(self, x: np.ndarray):
+        self.x = np.asarray(x, np.float64)
+
+    def __reduce_ex__(self, protocol: int):  # noqa: ANN204
+        import copyreg
+
+        state = {"x": self.x, "_dirty_vars": set(), "_itr": None, "_depends_on_deps": {}, "_make_dense": False,
+                 "_make_sparse": False}
+        return (copyreg.__newobj__, (type(self),), state)
+
+
+class _ChumpyPickler(pickle._Pickler):  # type: ignore[name-defined]  # the Python pickler lets us name the class
+    def save_global(self, obj, name=None):  # noqa: ANN001, ANN201
+        if obj is _ChumpyArray:
+            self.write(pickle.GLOBAL + b"chumpy.ch\nCh\n")
+            self.memoize(obj)
+            return
+        super().save_global(obj, name)
 
 
 # ------------------------------------------------------------------------------------------ layouts
