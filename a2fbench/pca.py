@@ -53,7 +53,8 @@ UNITALKER_KEYS = ("explained_variance_ratio", "components_to_data", "original_da
                   "data_components_mean", "data_components_std")
 DEFAULT_COMPONENTS = 512
 DEFAULT_PASSES = 3
-DEFAULT_BLOCK_ROWS = 256
+DEFAULT_BLOCK_ROWS = 128  # rows per read from the source (float64)
+DEFAULT_GEMM_ROWS = 384  # rows per float32 GEMM block
 
 
 def default_oversample(k: int) -> int:
@@ -170,7 +171,8 @@ def _check_last(shape: tuple, d: int, what: str) -> None:
 
 # ------------------------------------------------------------------------------------------ data sources
 class Source(Protocol):
-    """Rows of the data matrix, streamed: ``blocks()`` yields float64 arrays of at most ``block_rows`` rows."""
+    """Rows of the data matrix, streamed: ``blocks()`` yields float64 arrays of at most ``block_rows`` rows,
+    each valid until the next is requested (the reader may modify them in place)."""
 
     name: str
     n_rows: int
@@ -197,7 +199,8 @@ class ArraySource:
 
 class DatasetSource:
     """Training motion minus the subject template, read from the store in blocks of ``block_rows`` rows
-    (several short sequences fill one block; a long one spans several)."""
+    (several short sequences fill one block; a long one spans several). The yielded array is reused: it is
+    valid until the next one is requested (copy it to keep it)."""
 
     def __init__(self, ds: Any, split: str = "train", block_rows: int = DEFAULT_BLOCK_ROWS):
         self.ds = ds
@@ -215,20 +218,31 @@ class DatasetSource:
         return self._templates[subject]
 
     def blocks(self) -> Iterator[np.ndarray]:
+        from .store import STORE_FILE
+
+        ra = _Readahead(self.ds.path / STORE_FILE, self.n_rows)
+        try:
+            yield from self._blocks(ra)
+        finally:
+            ra.stop()
+
+    def _blocks(self, ra: "_Readahead") -> Iterator[np.ndarray]:
+        # One reused buffer (fresh multi-MB arrays cost a page fault per 4 KiB on first touch) and 16-row reads
+        # (h5py's 9 MB results stay below glibc's mmap threshold, so they reuse heap memory too).
         buf = np.empty((self.block_rows, self.dim))
         n = 0
         for sid in self.ids:
             seq = self.ds[sid]
             tm = self.template(seq.subject)
+            ra.consumed(seq.n_frames)
             a = 0
             while a < seq.n_frames:
-                b = min(seq.n_frames, a + self.block_rows - n, a + 64)  # 64-row reads: small temporaries
+                b = min(seq.n_frames, a + self.block_rows - n, a + 16)
                 np.subtract(seq.frames(a, b), tm, out=buf[n:n + (b - a)])
                 n += b - a
                 a = b
                 if n == self.block_rows:
                     yield buf
-                    buf = np.empty((self.block_rows, self.dim))
                     n = 0
         if n:
             yield buf[:n]
@@ -243,6 +257,58 @@ class DatasetSource:
         return "a frame"
 
 
+class _Readahead:
+    """Warms the page cache ahead of h5py: a thread reads the store file front to back in 8 MiB ``pread``s,
+    staying ``ahead`` bytes beyond the share of the file consumed so far.
+
+    h5py reads the store one chunk (one BIWI frame, 560 KB) at a time, which a virtual disk serves at about
+    0.45 GB/s; large sequential reads run at 2+ GB/s, after which h5py reads from memory. The store is written
+    sequence by sequence in split order, so file position tracks the reading order; if it did not, this only
+    wastes some reads. Page cache is not process memory. Disable with ``A2FBENCH_READAHEAD=0``.
+    """
+
+    def __init__(self, path: Path, total_rows: int, ahead: int = 1 << 30):
+        self.path, self.total, self.ahead = path, max(int(total_rows), 1), ahead
+        self.done_rows = 0
+        self._stop = threading.Event()
+        self._thread: Optional[threading.Thread] = None
+        if os.environ.get("A2FBENCH_READAHEAD", "1") != "0" and Path(path).is_file():
+            self._thread = threading.Thread(target=self._run, daemon=True)
+            self._thread.start()
+
+    def consumed(self, rows: int) -> None:
+        """Called as the reader reaches each sequence (rows about to be read)."""
+        self.done_rows += rows
+
+    def _run(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            size = os.fstat(fd).st_size
+            buf = bytearray(8 << 20)
+            pos = 0
+            while pos < size and not self._stop.is_set():
+                target = size * min(1.0, self.done_rows / self.total) + self.ahead
+                if pos >= target:
+                    self._stop.wait(0.005)
+                    continue
+                n = os.preadv(fd, [buf], pos)
+                if n <= 0:
+                    break
+                pos += n
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
 class _Reader:
     """Streams float32 row blocks centred on a fixed shift, one pass at a time, in a background thread.
 
@@ -253,32 +319,61 @@ class _Reader:
     source. The queue holds one block: memory is a few blocks whatever the number of rows.
     """
 
-    def __init__(self, source: Source, spill: Optional[Path] = None):
+    def __init__(self, source: Source, spill: Optional[Path] = None, gemm_rows: int = DEFAULT_GEMM_ROWS):
         self.source = source
         self.spill = spill
+        self.gemm_rows = gemm_rows
         self.shift: Optional[np.ndarray] = None
         self.colsum = np.zeros(source.dim)
         self.sumsq = 0.0
         self.rows = 0
         self._spilled: list[int] = []
 
+    def _ring(self) -> Iterator[np.ndarray]:
+        """Reused float32 (gemm_rows, D) buffers, cycling through 3: one being filled, one queued, one in the
+        consumer's hands (``_prefetch`` holds one item). Consumers must not keep a block past the next."""
+        bufs = [np.empty((self.gemm_rows, self.source.dim), np.float32) for _ in range(_RING)]
+        for i in itertools.count():
+            yield bufs[i % _RING]
+
+    def _coalesce(self, pieces: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        """float32 blocks of ``gemm_rows`` rows (the last shorter) from float64 pieces, cast while copying."""
+        ring = self._ring()
+        out = next(ring)
+        n = 0
+        for x in pieces:
+            a = 0
+            while a < len(x):
+                m = min(len(x) - a, self.gemm_rows - n)
+                out[n:n + m] = x[a:a + m]
+                n += m
+                a += m
+                if n == self.gemm_rows:
+                    yield out
+                    out = next(ring)
+                    n = 0
+        if n:
+            yield out[:n]
+
+    def _first_pieces(self) -> Iterator[np.ndarray]:
+        for x in self.source.blocks():
+            if self.shift is None:
+                self.shift = x.mean(axis=0)
+            x = np.subtract(x, self.shift, out=x if x.flags.writeable else None)
+            ss = float(np.einsum("ij,ij->", x, x))
+            if not np.isfinite(ss):
+                where = self.source.locate_nonfinite() if hasattr(self.source, "locate_nonfinite") else "a row"
+                raise SpaceError(f"{self.source.name}: expected finite motion, found NaN or inf in {where}; "
+                                 "fix the source file and re-run `a2fbench prepare`")
+            self.sumsq += ss
+            self.colsum += np.ones(len(x)) @ x
+            self.rows += len(x)
+            yield x
+
     def _first_pass(self) -> Iterator[np.ndarray]:
         f = open(self.spill, "wb") if self.spill is not None else None
         try:
-            for x in _prefetch(self.source.blocks()):  # reading (h5py) and this processing overlap too
-                if self.shift is None:
-                    self.shift = x.mean(axis=0)
-                x = np.subtract(x, self.shift, out=x if x.flags.writeable else None)
-                ss = float(np.einsum("ij,ij->", x, x))
-                if not np.isfinite(ss):
-                    where = self.source.locate_nonfinite() if hasattr(self.source, "locate_nonfinite") else "a row"
-                    raise SpaceError(f"{self.source.name}: expected finite motion, found NaN or inf in {where}; "
-                                     "fix the source file and re-run `a2fbench prepare`")
-                self.sumsq += ss
-                self.colsum += np.ones(len(x)) @ x
-                self.rows += len(x)
-                x32 = x.astype(np.float32)
-                del x
+            for x32 in self._coalesce(self._first_pieces()):
                 if f is not None:
                     x32.tofile(f)
                     self._spilled.append(len(x32))
@@ -290,13 +385,17 @@ class _Reader:
     def _later_pass(self) -> Iterator[np.ndarray]:
         assert self.shift is not None
         if self.spill is None:
-            for x in _prefetch(self.source.blocks()):
-                yield (x - self.shift).astype(np.float32)
+            yield from self._coalesce(np.subtract(x, self.shift, out=x if x.flags.writeable else None)
+                                      for x in self.source.blocks())
             return
         D = self.source.dim
-        with open(self.spill, "rb") as f:
+        ring = self._ring()
+        with open(self.spill, "rb", buffering=0) as f:
             for n in self._spilled:
-                yield np.fromfile(f, dtype=np.float32, count=n * D).reshape(n, D)
+                out = next(ring)[:n]
+                if f.readinto(memoryview(out).cast("B")) != out.nbytes:
+                    raise SpaceError(f"scratch file {self.spill} is shorter than written; is the disk full?")
+                yield out
 
     def blocks(self, first: bool) -> Iterator[np.ndarray]:
         return _prefetch(self._first_pass() if first else self._later_pass())
@@ -339,6 +438,7 @@ def _prefetch(it: Iterator[Any], depth: int = 1) -> Iterator[Any]:
 
 
 # ------------------------------------------------------------------------------------------- backends
+_RING = 3  # reused float32 GEMM blocks: filling, queued, in use
 _ROWS = 8192  # row chunk for the float64 products of (D, .) matrices: bounds their temporaries
 _SPILL_BYTES = 256 << 20  # CPU: Krylov blocks larger than this in all go to scratch files (with a spill folder)
 
@@ -405,7 +505,7 @@ class _TorchOps:
 
     def put(self, x32: np.ndarray) -> Any:
         t = self.torch.from_numpy(np.ascontiguousarray(x32))
-        return t.to(self.device) if self.device.type != "cpu" else t
+        return t.to(self.device) if self.device.type != "cpu" else t.clone()  # reader buffers are reused
 
     def zeros64(self, shape: tuple[int, ...]) -> Any:
         return self.torch.zeros(shape, dtype=self.torch.float64, device=self.device)
@@ -446,12 +546,12 @@ class _NumpyAcc:
     """``Y = sum over blocks of X' (X K)`` (the covariance of the shifted rows times K), float64 totals.
 
     BLAS ``sgemm`` adds each block's product in place (beta = 1) into one float32 buffer, which is flushed into
-    the float64 total every ``flush_rows`` rows: no (D, L) temporary per block, and float32 sums never run over
-    more rows than one 512-row GEMM would. (Flushing only every few thousand rows is faster but made the
-    eigenvalue estimates inconsistent by ~1e-6 of the variance in tests; the components were as good.)
+    the float64 total every ``flush_rows`` rows (a few GEMM blocks): no (D, L) temporary per block, and float32
+    partial sums never span more than about 1024 rows. (Flushing only every 4096 rows made the eigenvalue estimates
+    inconsistent by ~3e-6 of the variance in tests; 1024 rows kept them below the true values.)
     """
 
-    flush_rows = 512
+    flush_rows = 1024
 
     def __init__(self, D: int, L: int):
         self.Y = np.zeros((D, L), order="F")
@@ -552,13 +652,15 @@ class _Blocks:
 # ------------------------------------------------------------------------------------------- the fit
 def fit(source: Source, components: int = DEFAULT_COMPONENTS, *, device: str = "cpu", seed: int = 0,
         oversample: Optional[int] = None, passes: int = DEFAULT_PASSES, progress: bool = True,
-        spill_dir: Optional[str | os.PathLike] = None, cache_on_device: Optional[bool] = None) -> PCA:
+        spill_dir: Optional[str | os.PathLike] = None, spill_data: bool = False,
+        cache_on_device: Optional[bool] = None) -> PCA:
     """Fit a mean-centred PCA of the rows of ``source`` by block Krylov + Nystrom (see module doc).
 
     ``passes`` P >= 1 reads of the data; ``oversample`` extra columns per block (default
-    :func:`default_oversample`); ``spill_dir``: scratch folder for float32 copies of the blocks (read back in
-    later passes) and the Krylov images, all deleted at the end; ``cache_on_device``: keep the blocks on the GPU
-    after pass 1 when they fit.
+    :func:`default_oversample`); ``spill_dir``: scratch folder for the Krylov blocks (CPU, when large) and,
+    with ``spill_data``, a float32 copy of the centred rows that later passes read instead of the source (worth
+    it only when the source is slow to read); all deleted at the end. ``cache_on_device``: keep the row blocks
+    on the GPU after pass 1 when they fit.
     """
     from tqdm.auto import tqdm
 
@@ -582,7 +684,8 @@ def fit(source: Source, components: int = DEFAULT_COMPONENTS, *, device: str = "
         cache = N * D * 4 < 0.6 * free - (passes + 2) * D * L * 8
     tag = f"{os.getpid()}-{threading.get_ident()}"
     sdir = Path(spill_dir) if spill_dir is not None else None
-    data_spill = sdir / f".pca-scratch-{tag}-X.f32" if (sdir is not None and passes > 1 and not cache) else None
+    data_spill = (sdir / f".pca-scratch-{tag}-X.f32" if (spill_data and sdir is not None and passes > 1 and not cache)
+                  else None)
     big = ops.name == "numpy" and passes * D * L * 8 > _SPILL_BYTES
     Ys = _Blocks(ops, sdir if big else None, tag, np.float64)
     Ks = _Blocks(ops, sdir if big else None, tag, np.float32)
@@ -606,8 +709,8 @@ def fit(source: Source, components: int = DEFAULT_COMPONENTS, *, device: str = "
             blocks: Any = cached if (l and cached) else (ops.put(x) for x in reader.blocks(first=(l == 0)))
             if l == 0:
                 head, rows0 = [], 0
-                for X in blocks:  # hold the first rows back until K_0 is built from them
-                    head.append(X)
+                for X in blocks:  # hold the first rows back (copies: blocks are reused) until K_0 is built
+                    head.append(ops.copy(X))
                     rows0 += X.shape[0]
                     if rows0 >= L + 16:
                         break
@@ -788,7 +891,6 @@ def fit_dataset(data: str | os.PathLike, dataset: str, components: int = DEFAULT
                 out: Optional[str | os.PathLike] = None) -> Path:
     """Fit the PCA of a prepared vertex dataset and write ``DATA/<id>/pca.npz`` atomically; returns its path."""
     from . import __version__
-    from .fsutil import atomic_path
     from .store import open_dataset
 
     ds = open_dataset(data, dataset)
@@ -808,7 +910,7 @@ def fit_dataset(data: str | os.PathLike, dataset: str, components: int = DEFAULT
     finally:
         ds.close()
     save(p, target)
-    log.info("%s: %d components explain %.6f of the %s variance (%d frames x %d) -> %s", dataset, p.n_components,
+    log.debug("%s: %d components explain %.6f of the %s variance (%d frames x %d) -> %s", dataset, p.n_components,
              p.meta["explained_variance"], split, p.n_samples, p.dim, target)
     return target
 

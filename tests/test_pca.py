@@ -77,6 +77,8 @@ def test_torch_path_matches_numpy_path() -> None:
     np.testing.assert_allclose(a.singular_values, b.singular_values, rtol=1e-6)
     np.testing.assert_allclose(a.mean, b.mean, rtol=1e-6)
     np.testing.assert_allclose(np.abs((a.components * b.components).sum(1)), 1, atol=1e-6)
+    c = pca.fit(pca.ArraySource(X), 10, device="torch:cpu", cache_on_device=True, progress=False)  # GPU cache path
+    np.testing.assert_allclose(c.components, b.components, atol=1e-6)
 
 
 def test_deterministic_for_a_seed() -> None:
@@ -93,7 +95,7 @@ def test_scratch_files_give_the_same_fit_and_are_removed(tmp_path: Path, monkeyp
     X = lowrank(400, 500, 10, 1e-3, seed=4)
     a = pca.fit(pca.ArraySource(X, block_rows=64), 10, progress=False)
     monkeypatch.setattr(pca, "_SPILL_BYTES", 0)  # force the Krylov blocks and the data into scratch files
-    b = pca.fit(pca.ArraySource(X, block_rows=64), 10, progress=False, spill_dir=tmp_path)
+    b = pca.fit(pca.ArraySource(X, block_rows=64), 10, progress=False, spill_dir=tmp_path, spill_data=True)
     np.testing.assert_allclose(a.components, b.components, atol=1e-5)
     np.testing.assert_allclose(a.singular_values, b.singular_values, rtol=1e-6)
     assert list(tmp_path.iterdir()) == []
