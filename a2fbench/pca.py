@@ -227,8 +227,8 @@ class DatasetSource:
             ra.stop()
 
     def _blocks(self, ra: "_Readahead") -> Iterator[np.ndarray]:
-        # One reused buffer (fresh multi-MB arrays cost a page fault per 4 KiB on first touch) and 16-row reads
-        # (h5py's 9 MB results stay below glibc's mmap threshold, so they reuse heap memory too).
+        # One reused buffer, filled in place by the store (fresh multi-MB arrays cost a page fault per 4 KiB on
+        # first touch).
         buf = np.empty((self.block_rows, self.dim))
         n = 0
         for sid in self.ids:
@@ -237,8 +237,9 @@ class DatasetSource:
             ra.consumed(seq.n_frames)
             a = 0
             while a < seq.n_frames:
-                b = min(seq.n_frames, a + self.block_rows - n, a + 16)
-                np.subtract(seq.frames(a, b), tm, out=buf[n:n + (b - a)])
+                b = min(seq.n_frames, a + self.block_rows - n)
+                piece = seq.frames_into(buf[n:n + (b - a)], a)
+                piece -= tm
                 n += b - a
                 a = b
                 if n == self.block_rows:
