@@ -185,7 +185,7 @@ def bench_cmd(checkpoint: Optional[str], config: Optional[str], seconds: float, 
 @cli.command("quickstart", context_settings=CTX)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Working folder. Default: $A2FBENCH_HOME/quickstart.")
-@click.option("--size", type=click.Choice(["tiny", "small"]), default="small", show_default=True,
+@click.option("--size", type=click.Choice(["tiny", "small"]), default="tiny", show_default=True,
               help="Stand-in size.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.argument("overrides", nargs=-1)

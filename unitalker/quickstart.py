@@ -35,6 +35,11 @@ def _step(msg: str) -> float:
     return time.perf_counter()
 
 
+def _done(t: float, name: str, timings: dict) -> None:
+    timings[name] = round(time.perf_counter() - t, 1)
+    log.info("   %.0f s", timings[name])
+
+
 def _a2fbench(*args: str) -> subprocess.CompletedProcess:
     """Run the a2fbench command line in a subprocess (the leaderboard is not imported by unitalker)."""
     r = subprocess.run([sys.executable, "-m", "a2fbench.cli", *args], capture_output=True, text=True)
@@ -70,7 +75,7 @@ def static_predictions(data: Path, dataset: str, out: Path, split: str = "test")
     return out
 
 
-def quickstart(out: str | os.PathLike, size: str = "small", device: str = "auto", overrides: Optional[list[str]] = None,
+def quickstart(out: str | os.PathLike, size: str = "tiny", device: str = "auto", overrides: Optional[list[str]] = None,
                progress: bool = True) -> dict:
     from a2fbench.evaluate import evaluate
     from a2fbench.fsutil import write_json
@@ -84,6 +89,7 @@ def quickstart(out: str | os.PathLike, size: str = "small", device: str = "auto"
     from .train import train
 
     t_all = time.perf_counter()
+    timings: dict[str, float] = {}
     out = Path(out)
     raw, data, run = out / "raw", out / "data", out / "run"
     db = out / "leaderboard.sqlite"
@@ -96,19 +102,19 @@ def quickstart(out: str | os.PathLike, size: str = "small", device: str = "auto"
         if not (raw / d).is_dir():
             synth_dataset(spec, raw, size=size, seed=0, progress=progress)
         prepare_dataset(spec, raw, data, progress=progress)
-    log.info("   %.0f s", time.perf_counter() - t)
+    _done(t, "data", timings)
     t = _step(f"2/6 PCA of D0..D2 ({PCA_COMPONENTS} components)")
     for d in PCA_DATASETS:
         if not (data / d / "pca.npz").is_file():
             fit_dataset(data, d, components=PCA_COMPONENTS, progress=False)
-    log.info("   %.0f s", time.perf_counter() - t)
+    _done(t, "pca", timings)
     t = _step("3/6 train the tiny UniTalker on D0..D7 (resumes if interrupted)")
     ov = [f"train.device={device}"] + list(overrides or [])
     if size == "small":
         ov = ["train.epochs=30"] + ov
     cfg = load_config("tiny", ov)
     train(data, DATASETS, run, cfg, progress=progress)
-    log.info("   %.0f s", time.perf_counter() - t)
+    _done(t, "train", timings)
     t = _step("4/6 predict the test splits (and the static-template baseline)")
     for d in DATASETS:
         p = out / "pred" / d
@@ -117,7 +123,7 @@ def quickstart(out: str | os.PathLike, size: str = "small", device: str = "auto"
         s = out / "static" / d
         if not s.is_dir():
             static_predictions(data, d, s)
-    log.info("   %.0f s", time.perf_counter() - t)
+    _done(t, "predict", timings)
     t = _step("5/6 evaluate (protocol a2f)")
     summary: dict = {}
     for d in DATASETS:
@@ -128,20 +134,25 @@ def quickstart(out: str | os.PathLike, size: str = "small", device: str = "auto"
                 write_json(res_path, doc)
             doc = json.loads(res_path.read_text())
             summary.setdefault(d, {})[name] = float(doc["metrics"]["LVE"]["value"])
-    log.info("   %.0f s", time.perf_counter() - t)
+    _done(t, "evaluate", timings)
     t = _step(f"6/6 leaderboard {db}")
     if db.exists():
         db.unlink()  # rebuilt from the results files each time
+    from .runtime import load_model
+
+    n_params = sum(p.numel() for p in load_model(run).model.parameters())
     for d in DATASETS:
         _a2fbench("leaderboard", "submit", str(out / "results" / f"{d}.model.json"), "--method", METHOD, "--db", str(db),
-                  "--training-data", "synthetic D0..D7 train splits (quickstart)")
+                  "--params", str(n_params), "--training-data", "synthetic D0..D7 train splits (quickstart)")
         _a2fbench("leaderboard", "submit", str(out / "results" / f"{d}.static.json"), "--method", STATIC, "--db", str(db))
     board = _a2fbench("leaderboard", "show", "--db", str(db)).stdout
+    _done(t, "leaderboard", timings)
     print(board)
     lines = ["LVE on the test splits, model vs static template (lower is better):"]
     for d, v in summary.items():
         lines.append(f"  {d}: {v['model']:.4e} vs {v['static']:.4e}  ({v['model'] / v['static']:.2f}x)")
     print("\n".join(lines))
-    write_json(out / "summary.json", {"lve": summary, "seconds": round(time.perf_counter() - t_all, 1)})
+    write_json(out / "summary.json", {"lve": summary, "seconds": round(time.perf_counter() - t_all, 1),
+                                      "step_seconds": timings})
     log.info("quickstart done in %.0f s: %s", time.perf_counter() - t_all, out)
     return summary

@@ -373,6 +373,9 @@ class Trainer:
         """``train.lr``, constant (UniTalker) or on a cosine from ``lr`` to ``lr x lr_final`` over the run."""
         tc = self.cfg["train"]
         lr = float(tc["lr"])
+        warm = int(tc["lr_warmup_steps"])
+        if warm > 0:  # linear ramp over the first steps of each phase (the encoder's first updates)
+            lr *= min(1.0, (self.state["step"] - self.state.get("phase_step0", 0) + 1) / warm)
         if tc["lr_schedule"] == "constant":
             return lr
         t = (epoch + batch / max(n_batches, 1)) / max(int(tc["epochs"]), 1)
@@ -451,6 +454,8 @@ class Trainer:
                 if self._resume_optimizer is not None and phase == self.state["phase"]:
                     self.opt.load_state_dict(self._resume_optimizer)
                 self._resume_optimizer = None
+                if phase != self.state["phase"]:
+                    self.state["phase_step0"] = self.state["step"]
                 self.state["phase"] = phase
             skip = int(self.state["batch"]) if epoch == int(self.state["epoch"]) else 0
             self.sampler.set_epoch(epoch, skip)
