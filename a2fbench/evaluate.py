@@ -18,8 +18,6 @@ import contextlib
 import hashlib
 import logging
 import os
-import queue
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
@@ -31,6 +29,7 @@ from .errors import A2FBenchError, PredictionError, StoreError
 from .metrics import functional as F
 from .predictions import BufferPool, HashWorker, NpyReader, PredFile, PredictionSet, check_finite, fingerprint, scan
 from .results import SCHEMA_VERSION, finalize
+from .threads import prefetch as background
 
 log = logging.getLogger(__name__)
 
@@ -189,47 +188,6 @@ def _chunks(ctx: _Context, plan: list[tuple[_Item, list[PredFile]]], rows: int, 
                 r.close()
 
 
-def _prefetch(it: Iterator[_Chunk], depth: int = 2) -> Iterator[_Chunk]:
-    """Run ``it`` in a background thread, ``depth`` items ahead (numpy, h5py reads and hashing release the GIL)."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    DONE = object()
-
-    def work() -> None:
-        try:
-            for item in it:
-                while not stop.is_set():
-                    try:
-                        q.put(item, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(DONE)
-        except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
-            q.put(e)
-
-    t = threading.Thread(target=work, name="a2fbench-evaluate-reader", daemon=True)
-    t.start()
-    try:
-        while True:
-            item = q.get()
-            if item is DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while t.is_alive():
-            try:
-                q.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        t.join()
-
-
 # ------------------------------------------------------------------------------------------ evaluate
 def _cut(proto: Protocol, T_gt: int, pred_frames: list[int]) -> Optional[int]:
     """Frames scored under the protocol's length rule; None when a prediction is too short for it."""
@@ -348,7 +306,7 @@ def _stream(ctx: _Context, plan: list[tuple[_Item, list[PredFile]]], chunk_mb: f
     try:
         it = _chunks(ctx, plan, rows, hashes, hasher)
         if prefetch:
-            it = _prefetch(it)
+            it = background(it, depth=2, name="a2fbench-evaluate-reader")
         seqs, dtypes = _score(ctx.scoring, [it for it, _ in plan], it, on_frames)
     finally:
         hasher.close()

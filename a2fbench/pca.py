@@ -34,7 +34,6 @@ import itertools
 import json
 import logging
 import os
-import queue
 import threading
 import time
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ from typing import Any, Iterator, Optional, Protocol
 import numpy as np
 
 from .errors import SpaceError, StoreError
+from .threads import prefetch
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +332,7 @@ class _Reader:
 
     def _ring(self) -> Iterator[np.ndarray]:
         """Reused float32 (gemm_rows, D) buffers, cycling through 3: one being filled, one queued, one in the
-        consumer's hands (``_prefetch`` holds one item). Consumers must not keep a block past the next."""
+        consumer's hands (``prefetch`` holds one item). Consumers must not keep a block past the next."""
         bufs = [np.empty((self.gemm_rows, self.source.dim), np.float32) for _ in range(_RING)]
         for i in itertools.count():
             yield bufs[i % _RING]
@@ -389,7 +389,6 @@ class _Reader:
             yield from self._coalesce(np.subtract(x, self.shift, out=x if x.flags.writeable else None)
                                       for x in self.source.blocks())
             return
-        D = self.source.dim
         ring = self._ring()
         with open(self.spill, "rb", buffering=0) as f:
             for n in self._spilled:
@@ -398,44 +397,13 @@ class _Reader:
                     raise SpaceError(f"scratch file {self.spill} is shorter than written; is the disk full?")
                 yield out
 
-    def blocks(self, first: bool) -> Iterator[np.ndarray]:
-        return _prefetch(self._first_pass() if first else self._later_pass())
-
-
-def _prefetch(it: Iterator[Any], depth: int = 1) -> Iterator[Any]:
-    """Run an iterator in a thread, ``depth`` items ahead, so reading overlaps the GEMMs; errors re-raised."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    end = object()
-    stop = threading.Event()
-
-    def work() -> None:
-        try:
-            for x in it:
-                while not stop.is_set():
-                    try:
-                        q.put(x, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put(end)
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer
-            q.put(e)
-
-    t = threading.Thread(target=work, daemon=True)
-    t.start()
-    try:
-        while True:
-            x = q.get()
-            if x is end:
-                return
-            if isinstance(x, BaseException):
-                raise x
-            yield x
-    finally:
-        stop.set()
-        t.join(timeout=30)
+    def blocks(self, first: bool, background: bool = True) -> Iterator[np.ndarray]:
+        """One pass. ``background``: read in a thread, overlapping the consumer (right when the consumer's
+        work runs elsewhere, as on a GPU). On the CPU, read in the consumer's thread: a third busy thread beside
+        BLAS's two on a 2-core machine slowed the GEMMs by about three times the reading it hid (D0 stand-in:
+        pass 1 took 44 s overlapped, 31 s in turn). The page-cache readahead thread still overlaps the disk."""
+        it = self._first_pass() if first else self._later_pass()
+        return prefetch(it, name="a2fbench-pca-reader") if background else it
 
 
 # ------------------------------------------------------------------------------------------- backends
@@ -707,7 +675,7 @@ def fit(source: Source, components: int = DEFAULT_COMPONENTS, *, device: str = "
         for l in range(passes):
             bar = tqdm(total=N, desc=f"pca {source.name} pass {l + 1}/{passes}", unit="frame",
                        disable=not progress, leave=False)
-            blocks: Any = cached if (l and cached) else (ops.put(x) for x in reader.blocks(first=(l == 0)))
+            blocks: Any = cached if (l and cached) else (ops.put(x) for x in reader.blocks(first=(l == 0), background=on_gpu))
             if l == 0:
                 head, rows0 = [], 0
                 for X in blocks:  # hold the first rows back (copies: blocks are reused) until K_0 is built

@@ -12,7 +12,6 @@ on synthetic data can never pass for a score on the real dataset.
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import pickle
@@ -28,7 +27,7 @@ from . import __version__
 from .audio import write_wav
 from .errors import A2FBenchError
 from .fsutil import atomic_path
-from .registry import DatasetSpec, SynthSize, get_space, match_channels, space_channels
+from .registry import DatasetSpec, SynthSize, get_space, space_channels
 from .synth_face import (FaceModel, make_drive, make_face, motion_coefficients, render_audio, subject_shape,
                          subject_style, vertex_motion)
 

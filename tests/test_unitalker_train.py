@@ -17,13 +17,13 @@ import pytest
 import torch
 
 import a2fbench
-from a2fbench.errors import A2FBenchError, ConfigError
+from a2fbench.errors import ConfigError
 from unitalker import checkpoint as ck
 from unitalker.config import load_config
 from unitalker.data import BucketBatchSampler, ClipSet, identity_table, open_sources, select_fraction
-from unitalker.predict import predict, predict_split
+from unitalker.predict import predict_split
 from unitalker.runtime import load_model
-from unitalker.train import Trainer, train, transfer
+from unitalker.train import train, transfer
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")

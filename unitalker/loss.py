@@ -16,7 +16,7 @@ clip weighs the same whatever its length, as in the reference's batch-1 training
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 import torch

@@ -24,7 +24,6 @@ import csv
 import json
 import logging
 import math
-import os
 import random
 import time
 from pathlib import Path
@@ -41,7 +40,7 @@ from .data import (BucketBatchSampler, ClipSet, IdentityTable, Source, collate, 
                    open_sources)
 from .loss import Eq2Loss, lve, torch_converter
 from .model import HeadSpec, ModelSpec, UniTalker
-from .runtime import Dist, barrier, setup_distributed, set_threads, spec_from_meta, spec_to_meta
+from .runtime import barrier, setup_distributed, set_threads, spec_from_meta, spec_to_meta
 
 log = logging.getLogger(__name__)
 
