@@ -262,8 +262,10 @@ class _Readahead:
     """Warms the page cache ahead of h5py: a thread reads the store file front to back in 8 MiB ``pread``s,
     staying ``ahead`` bytes beyond the share of the file consumed so far.
 
-    h5py reads the store one chunk (one BIWI frame, 560 KB) at a time, which a virtual disk serves at about
-    0.45 GB/s; large sequential reads run at 2+ GB/s, after which h5py reads from memory. The store is written
+    Stores written before motion was stored contiguously hold one chunk per BIWI frame (560 KB), which h5py
+    reads one at a time and a virtual disk serves at about 0.45 GB/s; large sequential reads run at 2+ GB/s,
+    after which h5py reads from memory. Contiguous stores are read in large pieces anyway; this still keeps
+    the disk busy while the GEMMs run. The store is written
     sequence by sequence in split order, so file position tracks the reading order; if it did not, this only
     wastes some reads. Page cache is not process memory. Disable with ``A2FBENCH_READAHEAD=0``.
     """
@@ -311,7 +313,7 @@ class _Readahead:
 
 
 class _Reader:
-    """Streams float32 row blocks centred on a fixed shift, one pass at a time, in a background thread.
+    """Streams float32 row blocks centred on a fixed shift, one pass at a time (see :meth:`blocks`).
 
     Pass 1 reads the source (float64), takes the shift from the first block (its mean row), accumulates the
     column sums and the sum of squares of the shifted rows in float64, checks for NaN (the source raises), and
