@@ -2,7 +2,8 @@
 
 Side by side in one run, each arm in its own fresh process (so its peak resident memory is its own):
 
-* ``ours``: :func:`a2fbench.pca.fit_dataset` (CPU, defaults: 3 passes, blocks of 256 rows, seed 0);
+* ``ours``: :func:`a2fbench.pca.fit` on the store (CPU, defaults: 3 passes, seed 0); ``ours-pP`` and
+  ``ours-pP-osM`` with P passes and M oversampling columns;
 * ``sklearn``: ``IncrementalPCA(n_components=K, batch_size=1095).partial_fit`` on consecutive 1095-row batches
   of the same rows (motion minus template, float32 as in the reference measurement), streamed from the same
   store; the last batch, shorter than K, is dropped, as UniTalker's ``train_pca.py`` does.
@@ -70,7 +71,7 @@ def _source(data: str, dataset: str, block: int, max_rows: int | None):
     return (_Limited(src, max_rows) if max_rows else src), ds
 
 
-def arm_ours(a: argparse.Namespace, out: Path, passes: int | None = None) -> dict:
+def arm_ours(a: argparse.Namespace, out: Path, passes: int | None = None, oversample: int | None = None) -> dict:
     from a2fbench import pca
 
     src, ds = _source(a.data, a.dataset, pca.DEFAULT_BLOCK_ROWS, a.max_rows)
@@ -78,7 +79,8 @@ def arm_ours(a: argparse.Namespace, out: Path, passes: int | None = None) -> dic
     if a.cold:
         _evict(ds.path)
     t = time.perf_counter()
-    p = pca.fit(src, a.components, seed=0, progress=False, spill_dir=scratch, passes=passes or pca.DEFAULT_PASSES)
+    p = pca.fit(src, a.components, seed=0, progress=False, spill_dir=scratch, passes=passes or pca.DEFAULT_PASSES,
+                oversample=oversample)
     dt = time.perf_counter() - t
     scratch.rmdir()
     np.savez(out, components=p.components, mean=p.mean)
@@ -154,9 +156,12 @@ def main() -> None:
     ap.add_argument("--arm-out", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.arm:  # child process: one arm
-        arms = {"ours": arm_ours, "sklearn": arm_sklearn, "ours-p2": lambda a, o: arm_ours(a, o, passes=2),
-                "ours-p4": lambda a, o: arm_ours(a, o, passes=4)}
-        r = arms[a.arm](a, Path(a.arm_out))
+        if a.arm == "sklearn":
+            r = arm_sklearn(a, Path(a.arm_out))
+        else:  # ours, ours-pP, ours-pP-osM: P passes, M oversampling columns
+            kw = {("passes" if part[0] == "p" else "oversample"): int(part.lstrip("pos"))
+                  for part in a.arm.split("-")[1:]}
+            r = arm_ours(a, Path(a.arm_out), **kw)
         r["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print("RESULT " + json.dumps(r), flush=True)
         return
