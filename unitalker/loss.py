@@ -18,7 +18,6 @@ from __future__ import annotations
 
 from typing import Optional
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -100,9 +99,3 @@ class Eq2Loss(nn.Module):
             per_clip.append(loss)
         total = torch.cat(per_clip).sum() / B
         return total, parts
-
-
-def lve(pred: np.ndarray, gt: np.ndarray, lips: np.ndarray) -> np.ndarray:
-    """Per-frame lip vertex error: max over lip vertices of the squared distance; (T, V, 3) x2 -> (T,)."""
-    d = ((np.asarray(pred, np.float64)[:, lips] - np.asarray(gt, np.float64)[:, lips]) ** 2).sum(-1)
-    return d.max(axis=1)

@@ -33,12 +33,13 @@ import numpy as np
 import torch
 
 from a2fbench.errors import ConfigError, StoreError
+from a2fbench.metrics.functional import lve_frames
 
 from . import checkpoint as ck
 from .config import dump, load_config
 from .data import (BucketBatchSampler, ClipSet, IdentityTable, Source, collate, identity_table, load_pca,
                    open_sources)
-from .loss import Eq2Loss, lve, torch_converter
+from .loss import Eq2Loss, torch_converter
 from .model import HeadSpec, ModelSpec, UniTalker
 from .runtime import barrier, setup_distributed, set_threads, spec_from_meta, spec_to_meta
 
@@ -220,9 +221,9 @@ class Validator:
                         st = self._vertices(s, np.repeat(tmpl[None] / sc, T, 0)) if s.spec.id not in self.static \
                             else None
                         idx = lips
-                    frames.setdefault(s.spec.id, []).append(lve(pred, gt, idx))
+                    frames.setdefault(s.spec.id, []).append(lve_frames(gt, pred, idx, np.float64))
                     if s.spec.id not in self.static and st is not None:
-                        static.setdefault(s.spec.id, []).append(lve(st, gt, idx))
+                        static.setdefault(s.spec.id, []).append(lve_frames(gt, st, idx, np.float64))
         for d, v in static.items():
             self.static[d] = float(np.mean(np.concatenate(v)))
         model.train(was)
