@@ -1,5 +1,16 @@
 """A2F-Bench: datasets, metrics and a leaderboard for audio-driven 3D facial animation.
 
+The package follows the data, one subpackage per stage::
+
+    registry/  manifests -> dataset and space specs, names, splits
+    sources/   download, synthetic stand-ins, the native raw layouts (RAW/<id>/)
+    prepare/   raw -> store: resampling, checks, cards
+    store/     DATA/<id>/store.h5 and the reading API (open_dataset)
+    spaces/    output spaces -> vertices (blendshapes, FLAME), the ARKit solve, PCA
+    scoring/   predictions -> metrics under a protocol -> results JSON; compare
+    cli/       the `a2fbench` command line
+    util/      plumbing: atomic files, paths, progress, safe pickles, threads
+
 Public API::
 
     import a2fbench
@@ -11,13 +22,6 @@ __version__ = "0.1.0"
 
 from .errors import A2FBenchError  # noqa: E402
 from .registry import all_specs, get_spec, resolve  # noqa: E402
-
-
-def open_dataset(data, dataset):  # noqa: ANN001, ANN201 - re-exported, documented in store
-    """Open a prepared dataset; see :func:`a2fbench.store.open_dataset`."""
-    from .store import open_dataset as _open
-
-    return _open(data, dataset)
-
+from .store import open_dataset  # noqa: E402
 
 __all__ = ["__version__", "A2FBenchError", "open_dataset", "get_spec", "resolve", "all_specs"]

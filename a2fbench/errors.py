@@ -25,10 +25,6 @@ class UnknownNameError(SpecError):
     """A dataset, space, head or config name that does not exist (message carries did-you-mean)."""
 
 
-class ManualDownloadRequired(A2FBenchError):
-    """A licence-gated source that the user must fetch by hand."""
-
-
 class DownloadError(A2FBenchError):
     """A network fetch failed."""
 

@@ -15,7 +15,7 @@ VOCASET test, 40 sequences x 5,023 vertices, float32):
    ``load_npy`` (the same ground truth as per-sequence ``.npy`` files, the reference scripts' layout) and
    ``evaluate`` under each protocol (end to end: validation, streaming, sha256, bootstrap);
 3. in one subprocess holding every array in memory: our metric code (``score_arrays``) vs the reference
-   oracle (:mod:`a2fbench.metrics.reference`), same metrics, same arrays, results checked equal.
+   oracle (:mod:`a2fbench.scoring.metrics.reference`), same metrics, same arrays, results checked equal.
 
 ``--keep`` keeps the data (default: deleted at the end, as the full-size stand-ins are several GB).
 """
@@ -84,13 +84,13 @@ def child_load_npy(gt_dir: str, dataset: str, pred: str) -> dict:
 
 
 def child_evaluate(data: str, dataset: str, pred: str, protocol: str, workers: str = "") -> dict:
-    from a2fbench.evaluate import evaluate
+    from a2fbench.scoring.evaluate import evaluate
 
     w = int(workers) if workers else None
     c0 = _cpu()
     t = time.perf_counter()
-    doc = evaluate(pred, dataset, data, protocol=protocol, progress=False, workers=w)
-    from a2fbench.evaluate import _n_workers
+    doc = evaluate(dataset, pred, data, protocol=protocol, progress=False, workers=w)
+    from a2fbench.scoring.evaluate import _n_workers
 
     gt_bytes = doc["dataset"]["n_frames"] * doc["dataset"]["n_vertices"] * 3 * 8
     n = _n_workers(w, doc["dataset"]["n_sequences"], gt_bytes)
@@ -101,8 +101,8 @@ def child_evaluate(data: str, dataset: str, pred: str, protocol: str, workers: s
 def child_compute(data: str, dataset: str, pred: str, protocols: list[str], references: list[str]) -> dict:
     """Every array in memory, then our code and the reference side by side on them."""
     import a2fbench
-    from a2fbench.evaluate import score_arrays
-    from a2fbench.metrics import reference as R
+    from a2fbench.scoring.evaluate import score_arrays
+    from a2fbench.scoring.metrics import reference as R
 
     ds = a2fbench.open_dataset(data, dataset)
     ids = ds.split("test")
@@ -143,10 +143,10 @@ def _run_child(*args: str) -> dict:
 
 def _prepare(work: Path, dataset: str) -> tuple[Path, Path]:
     import a2fbench
-    from a2fbench.predictions import write_prediction
     from a2fbench.prepare import prepare_dataset
     from a2fbench.registry import get_spec
-    from a2fbench.synth import synth_dataset
+    from a2fbench.scoring.predictions import write_prediction
+    from a2fbench.sources.synth import synth_dataset
 
     data, raw, pred = work / "data", work / "raw", work / f"pred_{dataset}"
     spec = get_spec(dataset)
@@ -168,7 +168,7 @@ def _prepare(work: Path, dataset: str) -> tuple[Path, Path]:
     gt_npy = work / f"gt_npy_{dataset}"
     if not gt_npy.is_dir() or len(list(gt_npy.glob("*.npy"))) != len(ids):
         print(f"[{dataset}] writing ground truth as per-sequence .npy (the reference scripts' layout) ...", flush=True)
-        from a2fbench.fsutil import write_npy
+        from a2fbench.util.fsutil import write_npy
 
         for sid in ids:
             write_npy(gt_npy / f"{sid}.npy", ds[sid].motion)

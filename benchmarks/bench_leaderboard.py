@@ -9,7 +9,7 @@ Measures, in one run on one machine:
   - the naive way: the same server rebuilding the page on every request (`serve --no-cache`);
 * where a rebuild's time goes (query, per-sequence matrices, ranking with paired-bootstrap ties, render);
 * the page in headless Chromium (when installed): time to an interactive page, and one column sort;
-* ties the reference way: `a2fbench.compare.compare` (scipy paired bootstrap + permutation test) called per pair
+* ties the reference way: `a2fbench.scoring.compare.compare` (scipy paired bootstrap + permutation test) called per pair
   against the best entry, versus our vectorized paired bootstrap over the whole board.
 
 Usage:
@@ -139,8 +139,8 @@ def breakdown(path: Path) -> dict:
 
 
 def ties_reference(path: Path, pairs: int) -> dict:
-    """a2fbench.compare per pair (the reference way) vs our vectorized paired bootstrap, on D1's group."""
-    from a2fbench.compare import compare
+    """a2fbench.scoring.compare per pair (the reference way) vs our vectorized paired bootstrap, on D1's group."""
+    from a2fbench.scoring.compare import compare
 
     conn = db.connect(path)
     entries = [e for e in db.fetch_entries(conn, datasets=["D1"], kind="evaluated") if e["method"].startswith("method-")]

@@ -2,7 +2,7 @@
 
 Side by side in one run, each arm in its own fresh process (so its peak resident memory is its own):
 
-* ``ours``: :func:`a2fbench.pca.fit` on the store (CPU, defaults: 3 passes, seed 0); ``ours-pP`` and
+* ``ours``: :func:`a2fbench.spaces.pca.fit` on the store (CPU, defaults: 3 passes, seed 0); ``ours-pP`` and
   ``ours-pP-osM`` with P passes and M oversampling columns;
 * ``sklearn``: ``IncrementalPCA(n_components=K, batch_size=1095).partial_fit`` on consecutive 1095-row batches
   of the same rows (motion minus template, float32 as in the reference measurement), streamed from the same
@@ -64,7 +64,7 @@ class _Limited:
 
 def _source(data: str, dataset: str, block: int, max_rows: int | None):
     import a2fbench
-    from a2fbench.pca import DatasetSource
+    from a2fbench.spaces.pca import DatasetSource
 
     ds = a2fbench.open_dataset(data, dataset)
     src = DatasetSource(ds, "train", block)
@@ -72,7 +72,7 @@ def _source(data: str, dataset: str, block: int, max_rows: int | None):
 
 
 def arm_ours(a: argparse.Namespace, out: Path, passes: int | None = None, oversample: int | None = None) -> dict:
-    from a2fbench import pca
+    from a2fbench.spaces import pca
 
     src, ds = _source(a.data, a.dataset, pca.DEFAULT_BLOCK_ROWS, a.max_rows)
     scratch = Path(tempfile.mkdtemp(dir=ds.path))  # where fit_dataset spills: beside the store

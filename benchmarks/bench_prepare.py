@@ -114,7 +114,7 @@ def main() -> None:
     global SIZE
     SIZE = args.size
     from a2fbench.registry import get_spec
-    from a2fbench.synth import estimate_bytes, plan
+    from a2fbench.sources.synth import estimate_bytes, plan
 
     work = Path(tempfile.mkdtemp(prefix="a2f-bench-prepare-", dir=args.work))
     results = {"machine": f"{platform.machine()} {os.cpu_count()} cores ({platform.platform()}), shared",

@@ -27,8 +27,8 @@ import torch
 
 from a2fbench import spaces
 from a2fbench.registry import get_space, space_channels
-from a2fbench.synth import write_blendshape_basis, write_flame_model
-from a2fbench.synth_face import make_face
+from a2fbench.sources.synth import write_blendshape_basis, write_flame_model
+from a2fbench.sources.synth.face import make_face
 
 
 def _time(fn, frames: int, repeat: int = 3) -> float:

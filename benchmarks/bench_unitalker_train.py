@@ -29,16 +29,17 @@ import torch
 
 
 def full_epoch_audio_seconds() -> float:
-    """Σ over D0..D7 of full-size training seconds x unitalker.duplicate."""
+    """Σ over D0..D7 of full-size training seconds x the paper's per-dataset repetition (data.duplicate)."""
     from a2fbench.registry import all_specs
-    from a2fbench.synth import plan
+    from a2fbench.sources.synth import plan
+    from unitalker.data import PAPER_DUPLICATE
 
     total = 0.0
     for spec in all_specs():
         secs = sum(p.seconds for p in plan(spec, "full") if p.split == "train")
         if spec.splits.rule == "subject_hash":  # split assigned by prepare: count the training share
             secs *= float(spec.splits.fractions.get("train", 0.8))
-        total += secs * int(spec.unitalker.duplicate)
+        total += secs * int(PAPER_DUPLICATE.get(spec.id, 1))
     return total
 
 
@@ -87,16 +88,16 @@ def main() -> None:
     try:
         data = a.data
         if data is None:
-            from a2fbench.pca import fit_dataset
             from a2fbench.prepare import prepare_dataset
-            from a2fbench.synth import synth_dataset
+            from a2fbench.sources.synth import synth_dataset
+            from a2fbench.spaces.pca import fit_dataset
 
             data = work / "data"
             for spec in resolve("D0..D7"):
                 synth_dataset(spec, work / "raw", size="small", progress=False)
                 prepare_dataset(spec, work / "raw", data, progress=False)
             for d in ("D0", "D1", "D2"):
-                fit_dataset(data, d, components=16, progress=False)
+                fit_dataset(d, data, components=16, progress=False)
         datasets = [s.id for s in resolve(a.datasets)]
         (work / "runs").mkdir()
         common = [f"train.device={a.device}"]

@@ -18,7 +18,7 @@ DB_OPT = click.option("--db", "db_path", type=click.Path(dir_okay=False, path_ty
 
 
 def _db(path: Optional[Path]) -> Path:
-    from a2fbench.paths import default_db
+    from a2fbench.util.paths import default_db
 
     return Path(path) if path is not None else default_db()
 

@@ -8,6 +8,7 @@ a string meets HTML (``render.py``), so the stored text is exactly what the user
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -15,14 +16,23 @@ import unicodedata
 from pathlib import Path
 from typing import Any, Optional
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from a2fbench.errors import A2FBenchError
+from a2fbench.errors import A2FBenchError, UnknownNameError
+from a2fbench.registry import get_spec
+from a2fbench.scoring.metrics.table import NAMES, RANKED
 
-#: Metrics shown as columns, in order. Reported rows may only use these names.
-METRICS = ("LVE", "MVE", "UFVE", "FDD", "FDD_abs")
+#: Metrics shown as columns, in order (the metric table's). Reported rows may only use these names.
+METRICS = NAMES
 #: Metrics whose rank counts towards the overall (Borda) rank: one per thing measured (FDD_abs, not FDD).
-RANK_METRICS = ("LVE", "MVE", "UFVE", "FDD_abs")
+RANK_METRICS = RANKED
 MAX_NAME = 200
 MAX_TEXT = 2000
 
@@ -189,9 +199,6 @@ class ReportedEntry(MethodMeta):
     @field_validator("dataset", mode="before")
     @classmethod
     def _dataset(cls, v: Any) -> str:
-        from a2fbench.errors import UnknownNameError
-        from a2fbench.registry import get_spec
-
         s = clean_text(v, "dataset", MAX_NAME, required=True)
         try:
             return get_spec(s).id  # type: ignore[arg-type]
@@ -209,8 +216,6 @@ class ReportedEntry(MethodMeta):
 
     def fingerprint(self) -> str:
         """Content fingerprint: re-adding the same claim is idempotent."""
-        import hashlib
-
         body = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return "reported:sha256:" + hashlib.sha256(body.encode()).hexdigest()
 
@@ -235,8 +240,6 @@ def method_meta(**kwargs: Any) -> MethodMeta:
 
 def load_reported(path: str | Path) -> list[ReportedEntry]:
     """Read reported rows from YAML or JSON: a list of entries, or ``{"reported": [...]}``."""
-    import yaml
-
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")

@@ -4,7 +4,7 @@ Rules (docs/leaderboard.md says the same in prose):
 
 * **Groups.** Evaluated entries are ranked only against entries measured on the same ground truth under the
   same rules: same dataset, split, protocol name and version, dataset fingerprint (the prepared store) and
-  lip/upper-face region set (its digest), i.e. exactly what :func:`a2fbench.compare.compare` requires of
+  lip/upper-face region set (its digest), i.e. exactly what :func:`a2fbench.scoring.compare.compare` requires of
   two comparable files. Reported rows are
   never ranked (their protocol and units are unverified); they are shown beside the evaluated rows.
 * **Rank per metric.** Lower is better for every metric; signed FDD is ranked by ``|FDD|`` (distance from the
@@ -15,42 +15,45 @@ Rules (docs/leaderboard.md says the same in prose):
   statistic is the metric's own aggregate (frame-pooled for LVE/MVE/UFVE, sequence means for FDD/FDD_abs).
   When the two entries were scored on different sequence sets (or one has no per-sequence scores), the
   fallback is overlap of the two 95% intervals stored in the results files.
-* **Overall.** Borda count over (group, metric) pairs for the metrics in ``RANK_METRICS``: in each pair, each
+* **Overall.** Borda count over (group, metric) pairs for the rankable metrics of the metric table: in each pair, each
   method (name + version, its best entry) gets one point per method it beats strictly. Ordered by points,
   then mean rank.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 from collections import defaultdict
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
-from .db import SEQ_COLUMNS
-from .model import METRICS, RANK_METRICS
+from a2fbench.scoring.metrics import stats
+from a2fbench.scoring.metrics.table import METRICS, NAMES, RANKED
+
+from .scores import SEQ_COLUMNS
 
 N_BOOT = 1000
 SEED = 0
 _CHUNK = 2048
 _COL = {k: j for j, k in enumerate(SEQ_COLUMNS, 1)}
-_SEQ_KEY = {"LVE": "LVE", "MVE": "MVE", "UFVE": "UFVE", "FDD": "FDD", "FDD_abs": "FDD"}
 
 
 def group_key(e: dict) -> tuple:
+    """Entries ranked together: reported rows by dataset, split and protocol as claimed; evaluated entries by the
+    comparability key of :mod:`a2fbench.scoring.metrics.stats` (what ``compare`` requires of two files)."""
     if e["kind"] == "reported":
         return ("reported", e["dataset"], e["split"], e["protocol"])
-    return ("evaluated", e["dataset"], e["split"], e["protocol"], e.get("protocol_version"),
-            e.get("dataset_fingerprint"), e.get("regions_digest"))
+    return ("evaluated",) + stats.comparability_key(e["dataset"], e["split"], e["protocol"], e.get("protocol_version"),
+                                                    e.get("length_policy"), e.get("dataset_fingerprint"),
+                                                    e.get("regions_digest"))
 
 
 def score(metric: str, value: Optional[float]) -> Optional[float]:
     """The number that is ranked (lower is better): the value, or ``|FDD|`` for signed FDD."""
     if value is None or not np.isfinite(value):
         return None
-    return abs(value) if metric == "FDD" else float(value)
+    return abs(value) if METRICS[metric].ranked_by_abs else float(value)
 
 
 def _abs_interval(ci: list[float]) -> tuple[float, float]:
@@ -63,77 +66,35 @@ def _abs_interval(ci: list[float]) -> tuple[float, float]:
 def ci_overlap(metric: str, a: Optional[list[float]], b: Optional[list[float]]) -> Optional[bool]:
     if not a or not b:
         return None
-    if metric == "FDD":
+    if METRICS[metric].ranked_by_abs:
         a, b = list(_abs_interval(a)), list(_abs_interval(b))
     return bool(a[0] <= b[1] and b[0] <= a[1])
 
 
-@functools.lru_cache(maxsize=64)
-def _weights(n_seq: int, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, n_seq) resampling counts: row b says how often each sequence is drawn in replicate b."""
-    w = np.random.default_rng(seed).multinomial(n_seq, np.full(n_seq, 1.0 / n_seq), size=n_boot).astype(np.float64)
-    w.flags.writeable = False
-    return w
-
-
-@contextlib.contextmanager
-def _single_threaded_blas() -> Iterator[None]:
+def _single_threaded_blas() -> Any:
     """These products are small: on a loaded 2-core machine multi-threaded BLAS makes them 10-100x slower."""
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        yield
-        return
-    with threadpool_limits(1, user_api="blas"):
-        yield
+    return threadpool_limits(1, user_api="blas")
 
 
-def _boot_stat(metric: str, w: np.ndarray, mats: np.ndarray) -> np.ndarray:
-    """Bootstrap replicates (B, n) of ``metric``'s aggregate for n entries; ``mats`` is (n, S, 1 + cols)."""
-    x = mats[:, :, _COL[_SEQ_KEY[metric]]].T          # (S, n)
-    if metric in ("LVE", "MVE", "UFVE"):
-        f = mats[:, :, 0].T                            # (S, n) frame counts, per entry
-        if (f == f[:, :1]).all():                      # the usual case: every entry scored the same frames
-            return (w @ (f * x)) / (w @ f[:, :1])
-        return (w @ (f * x)) / (w @ f)
-    s = w.shape[1]
-    if metric == "FDD_abs":
-        return (w @ np.abs(x)) / s
-    return np.abs(w @ x) / s                           # FDD ranked by |mean|
+def boot_stat(metric: str, w: np.ndarray, mats: np.ndarray) -> np.ndarray:
+    """Bootstrap replicates (B, n) of ``metric``'s ranked aggregate for n entries; ``mats`` is (n, S, 1 + cols):
+    the metric's own aggregate on each resampled draw (:func:`a2fbench.scoring.metrics.stats.replicates`),
+    its absolute value for a metric ranked by distance from 0 (signed FDD)."""
+    x = mats[:, :, _COL[METRICS[metric].per_sequence_key]].T   # (S, n)
+    f = mats[:, :, 0].T                                         # (S, n) frame counts, per entry
+    reps = stats.replicates(metric, w, x, f)
+    return np.abs(reps) if METRICS[metric].ranked_by_abs else reps
 
 
 def paired_ties(metric: str, best: np.ndarray, others: np.ndarray, n_boot: int = N_BOOT,
                 seed: int = SEED) -> np.ndarray:
     """For each of ``others`` (n, S, 1 + cols): does the paired 95% CI of (other - best) contain 0?"""
-    w = _weights(best.shape[0], n_boot, seed)
-    b = _boot_stat(metric, w, best[None])[:, 0]      # (B,)
+    w = stats.counts_matrix(best.shape[0], n_boot, seed)
+    b = boot_stat(metric, w, best[None])[:, 0]      # (B,)
     out = np.empty(others.shape[0], dtype=bool)
     for k in range(0, others.shape[0], _CHUNK):
-        out[k:k + _CHUNK] = ci_contains_zero(_boot_stat(metric, w, others[k:k + _CHUNK]) - b[:, None])
+        out[k:k + _CHUNK] = stats.interval_contains_zero(boot_stat(metric, w, others[k:k + _CHUNK]) - b[:, None])
     return out
-
-
-def ci_contains_zero(d: np.ndarray, level: float = 0.95) -> np.ndarray:
-    """Per column of ``d`` (B, n): is 0 inside the percentile interval (numpy's linear interpolation)?
-
-    Exactly ``lo <= 0 <= hi`` with ``lo, hi = np.percentile(d, [2.5, 97.5], axis=0)``, but decided from counts
-    of non-positive / negative replicates; only the columns where 0 falls between the two order statistics
-    that the interpolation mixes are sorted (``np.percentile`` partitions every column: 10x slower here).
-    """
-    n_boot = d.shape[0]
-    q_lo, q_hi = (1 - level) / 2 * (n_boot - 1), (1 + level) / 2 * (n_boot - 1)
-    k, j = int(np.floor(q_lo)), int(np.floor(q_hi))
-    n_le = np.count_nonzero(d <= 0, axis=0)   # s_k <= 0  <=>  n_le >= k + 1
-    n_lt = np.count_nonzero(d < 0, axis=0)    # s_j <  0  <=>  n_lt >= j + 1
-    lo_ok = n_le >= k + 2                     # s_{k+1} <= 0: lo, between s_k and s_{k+1}, is <= 0
-    hi_ok = n_lt <= j                         # s_j >= 0: hi, between s_j and s_{j+1}, is >= 0
-    amb_lo, amb_hi = n_le == k + 1, n_lt == j + 1
-    amb = np.flatnonzero(amb_lo | amb_hi)
-    if amb.size:
-        lo, hi = np.percentile(d[:, amb], [100 * q_lo / (n_boot - 1), 100 * q_hi / (n_boot - 1)], axis=0)
-        lo_ok[amb] = np.where(amb_lo[amb], lo <= 0, lo_ok[amb])
-        hi_ok[amb] = np.where(amb_hi[amb], hi >= 0, hi_ok[amb])
-    return lo_ok & hi_ok
 
 
 def rank_entries(entries: list[dict], scores: dict[int, tuple[str, np.ndarray]], *, n_boot: int = N_BOOT,
@@ -166,13 +127,13 @@ def _rank_group(members: list[dict], scores: dict, n_boot: int, seed: int) -> No
     ids = np.array([e["id"] for e in members])
     seqsets = [scores[e["id"]][0] if e["id"] in scores else None for e in members]
     stacks: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # sequence set -> (member positions, (k, S, C) scores)
-    for metric in METRICS:
+    for metric in NAMES:
         vals = np.full(n, np.nan)
         for i, e in enumerate(members):
             m = e["metrics"].get(metric)
             if m is not None and m.get("value") is not None:
                 vals[i] = m["value"]
-        if metric == "FDD":
+        if METRICS[metric].ranked_by_abs:
             vals = np.abs(vals)
         have = np.flatnonzero(np.isfinite(vals))
         if not have.size:
@@ -192,7 +153,7 @@ def _rank_group(members: list[dict], scores: dict, n_boot: int, seed: int) -> No
                 sel = np.array([i for i in range(n) if seqsets[i] == ss])
                 stacks[ss] = (sel, np.stack([scores[members[i]["id"]][1] for i in sel]))
             sel, mats = stacks[ss]
-            col = _COL[_SEQ_KEY[metric]]
+            col = _COL[METRICS[metric].per_sequence_key]
             usable = ~np.isnan(mats[:, :, col]).any(axis=1) & np.isfinite(vals[sel])
             pos_b = int(np.flatnonzero(sel == b)[0])
             if usable[pos_b] and mats.shape[1] >= 2:
@@ -221,7 +182,7 @@ def method_key(e: dict) -> tuple[str, str]:
     return (e["method"], e.get("version") or "")
 
 
-def overall(entries: Iterable[dict], metrics: tuple[str, ...] = RANK_METRICS) -> list[dict[str, Any]]:
+def overall(entries: Iterable[dict], metrics: tuple[str, ...] = RANKED) -> list[dict[str, Any]]:
     """Borda count across (group, metric) pairs of evaluated entries; see the module docstring."""
     points: dict[tuple, int] = defaultdict(int)
     ranks: dict[tuple, list[int]] = defaultdict(list)

@@ -20,6 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
+from a2fbench.util.fsutil import atomic_path
+
 from . import db, ranking
 from .model import METRICS
 
@@ -242,7 +244,6 @@ def entry_detail(conn: sqlite3.Connection, entry_id: int) -> Optional[dict]:
 
 def export_html(conn: sqlite3.Connection, out: Path) -> int:
     """Write the self-contained page (per-sequence scores embedded for the drill-down). Returns entry count."""
-    from a2fbench.fsutil import atomic_path
 
     entries, overall = load_ranked(conn)
     per_seq = {}

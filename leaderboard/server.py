@@ -33,6 +33,9 @@ from pathlib import Path
 from typing import Iterator, Optional
 from urllib.parse import parse_qs, urlsplit
 
+from a2fbench.errors import A2FBenchError
+from a2fbench.registry import resolve
+
 from . import db, render
 from .model import LeaderboardError
 
@@ -156,7 +159,6 @@ class Handler(BaseHTTPRequestHandler):
                 q = parse_qs(url.query)
                 datasets = None
                 if q.get("dataset"):
-                    from a2fbench.registry import resolve
 
                     datasets = [s.id for s in resolve(q["dataset"][0])]
                 kind = (q.get("kind") or [None])[0]
@@ -178,7 +180,6 @@ class Handler(BaseHTTPRequestHandler):
         except LeaderboardError as e:
             self._error(400, str(e))
         except Exception as e:  # one failed request must not take the server down
-            from a2fbench.errors import A2FBenchError
 
             if isinstance(e, A2FBenchError):
                 return self._error(400, str(e))

@@ -8,6 +8,10 @@ from pathlib import Path
 from typing import Optional
 
 from a2fbench.errors import A2FBenchError, ResultSchemaError
+from a2fbench.registry import get_spec
+from a2fbench.scoring.evaluate import evaluate
+from a2fbench.scoring.results import load
+from a2fbench.util.paths import default_data
 
 from . import db
 from .model import LeaderboardError, MethodMeta
@@ -18,9 +22,7 @@ VERIFY_REL_TOL = 1e-6
 
 
 def load_results(path: str | os.PathLike) -> dict:
-    """:func:`a2fbench.results.load` plus what the leaderboard needs on top: a content hash, a known dataset."""
-    from a2fbench.registry import get_spec
-    from a2fbench.results import load
+    """:func:`a2fbench.scoring.results.load` plus what the leaderboard needs on top: a content hash, a known dataset."""
 
     doc = load(path)  # schema, content hash, aggregates vs per-sequence scores
     if not doc.get("content_hash"):
@@ -74,9 +76,8 @@ def compare_docs(submitted: dict, fresh: dict) -> list[str]:
 
 def verify(doc: dict, pred: Path, data: Path) -> None:
     """Re-run the evaluation on the local store; raise :class:`LeaderboardError` unless the numbers agree."""
-    from a2fbench.evaluate import evaluate
 
-    fresh = evaluate(pred, doc["dataset"]["id"], data, split=doc["dataset"]["split"],
+    fresh = evaluate(doc["dataset"]["id"], pred, data, split=doc["dataset"]["split"],
                      protocol=doc["protocol"]["name"])
     problems = compare_docs(doc, fresh)
     if problems:
@@ -92,7 +93,6 @@ def submit_file(db_path: str | os.PathLike, results_path: str | os.PathLike, met
     verified = False
     if verify_pred is not None:
         if data is None:
-            from a2fbench.paths import default_data
 
             data = default_data()
         verify(doc, Path(verify_pred), Path(data))

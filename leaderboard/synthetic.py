@@ -1,8 +1,8 @@
 """Synthetic but valid results documents, for tests, demos and the 10,000-entry benchmark.
 
-A document built here passes :func:`a2fbench.results.validate`: its aggregates are recomputed from its
-per-sequence scores with :func:`a2fbench.results.aggregate`, its 95% intervals come from a percentile bootstrap
-over sequences, and :func:`a2fbench.results.finalize` sets its content hash. Per-sequence scores follow a
+A document built here passes :func:`a2fbench.scoring.results.validate`: its aggregates are recomputed from its
+per-sequence scores with :func:`a2fbench.scoring.results.aggregate`, its 95% intervals come from a percentile bootstrap
+over sequences, and :func:`a2fbench.scoring.results.finalize` sets its content hash. Per-sequence scores follow a
 simple model so that tests can know the answer: a per-sequence difficulty shared by every method on the same
 dataset (``dataset_seed``), times a method factor ``scale``, times independent noise of relative size
 ``noise``. Two methods with the same ``scale`` are tied in truth; a large ``scale`` gap is a real difference.
@@ -15,29 +15,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from a2fbench.results import AGGREGATION, METRICS, PER_SEQUENCE_KEY, aggregate, finalize
+from a2fbench.registry import get_spec
+from a2fbench.scoring.metrics import stats
+from a2fbench.scoring.metrics.table import METRICS
+from a2fbench.scoring.results import aggregate, finalize
 
 UNITS = {"LVE": "m^2", "MVE": "m", "UFVE": "m", "FDD": "m^2", "FDD_abs": "m^2"}
 BASE = {"LVE": 1.0e-5, "MVE": 2.0e-3, "UFVE": 1.0e-3, "FDD": 2.0e-6}
-
-
-def bootstrap_ci(metric: str, per_sequence: list[dict], n_boot: int = 1000, seed: int = 0) -> Optional[list[float]]:
-    """Percentile 95% interval of ``metric``'s aggregate over sequences resampled with replacement."""
-    key = PER_SEQUENCE_KEY[metric]
-    rows = [r for r in per_sequence if r.get(key) is not None]
-    if len(rows) < 2:
-        return None
-    x = np.array([float(r[key]) for r in rows])
-    f = np.array([float(r["frames"]) for r in rows])
-    if AGGREGATION[metric] == "mean_abs_sequences":
-        x = np.abs(x)
-    w = np.random.default_rng(seed).multinomial(len(rows), np.full(len(rows), 1 / len(rows)), size=n_boot)
-    if AGGREGATION[metric] == "pooled_frames":
-        b = (w * f) @ x / ((w * f).sum(axis=1))
-    else:
-        b = w @ x / len(rows)
-    lo, hi = np.percentile(b, [2.5, 97.5])
-    return [float(lo), float(hi)]
 
 
 def make_results(*, dataset: str = "D1", split: str = "test", protocol: str = "a2f", n_seq: int = 12,
@@ -45,7 +29,6 @@ def make_results(*, dataset: str = "D1", split: str = "test", protocol: str = "a
                  seq_ids: Optional[Sequence[str]] = None, n_boot: int = 200, regions: str = "default",
                  created: str = "2026-01-01T00:00:00+00:00") -> dict:
     """A finalized, self-consistent results document (see the module docstring for the score model)."""
-    from a2fbench.registry import get_spec
 
     spec = get_spec(dataset)
     drng = np.random.default_rng(dataset_seed)
@@ -64,9 +47,11 @@ def make_results(*, dataset: str = "D1", split: str = "test", protocol: str = "a
         per_sequence.append(row)
     metrics = {}
     for m in METRICS:
-        metrics[m] = {"value": aggregate(m, per_sequence), "unit": UNITS[m],
-                      "ci95": bootstrap_ci(m, per_sequence, n_boot=n_boot, seed=seed),
-                      "aggregation": AGGREGATION[m], "higher_is_better": False, "version": 1}
+        key = METRICS[m].per_sequence_key
+        ci = stats.bootstrap_ci(m, [r[key] for r in per_sequence], [r["frames"] for r in per_sequence],
+                                n_resamples=n_boot, seed=seed)
+        metrics[m] = {"value": aggregate(m, per_sequence), "unit": UNITS[m], "ci95": list(ci),
+                      "aggregation": METRICS[m].aggregation, "higher_is_better": False, "version": 1}
     fp_ds = "sha256:" + hashlib.sha256(f"synthetic {spec.id} {dataset_seed}".encode()).hexdigest()
     fp_pred = "sha256:" + hashlib.sha256(f"predictions {spec.id} {seed} {scale} {noise}".encode()).hexdigest()
     doc = {

@@ -22,7 +22,7 @@ SHARED_RESOURCES = Path(os.environ.get("A2FBENCH_SHARED_RESOURCES", REPO.parent 
 @pytest.fixture(scope="session")
 def raw_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """RAW root with tiny stand-ins of every dataset (read-only: copy before modifying)."""
-    from a2fbench.synth import synth_dataset
+    from a2fbench.sources.synth import synth_dataset
 
     root = tmp_path_factory.mktemp("raw_tiny")
     for spec in all_specs():

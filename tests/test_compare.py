@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from a2fbench.compare import compare, compare_files
 from a2fbench.errors import ResultSchemaError
-from a2fbench.fsutil import write_json
-from a2fbench.results import aggregate, finalize
+from a2fbench.scoring.compare import compare, compare_files
+from a2fbench.scoring.results import aggregate, finalize
+from a2fbench.util.fsutil import write_json
 
 
 def _doc(values: dict[str, list[float]], frames: list[int], *, ids=None, dataset="D1", fp="sha256:aa",

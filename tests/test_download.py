@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from a2fbench import download as dl
 from a2fbench.errors import A2FBenchError, ChecksumMismatch, DownloadError, RawDataError
-from a2fbench.fsutil import sha256_file
 from a2fbench.registry import get_spec
-from a2fbench.synth import MARKER
+from a2fbench.sources import download as dl
+from a2fbench.sources.raw import SYNTH_MARKER as MARKER
+from a2fbench.util.fsutil import sha256_file
 
 REAL_PREFIX = "https://raw.githubusercontent.com/"
 

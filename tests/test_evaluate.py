@@ -12,10 +12,10 @@ import pytest
 
 import a2fbench
 from a2fbench.errors import PredictionError
-from a2fbench.evaluate import evaluate
-from a2fbench.metrics import reference as R
-from a2fbench.predictions import write_prediction
-from a2fbench.results import load, validate
+from a2fbench.scoring.evaluate import evaluate
+from a2fbench.scoring.metrics import reference as R
+from a2fbench.scoring.predictions import write_prediction
+from a2fbench.scoring.results import load, validate
 
 
 def _write(pred: Path, ds, split: str = "test", fn=None, *, cond: str | None = "", dtype=None) -> list[str]:
@@ -45,11 +45,11 @@ def _strip(doc: dict) -> dict:
 def test_closed_forms_vocaset(data_tiny: Path, tmp_path: Path) -> None:
     ds = a2fbench.open_dataset(data_tiny, "D1")
     _write(tmp_path / "zero", ds)
-    doc = evaluate(tmp_path / "zero", "D1", data_tiny, progress=False)
+    doc = evaluate("D1", tmp_path / "zero", data_tiny, progress=False)
     assert all(doc["metrics"][m]["value"] == 0.0 for m in ("LVE", "MVE", "UFVE", "FDD", "FDD_abs"))
     c = np.array([0.001, 0.002, -0.002])
     _write(tmp_path / "off", ds, fn=lambda m, s, r: (m.astype(np.float64).reshape(len(m), -1, 3) + c).reshape(len(m), -1))
-    doc = evaluate(tmp_path / "off", "D1", data_tiny, progress=False)
+    doc = evaluate("D1", tmp_path / "off", data_tiny, progress=False)
     want = float((c ** 2).sum())
     # the float32 ground truth rounds its own coordinates; the offset is exact in float64
     assert doc["metrics"]["LVE"]["value"] == pytest.approx(want, rel=1e-6)
@@ -73,9 +73,9 @@ def test_codetalker_bitwise_against_reference(data_tiny: Path, tmp_path: Path, d
     preds = [np.load(tmp_path / "p" / f"{s}_condition_{ds[s].subject}.npy") for s in ids]
     tms = [np.asarray(ds.template(ds[s].subject)) for s in ids]
     ref = R.codetalker(gts, preds, tms, regs["lips"], regs["upper"], V)
-    one = evaluate(tmp_path / "p", dataset, data_tiny, protocol="codetalker", chunk_mb=1e-6, workers=1,
+    one = evaluate(dataset, tmp_path / "p", data_tiny, protocol="codetalker", chunk_mb=1e-6, workers=1,
                    progress=False)
-    big = evaluate(tmp_path / "p", dataset, data_tiny, protocol="codetalker", workers=2, progress=False)
+    big = evaluate(dataset, tmp_path / "p", data_tiny, protocol="codetalker", workers=2, progress=False)
     assert _strip(one) == _strip(big)  # chunking and worker processes change nothing, to the bit
     assert one["metrics"]["LVE"]["value"] == float(ref["LVE"])
     assert one["metrics"]["FDD"]["value"] == float(ref["FDD"])
@@ -92,14 +92,14 @@ def test_facediffuser_truncates_both_and_others_refuse_short(data_tiny: Path, tm
     preds = [np.load(tmp_path / "p" / f"{s}.npy") for s in ids]
     tms = [np.asarray(ds.template(ds[s].subject)) for s in ids]
     ref = R.facediffuser(gts, preds, tms, regs["lips"], regs["upper"], 23370)
-    doc = evaluate(tmp_path / "p", "D0", data_tiny, protocol="facediffuser", progress=False)
+    doc = evaluate("D0", tmp_path / "p", data_tiny, protocol="facediffuser", progress=False)
     assert doc["metrics"]["LVE"]["value"] == float(ref["LVE"])
     assert doc["metrics"]["FDD"]["value"] == float(ref["FDD"])
     assert doc["metrics"]["MVE"]["value"] == pytest.approx(float(ref["MVE"]), rel=1e-9)
     assert doc["dataset"]["n_frames"] == sum(len(g) - 3 for g in gts)
     for proto in ("a2f", "codetalker"):
         with pytest.raises(PredictionError, match=r"expected at least \d+ frames"):
-            evaluate(tmp_path / "p", "D0", data_tiny, protocol=proto, progress=False)
+            evaluate("D0", tmp_path / "p", data_tiny, protocol=proto, progress=False)
 
 
 def test_a2f_matches_literal_reference(data_tiny: Path, tmp_path: Path) -> None:
@@ -109,7 +109,7 @@ def test_a2f_matches_literal_reference(data_tiny: Path, tmp_path: Path) -> None:
     from a2fbench.spaces import converter
 
     conv = converter(ds.card["space"], ds.space_arrays())
-    doc = evaluate(tmp_path / "p", "D3", data_tiny, progress=False)
+    doc = evaluate("D3", tmp_path / "p", data_tiny, progress=False)
     validate(doc)
     regs = ds.regions
     for s, row in zip(ids, doc["per_sequence"]):
@@ -132,8 +132,8 @@ def test_parameter_and_vertex_predictions_agree(data_tiny: Path, tmp_path: Path)
     _write(tmp_path / "par", ds, fn=fn)
     for f in sorted((tmp_path / "par").iterdir()):
         write_prediction(tmp_path / "ver", f.stem, conv.to_vertices(np.load(f)))
-    a = evaluate(tmp_path / "par", "D5", data_tiny, progress=False)
-    b = evaluate(tmp_path / "ver", "D5", data_tiny, progress=False)
+    a = evaluate("D5", tmp_path / "par", data_tiny, progress=False)
+    b = evaluate("D5", tmp_path / "ver", data_tiny, progress=False)
     assert a["predictions"]["kind"] == ["parameters"] and b["predictions"]["kind"] == ["vertices"]
     for m in a["metrics"]:
         assert a["metrics"][m]["value"] == b["metrics"][m]["value"], m
@@ -146,8 +146,8 @@ def test_test_b_conditions_are_averaged(data_tiny: Path, tmp_path: Path) -> None
     for k, cond in enumerate(("F2", "M3")):
         _write(tmp_path / "all", ds, "test_b", fn=_noisy(1e-3 * (k + 1)), cond=cond)
         _write(tmp_path / cond, ds, "test_b", fn=_noisy(1e-3 * (k + 1)))
-    both = evaluate(tmp_path / "all", "D0", data_tiny, split="test_b", progress=False)
-    one = [evaluate(tmp_path / c, "D0", data_tiny, split="test_b", progress=False) for c in ("F2", "M3")]
+    both = evaluate("D0", tmp_path / "all", data_tiny, split="test_b", progress=False)
+    one = [evaluate("D0", tmp_path / c, data_tiny, split="test_b", progress=False) for c in ("F2", "M3")]
     for i, sid in enumerate(ids):
         row = both["per_sequence"][i]
         assert row["id"] == sid and row["conditions"] == ["F2", "M3"]
@@ -158,15 +158,15 @@ def test_test_b_conditions_are_averaged(data_tiny: Path, tmp_path: Path) -> None
     _write(tmp_path / "a", ds, cond=None)
     _write(tmp_path / "a", ds, cond="M1", fn=_noisy(1.0))  # an unseen-subject condition: not scored
     with pytest.raises(PredictionError, match="do not belong"):
-        evaluate(tmp_path / "a", "D0", data_tiny, progress=False)
-    own = evaluate(tmp_path / "a", "D0", data_tiny, ignore_extra=True, progress=False)
+        evaluate("D0", tmp_path / "a", data_tiny, progress=False)
+    own = evaluate("D0", tmp_path / "a", data_tiny, ignore_extra=True, progress=False)
     assert own["metrics"]["LVE"]["value"] == 0.0
 
 
 def test_fingerprint_is_sha256_of_the_files(data_tiny: Path, tmp_path: Path) -> None:
     ds = a2fbench.open_dataset(data_tiny, "D1")
     _write(tmp_path / "p", ds, fn=_noisy(1e-4, extra=3))
-    doc = evaluate(tmp_path / "p", "D1", data_tiny, progress=False)
+    doc = evaluate("D1", tmp_path / "p", data_tiny, progress=False)
     lines = "".join(f"{f.name}  {hashlib.sha256(f.read_bytes()).hexdigest()}\n"
                     for f in sorted((tmp_path / "p").iterdir()))
     assert doc["predictions"]["fingerprint"] == "sha256:" + hashlib.sha256(lines.encode()).hexdigest()
@@ -177,14 +177,14 @@ def test_fingerprint_is_sha256_of_the_files(data_tiny: Path, tmp_path: Path) -> 
 def test_regions_option(data_tiny: Path, tmp_path: Path) -> None:
     ds = a2fbench.open_dataset(data_tiny, "D1")
     _write(tmp_path / "p", ds, fn=_noisy(1e-3))
-    a = evaluate(tmp_path / "p", "D1", data_tiny, progress=False)
-    b = evaluate(tmp_path / "p", "D1", data_tiny, regions="flame", progress=False)
+    a = evaluate("D1", tmp_path / "p", data_tiny, progress=False)
+    b = evaluate("D1", tmp_path / "p", data_tiny, regions="flame", progress=False)
     assert b["dataset"]["regions"]["set"] == "flame"
     assert b["dataset"]["regions"]["n_upper"] == len(ds.regions_for("flame")["upper"])
     assert a["metrics"]["MVE"]["value"] == b["metrics"]["MVE"]["value"]  # all vertices: region-free
     assert a["metrics"]["UFVE"]["value"] != b["metrics"]["UFVE"]["value"]
     with pytest.raises(a2fbench.A2FBenchError, match="no region set"):
-        evaluate(tmp_path / "p", "D1", data_tiny, regions="nope", progress=False)
+        evaluate("D1", tmp_path / "p", data_tiny, regions="nope", progress=False)
 
 
 def test_write_prediction(tmp_path: Path) -> None:
@@ -314,18 +314,19 @@ def test_cli_evaluate_default_out_and_table(data_tiny: Path, tmp_path: Path, mon
 
 
 def test_workers_split_work_and_errors_surface(data_tiny: Path, tmp_path: Path) -> None:
-    from a2fbench.evaluate import _blocks, _Item
+    from a2fbench.scoring.accumulate import Item as _Item
+    from a2fbench.scoring.parallel import split_blocks as _blocks
 
     plan = [(_Item(f"s{i}", T, [None], [T]), [None]) for i, T in enumerate([10, 10, 10, 70])]
     assert [[it.sid for it, _ in b] for b in _blocks(plan, 2)] == [["s0", "s1", "s2"], ["s3"]]
     assert sum(len(b) for b in _blocks(plan[:1], 2)) == 1
     ds = a2fbench.open_dataset(data_tiny, "D0")
     ids = _write(tmp_path / "p", ds, fn=_noisy(1e-3))
-    a = evaluate(tmp_path / "p", "D0", data_tiny, workers=1, progress=False)
-    b = evaluate(tmp_path / "p", "D0", data_tiny, workers=3, progress=True)
+    a = evaluate("D0", tmp_path / "p", data_tiny, workers=1, progress=False)
+    b = evaluate("D0", tmp_path / "p", data_tiny, workers=3, progress=True)
     assert _strip(a) == _strip(b)
     bad = np.load(tmp_path / "p" / f"{ids[-1]}.npy")
     bad[1, 1] = np.nan
     np.save(tmp_path / "p" / f"{ids[-1]}.npy", bad)
     with pytest.raises(PredictionError, match=f"{ids[-1]}.npy: expected finite values, found NaN or inf at frame 1"):
-        evaluate(tmp_path / "p", "D0", data_tiny, workers=2, progress=False)
+        evaluate("D0", tmp_path / "p", data_tiny, workers=2, progress=False)

@@ -19,10 +19,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from a2fbench.fsutil import write_json
-from a2fbench.results import aggregate, finalize
-from leaderboard import db, ranking, render
-from leaderboard.model import LeaderboardError, load_reported, method_meta, parse_params, parse_seconds
+from a2fbench.scoring.metrics import stats
+from a2fbench.scoring.results import aggregate, finalize
+from a2fbench.util.fsutil import write_json
+from leaderboard import db, entries, ranking, render
+from leaderboard.model import (
+    LeaderboardError,
+    load_reported,
+    method_meta,
+    parse_params,
+    parse_seconds,
+)
 from leaderboard.synthetic import make_results
 
 HOSTILE = "<script>alert(1)</script>"
@@ -217,9 +224,9 @@ def test_bootstrap_statistic_matches_results_aggregate_on_resampled_sequences():
         w = np.bincount(idx, minlength=9).astype(float)[None]
         resampled = [rows[i] for i in idx]
         for m in ("LVE", "MVE", "UFVE", "FDD_abs"):
-            got = ranking._boot_stat(m, w, mat[None])[0, 0]
+            got = ranking.boot_stat(m, w, mat[None])[0, 0]
             assert got == pytest.approx(aggregate(m, resampled), rel=1e-12)
-        assert ranking._boot_stat("FDD", w, mat[None])[0, 0] == pytest.approx(abs(aggregate("FDD", resampled)),
+        assert ranking.boot_stat("FDD", w, mat[None])[0, 0] == pytest.approx(abs(aggregate("FDD", resampled)),
                                                                               rel=1e-12)
 
 
@@ -231,11 +238,11 @@ def test_fast_interval_test_equals_numpy_percentile():
             if trial % 3 == 0:
                 d = np.round(d, 1)  # exact zeros and repeated values: the interpolation boundary cases
             lo, hi = np.percentile(d, [2.5, 97.5], axis=0)
-            assert (ranking.ci_contains_zero(d) == ((lo <= 0) & (0 <= hi))).all()
+            assert (stats.interval_contains_zero(d) == ((lo <= 0) & (0 <= hi))).all()
 
 
 def test_paired_ties_known_answers_and_agreement_with_a2fbench_compare(conn):
-    from a2fbench.compare import compare
+    from a2fbench.scoring.compare import compare
 
     base = make_results(seed=10, n_seq=20, noise=0.05)
     same = make_results(seed=11, n_seq=20, noise=0.05)          # same method quality, other noise: tied
@@ -250,7 +257,7 @@ def test_paired_ties_known_answers_and_agreement_with_a2fbench_compare(conn):
     assert by[other]["metrics"]["LVE"]["tied"] is True
     assert by[ids[2]]["metrics"]["LVE"]["tied"] is False
     assert by[ids[2]]["metrics"]["LVE"]["tie_test"] == "paired_bootstrap"
-    # the same decision as a2fbench.compare's paired bootstrap CI (scipy), on both pairs
+    # the same decision as a2fbench.scoring.compare's paired bootstrap CI (scipy), on both pairs
     docs = {ids[0]: base, ids[1]: same, ids[2]: worse}
     for eid, tied in ((other, True), (ids[2], False)):
         c = compare(docs[best_id], docs[eid], n_resamples=2000)["metrics"]["LVE"]
@@ -328,7 +335,7 @@ def test_migration_from_v1_backfills_scores_and_future_or_foreign_files_are_refu
     db._migrate(raw, str(path), target=1)          # a database written by schema version 1
     assert db.schema_version(raw) == 1
     doc = make_results(seed=4)
-    db._insert_entry(raw, {"fingerprint": doc["content_hash"], "kind": "evaluated", "method": "old", "dataset": "D1",
+    entries._insert_entry(raw, {"fingerprint": doc["content_hash"], "kind": "evaluated", "method": "old", "dataset": "D1",
                            "split": "test", "protocol": "a2f", "submitted_at": "2026-01-01"})
     raw.execute("INSERT INTO documents (entry_id, doc) VALUES (1, ?)", (json.dumps(doc),))
     raw.close()
@@ -456,14 +463,13 @@ def _predictions(data: Path, out: Path, noise: float, seed: int) -> Path:
 
 
 def test_submit_verify_marks_verified_only_when_numbers_agree(tmp_path, data_tiny):
-    from a2fbench.evaluate import evaluate
-
+    from a2fbench.scoring.evaluate import evaluate
     from leaderboard.submit import submit_file
 
     good = _predictions(data_tiny, tmp_path / "good", 1e-3, 0)
     other = _predictions(data_tiny, tmp_path / "other", 2e-3, 1)
     res = tmp_path / "r.json"
-    write_json(res, evaluate(good, "D1", data_tiny, progress=False))
+    write_json(res, evaluate("D1", good, data_tiny, progress=False))
     dbp = tmp_path / "lb.sqlite"
     with pytest.raises(LeaderboardError, match="verification failed: .*nothing was stored"):
         submit_file(dbp, res, method_meta(method="M"), verify_pred=other, data=data_tiny)

@@ -9,11 +9,10 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import pytest
 
-from a2fbench.fsutil import write_json
+from a2fbench.util.fsutil import write_json
 from leaderboard import db
 from leaderboard.synthetic import make_results
 
@@ -68,15 +67,15 @@ def test_20_concurrent_submitters_store_all_200_exactly_once(tmp_path):
 
 _KILLED = textwrap.dedent("""
     import os, signal, sys
-    from leaderboard import db
+    from leaderboard import db, entries
     from leaderboard.model import method_meta
-    from a2fbench.results import load
-    real = db._insert_metrics
+    from a2fbench.scoring.results import load
+    real = entries._insert_metrics
     def half_then_die(conn, entry_id, metrics):
         real(conn, entry_id, dict(list(metrics.items())[:2]))  # the entry row and 2 of 5 metric rows written
         print("mid-transaction", flush=True)
         os.kill(os.getpid(), signal.SIGKILL)
-    db._insert_metrics = half_then_die
+    entries._insert_metrics = half_then_die
     conn = db.connect(sys.argv[1])
     db.submit_doc(conn, load(sys.argv[2]), method_meta(method="killed"))
 """)

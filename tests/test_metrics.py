@@ -5,9 +5,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from a2fbench.metrics import functional as F
-from a2fbench.evaluate import score_arrays
-from a2fbench.metrics import reference as R
+from a2fbench.scoring.evaluate import score_arrays
+from a2fbench.scoring.metrics import functional as F
+from a2fbench.scoring.metrics import reference as R
+from a2fbench.scoring.metrics import stats
+from a2fbench.scoring.metrics.table import (
+    METRICS,
+    NAMES,
+    POOLED,
+    RANKED,
+    SEQUENCE_COLUMNS,
+)
 
 
 def _case(seed: int, gt_dtype=np.float64, pred_dtype=np.float32, sorted_regions: bool = True):
@@ -34,7 +42,7 @@ def _case(seed: int, gt_dtype=np.float64, pred_dtype=np.float32, sorted_regions:
 
 
 def _fast(gts, preds, tms, lips, upper, V, *, protocol: str, chunk: int = 7):
-    """The evaluator's streaming code path (a2fbench.evaluate.score_arrays), chunked by ``chunk`` frames."""
+    """The evaluator's streaming code path (a2fbench.scoring.evaluate.score_arrays), chunked by ``chunk`` frames."""
     return score_arrays(gts, preds, tms, lips, upper, protocol, chunk_frames=chunk)["metrics"]
 
 
@@ -130,45 +138,49 @@ def test_known_values_by_hand() -> None:
     assert F.fdd_sequence(g2, np.zeros((2, 1, 3)), np.zeros(3), np.array([0])) == 2.0
     assert F.pooled_mean([np.array([1.0, 2.0]), np.array([6.0])]) == 3.0
     assert F.mean_over_sequences([1.0, -3.0]) == -1.0 and F.mean_abs_over_sequences([1.0, -3.0]) == 2.0
-    assert F.aggregate_from_sequences("LVE", [1.5, 6.0], [2, 1]) == 3.0
+    assert stats.aggregate("LVE", [1.5, 6.0], [2, 1]) == 3.0
+    assert stats.aggregate("FDD_abs", [1.5, -6.0], [2, 1]) == 3.75
 
 
-def test_metric_info() -> None:
-    assert F.METRIC_INFO["LVE"].unit("m") == "m^2" and F.METRIC_INFO["MVE"].unit("m") == "m"
-    assert F.METRIC_INFO["FDD"].unit("codetalker_area_normalised") == "(codetalker_area_normalised)^2"
-    assert all(not i.higher_is_better and i.version >= 1 for i in F.METRIC_INFO.values())
-    from a2fbench.results import AGGREGATION
-
-    assert {k: v.aggregation for k, v in F.METRIC_INFO.items()} == AGGREGATION
+def test_metric_table() -> None:
+    """One table says what each metric is; the derived lists follow from it."""
+    assert METRICS["LVE"].unit("m") == "m^2" and METRICS["MVE"].unit("m") == "m"
+    assert METRICS["FDD"].unit("codetalker_area_normalised") == "(codetalker_area_normalised)^2"
+    assert all(not m.higher_is_better and m.version >= 1 for m in METRICS.values())
+    assert NAMES == ("LVE", "MVE", "UFVE", "FDD", "FDD_abs")
+    assert POOLED == ("LVE", "MVE", "UFVE") and RANKED == ("LVE", "MVE", "UFVE", "FDD_abs")
+    assert SEQUENCE_COLUMNS == ("LVE", "MVE", "UFVE", "FDD")  # stored score blobs depend on this order
+    assert METRICS["FDD_abs"].per_sequence_key == "FDD" and METRICS["FDD"].ranked_by_abs
 
 
 def test_bootstrap_ci_behaves() -> None:
     rng = np.random.default_rng(0)
     v = rng.normal(5.0, 2.0, 400)
-    lo, hi = F.bootstrap_ci("FDD", v, np.ones(400), n_resamples=4000, seed=1)
+    lo, hi = stats.bootstrap_ci("FDD", v, np.ones(400), n_resamples=4000, seed=1)
     half = 1.96 * v.std() / np.sqrt(len(v))  # normal theory for a mean
     assert lo < v.mean() < hi
     assert (hi - lo) / 2 == pytest.approx(half, rel=0.15)
-    assert F.bootstrap_ci("FDD", v, np.ones(400), n_resamples=4000, seed=1) == (lo, hi)  # seeded
-    assert F.bootstrap_ci("LVE", [2.0, 2.0, 2.0], [5, 7, 9]) == (2.0, 2.0)  # degenerate
-    assert F.bootstrap_ci("LVE", [2.0], [5]) == (2.0, 2.0)
+    assert stats.bootstrap_ci("FDD", v, np.ones(400), n_resamples=4000, seed=1) == (lo, hi)  # seeded
+    assert stats.bootstrap_ci("LVE", [2.0, 2.0, 2.0], [5, 7, 9]) == (2.0, 2.0)  # degenerate
+    assert stats.bootstrap_ci("LVE", [2.0], [5]) == (2.0, 2.0)
     # pooled weighting: one-frame outlier sequence barely moves a resample drawn with 1000-frame ones
-    lo, hi = F.bootstrap_ci("LVE", [1.0] * 5 + [100.0], [1000] * 5 + [1], n_resamples=2000)
+    lo, hi = stats.bootstrap_ci("LVE", [1.0] * 5 + [100.0], [1000] * 5 + [1], n_resamples=2000)
     assert lo == 1.0 and hi < 1.2
-    lo, hi = F.bootstrap_ci("FDD", [1.0] * 5 + [100.0], [1000] * 5 + [1], n_resamples=2000)  # unweighted
+    lo, hi = stats.bootstrap_ci("FDD", [1.0] * 5 + [100.0], [1000] * 5 + [1], n_resamples=2000)  # unweighted
     assert hi > 30.0
 
 
 def test_bootstrap_matches_scipy_percentile_method() -> None:
     """Our numpy bootstrap is the percentile method of scipy.stats.bootstrap (different draws, same law)."""
-    from scipy import stats
+    from scipy import stats as sps
 
     rng = np.random.default_rng(5)
     v, f = rng.gamma(2.0, 1.0, 30), rng.integers(50, 300, 30).astype(float)
     for metric in ("LVE", "FDD", "FDD_abs"):
-        lo, hi = F.bootstrap_ci(metric, v - (1.0 if metric != "LVE" else 0.0), f, n_resamples=20000, seed=3)
+        lo, hi = stats.bootstrap_ci(metric, v - (1.0 if metric != "LVE" else 0.0), f, n_resamples=20000, seed=3)
         vv = v - (1.0 if metric != "LVE" else 0.0)
-        ref = stats.bootstrap((np.arange(30),), F._stat(metric, vv, f), vectorized=True, method="percentile",
+        ref = sps.bootstrap((np.arange(30),), lambda i, axis=-1, m=metric, x=vv: stats.aggregate_indexed(m, x, f, i, axis),
+                            vectorized=True, method="percentile",
                               n_resamples=20000, rng=np.random.default_rng(4)).confidence_interval
         width = ref.high - ref.low
         assert abs(lo - ref.low) < 0.05 * width and abs(hi - ref.high) < 0.05 * width, metric

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -16,17 +15,16 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
+from _raw_helpers import clone, rewrite
 
 import a2fbench
-from a2fbench import safepickle
-from a2fbench.audio import read_audio, to_mono_float, resample
 from a2fbench.errors import StoreError
-from a2fbench.fsutil import sha256_file
-from a2fbench.motion import fit_audio, n_frames_out, resample_motion
 from a2fbench.prepare import prepare_dataset, prepare_many
-from a2fbench.registry import all_specs, get_spec, manifests_dir
-
-from _raw_helpers import clone, rewrite
+from a2fbench.prepare.motion import fit_audio, n_frames_out, resample_motion
+from a2fbench.registry import all_specs, get_space, get_spec, manifests_dir
+from a2fbench.sources.audio import read_audio, resample, to_mono_float
+from a2fbench.util import safepickle
+from a2fbench.util.fsutil import sha256_file
 
 
 # ------------------------------------------------------------------------------------------ all eight
@@ -34,7 +32,7 @@ def test_all_eight_prepared_with_fps_splits_templates_regions(data_tiny: Path) -
     for spec in all_specs():
         ds = a2fbench.open_dataset(data_tiny, spec.id)
         card = ds.card
-        assert card["fps"] == spec.fps and card["id"] == spec.id and card["dim"] == spec.space_spec.dim
+        assert card["fps"] == spec.fps and card["id"] == spec.id and card["dim"] == get_space(spec.space).dim
         names = set(ds.split_names)
         assert names == ({"train", "val", "test", "test_b"} if spec.id == "D0" else {"train", "val", "test"})
         seen: list[str] = []
@@ -47,11 +45,11 @@ def test_all_eight_prepared_with_fps_splits_templates_regions(data_tiny: Path) -
         for sid in ds.ids:
             s = ds[sid]
             m, a = s.motion, s.audio
-            assert m.shape == (s.n_frames, spec.space_spec.dim) and np.isfinite(m).all()
+            assert m.shape == (s.n_frames, get_space(spec.space).dim) and np.isfinite(m).all()
             assert a.dtype == np.float32 and s.sample_rate == 16000
             assert len(a) == round(s.n_frames / spec.fps * 16000)  # the length rule
             t = ds.template(s.subject)
-            assert t.shape == (spec.space_spec.dim,)
+            assert t.shape == (get_space(spec.space).dim,)
             n_frames += s.n_frames
         assert n_frames == st["n_frames"]
         assert abs(st["hours"] - n_frames / spec.fps / 3600) < 1e-4
@@ -272,7 +270,7 @@ def test_dropped_items_are_logged_and_recorded(raw_tiny: Path, tmp_path: Path, c
 # ------------------------------------------------------------------------------ resume, workers
 _KILL_SCRIPT = """
 import os, signal, sys
-from a2fbench import prepare
+from a2fbench.prepare import pipeline as prepare
 from a2fbench.registry import get_spec
 orig, n = prepare._process, [0]
 def process(spec, it):
@@ -287,7 +285,7 @@ prepare.prepare_dataset(get_spec(sys.argv[1]), sys.argv[2], sys.argv[3], progres
 
 def test_a_killed_prepare_resumes(raw_tiny: Path, data_tiny: Path, tmp_path: Path,
                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    from a2fbench import prepare
+    from a2fbench.prepare import pipeline as prepare
 
     data = tmp_path / "data"
     r = subprocess.run([sys.executable, "-c", _KILL_SCRIPT, "D2", str(raw_tiny), str(data)], capture_output=True)
@@ -308,7 +306,7 @@ def test_a_killed_prepare_resumes(raw_tiny: Path, data_tiny: Path, tmp_path: Pat
 
 
 def test_ctrl_c_keeps_work_and_resumes(raw_tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from a2fbench import prepare
+    from a2fbench.prepare import pipeline as prepare
 
     orig, n = prepare._process, [0]
 
@@ -347,7 +345,7 @@ def test_reprepare_replaces_the_store(raw_tiny: Path, tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------- other layouts
 def test_vocaset_in_the_faceformer_layout_prepares_the_same(data_tiny: Path, tmp_path: Path) -> None:
     """`synth D1 --layout vertices_npy` (FaceFormer's processed files) gives the same store content."""
-    from a2fbench.synth import synth_dataset
+    from a2fbench.sources.synth import synth_dataset
 
     synth_dataset(get_spec("D1"), tmp_path / "raw", layout="vertices_npy", progress=False)
     assert (tmp_path / "raw" / "D1" / "vertices_npy").is_dir() and not (tmp_path / "raw" / "D1" / "data_verts.npy").exists()
@@ -365,7 +363,7 @@ def test_vocaset_in_the_faceformer_layout_prepares_the_same(data_tiny: Path, tmp
 @pytest.mark.parametrize("sid,splits", [("D2", None), ("D0", ["test_b"])])
 def test_the_unitalker_release_layout(data_tiny: Path, tmp_path: Path, sid: str, splits: list | None) -> None:
     """Every dataset also reads UniTalker's release layout: JSON splits (any split name), id_template rows."""
-    from a2fbench.synth import synth_dataset
+    from a2fbench.sources.synth import synth_dataset
 
     root = synth_dataset(get_spec(sid), tmp_path / "raw", layout="unitalker_release", splits=splits, progress=False)
     card = prepare_dataset(get_spec(sid), tmp_path / "raw", tmp_path / "data", progress=False)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from a2fbench.errors import RawDataError
-from a2fbench.readers import load_region
 from a2fbench.registry import get_spec
+from a2fbench.sources.regions import load_region
 
 # (dataset, region set, resource file for lips, for upper, vertices, lips count, upper count)
 CASES = [

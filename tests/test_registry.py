@@ -10,7 +10,14 @@ import pytest
 import yaml
 
 from a2fbench.errors import SpecError, UnknownNameError
-from a2fbench.registry import all_spaces, all_specs, get_spec, manifests_dir, resolve
+from a2fbench.registry import (
+    all_spaces,
+    all_specs,
+    get_space,
+    get_spec,
+    manifests_dir,
+    resolve,
+)
 
 IDS = [f"D{i}" for i in range(8)]
 
@@ -23,7 +30,7 @@ def test_every_manifest_loads_with_unique_ids_and_aliases() -> None:
     spaces = all_spaces()
     for s in specs:
         assert s.space in spaces
-        assert s.space_spec.dim > 0
+        assert get_space(s.space).dim > 0
         assert s.regions.default in s.regions.sets
         assert s.layouts and s.fps > 0 and s.fps_native >= s.fps
         assert s.dtype in s.accepted_dtypes
@@ -159,7 +166,7 @@ def test_empty_selection_is_an_error() -> None:
 
 def test_full_stand_in_matches_manifest_hours() -> None:
     """`synth --size full` is the scale the manifest states (Table 1 hours), within 6%."""
-    from a2fbench.synth import plan
+    from a2fbench.sources.synth import plan
 
     for s in all_specs():
         hours = sum(p.seconds for p in plan(s, "full")) / 3600

@@ -14,13 +14,12 @@ from typing import Callable
 import numpy as np
 import pytest
 import soundfile as sf
+from _raw_helpers import clone, rewrite
 
 import a2fbench
-from a2fbench import safepickle
 from a2fbench.errors import UnsafePickleError
-from a2fbench.synth import MARKER
-
-from _raw_helpers import clone, rewrite
+from a2fbench.sources.raw import SYNTH_MARKER as MARKER
+from a2fbench.util import safepickle
 
 OK = "D4"  # a small dataset prepared in the same command, which must not be affected
 

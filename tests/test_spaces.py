@@ -17,8 +17,8 @@ from scipy.spatial.transform import Rotation
 from a2fbench import spaces
 from a2fbench.errors import A2FBenchError, RawDataError, SpaceError
 from a2fbench.registry import get_space, space_channels
-from a2fbench.synth import write_blendshape_basis, write_flame_model
-from a2fbench.synth_face import make_face
+from a2fbench.sources.synth import write_blendshape_basis, write_flame_model
+from a2fbench.sources.synth.face import make_face
 
 LAYOUT = dict(get_space("flame_params_413").layout or {})
 
@@ -152,7 +152,7 @@ def test_rodrigues_matches_scipy_including_tiny_angles() -> None:
     r = np.concatenate([np.random.default_rng(4).normal(0, 1, (50, 3)), [[0, 0, 0], [1e-9, -2e-9, 0], [1e-5, 0, 0]]])
     want = Rotation.from_rotvec(r).as_matrix()
     np.testing.assert_allclose(spaces.rodrigues(r), want, atol=1e-14)
-    from a2fbench._torch_spaces import rodrigues as trod
+    from a2fbench.spaces.torch_modules import rodrigues as trod
 
     np.testing.assert_allclose(trod(torch.from_numpy(r)).numpy(), want, atol=1e-14)
 

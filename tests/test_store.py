@@ -17,6 +17,7 @@ import a2fbench
 from a2fbench import store
 from a2fbench.errors import StoreError
 from a2fbench.registry import manifests_dir
+from a2fbench.store import dataset as store_dataset
 
 
 class CountingFile(io.RawIOBase):
@@ -59,7 +60,7 @@ def test_one_sequence_is_read_without_the_rest(data_tiny: Path, monkeypatch: pyt
 
         string_dtype = h5py.string_dtype
 
-    monkeypatch.setattr(store, "_h5", lambda: Shim)
+    monkeypatch.setattr(store_dataset, "h5py", Shim)
     size = (data_tiny / "D0" / "store.h5").stat().st_size
     ds = store.open_dataset(data_tiny, "D0")
     opened = counter[0]

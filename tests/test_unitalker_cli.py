@@ -28,13 +28,13 @@ SR = 16000
 @pytest.fixture(scope="module")
 def run(data_tiny, tmp_path_factory) -> Path:
     """One epoch on D1 + D3 (a PCA vertex head and a blendshape head)."""
-    from a2fbench.pca import fit_dataset
+    from a2fbench.spaces.pca import fit_dataset
 
     root = tmp_path_factory.mktemp("cli")
     data = root / "data"
     for d in ("D1", "D3"):
         shutil.copytree(data_tiny / d, data / d)
-    fit_dataset(data, "D1", components=16, progress=False)
+    fit_dataset("D1", data, components=16, progress=False)
     out = root / "run"
     train(data, ["D1", "D3"], out, load_config("tiny", ["train.threads=1", "train.epochs=2", "train.warmup_epochs=0"]),
           progress=False)
@@ -43,7 +43,7 @@ def run(data_tiny, tmp_path_factory) -> Path:
 
 def speech(seconds: float, sr: int = SR, seed: int = 0) -> np.ndarray:
     """Speech-like audio from the stand-ins' generator."""
-    from a2fbench.synth_face import make_drive, render_audio
+    from a2fbench.sources.synth.face import make_drive, render_audio
 
     rng = np.random.default_rng(seed)
     return render_audio(rng, make_drive(rng, seconds), sr, 140.0)

@@ -2,7 +2,7 @@
 
 quickstart synthesizes the tiny D0..D7 (the same stand-ins as the `raw_tiny` fixture), prepares them, fits
 the PCA of D0..D2 (16 components), trains the `tiny` config, predicts every test split, scores it with
-`a2fbench.evaluate` beside a static-template baseline, and submits both to a leaderboard through the
+`a2fbench.scoring.evaluate` beside a static-template baseline, and submits both to a leaderboard through the
 `a2fbench` command line. D1's test subjects are unseen in training (they use the pivot identity).
 """
 

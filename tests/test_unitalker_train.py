@@ -20,10 +20,17 @@ import a2fbench
 from a2fbench.errors import ConfigError
 from unitalker import checkpoint as ck
 from unitalker.config import load_config
-from unitalker.data import BucketBatchSampler, ClipSet, identity_table, open_sources, select_fraction
+from unitalker.data import (
+    BucketBatchSampler,
+    ClipSet,
+    identity_table,
+    open_sources,
+    select_fraction,
+)
+from unitalker.finetune import transfer
 from unitalker.predict import predict_split
 from unitalker.runtime import load_model
-from unitalker.train import train, transfer
+from unitalker.train import train
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")
@@ -34,12 +41,12 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
 @pytest.fixture(scope="module")
 def data(data_tiny, tmp_path_factory) -> Path:
     """A private copy of the tiny stores with the PCA of D0..D2 (16 components), as acceptance 5 does."""
-    from a2fbench.pca import fit_dataset
+    from a2fbench.spaces.pca import fit_dataset
 
     root = tmp_path_factory.mktemp("ut") / "data"
     shutil.copytree(data_tiny, root)
     for d in ("D0", "D1", "D2"):
-        fit_dataset(root, d, components=16, progress=False)
+        fit_dataset(d, root, components=16, progress=False)
     return root
 
 
@@ -132,7 +139,7 @@ def test_sampler_repeats_buckets_and_shards(data):
     b0 = s.epoch_batches(0)
     flat = [i for b in b0 for i in b]
     counts = np.bincount(flat, minlength=len(s.clips))
-    dup = {"D0": 10, "D1": 5, "D3": 1}  # the manifests' unitalker.duplicate (the paper's list)
+    dup = {"D0": 10, "D1": 5, "D3": 1}  # the config's default data.duplicate (the paper's list)
     for i, (si, _) in enumerate(s.clips.items):
         assert counts[i] == dup[s.clips.sources[si].spec.id]
     assert s.epoch_batches(0) == b0 and s.epoch_batches(1) != b0  # a function of (seed, epoch)
@@ -154,8 +161,8 @@ def test_fraction_selects_a_seeded_subset():
 
 # --------------------------------------------------------------------------- fine-tuning and transfer
 def test_annotation_transfer_new_head_and_pivot_identities(short_run, data, tmp_path):
+    from unitalker.assemble import build_heads
     from unitalker.model import ModelSpec, UniTalker
-    from unitalker.train import build_heads
 
     meta, state, _ = ck.read(short_run)
     c = load_config(None, ["train.threads=1"], base=meta["config"])
@@ -198,7 +205,7 @@ def test_finetune_command_on_a_new_annotation_with_fraction(short_run, data, tmp
 def test_predictions_are_native_units_with_ground_truth_frames(data, tmp_path):
     """With lr=0 every head stays zero, so a prediction is exactly template + the PCA mean (native units):
     this pins the scale handling (D0 scale 0.2, D2 scale 0.001) end to end."""
-    from a2fbench.pca import load_for
+    from a2fbench.spaces.pca import load_for
 
     run = tmp_path / "run"
     train(data, ["D0", "D2", "D3"], run, cfg("train.epochs=1", "train.lr=0"), progress=False)

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 
 from a2fbench.errors import ConfigError
+from a2fbench.registry import all_spaces, all_specs
+from a2fbench.util.constants import SAMPLE_RATE
 
 from .config import load_config
 from .model import HeadSpec, ModelSpec, UniTalker
@@ -34,7 +36,6 @@ log = logging.getLogger(__name__)
 def registry_spec(cfg: dict) -> ModelSpec:
     """Heads for every registered space (PCA of ``pca_dim`` for vertex spaces, orthonormal unit rows) and the
     identity count of UniTalker's release (Σ manifests' ``unitalker.identities`` + pivot = 935)."""
-    from a2fbench.registry import all_spaces, all_specs
 
     used = {s.space for s in all_specs()}
     heads = []
@@ -121,7 +122,7 @@ def bench(checkpoint: Optional[str] = None, config: Optional[str] = None, *, sec
     dev = select_device(device)
     model, cfg, source = _model_for(checkpoint, config, dev)
     space = "flame_5023_verts" if "flame_5023_verts" in model.heads else next(iter(model.heads))
-    n = int(round(seconds * 16000))
+    n = int(round(seconds * SAMPLE_RATE))
     T = int(round(seconds * fps))
     g = torch.Generator().manual_seed(0)
     audio_cpu = (0.1 * torch.randn(max(batch, 1), n, generator=g))

@@ -24,9 +24,11 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from a2fbench.errors import ConfigError, StoreError
-from a2fbench.fsutil import atomic_path
+from a2fbench.util.fsutil import atomic_path
 
 from .config import arch_diff
 
@@ -72,7 +74,6 @@ def set_rng_state(st: dict) -> None:
 def save(run: Path, tag: str, model: torch.nn.Module, meta: dict, aux: dict[str, torch.Tensor],
          state: Optional[dict], keep: int = 2, best: Optional[str] = None) -> Path:
     """Write one checkpoint atomically (weights, then state, then the ``latest`` pointer)."""
-    from safetensors.torch import save_file
 
     d = Path(run) / CKPT_DIR
     d.mkdir(parents=True, exist_ok=True)
@@ -142,7 +143,6 @@ def resolve(path: str | os.PathLike) -> Path:
 
 def read(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(metadata, model state dict, aux tensors) of a checkpoint file."""
-    from safetensors import safe_open
 
     p = resolve(path)
     try:

@@ -13,7 +13,7 @@ from typing import Optional
 
 import click
 
-from a2fbench import paths
+from a2fbench.util import paths
 
 log = logging.getLogger("unitalker")
 CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
@@ -90,7 +90,8 @@ def finetune_cmd(init_from: str, data: Optional[Path], datasets: str, out: Path,
     Example:
       unitalker finetune --from run --data data --datasets D1 --out ft --fraction 0.5 train.epochs=5
     """
-    from .train import finetune_config, train
+    from .finetune import finetune_config
+    from .train import train
 
     ov = list(overrides) + ([f"data.fraction={fraction}"] if fraction is not None else [])
     cfg = finetune_config(init_from, ov)
@@ -177,7 +178,7 @@ def bench_cmd(checkpoint: Optional[str], config: Optional[str], seconds: float, 
     rep = bench(checkpoint, config, seconds=seconds, device=device, batch=batch, runs=runs, use_compile=use_compile)
     click.echo(format_report(rep))
     if as_json:
-        from a2fbench.fsutil import write_json
+        from a2fbench.util.fsutil import write_json
 
         write_json(as_json, rep)
 

@@ -82,8 +82,8 @@ def _check_type(path: str, default: Any, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key {path}: expected a number, found {value!r}")
         return float(value) if isinstance(default, float) else (value if isinstance(value, int) else value)
-    if isinstance(default, str) and isinstance(value, (list, int, float)) and path == "data.duplicate":
-        return value  # "manifest" or an explicit list
+    if path == "data.duplicate" and isinstance(value, (list, str)):
+        return value  # an explicit list, one per dataset ("manifest": the paper's list, from configs before 0.2)
     if isinstance(default, dict):
         if not isinstance(value, dict):
             raise ConfigError(f"config key {path}: expected a mapping, found {value!r}")
@@ -196,9 +196,11 @@ def validate(cfg: dict) -> None:
     if not 0.0 < f <= 1.0:
         raise ConfigError(f"config key data.fraction: expected a fraction in (0, 1], found {f}")
     dup = get(cfg, "data.duplicate")
-    if dup != "manifest" and not (isinstance(dup, list) and all(isinstance(x, int) and x >= 1 for x in dup)):
-        raise ConfigError(f"config key data.duplicate: expected 'manifest' or a list of positive integers, "
-                          f"found {dup!r}")
+    ok = (dup == "manifest" or (isinstance(dup, list) and all(isinstance(x, int) and x >= 1 for x in dup))
+          or (isinstance(dup, dict) and all(isinstance(x, int) and x >= 1 for x in dup.values())))
+    if not ok:
+        raise ConfigError(f"config key data.duplicate: expected a mapping dataset -> passes ({{D0: 10, D1: 5}}) or "
+                          f"a list of positive integers, one per dataset, found {dup!r}")
 
 
 def dump(cfg: dict) -> str:

@@ -3,7 +3,7 @@
 * Each dataset's motion and templates are multiplied by its ``unitalker.scale`` (manifest) on load, as
   UniTalker's ``DataItem`` does; the PCA of a vertex space is converted to the same units. Predictions are
   divided back (:mod:`unitalker.predict`).
-* One epoch visits every training clip of dataset d ``duplicate[d]`` times (the manifests' ``unitalker.duplicate``,
+* One epoch visits every training clip of dataset d ``duplicate[d]`` times (the config's ``data.duplicate``,
   the paper's 10,5,4,1,1,1,1,1), shuffled; val/test are not repeated.
 * Batches: the epoch's shuffled list is cut into chunks of ``batch_size x bucket_factor`` clips, each chunk is
   sorted by length and cut into batches, and the batch order is shuffled (length bucketing: little padding).
@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import math
 from dataclasses import dataclass, field
@@ -25,12 +26,13 @@ import torch
 
 import a2fbench
 from a2fbench.errors import ConfigError, StoreError
-from a2fbench.registry import DatasetSpec, get_spec
+from a2fbench.registry import DatasetSpec, get_space, get_spec
+from a2fbench.spaces import pca as _pca
+from a2fbench.util.constants import SAMPLE_RATE
 
 from .encoder import normalize_audio
 
 log = logging.getLogger(__name__)
-SR = 16000
 
 
 # ---------------------------------------------------------------------------------------------- PCA
@@ -45,14 +47,13 @@ def load_pca(data: str | Path, spec: DatasetSpec, k: int) -> dict:
     says so; ``scaled_by`` when it was rescaled). Components are unit vectors, so scaling only touches the mean.
     A file without ``meta`` is a UniTalker release file, fitted in UniTalker's scaled units already.
     """
-    from a2fbench import pca as _pca
 
     if not pca_path(data, spec.id).is_file():
         raise StoreError(f"expected the PCA of {spec.id} at {pca_path(data, spec.id)} (its vertex head decodes "
                          f"through it), found nothing; run `a2fbench pca {spec.id} --data {data}` or set model.pca=false")
     p = _pca.load_for(data, spec.id)
     comps, mean = np.asarray(p.components), np.asarray(p.mean, np.float64)
-    D = spec.space_spec.dim
+    D = get_space(spec.space).dim
     if comps.ndim != 2 or comps.shape[1] != D or mean.shape != (D,):
         raise StoreError(f"{pca_path(data, spec.id)}: expected components (K, {D}) and mean ({D},), found "
                          f"{comps.shape} and {mean.shape}; re-run `a2fbench pca {spec.id} --data {data}`")
@@ -98,7 +99,6 @@ class IdentityTable:
         hits = [k for k in self.keys if k.split("/", 1)[1] == name]
         if len(hits) == 1:
             return self.index[hits[0]]
-        import difflib
 
         close = difflib.get_close_matches(name, self.keys + [k.split("/", 1)[1] for k in self.keys], n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -130,13 +130,21 @@ class Source:
         return t
 
 
+#: the paper's ``duplicate_list`` 10,5,4,1,1,1,1,1 (D0..D7): a recipe choice, so it lives in the config
+PAPER_DUPLICATE = {"D0": 10, "D1": 5, "D2": 4}
+
+
 def duplicates(cfg: dict, specs: list[DatasetSpec]) -> list[int]:
+    """Passes over each training dataset's clips per epoch: ``data.duplicate`` as a mapping (absent: 1) or a list
+    in dataset order."""
     dup = cfg["data"]["duplicate"]
-    if dup == "manifest":
-        return [int(s.unitalker.duplicate) for s in specs]
+    if dup == "manifest":  # configs saved before 0.2 named the manifests, which then held the paper's list
+        dup = PAPER_DUPLICATE
+    if isinstance(dup, dict):
+        return [int(dup.get(s.id, 1)) for s in specs]
     if len(dup) != len(specs):
         raise ConfigError(f"data.duplicate: expected one repetition count per training dataset ({len(specs)}: "
-                          f"{', '.join(s.id for s in specs)}), found {len(dup)}; give a list of {len(specs)} or 'manifest'")
+                          f"{', '.join(s.id for s in specs)}), found {len(dup)}; give a list of {len(specs)} or a mapping such as {{D0: 10}}")
     return [int(x) for x in dup]
 
 
@@ -247,7 +255,7 @@ class ClipSet(torch.utils.data.Dataset):
         s = self.sources[si]
         seq = s.ds[sid]
         T = self.frames[i]
-        n_audio = int(round(T / s.fps * SR))
+        n_audio = int(round(T / s.fps * SAMPLE_RATE))
         audio = np.asarray(seq.audio, np.float32)[:n_audio]
         if len(audio) < n_audio:
             audio = np.concatenate([audio, np.zeros(n_audio - len(audio), np.float32)])

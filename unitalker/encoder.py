@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any, Optional
 
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from a2fbench.errors import ConfigError
+from a2fbench.util.constants import SAMPLE_RATE
 
 log = logging.getLogger(__name__)
 
@@ -247,14 +247,6 @@ class AudioEncoder(nn.Module):
         for p in self.hf.feature_extractor.parameters():
             p.requires_grad_(False)
 
-    @property
-    def min_samples(self) -> int:
-        """Fewest samples that give one feature frame."""
-        n = 1
-        for k, s in reversed(list(zip(self.kernels, self.strides))):
-            n = (n - 1) * s + k
-        return n
-
     def feature_lengths(self, n_samples: torch.Tensor) -> torch.Tensor:
         return conv_out_length(n_samples, self.kernels, self.strides)
 
@@ -319,13 +311,7 @@ def interpolate_frames(h: torch.Tensor, src_len: torch.Tensor, dst_len: torch.Te
     return out * valid.to(out.dtype)
 
 
-def frames_for_samples(n_samples: int, fps: float, sr: int = 16000) -> int:
+def frames_for_samples(n_samples: int, fps: float, sr: int = SAMPLE_RATE) -> int:
     """Frame count UniTalker's demo gives a clip: ``round(n / sr * fps)``."""
     return int(round(n_samples / sr * fps))
 
-
-def param_count(m: nn.Module) -> int:
-    return sum(p.numel() for p in m.parameters())
-
-
-_ = math  # keep import for doc examples

@@ -21,14 +21,15 @@ from typing import Optional
 import torch
 from torch import nn
 
+from a2fbench.registry import get_space
+from a2fbench.spaces import torch_converter as tc
+
 
 def torch_converter(space: str, arrays: dict) -> Optional[nn.Module]:
     """The space's differentiable converter (None for vertex spaces)."""
-    from a2fbench.registry import get_space
 
     if get_space(space).is_vertex:
         return None
-    from a2fbench.spaces import torch_converter as tc
 
     return tc(space, arrays)
 

@@ -8,6 +8,8 @@ padded batch gives the same numbers as one clip at a time). Outputs are divided 
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import json
 import logging
 import os
@@ -17,16 +19,19 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 import a2fbench
 from a2fbench.errors import A2FBenchError, ConfigError, PredictionError, RawDataError
-from a2fbench.fsutil import atomic_path
+from a2fbench.scoring.predictions import write_prediction
+from a2fbench.sources.audio import read_audio
+from a2fbench.util.constants import SAMPLE_RATE
+from a2fbench.util.fsutil import atomic_path
 
 from .encoder import frames_for_samples, normalize_audio
 from .runtime import Loaded, load_model, select_device
 
 log = logging.getLogger(__name__)
-SR = 16000
 WINDOW_S = 25.0
 OVERLAP_S = 5.0
 MIN_SECONDS = 0.5
@@ -41,10 +46,10 @@ def windows(n_samples: int, window_s: float = WINDOW_S, overlap_s: float = OVERL
 
     >>> windows(16000 * 10)
     [(0, 160000)]
-    >>> [(a // SR, b // SR) for a, b in windows(16000 * 50)]
+    >>> [(a // SAMPLE_RATE, b // SAMPLE_RATE) for a, b in windows(16000 * 50)]
     [(0, 25), (20, 45), (40, 50)]
     """
-    win, hop = int(round(window_s * SR)), int(round((window_s - overlap_s) * SR))
+    win, hop = int(round(window_s * SAMPLE_RATE)), int(round((window_s - overlap_s) * SAMPLE_RATE))
     out = [(0, min(win, n_samples))]
     while out[-1][1] < n_samples:
         a = out[-1][0] + hop
@@ -52,17 +57,9 @@ def windows(n_samples: int, window_s: float = WINDOW_S, overlap_s: float = OVERL
     return out
 
 
-def _amp_ctx(device: torch.device, amp: str) -> Any:
+def amp_context(device: torch.device, amp: str) -> Any:
     on = device.type == "cuda" and amp == "bf16"
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=on) if device.type == "cuda" else _Null()
-
-
-class _Null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *a: Any) -> None:
-        return None
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=on) if device.type == "cuda" else contextlib.nullcontext()
 
 
 @torch.no_grad()
@@ -75,7 +72,7 @@ def run_batch(model: torch.nn.Module, audios: Sequence[torch.Tensor], frames: Se
         x[b, : len(a)] = a
     t = torch.tensor([int(f) for f in frames])
     rows = torch.arange(len(audios))
-    with _amp_ctx(device, amp):
+    with amp_context(device, amp):
         out = model(x.to(device), n.to(device), t.to(device), torch.tensor(list(identities)).to(device),
                     {s: rows.to(device) for s in spaces})
     res = {}
@@ -91,7 +88,7 @@ def animate(model: torch.nn.Module, audio: torch.Tensor, n_frames: int, fps: flo
     wins = windows(len(audio))
     if len(wins) == 1:
         return {s: v[0] for s, v in run_batch(model, [audio], [n_frames], [identity], spaces, device, amp).items()}
-    fr = [(int(round(a / SR * fps)), int(round(b / SR * fps))) for a, b in wins]
+    fr = [(int(round(a / SAMPLE_RATE * fps)), int(round(b / SAMPLE_RATE * fps))) for a, b in wins]
     fr[-1] = (fr[-1][0], n_frames)
     outs = run_batch(model, [audio[a:b] for a, b in wins], [f1 - f0 for f0, f1 in fr], [identity] * len(wins),
                      spaces, device, amp)
@@ -149,7 +146,6 @@ def head_for(loaded: Loaded, dataset: str) -> dict:
                 return d
         return {"id": spec.id, "space": spec.space, "fps": None, "scale": float(spec.unitalker.scale)}
     names = [d["id"] for d in loaded.datasets] + spaces
-    import difflib
 
     close = difflib.get_close_matches(dataset, names, n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -160,7 +156,6 @@ def head_for(loaded: Loaded, dataset: str) -> dict:
 def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: str, device: torch.device,
                   identity: str = "gt", amp: str = "none", progress: bool = True) -> Iterator[tuple[str, np.ndarray]]:
     """(seq_id, prediction (T, D) in native units, T = the ground-truth frame count) for every clip of a split."""
-    from tqdm import tqdm
 
     head = head_for(loaded, dataset)
     ds = a2fbench.open_dataset(data, dataset)
@@ -220,7 +215,6 @@ def _native(offset_scaled: np.ndarray, template_native: np.ndarray, scale: float
 def predict(checkpoint: str | os.PathLike, data: str | os.PathLike, dataset: str, out: str | os.PathLike,
             split: str = "test", identity: str = "gt", device: str = "auto", progress: bool = True) -> Path:
     """Write ``out/<seq_id>.npy`` for every clip of the split (atomically: all or nothing)."""
-    from a2fbench.predictions import write_prediction
 
     if identity not in ("gt", "pivot"):
         raise ConfigError(f"--identity: expected gt or pivot, found {identity!r}")
@@ -240,13 +234,12 @@ def predict(checkpoint: str | os.PathLike, data: str | os.PathLike, dataset: str
 # -------------------------------------------------------------------------------------------- infer
 def read_input_audio(path: str | os.PathLike) -> np.ndarray:
     """Mono 16 kHz float32 of any common format; empty or under 0.5 s is an error naming the file."""
-    from a2fbench.audio import read_audio
 
     x = read_audio(path)
     if x.size == 0:
         raise AudioInputError(f"{path}: expected audio to animate, found an empty file (0 samples); pass a clip of "
                               f"at least {MIN_SECONDS} s")
-    secs = x.size / SR
+    secs = x.size / SAMPLE_RATE
     if secs < MIN_SECONDS:
         raise AudioInputError(f"{path}: expected at least {MIN_SECONDS} s of audio (UniTalker's shortest training "
                               f"clip), found {secs:.3f} s; pad it with silence or pass a longer clip")
@@ -284,7 +277,7 @@ def infer(checkpoint: str | os.PathLike, audio_files: Sequence[str | os.PathLike
     for stem, x in clips:
         a = _prep_audio(x, norm)
         with atomic_path(out / stem, is_dir=True) as tmp:
-            info = {"audio": str(stems[stem]), "seconds": round(x.size / SR, 3), "identity": identity,
+            info = {"audio": str(stems[stem]), "seconds": round(x.size / SAMPLE_RATE, 3), "identity": identity,
                     "identity_row": row, "checkpoint": loaded.meta["path"], "heads": {}}
             for d in targets:
                 fps = float(d.get("fps") or 30.0)
@@ -296,7 +289,7 @@ def infer(checkpoint: str | os.PathLike, audio_files: Sequence[str | os.PathLike
                 info["heads"][d["id"]] = {"space": d["space"], "fps": fps, "frames": n, "shape": list(arr.shape)}
             (tmp / "meta.json").write_text(json.dumps(info, indent=1) + "\n")
         written.append(out / stem)
-        log.info("animated %s (%.1f s) -> %s", stems[stem], x.size / SR, out / stem)
+        log.info("animated %s (%.1f s) -> %s", stems[stem], x.size / SAMPLE_RATE, out / stem)
     return written
 
 

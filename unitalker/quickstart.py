@@ -20,7 +20,20 @@ from typing import Optional
 
 import numpy as np
 
+import a2fbench
 from a2fbench.errors import A2FBenchError
+from a2fbench.prepare import prepare_dataset
+from a2fbench.registry import get_spec
+from a2fbench.scoring.evaluate import evaluate
+from a2fbench.scoring.predictions import write_prediction
+from a2fbench.sources.synth import synth_dataset
+from a2fbench.spaces.pca import fit_dataset
+from a2fbench.util.fsutil import atomic_path, write_json
+
+from .config import load_config
+from .predict import predict
+from .runtime import load_model
+from .train import train
 
 log = logging.getLogger(__name__)
 DATASETS = ["D0", "D1", "D2", "D3", "D4", "D5", "D6", "D7"]
@@ -50,7 +63,6 @@ def _a2fbench(*args: str) -> subprocess.CompletedProcess:
 
 
 def _prepared(data: Path, d: str) -> bool:
-    import a2fbench
 
     try:
         a2fbench.open_dataset(data, d).close()
@@ -61,9 +73,6 @@ def _prepared(data: Path, d: str) -> bool:
 
 def static_predictions(data: Path, dataset: str, out: Path, split: str = "test") -> Path:
     """Every frame = the subject's template (native units), the baseline any model must beat."""
-    import a2fbench
-    from a2fbench.fsutil import atomic_path
-    from a2fbench.predictions import write_prediction
 
     ds = a2fbench.open_dataset(data, dataset)
     with atomic_path(out, is_dir=True) as tmp:
@@ -77,16 +86,7 @@ def static_predictions(data: Path, dataset: str, out: Path, split: str = "test")
 
 def quickstart(out: str | os.PathLike, size: str = "tiny", device: str = "auto", overrides: Optional[list[str]] = None,
                progress: bool = True) -> dict:
-    from a2fbench.evaluate import evaluate
-    from a2fbench.fsutil import write_json
-    from a2fbench.pca import fit_dataset
-    from a2fbench.prepare import prepare_dataset
-    from a2fbench.registry import get_spec
-    from a2fbench.synth import synth_dataset
 
-    from .config import load_config
-    from .predict import predict
-    from .train import train
 
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
@@ -106,7 +106,7 @@ def quickstart(out: str | os.PathLike, size: str = "tiny", device: str = "auto",
     t = _step(f"2/6 PCA of D0..D2 ({PCA_COMPONENTS} components)")
     for d in PCA_DATASETS:
         if not (data / d / "pca.npz").is_file():
-            fit_dataset(data, d, components=PCA_COMPONENTS, progress=False)
+            fit_dataset(d, data, components=PCA_COMPONENTS, progress=False)
     _done(t, "pca", timings)
     t = _step("3/6 train the tiny UniTalker on D0..D7 (resumes if interrupted)")
     ov = [f"train.device={device}"] + list(overrides or [])
@@ -130,7 +130,7 @@ def quickstart(out: str | os.PathLike, size: str = "tiny", device: str = "auto",
         for name, folder in (("model", out / "pred" / d), ("static", out / "static" / d)):
             res_path = out / "results" / f"{d}.{name}.json"
             if not res_path.is_file():
-                doc = evaluate(folder, d, data, split="test", protocol="a2f", n_bootstrap=1000, progress=False)
+                doc = evaluate(d, folder, data, split="test", protocol="a2f", n_bootstrap=1000, progress=False)
                 write_json(res_path, doc)
             doc = json.loads(res_path.read_text())
             summary.setdefault(d, {})[name] = float(doc["metrics"]["LVE"]["value"])
@@ -138,7 +138,6 @@ def quickstart(out: str | os.PathLike, size: str = "tiny", device: str = "auto",
     t = _step(f"6/6 leaderboard {db}")
     if db.exists():
         db.unlink()  # rebuilt from the results files each time
-    from .runtime import load_model
 
     n_params = sum(p.numel() for p in load_model(run).model.parameters())
     for d in DATASETS:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import platform
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import torch
+import torch.distributed as dist
 
 from a2fbench.errors import ConfigError
 
@@ -40,7 +42,6 @@ def select_device(name: str = "auto") -> torch.device:
 def device_name(dev: torch.device) -> str:
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
-    import platform
 
     cpu = platform.processor() or platform.machine()
     try:
@@ -75,7 +76,6 @@ def setup_distributed(dev_name: str) -> tuple[Dist, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return Dist(), select_device(dev_name)
-    import torch.distributed as dist
 
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     want = select_device(dev_name)
@@ -94,7 +94,6 @@ def setup_distributed(dev_name: str) -> tuple[Dist, torch.device]:
 
 def barrier(d: Dist) -> None:
     if d.world > 1:
-        import torch.distributed as dist
 
         dist.barrier()
 

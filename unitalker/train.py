@@ -20,28 +20,48 @@ and DDP averages gradients; rank 0 validates and writes checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import math
-import random
 import time
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
+import torch.distributed as dist
+import yaml
+from torch.nn.parallel import DistributedDataParallel as DDP
+from tqdm import tqdm
 
 from a2fbench.errors import ConfigError, StoreError
-from a2fbench.metrics.functional import lve_frames
+from a2fbench.util.constants import SAMPLE_RATE
+from a2fbench.util.fsutil import atomic_path, write_json
 
 from . import checkpoint as ck
-from .config import dump, load_config
-from .data import (BucketBatchSampler, ClipSet, IdentityTable, Source, collate, identity_table, load_pca,
-                   open_sources)
+from .assemble import aux_templates, build_heads, datasets_meta, flatten, seed_step
+from .config import dump
+from .data import (
+    BucketBatchSampler,
+    ClipSet,
+    IdentityTable,
+    collate,
+    identity_table,
+    open_sources,
+)
+from .finetune import transfer
 from .loss import Eq2Loss, torch_converter
-from .model import HeadSpec, ModelSpec, UniTalker
-from .runtime import barrier, setup_distributed, set_threads, spec_from_meta, spec_to_meta
+from .model import ModelSpec, UniTalker
+from .runtime import (
+    barrier,
+    set_threads,
+    setup_distributed,
+    spec_from_meta,
+    spec_to_meta,
+)
+from .validate import Validator
 
 log = logging.getLogger(__name__)
 
@@ -52,187 +72,10 @@ LOG_FIELDS = ["epoch", "batch", "step", "phase", "loss", "rec", "pca", "param", 
               "seconds"]
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        p = f"{prefix}{k}"
-        if isinstance(v, dict) and not p.startswith("model.encoder.arch"):
-            out.update(_flatten(v, p + "."))
-        else:
-            out[p] = v
-    return out
-
-
-def _step_seed(seed: int, epoch: int, batch: int, rank: int) -> int:
-    return int(np.random.SeedSequence([seed, epoch, batch, rank]).generate_state(1)[0])
-
-
-def seed_step(seed: int, epoch: int, batch: int, rank: int) -> np.random.Generator:
-    s = _step_seed(seed, epoch, batch, rank)
-    torch.manual_seed(s)
-    np.random.seed(s)
-    random.seed(s)
-    return np.random.default_rng([seed, epoch, batch, rank, 1])
-
-
 # ----------------------------------------------------------------------------------------- building
-def build_heads(data: str | Path, sources: list[Source], cfg: dict,
-                reuse: Optional[dict[str, HeadSpec]] = None) -> list[HeadSpec]:
-    """One head per output space, in dataset order; a vertex space's PCA is the first such dataset's."""
-    heads: dict[str, HeadSpec] = {}
-    for s in sources:
-        if s.space in heads:
-            continue
-        if reuse and s.space in reuse:
-            heads[s.space] = reuse[s.space]
-            continue
-        space = s.spec.space_spec
-        pca = None
-        if space.is_vertex and cfg["model"]["pca"]:
-            pca = load_pca(data, s.spec, int(cfg["model"]["pca_dim"]))
-        heads[s.space] = HeadSpec(s.space, space.dim, pca)
-    return list(heads.values())
-
-
-def _aux_templates(sources: list[Source], idt: IdentityTable) -> dict[str, torch.Tensor]:
-    aux = {}
-    for s in sources:
-        ts = []
-        for key in idt.keys:
-            d, subj = key.split("/", 1)
-            if d == s.spec.id:
-                t = torch.from_numpy(s.template(subj))
-                aux[f"template.{key}"] = t
-                ts.append(t.double())
-        if ts:
-            aux[f"template_mean.{s.spec.id}"] = torch.stack(ts).mean(0).float()
-    return aux
-
-
-def _datasets_meta(sources: list[Source]) -> list[dict]:
-    return [{"id": s.spec.id, "space": s.space, "fps": s.fps, "scale": s.scale, "n_train": len(s.ids)} for s in sources]
-
-
-def transfer(model: UniTalker, meta: dict, state: dict[str, torch.Tensor], reinit_decoder: bool) -> list[str]:
-    """Fine-tuning load (UniTalker ``load_ckpt``): non-strict; heads of new spaces stay zero; when the identity
-    count differs every row becomes the checkpoint's pivot row; ``reinit_decoder`` keeps only the encoder."""
-    own = model.state_dict()
-    notes = []
-    new = {}
-    for k, v in state.items():
-        if k not in own:
-            continue
-        if reinit_decoder and not k.startswith("encoder."):
-            continue
-        if k == "identity.weight":
-            continue
-        if tuple(v.shape) != tuple(own[k].shape):
-            notes.append(f"{k} kept fresh (shape {tuple(v.shape)} -> {tuple(own[k].shape)})")
-            continue
-        new[k] = v
-    if not reinit_decoder and "identity.weight" in state:
-        w = state["identity.weight"]
-        if w.shape == own["identity.weight"].shape:
-            new["identity.weight"] = w
-        else:
-            new["identity.weight"] = w[-1:].expand_as(own["identity.weight"]).clone()
-            notes.append(f"identity: {w.shape[0]} -> {own['identity.weight'].shape[0]} rows, all set to the pivot row")
-    model.load_state_dict(new, strict=False)
-    loaded_heads = {k.split(".")[1] for k in new if k.startswith("heads.")}
-    for space in model.heads:
-        if space not in loaded_heads:
-            notes.append(f"head {space}: new, zero-initialised")
-    return notes
 
 
 # --------------------------------------------------------------------------------------- validation
-class Validator:
-    """Validation LVE per dataset (native units, pooled over frames) and its static-template ratio."""
-
-    def __init__(self, data: str | Path, datasets: list[str], cfg: dict, idt: IdentityTable, normalize: bool):
-        split = cfg["data"]["val_split"]
-        self.sources = [s for s in open_sources(data, datasets, cfg, split=split) if s.ids]
-        vcfg = json.loads(json.dumps(cfg))
-        vcfg["data"]["max_seconds"] = 1e9
-        self.clips = ClipSet(self.sources, idt, vcfg, normalize, split=split)
-        self.static: dict[str, float] = {}
-        self._conv: dict[str, Any] = {}
-        self._lips: dict[str, Optional[np.ndarray]] = {}
-
-    def _vertices(self, s: Source, x: np.ndarray) -> np.ndarray:
-        space = s.spec.space_spec
-        if space.is_vertex:
-            return x.reshape(len(x), -1, 3)
-        if s.space not in self._conv:
-            from a2fbench.spaces import converter
-
-            self._conv[s.space] = converter(space, s.ds.space_arrays())
-        return self._conv[s.space].to_vertices(x)
-
-    def lips(self, s: Source) -> Optional[np.ndarray]:
-        if s.spec.id not in self._lips:
-            try:
-                self._lips[s.spec.id] = np.asarray(s.ds.regions["lips"], np.int64)
-            except StoreError as e:
-                log.info("no validation LVE for %s: %s", s.spec.id, e)
-                self._lips[s.spec.id] = None
-        return self._lips[s.spec.id]
-
-    @torch.no_grad()
-    def __call__(self, model: UniTalker, device: torch.device, amp: str) -> dict[str, dict]:
-        from .data import eval_batches
-        from .predict import _amp_ctx
-
-        was = model.training
-        model.eval()
-        frames: dict[str, list[np.ndarray]] = {}
-        static: dict[str, list[np.ndarray]] = {}
-        for batch_idx in eval_batches(self.clips, 60.0 if device.type == "cpu" else 320.0):
-            items = [self.clips[i] for i in batch_idx]
-            b = collate(items)
-            groups = {sp: g["rows"].to(device) for sp, g in b["groups"].items()}
-            with _amp_ctx(device, amp):
-                out = model(b["audio"].to(device), b["n_samples"].to(device), b["n_frames"].to(device),
-                            b["identity"].to(device), groups, decode=False)
-            for sp, g in b["groups"].items():
-                offset, z = out[sp]
-                head = model.heads[sp]
-                for j, r in enumerate(g["rows"].tolist()):
-                    it = items[r]
-                    s = self.sources[it["source"]]
-                    lips = self.lips(s)
-                    if lips is None:
-                        continue
-                    T = int(it["n_frames"])
-                    sc = s.scale
-                    gt_s = it["target"]["motion"].double().numpy()  # scaled units
-                    tmpl = it["target"]["template"].double().numpy()
-                    if s.spec.space_spec.is_vertex:  # lip vertices only
-                        cols_np = (3 * lips[:, None] + np.arange(3)[None]).reshape(-1)
-                        cols = torch.from_numpy(cols_np).to(device)
-                        off = head.decode_columns(z[j, :T].float(), cols) if head.is_pca else offset[j, :T][:, cols]
-                        pred = ((off.double().cpu().numpy() + tmpl[cols_np][None]) / sc).reshape(T, -1, 3)
-                        gt = (gt_s[:, cols_np] / sc).reshape(T, -1, 3)
-                        st = np.broadcast_to((tmpl[cols_np] / sc).reshape(1, -1, 3), gt.shape)
-                        idx = np.arange(len(lips))
-                    else:  # parameters -> vertices with the space's converter, native units
-                        pred = self._vertices(s, (offset[j, :T].double().cpu().numpy() + tmpl[None]) / sc)
-                        gt = self._vertices(s, gt_s / sc)
-                        st = self._vertices(s, np.repeat(tmpl[None] / sc, T, 0)) if s.spec.id not in self.static \
-                            else None
-                        idx = lips
-                    frames.setdefault(s.spec.id, []).append(lve_frames(gt, pred, idx, np.float64))
-                    if s.spec.id not in self.static and st is not None:
-                        static.setdefault(s.spec.id, []).append(lve_frames(gt, st, idx, np.float64))
-        for d, v in static.items():
-            self.static[d] = float(np.mean(np.concatenate(v)))
-        model.train(was)
-        out = {}
-        for d, v in frames.items():
-            val = float(np.mean(np.concatenate(v)))
-            st_v = self.static.get(d, float("nan"))
-            out[d] = {"LVE": val, "static": st_v, "ratio": val / st_v if st_v > 0 else float("nan")}
-        return out
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -292,7 +135,7 @@ class Trainer:
                 convs[s.space] = torch_converter(s.space, s.ds.space_arrays())
         dims = {h.space: h.dim for h in spec.heads}
         self.loss_fn = Eq2Loss(convs, scales, dims, cfg["train"]["pca_weight"], cfg["train"]["param_weight"]).to(self.device)
-        self.aux = _aux_templates(self.sources, self.idt)
+        self.aux = aux_templates(self.sources, self.idt)
         pca = {sp: (h.components.cpu().numpy(), h.mean.cpu().numpy()) for sp, h in self.model.heads.items() if h.is_pca}
         self.clips = ClipSet(self.sources, self.idt, cfg, self.model.encoder.normalize, pca=pca)
         self.sampler = BucketBatchSampler(self.clips, cfg["train"]["batch_size"], cfg["train"]["bucket_factor"],
@@ -324,7 +167,6 @@ class Trainer:
                               "files; choose an empty or new folder")
         if not cfg_file.is_file():
             return None
-        import yaml
 
         old = yaml.safe_load(cfg_file.read_text())
         run = json.loads((self.out / "run.json").read_text()) if (self.out / "run.json").is_file() else {}
@@ -332,7 +174,7 @@ class Trainer:
             raise ConfigError(f"--out {self.out}: this run trains {','.join(run['datasets'])}, found "
                               f"--datasets {','.join(self.datasets)}; use the same datasets to resume or a new --out")
         ck.check_compatible(old, self.cfg, f"--out {self.out} (resuming)")
-        a, b = _flatten(old), _flatten(self.cfg)
+        a, b = flatten(old), flatten(self.cfg)
         diff = [k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k) and k not in RESUME_FREE]
         if diff:
             k = diff[0]
@@ -344,8 +186,6 @@ class Trainer:
 
     def _write_run_files(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-        from a2fbench.fsutil import write_json
-        from a2fbench.fsutil import atomic_path
 
         with atomic_path(self.out / "config.yaml") as tmp:
             tmp.write_text(dump(self.cfg))
@@ -364,7 +204,6 @@ class Trainer:
         self.opt = torch.optim.Adam(params, lr=float(self.cfg["train"]["lr"]))
         self.net: torch.nn.Module = self.model
         if self.dist.world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
 
             self.net = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                            find_unused_parameters=True)
@@ -388,7 +227,7 @@ class Trainer:
     # ---- checkpoints
     def _meta(self, epoch: int, batch: int) -> dict:
         return ck.jsonable({"config": self.cfg, "model_spec": spec_to_meta(self.spec), "encoder": self.model.encoder.saved(),
-                            "datasets": [d for d in _datasets_meta(self.sources)], "git_sha": ck.git_sha(),
+                            "datasets": [d for d in datasets_meta(self.sources)], "git_sha": ck.git_sha(),
                             "epoch": epoch, "batch": batch, "step": self.state["step"], "init_from": self.init_from,
                             "a2fbench_version": __import__("a2fbench").__version__, "torch": torch.__version__})
 
@@ -426,7 +265,6 @@ class Trainer:
 
     # ---- the loop
     def fit(self) -> Path:
-        from tqdm import tqdm
 
         cfg, tc = self.cfg, self.cfg["train"]
         if self.dist.main:
@@ -475,7 +313,7 @@ class Trainer:
                                         for sp, g in batch["groups"].items()}}
                 groups = {sp: g["rows"] for sp, g in batch_dev["groups"].items()}
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp_on) if self.device.type == "cuda" \
-                        else _nullctx():
+                        else contextlib.nullcontext():
                     nb = {"non_blocking": True}
                     outputs = self.net(batch["audio"].to(self.device, **nb), batch["n_samples"].to(self.device, **nb),
                                        batch_dev["n_frames"], ident.to(self.device, **nb), groups, decode=False)
@@ -494,7 +332,7 @@ class Trainer:
                 self.opt.step()
                 self.state["step"] += 1
                 steps_here += 1
-                secs = float(batch["n_samples"].sum()) / 16000
+                secs = float(batch["n_samples"].sum()) / SAMPLE_RATE
                 audio_s += secs
                 losses.append(loss_v)
                 if self.dist.main:
@@ -544,7 +382,6 @@ class Trainer:
 
     def _check_sync(self) -> None:
         """Every rank must end with the same weights (DDP averages gradients; Adam is deterministic)."""
-        import torch.distributed as dist
 
         sums = torch.stack([p.detach().double().sum() for p in self.model.parameters()]).to(self.device)
         got = [torch.zeros_like(sums) for _ in range(self.dist.world)]
@@ -552,14 +389,6 @@ class Trainer:
         if any(not torch.equal(g, got[0]) for g in got):
             raise RuntimeError("DDP ranks ended with different weights; this is a bug, please report it")
         log.info("DDP: %d ranks hold identical weights", self.dist.world)
-
-
-class _nullctx:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *a: Any) -> None:
-        return None
 
 
 def train(data: str | Path, datasets: list[str], out: str | Path, cfg: dict, **kw: Any) -> Path:
@@ -571,12 +400,3 @@ def train(data: str | Path, datasets: list[str], out: str | Path, cfg: dict, **k
             s.ds.close()
 
 
-def finetune_config(init_from: str, overrides: list[str]) -> dict:
-    """The checkpoint's config with ``key=value`` overrides (the architecture may not change)."""
-    meta, _, _ = ck.read(init_from)
-    cfg = load_config(None, overrides, base=meta["config"])
-    ck.check_compatible(meta["config"], cfg, f"finetune from {init_from}")
-    return cfg
-
-
-_ = math

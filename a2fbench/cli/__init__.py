@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+from importlib.metadata import entry_points
 from typing import Any
 
 import click
@@ -28,8 +29,10 @@ COMMANDS = {
     "solve-arkit": "a2fbench.cli.space_cmds:solve_arkit_cmd",
     "evaluate": "a2fbench.cli.score_cmds:evaluate_cmd",
     "compare": "a2fbench.cli.score_cmds:compare_cmd",
-    "leaderboard": "leaderboard.cli:leaderboard_group",
 }
+#: commands other installed packages add to ``a2fbench`` (the leaderboard adds ``leaderboard``); a2fbench never
+#: names them itself, so it depends on no package above it
+PLUGIN_GROUP = "a2fbench.commands"
 
 
 class LazyGroup(click.Group):
@@ -37,13 +40,19 @@ class LazyGroup(click.Group):
         super().__init__(*args, **kwargs)
         self.lazy = lazy
 
+    def _plugins(self) -> dict[str, Any]:
+        return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP)}
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(set(super().list_commands(ctx)) | set(self.lazy))
+        return sorted(set(super().list_commands(ctx)) | set(self.lazy) | set(self._plugins()))
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in self.lazy:
             mod, attr = self.lazy[name].split(":")
             return getattr(importlib.import_module(mod), attr)
+        plugins = self._plugins()
+        if name in plugins:
+            return plugins[name].load()
         return super().get_command(ctx, name)
 
 

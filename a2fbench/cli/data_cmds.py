@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 import click
 
-from .. import paths
 from ..errors import A2FBenchError
+from ..prepare import prepare_many
 from ..registry import all_specs, get_space, resolve
+from ..sources.download import download_dataset
+from ..sources.synth import plan_stats, synth_dataset
+from ..store import list_prepared, open_dataset
+from ..util import paths
+from ..util.constants import SAMPLE_RATE
+from ..util.fsutil import atomic_path
 
 RAW_OPT = click.option("--raw", type=click.Path(file_okay=False, path_type=Path), default=None,
                        help="Raw downloads root (RAW/<id>/). Default: $A2FBENCH_HOME/raw.")
@@ -28,7 +35,6 @@ def list_cmd(data: Path | None, as_json: bool) -> None:
     Example:
       a2fbench list --data ~/.a2fbench/data
     """
-    from ..store import list_prepared
 
     data = data or paths.default_data()
     prepared = list_prepared(data) if Path(data).exists() else {}
@@ -57,7 +63,6 @@ def info_cmd(dataset: str, data: Path | None, as_json: bool) -> None:
       a2fbench info vocaset
       a2fbench info D0 --data ~/.a2fbench/data
     """
-    from ..store import open_dataset
 
     specs = resolve(dataset)
     data = data or paths.default_data()
@@ -75,7 +80,7 @@ def info_cmd(dataset: str, data: Path | None, as_json: bool) -> None:
         sp = get_space(spec.space)
         click.echo(f"{spec.id}  {spec.name}  (aliases: {', '.join(spec.aliases)}; manifest v{spec.version})")
         click.echo(f"  space      {spec.space} ({sp.kind}, D={sp.dim}); units {spec.units}; fps {spec.fps_native:g} -> "
-                   f"{spec.fps:g}; audio -> {spec.audio_rate} Hz")
+                   f"{spec.fps:g}; audio -> {SAMPLE_RATE} Hz")
         click.echo(f"  licence    {spec.licence}")
         click.echo(f"  homepage   {spec.homepage}")
         click.echo(f"  citation   {spec.citation}")
@@ -129,7 +134,6 @@ def download_cmd(datasets: str, raw: Path | None, no_verify: bool, retries: int)
     Example:
       a2fbench download D0..D2 --raw ~/.a2fbench/raw
     """
-    from ..download import download_dataset
 
     raw = raw or paths.default_raw()
     failed = 0
@@ -161,7 +165,6 @@ def synth_cmd(datasets: str, out: Path, size: str, seed: int, layout: str | None
       a2fbench synth vocaset --out raw --size small --layout vertices_npy
       a2fbench synth D0..D7 --out raw --size full --dry-run
     """
-    from ..synth import plan_stats, synth_dataset
 
     if dry_run:
         for spec in resolve(datasets):
@@ -190,7 +193,6 @@ def prepare_cmd(datasets: str, raw: Path | None, data: Path | None, workers: int
     Example:
       a2fbench prepare D0..D7 --raw raw --out data --workers 2
     """
-    from ..prepare import prepare_many
 
     raw = raw or paths.default_raw()
     data = data or paths.default_data()
@@ -221,10 +223,6 @@ def export_hf_cmd(dataset: str, data: Path | None, split: str | None, out: Path)
     Example:
       a2fbench export-hf D1 --split test --out vocaset_test_hf
     """
-    from ..fsutil import atomic_path
-    from ..store import open_dataset
-
-    import tempfile
 
     ds = open_dataset(data or paths.default_data(), resolve(dataset)[0].id)
     out.parent.mkdir(parents=True, exist_ok=True)

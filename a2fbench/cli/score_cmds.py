@@ -8,7 +8,10 @@ from typing import Optional
 
 import click
 
-from .. import paths
+from ..scoring.compare import compare_files
+from ..scoring.evaluate import evaluate
+from ..util import paths
+from ..util.fsutil import write_json
 
 
 def default_out(pred: Path, protocol: str) -> Path:
@@ -70,10 +73,8 @@ def evaluate_cmd(pred: Path, dataset: str, data: Optional[Path], split: Optional
       a2fbench evaluate ct_pred --dataset biwi --protocol codetalker --out ct.json
       a2fbench evaluate pred_voca --dataset vocaset --regions flame
     """
-    from ..evaluate import evaluate
-    from ..fsutil import write_json
 
-    doc = evaluate(pred, dataset, data or paths.default_data(), split=split, protocol=protocol, regions=regions,
+    doc = evaluate(dataset, pred, data or paths.default_data(), split=split, protocol=protocol, regions=regions,
                    ignore_extra=ignore_extra, n_bootstrap=n_bootstrap, seed=seed, workers=workers)
     target = out or default_out(pred, protocol)
     write_json(target, doc)
@@ -99,7 +100,6 @@ def compare_cmd(a: Path, b: Path, n_resamples: int, seed: int, as_json: bool) ->
     Example:
       a2fbench compare baseline.results.json mine.results.json
     """
-    from ..compare import compare_files
 
     res = compare_files(a, b, n_resamples=n_resamples, seed=seed)
     if as_json:

@@ -5,9 +5,21 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import numpy as np
 
-from .. import paths
 from ..errors import SpaceError
+from ..registry import get_space, resolve
+from ..spaces import (
+    BlendshapeConverter,
+    convert_flame,
+    converter,
+    read_blendshape_basis,
+    read_flame_model,
+)
+from ..spaces.pca import check_dataset, fit_dataset, load
+from ..store import open_dataset
+from ..util import paths
+from ..util.fsutil import write_npy
 
 DATA_OPT = click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
                         help="Prepared store root (DATA/<id>/). Default: $A2FBENCH_HOME/data.")
@@ -37,9 +49,6 @@ def pca_cmd(datasets: str, data: Path | None, components: int, device: str, seed
       a2fbench pca D0..D2 --data ~/.a2fbench/data
       a2fbench pca vocaset --data data --components 64 --device cuda
     """
-    from ..pca import check_dataset, fit_dataset
-    from ..registry import resolve
-    from ..store import open_dataset
 
     data = data or paths.default_data()
     specs = resolve(datasets)
@@ -51,9 +60,8 @@ def pca_cmd(datasets: str, data: Path | None, components: int, device: str, seed
         finally:
             ds.close()
     for spec in specs:
-        path = fit_dataset(data, spec.id, components=components, device=device, seed=seed, split=split,
+        path = fit_dataset(spec.id, data, components=components, device=device, seed=seed, split=split,
                            passes=passes, oversample=oversample)
-        from ..pca import load
 
         p = load(path)
         click.echo(f"{spec.id}: {p.n_components} components explain {p.meta['explained_variance']:.6f} of the "
@@ -73,7 +81,6 @@ def convert_flame_cmd(src: Path, dst: Path) -> None:
     Example:
       a2fbench convert-flame ~/Downloads/FLAME2020/generic_model.pkl raw/D5/flame.npz
     """
-    from ..spaces import convert_flame, read_flame_model
 
     out = convert_flame(src, dst)
     a = read_flame_model(out)
@@ -105,16 +112,10 @@ def solve_arkit_cmd(inputs: tuple[Path, ...], out: Path, basis: Path | None, spa
       a2fbench solve-arkit pred/clip.npy --dataset D3 --data data --out clip_weights.npy
       a2fbench solve-arkit verts/ --basis EmoTalk.npz --space arkit52 --out weights/
     """
-    import numpy as np
-
-    from ..fsutil import write_npy
-    from ..registry import get_space, resolve
-    from ..spaces import BlendshapeConverter, converter, read_blendshape_basis
 
     if (basis is None) == (dataset is None):
         raise click.UsageError("give exactly one of --basis FILE or --dataset D")
     if dataset is not None:
-        from ..store import open_dataset
 
         ds = open_dataset(data or paths.default_data(), resolve(dataset)[0].id)
         sp = get_space(ds.card["space"])

@@ -1,0 +1,294 @@
+"""The prepare pipeline for one dataset and for several in parallel: layout, pinned checksums, sequences,
+templates, regions, splits, card, rename into place (see :mod:`a2fbench.prepare`)."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..errors import A2FBenchError, ChecksumMismatch, RawDataError, StoreError
+from ..registry import DatasetSpec, assign_splits, get_space, get_spec
+from ..sources.layouts import detect_layout, read
+from ..sources.raw import SYNTH_MARKER, RawData, RawItem
+from ..sources.regions import load_region
+from ..spaces import n_vertices as space_n_vertices
+from ..spaces import read_space_files
+from ..store import CARD_FILE, STORE_FORMAT, StoreWriter, incomplete_dir, store_dir
+from ..util.constants import SAMPLE_RATE
+from ..util.fsutil import sha256_file
+from .motion import fit_audio, resample_motion
+
+log = logging.getLogger("a2fbench.prepare")
+
+
+# -------------------------------------------------------------------------------------------- checksums
+def verify_pinned_files(spec: DatasetSpec, root: Path, synthetic: bool) -> list[dict]:
+    """Check every URL-sourced file the manifest pins: present (if required) and matching sha256.
+
+    Synthetic stand-ins hold stand-in resources: their hashes are recorded, not compared.
+    """
+    report = []
+    for src in spec.sources:
+        for f in src.files:
+            if f.is_glob or not f.sha256:
+                continue
+            p = root / f.path
+            if not p.is_file():
+                if f.required:
+                    raise RawDataError(f"{p}: expected {f.path} (sha256 {f.sha256[:12]}...), found nothing; run "
+                                       f"`a2fbench download {spec.id} --raw {root.parent}`")
+                report.append({"path": f.path, "status": "absent (optional)"})
+                continue
+            got = sha256_file(p)
+            if got != f.sha256 and not synthetic:
+                raise ChecksumMismatch(f"{p}: expected sha256 {f.sha256}, found {got}; the file is corrupt or a "
+                                       f"different version; delete it and run `a2fbench download {spec.id}`")
+            report.append({"path": f.path, "sha256": got,
+                           "status": "verified" if got == f.sha256 else "synthetic stand-in (not the published file)"})
+    return report
+
+
+def _plan_fingerprint(spec: DatasetSpec, raw: RawData, root: Path) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([STORE_FORMAT, spec.id, spec.version, raw.layout, spec.fps, SAMPLE_RATE,
+                         spec.filters.model_dump()]).encode())
+    for p in sorted(set(raw.inputs)):
+        st = p.stat()
+        h.update(f"{p.relative_to(root)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------- main
+def prepare_dataset(spec: DatasetSpec, raw_root: str | os.PathLike, data: str | os.PathLike, *,
+                    progress: bool = True, position: int = 0) -> dict:
+    """Prepare one dataset (see module doc); returns its card."""
+    root = Path(raw_root) / spec.id
+    work = incomplete_dir(data, spec)
+    t0 = time.time()
+    try:
+        card = _prepare(spec, root, Path(data), work, progress, position)
+    except A2FBenchError:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    except (KeyboardInterrupt, SystemExit):
+        log.warning("%s: interrupted; rerun the same command to resume from %s", spec.id, work)
+        raise
+    except OSError as e:
+        shutil.rmtree(work, ignore_errors=True)
+        if e.errno == errno.ENOSPC or "No space left" in str(e):
+            raise StoreError(f"{data}: expected free disk for the {spec.id} store, found the disk full; free space "
+                             f"(or use another --out) and run `a2fbench prepare {spec.id}` again") from None
+        raise
+    except Exception:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    log.info("%s: prepared %d sequences in %.1f s", spec.id, card["stats"]["n_sequences"], time.time() - t0)
+    return card
+
+
+def _prepare(spec: DatasetSpec, root: Path, data: Path, work: Path, progress: bool, position: int) -> dict:
+    layout = detect_layout(root, spec)
+    synthetic = json.loads((root / SYNTH_MARKER).read_text()) if (root / SYNTH_MARKER).is_file() else None
+    pinned = verify_pinned_files(spec, root, synthetic is not None)
+    raw = read(layout, root, spec)
+    _check_unique(raw, root)
+    space = get_space(spec.space)
+    space_arrays = read_space_files(space, root)
+    n_v = space_n_vertices(space, space_arrays)
+    regions, region_notes = {}, {}
+    for name, rs in spec.regions.sets.items():
+        try:
+            regions[name] = {w: load_region(root, getattr(rs, w), n_v, space_arrays, spec) for w in ("lips", "upper")}
+        except RawDataError as e:
+            if name == spec.regions.default:
+                raise
+            region_notes[name] = f"not available: {e}"
+            log.info("%s: region set %r skipped (%s)", spec.id, name, e)
+    splits, unassigned, split_source = assign_splits(spec, raw.items)
+    keep = {sid for ids in splits.values() for sid in ids}
+    dropped = list(raw.dropped) + unassigned
+    for d in dropped:
+        log.info("%s: dropped %s: %s", spec.id, d["id"], d["reason"])
+
+    # hash inputs in a background thread while sequences are processed (hashlib releases the GIL)
+    inputs = sorted(set(raw.inputs))
+    pool = ThreadPoolExecutor(max_workers=1)
+    hashes = pool.map(lambda p: (str(p.relative_to(root)), p.stat().st_size, sha256_file(p)), inputs)
+
+    _check_free_disk(spec, inputs, data, work)
+    writer = StoreWriter(work, _plan_fingerprint(spec, raw, root))
+    try:
+        items = [i for i in raw.items if i.id in keep]
+        adjusted = 0
+        dtype: Optional[np.dtype] = writer.dtype()  # one dtype per dataset (the source's); kept on resume
+        with tqdm(total=len(items), desc=f"prepare {spec.id}", unit="seq", disable=not progress, position=position,
+                  leave=False) as bar:
+            for it in items:
+                if writer.done(it.id):
+                    bar.update(1)
+                    continue
+                res = _process(spec, it)
+                if res is not None:
+                    if dtype is None:
+                        dtype = res[0].dtype
+                    if res[0].dtype != dtype:
+                        raise RawDataError(f"{it.files[0]}: expected {dtype} motion like the dataset's other "
+                                           f"sequences, found {res[0].dtype}; re-export it as the others")
+                if res is None:
+                    dropped.append({"id": it.id, "reason": f"shorter than {spec.filters.min_duration_s} s"})
+                    log.info("%s: dropped %s: shorter than %.2f s", spec.id, it.id, spec.filters.min_duration_s)
+                else:
+                    motion, audio, mismatch = res
+                    adjusted += abs(mismatch) > 1.0 / spec.fps
+                    writer.add_sequence(it.id, motion, audio, subject=it.subject, av_mismatch_s=mismatch,
+                                        source=str(it.files[0].relative_to(root)))
+                bar.update(1)
+        short = {d["id"] for d in dropped}
+        splits = {k: [s for s in v if s not in short] for k, v in splits.items()}
+        kept = [i for i in items if i.id not in short]
+        subjects = sorted({i.subject for i in kept})
+        templates = {}
+        for s in subjects:
+            if s not in raw.templates:
+                raise RawDataError(f"{root}: expected a template for subject {s!r}, found none in the layout's "
+                                   "template file; the templates do not match the sequences")
+            templates[s] = np.asarray(raw.templates[s])  # the source's array and dtype, untouched (FDD parity)
+        writer.put_group("templates", templates)
+        writer.put_group("regions", regions)
+        if space_arrays:
+            writer.put_group("space", space_arrays)
+        writer.put_splits(splits)
+        writer.drop_sequences_except({i.id for i in kept})
+        input_list = [{"path": p, "size": s, "sha256": h} for p, s, h in hashes]
+        card = _card(spec, raw, writer, splits, kept, input_list, pinned, dropped, adjusted, synthetic,
+                     split_source, regions, region_notes, n_v, str(spec.dtype if dtype is None else dtype))
+        writer.finalize(card)
+    finally:
+        writer.close()
+        pool.shutdown(wait=True, cancel_futures=True)  # a failure does not wait for the remaining hashes
+    (work / CARD_FILE).write_text(json.dumps(card, indent=1) + "\n")
+    if dropped:
+        (work / "dropped.json").write_text(json.dumps(dropped, indent=1) + "\n")
+    target = store_dir(data, spec)
+    if target.exists():
+        old = data / f".{spec.id}.old-{os.getpid()}"
+        os.replace(target, old)
+        os.replace(work, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(work, target)
+    return card
+
+
+def _check_free_disk(spec: DatasetSpec, inputs: list[Path], data: Path, work: Path) -> None:
+    """Refuse to start when the store clearly cannot fit: about the raw bytes over the decimation factor."""
+    need = sum(p.stat().st_size for p in inputs) / (spec.decimation or 1)
+    need -= sum(p.stat().st_size for p in work.rglob("*") if p.is_file()) if work.exists() else 0
+    data.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(data).free
+    if need > free:
+        raise StoreError(f"{data}: expected about {need / 1e9:.1f} GB free for the {spec.id} store, found "
+                         f"{free / 1e9:.1f} GB; free space or use another --out")
+
+
+def _check_unique(raw: RawData, root: Path) -> None:
+    first: dict[str, RawItem] = {}
+    for it in raw.items:
+        if it.id in first:
+            a, b = first[it.id].files[0], it.files[0]
+            raise RawDataError(f"{root}: expected unique sequence ids, found {it.id!r} twice ({a.relative_to(root)} "
+                               f"and {b.relative_to(root)}); remove or rename one")
+        first[it.id] = it
+
+
+def _process(spec: DatasetSpec, it: RawItem) -> Optional[tuple[np.ndarray, np.ndarray, float]]:
+    m = it.load_motion()
+    m = resample_motion(m, it.fps, spec.fps)
+    if not np.isfinite(m).all():
+        bad = int(np.argwhere(~np.isfinite(m))[0][0])
+        raise RawDataError(f"{it.files[0]}: expected finite motion, found NaN/inf at frame {bad} (at {spec.fps:g} fps); "
+                           "repair or remove the sequence")
+    T = m.shape[0]
+    if T / spec.fps < spec.filters.min_duration_s:
+        return None
+    audio = it.load_audio()
+    if audio.size == 0:
+        raise RawDataError(f"{it.files[1] if len(it.files) > 1 else it.files[0]}: expected audio for {it.id}, found an "
+                           "empty file; restore it")
+    audio, mismatch = fit_audio(audio, T, spec.fps)
+    if abs(mismatch) > spec.filters.max_av_mismatch_s:
+        raise RawDataError(f"{it.files[-1]}: expected audio within {spec.filters.max_av_mismatch_s} s of the motion "
+                           f"({T / spec.fps:.2f} s), found {T / spec.fps + mismatch:.2f} s; check that the audio "
+                           "belongs to this sequence")
+    return m, audio, float(mismatch)
+
+
+def _card(spec: DatasetSpec, raw: RawData, writer: StoreWriter, splits: dict, kept: list, inputs: list, pinned: list,
+          dropped: list, adjusted: int, synthetic: Optional[dict], split_source: str, regions: dict,
+          region_notes: dict, n_v: int, dtype: str) -> dict:
+    frames = {i.id: int(writer.meta(i.id)["n_frames"]) for i in kept}
+    subj = {i.id: i.subject for i in kept}
+
+    def stats(ids: list[str]) -> dict:
+        n = sum(frames[s] for s in ids)
+        return {"n_sequences": len(ids), "n_frames": n, "hours": round(n / spec.fps / 3600, 4),
+                "n_subjects": len({subj[s] for s in ids})}
+
+    space = get_space(spec.space)
+    fp = hashlib.sha256(json.dumps([STORE_FORMAT, spec.id, spec.version, spec.fps, SAMPLE_RATE,
+                                    spec.filters.model_dump(), sorted((d["path"], d["sha256"]) for d in inputs),
+                                    splits]).encode()).hexdigest()
+    return {
+        "id": spec.id, "name": spec.name, "space": spec.space, "dim": space.dim, "n_vertices": n_v,
+        "fps": spec.fps, "fps_native": spec.fps_native, "sample_rate": SAMPLE_RATE,
+        "units": spec.units, "vertex_units": spec.vertex_units or spec.units, "dtype": dtype,
+        "display": spec.display, "version": spec.version, "store_format": STORE_FORMAT,
+        "a2fbench_version": __version__, "fingerprint": f"sha256:{fp}", "layout": raw.layout,
+        "synthetic": synthetic, "split_source": split_source,
+        "splits_defined_by_a2fbench": spec.splits.defined_by_a2fbench and split_source == "manifest",
+        "stats": {**stats(list(frames)), "splits": {k: stats(v) for k, v in splits.items()}},
+        "region_default": spec.regions.default,
+        "regions": {k: {w: int(len(v[w])) for w in v} for k, v in regions.items()},
+        "regions_unavailable": region_notes,
+        "inputs": {"n_files": len(inputs), "files": inputs, "pinned": pinned},
+        "dropped": dropped, "audio_adjusted_over_one_frame": int(adjusted),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def _worker(args: tuple) -> tuple[str, Optional[dict], Optional[str]]:
+    spec_id, raw, data, position = args
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return spec_id, prepare_dataset(get_spec(spec_id), raw, data, position=position), None
+    except A2FBenchError as e:
+        return spec_id, None, str(e)
+
+
+def prepare_many(specs: list[DatasetSpec], raw: str | os.PathLike, data: str | os.PathLike,
+                 workers: int = 1) -> dict[str, tuple[Optional[dict], Optional[str]]]:
+    """Prepare several datasets (in parallel processes with ``workers`` > 1); {id: (card, error)}."""
+    results: dict[str, tuple[Optional[dict], Optional[str]]] = {}
+    Path(data).mkdir(parents=True, exist_ok=True)
+    if workers <= 1 or len(specs) == 1:
+        for s in specs:
+            _, card, err = _worker((s.id, raw, data, 0))
+            results[s.id] = (card, err)
+        return results
+
+    with ProcessPoolExecutor(max_workers=workers) as ex:
+        for sid, card, err in ex.map(_worker, [(s.id, raw, data, i) for i, s in enumerate(specs)]):
+            results[sid] = (card, err)
+    return results

@@ -1,0 +1,190 @@
+"""Scoring chunks of frames into per-sequence results: the per-frame terms each protocol pools, FDD's
+displacement statistics, several conditions averaged; and the aggregates over sequences.
+
+Takes: :class:`Chunk` s of ground truth and prediction vertices in sequence order. Gives: per sequence
+``{row, frames, fdd}`` and the protocol's aggregates."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+
+from ..errors import StoreError
+from .metrics import functional as F
+from .metrics.table import METRICS
+from .protocols import Protocol
+from .streams import check_finite
+
+SUBCHUNK_BYTES = 4 << 20  # scored at once: small enough for the CPU cache (much faster than 64 MiB steps)
+
+
+@dataclass
+class Item:
+    """One sequence to score: id, frames scored, and per prediction file its condition and length."""
+
+    sid: str
+    T: int
+    conditions: list[Optional[str]]
+    pred_frames: list[int]
+
+
+@dataclass
+class Chunk:
+    seq_index: int
+    start: int
+    gt: np.ndarray  # (t, V, 3) vertices
+    preds: list[np.ndarray]  # per condition, (t, V, 3)
+    template: Optional[np.ndarray] = None  # (V, 3), on the first chunk of a sequence
+    sources: Optional[list[Any]] = None  # prediction file per condition (for error messages)
+    leases: Optional[list[Any]] = None  # pooled buffers to release once scored
+
+    def release(self) -> None:
+        for lease in self.leases or ():
+            lease.release()
+        self.leases = None
+
+
+@dataclass
+class Scoring:
+    """What one evaluation computes: protocol, regions, compute dtype (None: the inputs' promoted dtype)."""
+
+    proto: Protocol
+    lips: np.ndarray
+    upper: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.lips_ix = F.VertexIndex.of(self.lips)
+        self.upper_ix = F.VertexIndex.of(self.upper)
+
+    @property
+    def dtype(self) -> Optional[type]:
+        return np.float64 if self.proto.float64 else None
+
+    @property
+    def pooled(self) -> list[str]:
+        return [m for m in self.proto.metrics if METRICS[m].pooled]
+
+    @property
+    def fdd(self) -> bool:
+        return "FDD" in self.proto.metrics
+
+
+class SequenceAccumulator:
+    """Per-sequence accumulator: per-frame terms per condition and, for FDD, per input either the
+    displacement rows ``(T, |U|)`` (reference protocols: the exact pairwise std at the end) or a
+    :class:`~a2fbench.metrics.functional.RunningDynamics` (``a2f``: O(|U|) memory)."""
+
+    def __init__(self, sc: Scoring, index: int, item: Item, first: Chunk):
+        self.sc, self.i, self.item = sc, index, item
+        self.k = len(item.conditions)
+        self.parts: dict[str, list[list[np.ndarray]]] = {m: [[] for _ in range(self.k)] for m in sc.pooled}
+        if sc.fdd:
+            assert first.template is not None
+            self.tm_u = np.asarray(first.template).reshape(-1, 3)[sc.upper]
+            U = len(sc.upper)
+            if sc.proto.float64:
+                self.run_gt = F.RunningDynamics()
+                self.run_pred = [F.RunningDynamics() for _ in first.preds]
+            else:
+                def dt(x: np.ndarray) -> np.dtype:
+                    return np.result_type(x.dtype, self.tm_u.dtype)
+
+                self.d_gt = np.empty((item.T, U), dt(first.gt))
+                self.d_pred = [np.empty((item.T, U), dt(p)) for p in first.preds]
+
+    def _disp(self, x: np.ndarray, a: int, store: Optional[np.ndarray], run: Optional[Any]) -> None:
+        if run is not None:
+            run.update(F.upper_displacements(x, None, self.sc.upper_ix, self.sc.dtype, self.tm_u))
+        else:
+            F.upper_displacements(x, None, self.sc.upper_ix, self.sc.dtype, self.tm_u, out=store[a:a + x.shape[0]])
+
+    def add(self, ch: Chunk, dtypes: set) -> None:
+        """Score one chunk, in sub-chunks of about 4 MiB of vertices so that every step runs in cache."""
+        sc = self.sc
+        touched = ch.gt.shape[1] if "MVE" in sc.pooled or "UFVE" in sc.pooled else len(sc.lips) + len(sc.upper)
+        step = max(1, SUBCHUNK_BYTES // (touched * 3 * 8))  # vertices worked on per frame, 3 coords, float64
+        run = sc.proto.float64
+        for c, p in enumerate(ch.preds):
+            dtypes.add(str(np.dtype(sc.dtype) if sc.dtype is not None else np.result_type(ch.gt.dtype, p.dtype)))
+        for s0 in range(0, ch.gt.shape[0], step):
+            g = ch.gt[s0:s0 + step]
+            a = ch.start + s0
+            for c, p in enumerate(ch.preds):
+                p = p[s0:s0 + step]
+                # with MVE every coordinate reaches a per-frame term (NaN/inf propagate): check those
+                full = "MVE" in sc.pooled
+                if ch.sources is not None and not full:
+                    check_finite(p, ch.sources[c], a)
+                if sc.pooled:
+                    terms = F.frame_terms(g, p, sc.lips_ix, sc.upper_ix, sc.pooled, sc.dtype)
+                    if ch.sources is not None and full and not np.isfinite(terms["MVE"]).all():
+                        check_finite(p, ch.sources[c], a)
+                        if not np.isfinite(g).all():
+                            raise StoreError(f"ground truth of {self.item.sid} has NaN or inf near frame {a}; "
+                                             "re-run `a2fbench prepare` from intact raw files")
+                    for m in sc.pooled:
+                        self.parts[m][c].append(terms[m])
+                if sc.fdd:
+                    self._disp(p, a, None if run else self.d_pred[c], self.run_pred[c] if run else None)
+            if sc.fdd:
+                self._disp(g, a, None if run else self.d_gt, self.run_gt if run else None)
+
+    def close(self) -> dict:
+        """{row: per_sequence dict, frames: {metric: (T,) vector}, fdd: scalar} (conditions averaged)."""
+        item = self.item
+        row: dict[str, Any] = {"id": item.sid, "frames": item.T}
+        frames = {}
+        for m in self.sc.pooled:
+            per_c = [np.concatenate(v) for v in self.parts[m]]
+            v = per_c[0] if self.k == 1 else sum(per_c) / self.k
+            frames[m] = v
+            row[m] = float(np.mean(v))
+        fdd = None
+        if self.sc.fdd and self.sc.proto.float64:
+            s_gt = self.run_gt.result()
+            s_pr = [r.result() for r in self.run_pred]
+        elif self.sc.fdd:
+            s_gt = F.upper_dynamics_rows(self.d_gt)
+            s_pr = [F.upper_dynamics_rows(d) for d in self.d_pred]
+        if self.sc.fdd:
+            fdd = s_gt - (s_pr[0] if self.k == 1 else sum(s_pr) / self.k)
+            row["FDD"] = float(fdd)
+        if item.conditions[0] is not None:
+            row["conditions"] = list(item.conditions)
+        row["pred_frames"] = list(item.pred_frames) if self.k > 1 else item.pred_frames[0]
+        return {"row": row, "frames": frames, "fdd": fdd}
+
+
+def score_chunks(sc: Scoring, items: list[Item], chunks: Iterator[Chunk],
+           on_frames: Optional[Callable[[int], Any]] = None) -> tuple[list[dict], set]:
+    """Run every chunk through the per-sequence accumulators; returns (per-sequence outputs, compute dtypes)."""
+    out: list[dict] = []
+    dtypes: set = set()
+    cur: Optional[SequenceAccumulator] = None
+    for ch in chunks:
+        if cur is None or cur.i != ch.seq_index:
+            if cur is not None:
+                out.append(cur.close())
+            cur = SequenceAccumulator(sc, ch.seq_index, items[ch.seq_index], ch)
+        cur.add(ch, dtypes)
+        ch.release()
+        if on_frames is not None:
+            on_frames(ch.gt.shape[0])
+    if cur is not None:
+        out.append(cur.close())
+    return out, dtypes
+
+
+def aggregates(proto: Protocol, seqs: list[dict]) -> dict[str, Any]:
+    """Each metric's aggregate by its rule: pooled np.mean over all frames, or over sequences in order."""
+    out = {}
+    for m in proto.metrics:
+        if METRICS[m].pooled:
+            out[m] = F.pooled_mean([s["frames"][m] for s in seqs])
+        elif m == "FDD":
+            out[m] = F.mean_over_sequences([s["fdd"] for s in seqs])
+        else:
+            out[m] = F.mean_abs_over_sequences([s["fdd"] for s in seqs])
+    return out

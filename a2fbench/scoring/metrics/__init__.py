@@ -1,0 +1,7 @@
+"""The metrics: one table of what each metric is (:mod:`.table`), the arithmetic as pure functions per frame,
+per sequence and over sequences (:mod:`.functional`), the statistics over sequences (:mod:`.stats`), and
+slow reference oracles for tests and benchmarks (:mod:`.reference`). Definitions: ``docs/metrics.md``."""
+
+from .table import METRICS, NAMES, POOLED, RANKED, SEQUENCE_COLUMNS, Metric
+
+__all__ = ["METRICS", "NAMES", "POOLED", "RANKED", "SEQUENCE_COLUMNS", "Metric"]

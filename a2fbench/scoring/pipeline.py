@@ -1,0 +1,108 @@
+"""Scoring in one process: the store and predictions read in chunks (a reader thread ahead of the scorer
+when a CPU is spare, a hasher thread over every prediction byte), scored by :mod:`.accumulate`.
+
+Takes: a prepared dataset, a protocol, regions and a plan (which files, how many frames). Gives: per-sequence
+outputs, the sha256 of every prediction file and the compute dtypes used."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+
+from ..registry import get_space
+from ..spaces import converter
+from ..util.threads import prefetch as background
+from .accumulate import Chunk, Item, Scoring, score_chunks
+from .predictions import PredFile
+from .protocols import Protocol
+from .streams import BufferPool, HashWorker, NpyReader
+
+
+class Context:
+    """Everything fixed for one evaluation of a prepared dataset: store, converter, regions, protocol."""
+
+    def __init__(self, ds: Any, proto: Protocol, lips: np.ndarray, upper: np.ndarray):
+        self.ds = ds
+        self.scoring = Scoring(proto, lips, upper)
+        self.proto, self.lips, self.upper = proto, lips, upper
+        self.space = get_space(ds.card["space"])
+        self.conv = None if self.space.is_vertex else converter(self.space, ds.space_arrays())
+        self.V = int(ds.card.get("n_vertices") or (self.conv.n_vertices if self.conv else self.space.n_vertices))
+        self.P = None if self.space.is_vertex else int(self.space.dim)
+
+    def vertices(self, x: np.ndarray, kind: str) -> np.ndarray:
+        """Rows of motion or prediction -> (t, V, 3) (parameters through the space's converter)."""
+        if kind == "parameters":
+            assert self.conv is not None
+            return self.conv.to_vertices(x)
+        return x.reshape(x.shape[0], self.V, 3)
+
+    def template(self, subject: str) -> np.ndarray:
+        tm = np.asarray(self.ds.template(subject))
+        if self.conv is not None:
+            return self.conv.to_vertices(tm.reshape(1, -1))[0]
+        return tm.reshape(self.V, 3)
+
+
+def read_chunks(ctx: Context, plan: list[tuple[Item, list[PredFile]]], rows: int, hashes: dict[str, Any],
+            hasher: Optional[HashWorker] = None) -> Iterator[Chunk]:
+    """Read every scored chunk in order; every prediction byte is hashed (and the unscored tail checked).
+
+    Buffers come from pools and go back when the scorer (and the hasher) release them. NaN/inf in scored
+    rows are checked by the scorer (:meth:`SequenceAccumulator.add`), on cache-resident data.
+    """
+    pool = BufferPool()
+    for i, (item, pfs) in enumerate(plan):
+        seq = ctx.ds[item.sid]
+        tm = ctx.template(seq.subject) if ctx.scoring.fdd else None
+        gt_dtype = seq.motion_dtype
+        readers = [NpyReader(pf, hasher) for pf in pfs]
+        try:
+            for a in range(0, item.T, rows):
+                b = min(item.T, a + rows)
+                leases = []
+                lg = pool.take(rows, (int(ctx.ds.card["dim"]),), gt_dtype)
+                raw = seq.frames_into(lg.buf[:b - a], a)
+                if ctx.conv is None:
+                    gt = ctx.vertices(raw, "vertices")
+                    leases.append(lg)
+                else:
+                    gt = ctx.vertices(raw, "parameters")
+                    lg.release()
+                preds = []
+                for r in readers:
+                    x, lp = r.read_leased(b - a, pool, check=False, rows=rows)
+                    preds.append(ctx.vertices(x, r.pf.kind))
+                    if r.pf.kind == "parameters":
+                        lp.release()
+                    else:
+                        leases.append(lp)
+                yield Chunk(i, a, gt, preds, tm if a == 0 else None, [r.pf.path for r in readers], leases)
+            for r in readers:
+                hashes[r.pf.path.name] = r.finish()
+        finally:
+            for r in readers:
+                r.close()
+
+
+def spare_cpu(n_workers: int) -> bool:
+    """Run the reader thread ahead of the scorer only when there is a CPU per process to spare for it."""
+    return (os.cpu_count() or 1) >= 2 * n_workers
+
+
+def stream(ctx: Context, plan: list[tuple[Item, list[PredFile]]], chunk_mb: float,
+            on_frames: Optional[Callable[[int], Any]], prefetch: bool = True) -> tuple[list[dict], dict[str, str], set]:
+    """Score ``plan`` in this process: reader thread (if ``prefetch``), hasher thread, scorer (module doc)."""
+    rows = max(1, int(chunk_mb * 2**20 // (ctx.V * 3 * 8)))
+    hashes: dict[str, Any] = {}
+    hasher = HashWorker()
+    try:
+        it = read_chunks(ctx, plan, rows, hashes, hasher)
+        if prefetch:
+            it = background(it, depth=2, name="a2fbench-evaluate-reader")
+        seqs, dtypes = score_chunks(ctx.scoring, [it for it, _ in plan], it, on_frames)
+    finally:
+        hasher.close()
+    return seqs, {name: h.hexdigest() for name, h in hashes.items()}, dtypes

@@ -1,0 +1,173 @@
+"""The results JSON written by ``a2fbench evaluate`` and read by ``compare`` and the leaderboard.
+
+Schema (version 1; every key documented in docs/metrics.md)::
+
+    schema_version   1
+    a2fbench_version
+    dataset          {id, name, version, split, fingerprint, n_sequences, n_frames, synthetic, regions}
+    protocol         {name, version, length_policy, bootstrap: {n, seed, method}}
+    metrics          {LVE|MVE|UFVE|FDD|FDD_abs: {value, unit, ci95, aggregation, higher_is_better, version}}
+    per_sequence     [{id, frames, LVE, MVE, UFVE, FDD}]
+    predictions      {fingerprint, n_files}
+    created
+    content_hash     sha256 of the canonical JSON of everything else
+
+Aggregates follow from the per-sequence scores (the metric table's ``aggregation``): LVE, MVE and UFVE are pooled over frames
+(frame-weighted means of the per-sequence means), FDD is the mean over sequences of the signed per-sequence
+values and FDD_abs the mean of their absolute values. :func:`check_consistency` recomputes them (to 1e-9
+relative; 1e-5 when ``protocol.compute_dtype`` is float32, as the codetalker/facediffuser protocols keep the
+reference scripts' float32 arithmetic on float32 inputs), and
+:func:`load` refuses a file whose numbers or hash do not hold together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from ..errors import ResultSchemaError
+from .metrics.stats import aggregate as aggregate_values
+from .metrics.table import METRICS
+
+SCHEMA_VERSION = 1
+REL_TOL = 1e-9
+LOW_PRECISION_REL_TOL = 1e-5  # protocol.compute_dtype float32: the reference's own float32 sums
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class MetricEntry(_M):
+    value: Optional[float]
+    unit: str
+    ci95: Optional[tuple[float, float]] = None
+    aggregation: Optional[str] = None
+    higher_is_better: bool = False
+    version: int = 1
+
+
+class DatasetEntry(_M):
+    id: str
+    name: str
+    version: int
+    split: str
+    fingerprint: str
+    n_sequences: int
+    n_frames: int
+
+
+class ProtocolEntry(_M):
+    name: str
+    version: int
+    length_policy: str
+
+
+class PredictionsEntry(_M):
+    fingerprint: str
+
+
+class ResultsDoc(_M):
+    schema_version: int
+    a2fbench_version: str
+    dataset: DatasetEntry
+    protocol: ProtocolEntry
+    metrics: dict[str, MetricEntry]
+    per_sequence: list[dict[str, Any]]
+    predictions: PredictionsEntry
+    created: str
+    content_hash: Optional[str] = None
+
+
+def _canonical(doc: dict) -> bytes:
+    body = {k: v for k, v in doc.items() if k != "content_hash"}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def content_hash(doc: dict) -> str:
+    return "sha256:" + hashlib.sha256(_canonical(doc)).hexdigest()
+
+
+def finalize(doc: dict) -> dict:
+    """Return ``doc`` with its ``content_hash`` set (call last, after every other key)."""
+    out = {k: v for k, v in doc.items() if k != "content_hash"}
+    out["content_hash"] = content_hash(out)
+    return out
+
+
+def aggregate(metric: str, per_sequence: list[dict]) -> Optional[float]:
+    """Recompute one aggregate from per-sequence scores (see module doc); None when no row has the metric."""
+    key = METRICS[metric].per_sequence_key
+    rows = [r for r in per_sequence if r.get(key) is not None]
+    if not rows:
+        return None
+    return aggregate_values(metric, [float(r[key]) for r in rows], [int(r["frames"]) for r in rows])
+
+
+def check_consistency(doc: dict, source: str = "results") -> None:
+    """Raise :class:`ResultSchemaError` when aggregates do not follow from per-sequence scores or counts differ."""
+    ps = doc["per_sequence"]
+    ds = doc["dataset"]
+    if len(ps) != int(ds["n_sequences"]):
+        raise ResultSchemaError(f"{source}: dataset.n_sequences is {ds['n_sequences']} but per_sequence has {len(ps)} rows")
+    if len({r["id"] for r in ps}) != len(ps):
+        raise ResultSchemaError(f"{source}: per_sequence lists a sequence twice")
+    nf = sum(int(r["frames"]) for r in ps)
+    if nf != int(ds["n_frames"]):
+        raise ResultSchemaError(f"{source}: dataset.n_frames is {ds['n_frames']} but per_sequence frames sum to {nf}")
+    low_precision = doc.get("protocol", {}).get("compute_dtype") in ("float32", "float16")
+    for name, m in doc["metrics"].items():
+        if name not in METRICS or m.get("value") is None:
+            continue
+        want = aggregate(name, ps)
+        got = float(m["value"])
+        rel, abs_tol = REL_TOL, 1e-300
+        if low_precision and want is not None:
+            # protocols that keep the reference's float32 arithmetic: allow float32 rounding of the sums,
+            # relative to the magnitudes summed (signed FDD can cancel)
+            key = METRICS[name].per_sequence_key
+            rel, abs_tol = LOW_PRECISION_REL_TOL, LOW_PRECISION_REL_TOL * max(
+                (abs(float(r[key])) for r in ps if r.get(key) is not None), default=0.0)
+        if want is None or not math.isclose(got, want, rel_tol=rel, abs_tol=abs_tol):
+            raise ResultSchemaError(f"{source}: {name} is {got!r} but its per-sequence scores give {want!r}; the file "
+                                    "was edited or is corrupt; re-run `a2fbench evaluate`")
+
+
+def validate(doc: Any, source: str = "results") -> dict:
+    """Schema + hash + consistency checks; returns the document."""
+    if not isinstance(doc, dict):
+        raise ResultSchemaError(f"{source}: expected a JSON object, found {type(doc).__name__}")
+    ver = doc.get("schema_version")
+    if ver != SCHEMA_VERSION:
+        raise ResultSchemaError(f"{source}: expected schema_version {SCHEMA_VERSION}, found {ver!r}; re-run "
+                                "`a2fbench evaluate` with this a2fbench")
+    try:
+        ResultsDoc.model_validate(doc)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise ResultSchemaError(f"{source}: invalid results field '{'.'.join(map(str, first['loc']))}': "
+                                f"{first['msg']}; re-run `a2fbench evaluate`") from None
+    h = doc.get("content_hash")
+    if h is not None and h != content_hash(doc):
+        raise ResultSchemaError(f"{source}: content_hash does not match the file's content; the file was edited "
+                                "after `a2fbench evaluate` wrote it")
+    check_consistency(doc, source)
+    return doc
+
+
+def load(path: str | os.PathLike) -> dict:
+    """Read and validate a results file (see :func:`validate`)."""
+    p = Path(path)
+    try:
+        doc = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ResultSchemaError(f"{p}: expected a results JSON written by `a2fbench evaluate`, found nothing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ResultSchemaError(f"{p}: expected JSON, found a malformed file ({e})") from None
+    return validate(doc, str(p))

@@ -1,0 +1,62 @@
+"""Audio input: any common format to mono float32 at 16 kHz.
+
+soundfile (libsndfile) reads wav, flac, ogg and mp3; soxr resamples with a proper (HQ, linear-phase)
+anti-aliasing filter, as librosa does by default. Channels are averaged to mono.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+from ..errors import RawDataError
+from ..util.constants import SAMPLE_RATE
+
+
+def resample(x: np.ndarray, sr: int, target: int = SAMPLE_RATE) -> np.ndarray:
+    """Resample mono float audio from ``sr`` to ``target`` Hz (soxr HQ)."""
+    x = np.asarray(x, dtype=np.float32)
+    if sr == target or x.size == 0:
+        return x
+    return soxr.resample(x, sr, target, quality="HQ").astype(np.float32, copy=False)
+
+
+def to_mono_float(x: np.ndarray) -> np.ndarray:
+    """(N,) or (N, C) samples of any numeric dtype to mono float32 in [-1, 1]."""
+    x = np.asarray(x)
+    if np.issubdtype(x.dtype, np.integer):
+        info = np.iinfo(x.dtype)
+        x = x.astype(np.float32) / float(max(abs(info.min), info.max))
+    x = x.astype(np.float32, copy=False)
+    if x.ndim == 2:
+        x = x.mean(axis=1) if x.shape[1] <= 16 else x.mean(axis=0)
+    elif x.ndim != 1:
+        raise RawDataError(f"expected audio shaped (N,) or (N, channels), found {x.shape}")
+    return x
+
+
+def read_audio(path: str | os.PathLike, target_sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Read an audio file (wav/flac/ogg/mp3, or .npy holding raw 16 kHz samples) as mono float32 at ``target_sr``."""
+    p = Path(path)
+    if not p.is_file():
+        raise RawDataError(f"{p}: expected an audio file, found nothing there; put the file back or re-download")
+    if p.suffix.lower() == ".npy":
+        try:
+            x = np.load(p, allow_pickle=False)
+        except Exception as e:  # noqa: BLE001
+            raise RawDataError(f"{p}: expected a .npy of raw 16 kHz audio, found an unreadable file ({e})") from None
+        return resample(to_mono_float(x), SAMPLE_RATE, target_sr)
+    try:
+        x, sr = sf.read(str(p), dtype="float32", always_2d=False)
+    except Exception as e:  # noqa: BLE001 - libsndfile raises several types
+        raise RawDataError(f"{p}: expected readable audio (wav/flac/ogg/mp3), found an unreadable file ({e})") from None
+    return resample(to_mono_float(x), int(sr), target_sr)
+
+
+def write_wav(path: str | os.PathLike, x: np.ndarray, sr: int) -> None:
+    """Write mono float audio as 16-bit PCM wav."""
+    sf.write(str(path), np.asarray(x, dtype=np.float32), int(sr), subtype="PCM_16", format="WAV")

@@ -1,0 +1,263 @@
+"""Writing and reading entries: evaluated results (idempotent by content hash and by evaluation key),
+reported rows, removal, and the reads the command line, the page and the ranking use."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from a2fbench.errors import ResultSchemaError
+from a2fbench.registry import get_spec
+from a2fbench.scoring.results import check_consistency as doc_consistency
+
+from .model import LeaderboardError, MethodMeta, ReportedEntry
+from .scores import decode, score_blob
+from .transactions import bump, immediate, now
+
+
+@dataclass
+class Outcome:
+    entry_id: int
+    added: bool
+    message: str
+    verified_now: bool = False
+
+
+def eval_key(doc: dict) -> str:
+    """What makes two results the same evaluation: data, split, protocol, predictions and metric versions."""
+    parts = {
+        "dataset": doc["dataset"]["fingerprint"], "split": doc["dataset"]["split"],
+        "regions": (doc["dataset"].get("regions") or {}).get("digest"),
+        "protocol": [doc["protocol"]["name"], doc["protocol"]["version"]],
+        "predictions": doc["predictions"]["fingerprint"],
+        "metrics": sorted((k, int(v.get("version", 1))) for k, v in doc["metrics"].items()),
+    }
+    return "sha256:" + hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def _insert_entry(conn: sqlite3.Connection, fields: dict[str, Any]) -> int:
+    cols = ", ".join(fields)
+    marks = ", ".join("?" for _ in fields)
+    cur = conn.execute(f"INSERT INTO entries ({cols}) VALUES ({marks})", tuple(fields.values()))
+    return int(cur.lastrowid)
+
+
+def _insert_metrics(conn: sqlite3.Connection, entry_id: int, metrics: dict[str, dict]) -> None:
+    for name, m in metrics.items():
+        ci = m.get("ci95") or (None, None)
+        conn.execute("INSERT INTO metrics (entry_id, metric, value, unit, ci_lo, ci_hi) VALUES (?, ?, ?, ?, ?, ?)",
+                     (entry_id, name, m.get("value"), m.get("unit"), ci[0], ci[1]))
+
+
+def _insert_document(conn: sqlite3.Connection, entry_id: int, doc: dict) -> None:
+    conn.execute("INSERT INTO documents (entry_id, doc) VALUES (?, ?)",
+                 (entry_id, json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False)))
+    seqset, n, blob = score_blob(doc)
+    conn.execute("INSERT INTO scores (entry_id, seqset, n, data) VALUES (?, ?, ?, ?)", (entry_id, seqset, n, blob))
+
+
+def _meta_fields(meta: MethodMeta) -> dict[str, Any]:
+    d = meta.model_dump()
+    tot = d.pop("trained_on_test_ids")
+    d["trained_on_test_ids"] = None if tot is None else int(bool(tot))
+    return d
+
+
+def submit_doc(conn: sqlite3.Connection, doc: dict, meta: MethodMeta, *, verified: bool = False) -> Outcome:
+    """Store one validated results document as an ``evaluated`` entry, in one transaction. Idempotent."""
+    fp = doc.get("content_hash")
+    if not fp:
+        raise LeaderboardError("results file has no content_hash; expected a file written by `a2fbench evaluate`; "
+                               "re-run it")
+    key = eval_key(doc)
+    ds, proto = doc["dataset"], doc["protocol"]
+    with immediate(conn):
+        row = conn.execute("SELECT id, method, verified, fingerprint FROM entries WHERE fingerprint = ? OR eval_key = ?",
+                           (fp, key)).fetchone()
+        if row is not None:
+            eid, method, was_verified, old_fp = row
+            same = "results file" if old_fp == fp else "predictions evaluated on the same data and protocol"
+            if method != meta.method:
+                raise LeaderboardError(f"these results ({same}) are already entry #{eid} under method {method!r}, "
+                                       f"not {meta.method!r}; one evaluation belongs to one method")
+            if verified and not was_verified:
+                conn.execute("UPDATE entries SET verified = 1, verified_at = ? WHERE id = ?", (now(), eid))
+                bump(conn)
+                return Outcome(eid, False, f"entry #{eid} ({method}) was already on the leaderboard; now marked "
+                                           "verified", verified_now=True)
+            return Outcome(eid, False, f"already on the leaderboard as entry #{eid} ({method}; same {same}); "
+                                       "nothing added")
+        fields = _meta_fields(meta) | {
+            "fingerprint": fp, "eval_key": key, "kind": "evaluated",
+            "dataset": ds["id"], "dataset_name": ds.get("name"), "dataset_version": ds.get("version"),
+            "split": ds["split"], "protocol": proto["name"], "protocol_version": proto.get("version"),
+            "dataset_fingerprint": ds.get("fingerprint"), "predictions_fingerprint": doc["predictions"]["fingerprint"],
+            "region_set": (ds.get("regions") or {}).get("set"),
+            "regions_digest": (ds.get("regions") or {}).get("digest"),
+            "n_sequences": ds.get("n_sequences"), "n_frames": ds.get("n_frames"),
+            "synthetic": None if ds.get("synthetic") is None else int(bool(ds.get("synthetic"))),
+            "a2fbench_version": doc.get("a2fbench_version"),
+            "verified": int(verified), "verified_at": now() if verified else None,
+            "created": doc.get("created"), "submitted_at": now(),
+        }
+        eid = _insert_entry(conn, fields)
+        _insert_metrics(conn, eid, doc["metrics"])
+        _insert_document(conn, eid, doc)
+        bump(conn)
+    return Outcome(eid, True, f"added entry #{eid}: {meta.method} on {ds['id']}/{ds['split']} ({proto['name']})"
+                              + (" [verified]" if verified else "")
+                              + (" [scored on a synthetic stand-in]" if ds.get("synthetic") else ""))
+
+
+def insert_reported(conn: sqlite3.Connection, r: ReportedEntry, *, seeded: bool) -> tuple[int, bool]:
+    fp = r.fingerprint()
+    row = conn.execute("SELECT id FROM entries WHERE fingerprint = ?", (fp,)).fetchone()
+    if row is not None:
+        if seeded:
+            conn.execute("UPDATE entries SET seeded = 1 WHERE id = ?", (row[0],))
+        return int(row[0]), False
+    spec = get_spec(r.dataset)
+    meta = MethodMeta(**{k: getattr(r, k) for k in MethodMeta.model_fields})
+    fields = _meta_fields(meta) | {
+        "fingerprint": fp, "kind": "reported", "dataset": spec.id, "dataset_name": spec.name,
+        "split": r.split, "protocol": r.protocol, "citation": r.citation, "source_url": r.source_url,
+        "source_type": r.source_type, "note": r.note, "seeded": int(seeded), "submitted_at": now(),
+    }
+    eid = _insert_entry(conn, fields)
+    _insert_metrics(conn, eid, {k: m.model_dump() for k, m in r.metrics.items()})
+    return eid, True
+
+
+def add_reported(conn: sqlite3.Connection, rows: Sequence[ReportedEntry]) -> list[Outcome]:
+    """Add reported (claimed) rows from a user file, all in one transaction. Idempotent per row."""
+    out = []
+    with immediate(conn):
+        for r in rows:
+            eid, added = insert_reported(conn, r, seeded=False)
+            what = "added" if added else "already present as"
+            out.append(Outcome(eid, added, f"{what} reported entry #{eid}: {r.method} on {r.dataset}/{r.split}"))
+        if any(o.added for o in out):
+            bump(conn)
+    return out
+
+
+def remove_entry(conn: sqlite3.Connection, entry_id: int) -> dict:
+    with immediate(conn):
+        row = conn.execute("SELECT id, method, kind FROM entries WHERE id = ?", (entry_id,)).fetchone()
+        if row is None:
+            raise LeaderboardError(f"expected an entry #{entry_id}, found none; see `a2fbench leaderboard show`")
+        conn.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
+        bump(conn)
+    return {"id": row[0], "method": row[1], "kind": row[2]}
+
+
+_ENTRY_COLS = ("id", "kind", "method", "version", "params", "inference_s", "inference_device", "training_data",
+               "code_url", "trained_on_test_ids", "dataset", "dataset_name", "dataset_version", "split", "protocol",
+               "protocol_version", "dataset_fingerprint", "region_set", "regions_digest", "predictions_fingerprint",
+               "n_sequences", "n_frames", "synthetic", "a2fbench_version", "verified", "verified_at", "citation",
+               "source_url", "source_type",
+               "note", "seeded", "created", "submitted_at", "fingerprint")
+
+
+_BOOL_COLS = ("trained_on_test_ids", "synthetic", "verified", "seeded")
+
+
+def fetch_entries(conn: sqlite3.Connection, datasets: Optional[Sequence[str]] = None,
+                  kind: Optional[str] = None, ids: Optional[Sequence[int]] = None) -> list[dict[str, Any]]:
+    """Entries with their metrics (``{"LVE": {"value", "unit", "ci95"}}``), in id order, one read snapshot."""
+    where: list[str] = []
+    args: list[Any] = []
+    if ids is not None:
+        where.append(f"id IN ({', '.join('?' for _ in ids) or 'NULL'})")
+        args += [int(i) for i in ids]
+    if datasets:
+        where.append(f"dataset IN ({', '.join('?' for _ in datasets)})")
+        args += list(datasets)
+    if kind:
+        where.append("kind = ?")
+        args.append(kind)
+    clause = (" WHERE " + " AND ".join(where)) if where else ""
+    conn.execute("BEGIN")  # one consistent snapshot for both queries
+    try:
+        rows = conn.execute(f"SELECT {', '.join(_ENTRY_COLS)} FROM entries{clause} ORDER BY id", args).fetchall()
+        mq = "SELECT entry_id, metric, value, unit, ci_lo, ci_hi FROM metrics"
+        if clause:
+            mq += f" WHERE entry_id IN (SELECT id FROM entries{clause})"
+        mrows = conn.execute(mq, args).fetchall()
+    finally:
+        conn.execute("COMMIT")
+    out: dict[int, dict[str, Any]] = {}
+    for r in rows:
+        e = dict(zip(_ENTRY_COLS, r))
+        for b in _BOOL_COLS:
+            if e[b] is not None:
+                e[b] = bool(e[b])
+        e["metrics"] = {}
+        out[e["id"]] = e
+    for eid, name, value, unit, lo, hi in mrows:
+        e = out.get(eid)
+        if e is not None:
+            e["metrics"][name] = {"value": value, "unit": unit,
+                                  "ci95": None if lo is None or hi is None else [lo, hi]}
+    return list(out.values())
+
+
+def fetch_scores(conn: sqlite3.Connection, ids: Optional[Sequence[int]] = None) -> dict[int, tuple[str, np.ndarray]]:
+    """``{entry_id: (seqset, (S, 1 + len(scores.SEQ_COLUMNS)) float64)}`` for evaluated entries."""
+    q = "SELECT entry_id, seqset, n, data FROM scores"
+    rows = conn.execute(q).fetchall()
+    want = None if ids is None else set(ids)
+    out = {}
+    for eid, seqset, n, data in rows:
+        if want is not None and eid not in want:
+            continue
+        out[eid] = (seqset, decode(n, data))
+    return out
+
+
+def fetch_document(conn: sqlite3.Connection, entry_id: int) -> Optional[dict]:
+    row = conn.execute("SELECT doc FROM documents WHERE entry_id = ?", (entry_id,)).fetchone()
+    return None if row is None else json.loads(row[0])
+
+
+def check_consistency(conn: sqlite3.Connection) -> list[str]:
+    """Everything that should hold after any sequence of (possibly killed) writers. Empty list = consistent."""
+    problems = []
+    ic = conn.execute("PRAGMA integrity_check").fetchall()
+    if ic != [("ok",)]:
+        problems.append(f"integrity_check: {ic[:3]}")
+    fk = conn.execute("PRAGMA foreign_key_check").fetchall()
+    if fk:
+        problems.append(f"foreign_key_check: {fk[:3]}")
+    dup = conn.execute("SELECT fingerprint, count(*) FROM entries GROUP BY fingerprint HAVING count(*) > 1").fetchall()
+    if dup:
+        problems.append(f"duplicate fingerprints: {dup[:3]}")
+    for (eid,) in conn.execute("SELECT id FROM entries e WHERE NOT EXISTS "
+                               "(SELECT 1 FROM metrics m WHERE m.entry_id = e.id)").fetchall():
+        problems.append(f"entry #{eid} has no metrics")
+    rows = conn.execute("SELECT e.id, d.doc, s.n FROM entries e LEFT JOIN documents d ON d.entry_id = e.id "
+                        "LEFT JOIN scores s ON s.entry_id = e.id WHERE e.kind = 'evaluated'").fetchall()
+    for eid, text, n in rows:
+        if text is None or n is None:
+            problems.append(f"evaluated entry #{eid} lacks its document or scores")
+            continue
+        doc = json.loads(text)
+        stored = {name: v for name, v in conn.execute("SELECT metric, value FROM metrics WHERE entry_id = ?", (eid,))}
+        if set(stored) != set(doc["metrics"]):
+            problems.append(f"entry #{eid}: metrics rows {sorted(stored)} differ from its document")
+            continue
+        for name, v in stored.items():
+            if v != doc["metrics"][name].get("value"):
+                problems.append(f"entry #{eid}: stored {name} {v!r} differs from its document")
+        try:
+            doc_consistency(doc, f"entry #{eid}")  # aggregates follow from per-sequence scores (results' tolerance)
+        except ResultSchemaError as e:
+            problems.append(str(e))
+        if n != len(doc["per_sequence"]):
+            problems.append(f"entry #{eid}: scores blob has {n} rows, document {len(doc['per_sequence'])}")
+    return problems

@@ -1,0 +1,77 @@
+"""Assembling a run: the output heads of the training datasets (PCA heads for vertex spaces), the per-dataset
+template means kept with the weights, the datasets' metadata, and the per-step seeds that make a resumed run
+draw what an uninterrupted one would."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from a2fbench.registry import get_space
+
+from .data import IdentityTable, Source, load_pca
+from .model import HeadSpec
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        p = f"{prefix}{k}"
+        if isinstance(v, dict) and not p.startswith("model.encoder.arch"):
+            out.update(flatten(v, p + "."))
+        else:
+            out[p] = v
+    return out
+
+
+def _step_seed(seed: int, epoch: int, batch: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, batch, rank]).generate_state(1)[0])
+
+
+def seed_step(seed: int, epoch: int, batch: int, rank: int) -> np.random.Generator:
+    s = _step_seed(seed, epoch, batch, rank)
+    torch.manual_seed(s)
+    np.random.seed(s)
+    random.seed(s)
+    return np.random.default_rng([seed, epoch, batch, rank, 1])
+
+
+def build_heads(data: str | Path, sources: list[Source], cfg: dict,
+                reuse: Optional[dict[str, HeadSpec]] = None) -> list[HeadSpec]:
+    """One head per output space, in dataset order; a vertex space's PCA is the first such dataset's."""
+    heads: dict[str, HeadSpec] = {}
+    for s in sources:
+        if s.space in heads:
+            continue
+        if reuse and s.space in reuse:
+            heads[s.space] = reuse[s.space]
+            continue
+        space = get_space(s.spec.space)
+        pca = None
+        if space.is_vertex and cfg["model"]["pca"]:
+            pca = load_pca(data, s.spec, int(cfg["model"]["pca_dim"]))
+        heads[s.space] = HeadSpec(s.space, space.dim, pca)
+    return list(heads.values())
+
+
+def aux_templates(sources: list[Source], idt: IdentityTable) -> dict[str, torch.Tensor]:
+    aux = {}
+    for s in sources:
+        ts = []
+        for key in idt.keys:
+            d, subj = key.split("/", 1)
+            if d == s.spec.id:
+                t = torch.from_numpy(s.template(subj))
+                aux[f"template.{key}"] = t
+                ts.append(t.double())
+        if ts:
+            aux[f"template_mean.{s.spec.id}"] = torch.stack(ts).mean(0).float()
+    return aux
+
+
+def datasets_meta(sources: list[Source]) -> list[dict]:
+    return [{"id": s.spec.id, "space": s.space, "fps": s.fps, "scale": s.scale, "n_train": len(s.ids)} for s in sources]

@@ -1,0 +1,50 @@
+"""Fine-tuning: loading a checkpoint into a model with other heads or another identity count, as the
+official ``load_ckpt`` does, and the config a fine-tuning run starts from."""
+
+from __future__ import annotations
+
+import torch
+
+from . import checkpoint as ck
+from .config import load_config
+from .model import UniTalker
+
+
+def transfer(model: UniTalker, meta: dict, state: dict[str, torch.Tensor], reinit_decoder: bool) -> list[str]:
+    """Fine-tuning load (UniTalker ``load_ckpt``): non-strict; heads of new spaces stay zero; when the identity
+    count differs every row becomes the checkpoint's pivot row; ``reinit_decoder`` keeps only the encoder."""
+    own = model.state_dict()
+    notes = []
+    new = {}
+    for k, v in state.items():
+        if k not in own:
+            continue
+        if reinit_decoder and not k.startswith("encoder."):
+            continue
+        if k == "identity.weight":
+            continue
+        if tuple(v.shape) != tuple(own[k].shape):
+            notes.append(f"{k} kept fresh (shape {tuple(v.shape)} -> {tuple(own[k].shape)})")
+            continue
+        new[k] = v
+    if not reinit_decoder and "identity.weight" in state:
+        w = state["identity.weight"]
+        if w.shape == own["identity.weight"].shape:
+            new["identity.weight"] = w
+        else:
+            new["identity.weight"] = w[-1:].expand_as(own["identity.weight"]).clone()
+            notes.append(f"identity: {w.shape[0]} -> {own['identity.weight'].shape[0]} rows, all set to the pivot row")
+    model.load_state_dict(new, strict=False)
+    loaded_heads = {k.split(".")[1] for k in new if k.startswith("heads.")}
+    for space in model.heads:
+        if space not in loaded_heads:
+            notes.append(f"head {space}: new, zero-initialised")
+    return notes
+
+
+def finetune_config(init_from: str, overrides: list[str]) -> dict:
+    """The checkpoint's config with ``key=value`` overrides (the architecture may not change)."""
+    meta, _, _ = ck.read(init_from)
+    cfg = load_config(None, overrides, base=meta["config"])
+    ck.check_compatible(meta["config"], cfg, f"finetune from {init_from}")
+    return cfg
