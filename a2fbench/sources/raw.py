@@ -14,8 +14,9 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..errors import RawDataError
-from ..registry import DatasetSpec
+from ..registry import DatasetSpec, get_space
 from ..util import safepickle
+from .audio import read_audio
 
 AUDIO_EXT = (".wav", ".flac", ".ogg", ".mp3")
 #: written by ``a2fbench synth`` into every stand-in folder; ``prepare`` records it in the card, so a score on
@@ -119,3 +120,28 @@ def check_audio_header(path: Path) -> None:
         sf.info(str(path))
     except Exception as e:  # noqa: BLE001 - libsndfile raises several types
         raise RawDataError(f"{path}: expected readable audio (wav/flac/ogg/mp3), found an unreadable file ({e})") from None
+
+
+def paired_items(spec: DatasetSpec, files: list[Path], audio_folder: Callable[[Path], Path],
+                 what: str) -> tuple[list[RawItem], list[dict], list[Path]]:
+    """Items of a layout that pairs each motion ``<id>.npy`` with an audio file of the same stem (in the folder
+    ``audio_folder(npy)``): names that do not match the manifest's pattern are dropped with a reason, a missing
+    audio file is an error naming it. Returns (items, dropped, input files)."""
+
+    dim = get_space(spec.space).dim
+    items, dropped, inputs = [], [], []
+    for f in files:
+        sid = f.stem
+        subj = subject_of(spec, sid)
+        if subj is None:
+            dropped.append({"id": sid, "reason": f"name does not match {spec.naming.pattern if spec.naming else ''}"})
+            continue
+        folder = audio_folder(f)
+        wav = find_audio(folder, sid)
+        if wav is None:
+            raise RawDataError(f"{folder / (sid + '.wav')}: expected the audio of {what} {sid}, found nothing; restore "
+                               f"it or remove the {what}'s .npy")
+        items.append(RawItem(sid, subj, spec.fps_native, lambda f=f: load_motion_npy(f, dim, spec.accepted_dtypes),
+                             lambda w=wav: read_audio(w), [f, wav]))
+        inputs += [f, wav]
+    return items, dropped, inputs

@@ -15,14 +15,11 @@ import numpy as np
 
 from ...errors import RawDataError
 from ...registry import DatasetSpec, get_space
-from ..audio import read_audio, write_wav
+from ..audio import write_wav
 from ..raw import (
     RawData,
-    RawItem,
-    find_audio,
-    load_motion_npy,
     load_templates_pkl,
-    subject_of,
+    paired_items,
 )
 
 NAME = "vertices_npy"
@@ -39,20 +36,8 @@ def read(root: Path, spec: DatasetSpec) -> RawData:
     if not files:
         raise RawDataError(f"{root / 'vertices_npy'}: expected <sequence>.npy files, found none; see `a2fbench info {spec.id}`")
     templates = load_templates_pkl(root / "templates.pkl", dim)
-    items, dropped, inputs = [], [], [root / "templates.pkl"]
-    for f in files:
-        sid = f.stem
-        subj = subject_of(spec, sid)
-        if subj is None:
-            dropped.append({"id": sid, "reason": f"name does not match {spec.naming.pattern if spec.naming else ''}"})
-            continue
-        wav = find_audio(root / "wav", sid)
-        if wav is None:
-            raise RawDataError(f"{root / 'wav' / (sid + '.wav')}: expected the audio of sequence {sid}, found nothing; "
-                               "restore it or remove the sequence's .npy")
-        items.append(RawItem(sid, subj, spec.fps_native, lambda f=f: load_motion_npy(f, dim, spec.accepted_dtypes),
-                             lambda w=wav: read_audio(w), [f, wav]))
-        inputs += [f, wav]
+    items, dropped, inputs = paired_items(spec, files, lambda f: root / "wav", "sequence")
+    inputs.insert(0, root / "templates.pkl")
     return RawData("vertices_npy", items, templates, inputs, dropped)
 
 
