@@ -1,7 +1,8 @@
-"""``a2fbench leaderboard ...``: submit, show, serve, export, add-reported, remove.
+"""``a2fbench leaderboard ...``: submit, show, edit, remove, serve, export, add-reported.
 
-Registered by name in ``a2fbench/cli/__init__.py`` (``COMMANDS["leaderboard"]``); heavy imports happen inside
-the commands so ``a2fbench --help`` stays fast.
+Plugged into ``a2fbench`` through the ``a2fbench.commands`` entry point (pyproject.toml). Each command imports
+what it needs when it runs (numpy, scipy and the a2fbench stages take about a second), so that
+``a2fbench --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -48,29 +49,40 @@ def leaderboard_group() -> None:
     """
 
 
+def _meta_options(f):  # noqa: ANN001, ANN202 - the metadata options shared by submit and edit
+    for opt in reversed([
+        click.option("--version", "version", default=None, help="Method version or checkpoint name."),
+        click.option("--params", default=None, help="Number of parameters: 96050000, 96.05M, 1.2B."),
+        click.option("--inference-time", "inference_time", default=None,
+                     help="Wall time to animate a 10 s clip: seconds (0.0175) or with a unit (17.5ms, 2.7s)."),
+        click.option("--inference-device", default=None, help="Where that time was measured, e.g. 'H100, bf16, batch 1'."),
+        click.option("--training-data", default=None, help="What the method was trained on, e.g. 'D0..D7 train splits'."),
+        click.option("--code-url", default=None, help="http(s) link to the code."),
+        click.option("--trained-on-test-ids/--not-trained-on-test-ids", "trained_on_test_ids", default=None,
+                     help="Whether training saw the test identities (unknown if neither is given)."),
+    ]):
+        f = opt(f)
+    return f
+
+
 @leaderboard_group.command("submit")
 @click.argument("results", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--method", required=True, help="Method name as it should appear on the board.")
-@click.option("--version", "version", default=None, help="Method version or checkpoint name.")
-@click.option("--params", default=None, help="Number of parameters: 96050000, 96.05M, 1.2B.")
-@click.option("--inference-time", "inference_time", default=None,
-              help="Wall time to animate a 10 s clip: seconds (0.0175) or with a unit (17.5ms, 2.7s).")
-@click.option("--inference-device", default=None, help="Where that time was measured, e.g. 'H100, bf16, batch 1'.")
-@click.option("--training-data", default=None, help="What the method was trained on, e.g. 'D0..D7 train splits'.")
-@click.option("--code-url", default=None, help="http(s) link to the code.")
-@click.option("--trained-on-test-ids/--not-trained-on-test-ids", "trained_on_test_ids", default=None,
-              help="Whether training saw the test identities (unknown if neither is given).")
+@click.option("--method", default=None,
+              help="Method name as it should appear on the board (default: the method the results file records, "
+                   "from `evaluate --method` or `unitalker predict`).")
+@_meta_options
 @click.option("--verify", "verify_pred", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Predictions folder: re-run the evaluation on the local store and mark the entry verified "
                    "only if the numbers agree.")
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Prepared store root for --verify. Default: $A2FBENCH_HOME/data.")
 @DB_OPT
-def submit_cmd(results: Path, method: str, version: Optional[str], params: Optional[str],
+def submit_cmd(results: Path, method: Optional[str], version: Optional[str], params: Optional[str],
                inference_time: Optional[str], inference_device: Optional[str], training_data: Optional[str],
                code_url: Optional[str], trained_on_test_ids: Optional[bool], verify_pred: Optional[Path],
                data: Optional[Path], db_path: Optional[Path]) -> None:
-    """Add a results file written by `a2fbench evaluate` (idempotent: the same file twice adds one row).
+    """Add a results file written by `a2fbench evaluate` (idempotent: the same file twice adds one row;
+    submitting it again with other options updates that entry's metadata).
 
     \b
     Examples:
@@ -81,10 +93,11 @@ def submit_cmd(results: Path, method: str, version: Optional[str], params: Optio
       a2fbench leaderboard submit results.json --method MyTalker --verify PRED --data DATA
     """
     from .model import method_meta
-    from .submit import submit_file
+    from .submit import recorded_method, submit_file
 
     if data is not None and verify_pred is None:
         raise click.UsageError("--data is only used with --verify PRED")
+    method = method or recorded_method(results)
     meta = method_meta(method=method, version=version, params=params, inference_s=inference_time,
                        inference_device=inference_device, training_data=training_data, code_url=code_url,
                        trained_on_test_ids=trained_on_test_ids)
@@ -191,20 +204,70 @@ def add_reported_cmd(file: Path, db_path: Optional[Path]) -> None:
         conn.close()
 
 
-@leaderboard_group.command("remove")
+@leaderboard_group.command("edit")
 @click.argument("entry_id", type=int)
+@click.option("--method", default=None, help="Rename the method.")
+@_meta_options
 @DB_OPT
-def remove_cmd(entry_id: int, db_path: Optional[Path]) -> None:
-    """Delete one entry by its number (see `show`).
+def edit_cmd(entry_id: int, method: Optional[str], version: Optional[str], params: Optional[str],
+             inference_time: Optional[str], inference_device: Optional[str], training_data: Optional[str],
+             code_url: Optional[str], trained_on_test_ids: Optional[bool], db_path: Optional[Path]) -> None:
+    """Change an entry's metadata (its numbers come from its results file and never change).
+
+    ENTRY_ID is the number in the `id` column of `a2fbench leaderboard show`. Resubmitting the same results
+    file with new options does the same.
 
     \b
-    Example:
-      a2fbench leaderboard remove 12
+    Examples:
+      a2fbench leaderboard edit 12 --params 96.05M --inference-time 17.5ms --inference-device "H100 fp32"
+      a2fbench leaderboard edit 12 --method MyTalker-v2
     """
     from . import db
+    from .model import method_meta
 
     conn = db.connect(_db(db_path))
     try:
+        current = db.fetch_entries(conn, ids=[entry_id])
+        name = method or (current[0]["method"] if current else "unknown")
+        meta = method_meta(method=name, version=version, params=params, inference_s=inference_time,
+                           inference_device=inference_device, training_data=training_data, code_url=code_url,
+                           trained_on_test_ids=trained_on_test_ids)
+        click.echo(db.edit_entry(conn, entry_id, meta, rename=method is not None).message)
+    finally:
+        conn.close()
+
+
+@leaderboard_group.command("remove")
+@click.argument("entry_id", type=int)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed when not on a terminal).")
+@DB_OPT
+def remove_cmd(entry_id: int, yes: bool, db_path: Optional[Path]) -> None:
+    """Delete one entry by its id (the `id` column of `show`), after asking.
+
+    \b
+    Examples:
+      a2fbench leaderboard remove 12           # shows the entry and asks
+      a2fbench leaderboard remove 12 --yes     # scripts
+    """
+    from . import db
+    from .model import LeaderboardError
+
+    conn = db.connect(_db(db_path))
+    try:
+        rows = db.fetch_entries(conn, ids=[entry_id])
+        if not rows:
+            raise LeaderboardError(f"expected an entry #{entry_id}, found none; the ids are in the `id` column of "
+                                   "`a2fbench leaderboard show`; nothing was removed")
+        e = rows[0]
+        what = (f"entry #{e['id']}: {e['method']}{' (' + e['version'] + ')' if e.get('version') else ''}, {e['kind']}, "
+                f"{e['dataset']}/{e['split']}/{e['protocol']}")
+        if not yes:
+            if not sys.stdin.isatty():
+                raise LeaderboardError(f"refusing to remove {what} without confirmation: not on a terminal; "
+                                       f"pass --yes to remove it")
+            if not click.confirm(f"remove {what}?", default=False):
+                click.echo("nothing removed")
+                return
         r = db.remove_entry(conn, entry_id)
     finally:
         conn.close()

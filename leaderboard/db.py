@@ -27,6 +27,7 @@ from .entries import (
     Outcome,
     add_reported,
     check_consistency,
+    edit_entry,
     eval_key,
     fetch_document,
     fetch_entries,
@@ -49,7 +50,7 @@ from .transactions import (
     retry,
 )
 
-__all__ = ["Outcome", "add_reported", "check_consistency", "eval_key", "fetch_document", "fetch_entries",
+__all__ = ["Outcome", "add_reported", "check_consistency", "edit_entry", "eval_key", "fetch_document", "fetch_entries",
            "fetch_scores", "remove_entry", "submit_doc", "MIGRATIONS", "SCHEMA_VERSION", "SEQ_COLUMNS", "score_blob",
            "generation", "immediate", "connect", "schema_version", "seed_reported"]
 

@@ -80,18 +80,7 @@ def submit_doc(conn: sqlite3.Connection, doc: dict, meta: MethodMeta, *, verifie
         row = conn.execute("SELECT id, method, verified, fingerprint FROM entries WHERE fingerprint = ? OR eval_key = ?",
                            (fp, key)).fetchone()
         if row is not None:
-            eid, method, was_verified, old_fp = row
-            same = "results file" if old_fp == fp else "predictions evaluated on the same data and protocol"
-            if method != meta.method:
-                raise LeaderboardError(f"these results ({same}) are already entry #{eid} under method {method!r}, "
-                                       f"not {meta.method!r}; one evaluation belongs to one method")
-            if verified and not was_verified:
-                conn.execute("UPDATE entries SET verified = 1, verified_at = ? WHERE id = ?", (now(), eid))
-                bump(conn)
-                return Outcome(eid, False, f"entry #{eid} ({method}) was already on the leaderboard; now marked "
-                                           "verified", verified_now=True)
-            return Outcome(eid, False, f"already on the leaderboard as entry #{eid} ({method}; same {same}); "
-                                       "nothing added")
+            return _resubmit(conn, row, doc, meta, verified)
         fields = _meta_fields(meta) | {
             "fingerprint": fp, "eval_key": key, "kind": "evaluated",
             "dataset": ds["id"], "dataset_name": ds.get("name"), "dataset_version": ds.get("version"),
@@ -112,6 +101,93 @@ def submit_doc(conn: sqlite3.Connection, doc: dict, meta: MethodMeta, *, verifie
     return Outcome(eid, True, f"added entry #{eid}: {meta.method} on {ds['id']}/{ds['split']} ({proto['name']})"
                               + (" [verified]" if verified else "")
                               + (" [scored on a synthetic stand-in]" if ds.get("synthetic") else ""))
+
+
+#: metadata a user may change on an existing entry (the numbers come from its results file only)
+EDITABLE = ("version", "params", "inference_s", "inference_device", "training_data", "code_url", "trained_on_test_ids")
+
+
+def _changes(conn: sqlite3.Connection, eid: int, meta: MethodMeta, fields: Sequence[str] = EDITABLE) -> dict:
+    """{field: (old, new)} for the metadata ``meta`` gives (not None) that differs from entry ``eid``'s."""
+    new = {k: v for k, v in _meta_fields(meta).items() if k in fields and v is not None}
+    if not new:
+        return {}
+    old = dict(zip(new, conn.execute(f"SELECT {', '.join(new)} FROM entries WHERE id = ?", (eid,)).fetchone()))
+    return {k: (old[k], v) for k, v in new.items() if old[k] != v}
+
+
+def _apply(conn: sqlite3.Connection, eid: int, changes: dict) -> None:
+    if changes:
+        conn.execute(f"UPDATE entries SET {', '.join(f'{k} = ?' for k in changes)} WHERE id = ?",
+                     (*(v for _, v in changes.values()), eid))
+
+
+def describe_changes(changes: dict) -> str:
+    return "; ".join(f"{k} {_show(a)} -> {_show(b)}" for k, (a, b) in changes.items())
+
+
+def _show(v: Any) -> str:
+    return "unset" if v is None else repr(v)
+
+
+def _resubmit(conn: sqlite3.Connection, row: tuple, doc: dict, meta: MethodMeta, verified: bool) -> Outcome:
+    """A results document whose evaluation is already entry ``row``: update its metadata, mark it verified, or
+    (same predictions, data and protocol, a re-made file) replace its numbers unless it is verified."""
+    eid, method, was_verified, old_fp = row
+    fp = doc["content_hash"]
+    same = "results file" if old_fp == fp else "predictions evaluated on the same data and protocol"
+    if method != meta.method:
+        raise LeaderboardError(f"these results ({same}) are already entry #{eid} under method {method!r}, not "
+                               f"{meta.method!r}; one evaluation belongs to one method (rename it with `a2fbench "
+                               f"leaderboard edit {eid} --method NAME`)")
+    said = []
+    stored = {n: v for n, v in conn.execute("SELECT metric, value FROM metrics WHERE entry_id = ?", (eid,))}
+    differ = sorted(n for n, m in doc["metrics"].items() if stored.get(n) != m.get("value")) + sorted(
+        set(stored) - set(doc["metrics"]))
+    if old_fp != fp and differ:  # a re-made file with other numbers (the same numbers: nothing to replace)
+        if was_verified:
+            raise LeaderboardError(f"entry #{eid} ({method}) is verified and these results change its {differ[0]} "
+                                   f"({stored.get(differ[0])!r} -> {doc['metrics'].get(differ[0], {}).get('value')!r}); "
+                                   f"a verified entry's numbers never change: remove it (`a2fbench leaderboard remove "
+                                   f"{eid}`) and submit again with --verify")
+        conn.execute("DELETE FROM metrics WHERE entry_id = ?", (eid,))
+        conn.execute("DELETE FROM documents WHERE entry_id = ?", (eid,))
+        conn.execute("DELETE FROM scores WHERE entry_id = ?", (eid,))
+        _insert_metrics(conn, eid, doc["metrics"])
+        _insert_document(conn, eid, doc)
+        conn.execute("UPDATE entries SET fingerprint = ?, created = ? WHERE id = ?", (fp, doc.get("created"), eid))
+        said.append(f"results file replaced ({', '.join(differ)} changed)")
+    changes = _changes(conn, eid, meta)
+    _apply(conn, eid, changes)
+    if changes:
+        said.append("updated " + describe_changes(changes))
+    if verified and not was_verified:
+        conn.execute("UPDATE entries SET verified = 1, verified_at = ? WHERE id = ?", (now(), eid))
+        said.append("now marked verified")
+    if not said:
+        return Outcome(eid, False, f"already on the leaderboard as entry #{eid} ({method}; same {same}); nothing "
+                                   "changed")
+    bump(conn)
+    return Outcome(eid, False, f"entry #{eid} ({method}): " + "; ".join(said), verified_now=verified and not was_verified)
+
+
+def edit_entry(conn: sqlite3.Connection, entry_id: int, meta: MethodMeta, *, rename: bool = False) -> Outcome:
+    """Change an entry's metadata (and, with ``rename``, its method name); its numbers never change."""
+    with immediate(conn):
+        row = conn.execute("SELECT id, method, kind, seeded FROM entries WHERE id = ?", (entry_id,)).fetchone()
+        if row is None:
+            raise LeaderboardError(f"expected an entry #{entry_id}, found none; the ids are in the `id` column of "
+                                   "`a2fbench leaderboard show`")
+        eid, method, kind, seeded = row
+        if seeded:
+            raise LeaderboardError(f"entry #{eid} is a reported row shipped with A2F-Bench (leaderboard/reported.yaml); "
+                                   "it is not editable: add your own corrected row with `add-reported`")
+        changes = _changes(conn, eid, meta, EDITABLE + (("method",) if rename else ()))
+        if not changes:
+            return Outcome(eid, False, f"entry #{eid} ({method}): nothing to change")
+        _apply(conn, eid, changes)
+        bump(conn)
+    return Outcome(eid, False, f"entry #{eid} ({method}, {kind}): updated {describe_changes(changes)}")
 
 
 def insert_reported(conn: sqlite3.Connection, r: ReportedEntry, *, seeded: bool) -> tuple[int, bool]:
@@ -150,7 +226,8 @@ def remove_entry(conn: sqlite3.Connection, entry_id: int) -> dict:
     with immediate(conn):
         row = conn.execute("SELECT id, method, kind FROM entries WHERE id = ?", (entry_id,)).fetchone()
         if row is None:
-            raise LeaderboardError(f"expected an entry #{entry_id}, found none; see `a2fbench leaderboard show`")
+            raise LeaderboardError(f"expected an entry #{entry_id}, found none; the ids are in the `id` column of "
+                                   "`a2fbench leaderboard show`; nothing was removed")
         conn.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
         bump(conn)
     return {"id": row[0], "method": row[1], "kind": row[2]}

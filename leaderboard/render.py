@@ -22,7 +22,7 @@ from typing import Any, Optional, Sequence
 
 from a2fbench.util.fsutil import atomic_path
 
-from . import db, ranking
+from . import db, ranking, units
 from .model import METRICS
 
 _STATIC = Path(__file__).with_name("static")
@@ -69,8 +69,24 @@ def sort_key(e: dict) -> tuple:
             r if r is not None else 1 << 30, e["id"])
 
 
+def add_display(entries: list[dict]) -> None:
+    """Each metric gets ``display_value`` (the value in its dataset's display unit, None when its unit does not
+    convert) and ``display_unit`` (:mod:`leaderboard.units`)."""
+    for e in entries:
+        du = units.display_units(e["dataset"])
+        for name, m in e["metrics"].items():
+            m["display_unit"] = du.get(name)
+            m["display_value"] = units.to_display(m.get("value"), m.get("unit"), e["dataset"], name)
+
+
+def fmt_params(p: Optional[int]) -> Optional[str]:
+    """Parameters in millions, 3 significant digits (the page uses the same rule)."""
+    return None if p is None else f"{p / 1e6:.3g}M"
+
+
 def json_rows(entries: list[dict], overall: list[dict], source: str) -> dict:
     """The ``show --json`` document: ``{"entries": [...], "overall": [...]}`` (docs/leaderboard.md)."""
+    add_display(entries)
     rows = []
     for e in entries:
         r = dict(e)
@@ -88,7 +104,9 @@ def _cell(m: Optional[dict]) -> str:
     if not m or m.get("value") is None:
         return "-"
     mark = "*" if m.get("best") else "~" if m.get("tied") else ""
-    return f"{m['value']:.3e}{mark}"
+    if m.get("display_value") is None:
+        return f"{m['value']:.5g}†"
+    return f"{m['display_value']:.5g}{mark}"
 
 
 def _fit(s: Optional[str], n: int) -> str:
@@ -97,32 +115,38 @@ def _fit(s: Optional[str], n: int) -> str:
 
 
 def terminal_table(entries: list[dict], overall: list[dict], *, show_overall: bool = True) -> str:
-    cols = [("#", 4), ("method", 30), ("kind", 9), ("split/protocol", 26)] + [(m, 11) for m in METRICS] + \
-           [("params", 8), ("ms/10s", 8)]
+    add_display(entries)
+    cols = [("id", 5), ("rank", 4), ("method", 30), ("kind", 9), ("split/protocol", 26)] + \
+           [(m, 10) for m in METRICS] + [("params", 7), ("ms/10s", 8)]
+    left = 5
     out: list[str] = []
     current = None
     for e in entries:
         if e["dataset"] != current:
             current = e["dataset"]
+            du = units.display_units(current)
             out.append("")
-            out.append(f"{e['dataset']}  {e.get('dataset_name') or ''}")
-            out.append("  ".join(f"{h:<{w}}" if i < 4 else f"{h:>{w}}" for i, (h, w) in enumerate(cols)))
+            out.append(f"{e['dataset']}  {e.get('dataset_name') or ''}   units: "
+                       + ", ".join(f"{m} {du.get(m, '?')}" for m in METRICS))
+            out.append("  ".join(f"{h:<{w}}" if i < left else f"{h:>{w}}" for i, (h, w) in enumerate(cols)))
         rank = e["metrics"].get("LVE", {}).get("rank")
         kind = "reported" if e["kind"] == "reported" else ("verified" if e.get("verified") else "evaluated")
         name = e["method"] + (f" ({e['version']})" if e.get("version") else "")
         sp = e["group"].split(" / ", 1)[1].replace(" / ", "/")
         ms = None if e.get("inference_s") is None else e["inference_s"] * 1e3
-        params = None if e.get("params") is None else f"{e['params'] / 1e6:.1f}M"
-        vals = [str(rank) if rank is not None else "-", _fit(name, 30), kind, _fit(sp, 26)]
+        vals = [str(e["id"]), str(rank) if rank is not None else "-", _fit(name, 30), kind, _fit(sp, 26)]
         vals += [_cell(e["metrics"].get(m)) for m in METRICS]
-        vals += [params or "-", _num(ms)]
-        out.append("  ".join(f"{v:<{w}}" if i < 4 else f"{v:>{w}}" for i, (v, (_, w)) in enumerate(zip(vals, cols))))
+        vals += [fmt_params(e.get("params")) or "-", _num(ms)]
+        out.append("  ".join(f"{v:<{w}}" if i < left else f"{v:>{w}}" for i, (v, (_, w)) in enumerate(zip(vals, cols))))
     if not entries:
         out.append("(no entries; add one with `a2fbench leaderboard submit results.json --method NAME`)")
     out.append("")
+    out.append("Values in each dataset's display units (the `units:` line). id = entry id (for `edit` and `remove`); "
+               "rank = LVE rank in its group.")
     out.append("* best in its group (dataset/split/protocol); ~ statistically tied with the best (95% paired "
-               "bootstrap, or CI overlap); # = LVE rank.")
-    out.append("reported = a number claimed by a paper or issue thread: protocol and units unverified, never ranked.")
+               "bootstrap, or CI overlap).")
+    out.append("reported = a number claimed by a paper or issue thread: protocol unverified, never ranked; "
+               "† = shown as printed, its unit does not convert.")
     if show_overall and overall:
         out.append("")
         out.append("Overall (Borda count over dataset groups x LVE, MVE, UFVE, FDD_abs)")
@@ -175,7 +199,8 @@ class _Tables:
 def page_entry(e: dict, tables: Optional[_Tables] = None, *, detail: bool = True) -> dict:
     """One entry as the page's script reads it: nulls dropped, metrics as compact lists.
 
-    ``m[name] = [value, ci_lo, ci_hi, rank, best (1/0), tied (1/0/null), unit index, tie test ("p"/"c"/null)]``.
+    ``m[name] = [value, ci_lo, ci_hi, rank, best (1/0), tied (1/0/null), unit index, tie test ("p"/"c"/null),
+    value in the dataset's display unit (null: does not convert), the CI in display units (lo, hi)]``.
     """
     t = tables or _Tables()
     keys = _PAGE_KEYS + _DETAIL_KEYS if detail else _PAGE_KEYS
@@ -185,8 +210,11 @@ def page_entry(e: dict, tables: Optional[_Tables] = None, *, detail: bool = True
     for name, m in e["metrics"].items():
         ci = m.get("ci95") or (None, None)
         tied = m.get("tied")
+        f = units.factor(m.get("unit"), units.display_units(e["dataset"]).get(name))
+        dv = [None if (x is None or f is None) else x * f for x in (m.get("value"), ci[0], ci[1])]
         m_out[name] = [m.get("value"), ci[0], ci[1], m.get("rank"), int(bool(m.get("best"))),
-                       None if tied is None else int(tied), t.unit(m.get("unit")), _TESTS.get(m.get("tie_test"))]
+                       None if tied is None else int(tied), t.unit(m.get("unit")), _TESTS.get(m.get("tie_test")),
+                       dv[0], dv[1], dv[2]]
     out["m"] = m_out
     if tables is None:
         out["groups"], out["units"] = t.groups, t.units
@@ -198,8 +226,9 @@ def page_data(entries: list[dict], overall: list[dict], *, mode: str,
     """Everything the page's script needs (``mode`` "export" embeds drill-down data, "serve" fetches it)."""
     t = _Tables()
     rows = [page_entry(e, t, detail=mode != "serve") for e in entries]
-    return {"schema": 2, "mode": mode, "generated": _now(), "metrics": list(METRICS), "groups": t.groups,
-            "units": t.units, "entries": rows, "overall": overall,
+    display = {ds: units.display_units(ds) for ds in sorted({e["dataset"] for e in entries})}
+    return {"schema": 3, "mode": mode, "generated": _now(), "metrics": list(METRICS), "groups": t.groups,
+            "units": t.units, "display": display, "entries": rows, "overall": overall,
             "per_sequence": {str(k): v for k, v in (per_sequence or {}).items()}}
 
 

@@ -35,6 +35,16 @@ def load_results(path: str | os.PathLike) -> dict:
     return doc
 
 
+def recorded_method(results_path: str | os.PathLike) -> str:
+    """The method a results file records (``predictions.method``), for a submit without ``--method``."""
+    doc = load_results(results_path)
+    name = (doc.get("predictions") or {}).get("method")
+    if not name:
+        raise LeaderboardError(f"{results_path}: expected a method name, found none in the file (predictions.method) "
+                               "or on the command line; pass --method NAME (or evaluate with --method NAME)")
+    return str(name)
+
+
 def _close(a: Optional[float], b: Optional[float]) -> bool:
     if a is None or b is None:
         return a is None and b is None

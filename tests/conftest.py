@@ -44,7 +44,9 @@ def data_tiny(raw_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def shared_resources() -> Path:
     if not SHARED_RESOURCES.is_dir():
-        pytest.skip("shared public resources (../shared/resources) not present")
+        pytest.skip(f"needs the real public region masks and meshes (CodeTalker's BIWI lists, FLAME masks, MeshTalk "
+                    f"masks and meshes) at {SHARED_RESOURCES}, absent here; point A2FBENCH_SHARED_RESOURCES at a "
+                    "copy (README, 'Tests')")
     return SHARED_RESOURCES
 
 

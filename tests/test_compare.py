@@ -56,7 +56,27 @@ def test_known_difference_and_exact_permutation_p() -> None:
     d = np.array([-1.0, -2.0, -3.0])
     stats = [np.mean(d * np.array(s)) for s in itertools.product([1, -1], repeat=3)]
     assert np.mean(np.abs(stats) >= 2.0 - 1e-12) == pytest.approx(r["p_value"])
-    assert -3.0 <= r["ci95"][0] <= r["ci95"][1] <= -1.0
+    assert r["ci95"] is None  # 3 sequences: the smallest possible p is 2/8, so no interval is reported
+
+
+def test_small_samples_never_contradict_the_p_value() -> None:
+    """n = 2, B better on both: every bootstrap resample of the difference is negative (the interval would
+    exclude 0) while the exact permutation p-value is 2/4 = 0.5. No interval, a warning saying why."""
+    from a2fbench.scoring.compare import smallest_n
+
+    a = _doc({"LVE": [10.0, 10.0]}, [100, 100])
+    b = _doc({"LVE": [9.0, 8.0]}, [100, 100])
+    res = compare(a, b)
+    r = res["metrics"]["LVE"]
+    assert r["p_value"] == pytest.approx(0.5) and r["ci95"] is None
+    assert len(res["warnings"]) == 1 and "smallest possible p-value is 0.5" in res["warnings"][0]
+    # the threshold follows from 2 / 2^n: 2/32 = 0.0625 >= 0.05 at n = 5, 2/64 = 0.03125 < 0.05 at n = 6
+    assert smallest_n(0.95) == 6 and smallest_n(0.99) == 8
+    a6 = _doc({"LVE": [10.0] * 6}, [100] * 6)
+    b6 = _doc({"LVE": [9.0, 8.0, 7.0, 9.5, 8.5, 7.5]}, [100] * 6)
+    r6 = compare(a6, b6)
+    assert r6["warnings"] == [] and r6["metrics"]["LVE"]["ci95"][1] < 0
+    assert r6["metrics"]["LVE"]["p_value"] == pytest.approx(2 / 64)  # exact: only "none" and "all" swapped
 
 
 def test_pooled_difference_is_frame_weighted() -> None:

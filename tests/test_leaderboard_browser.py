@@ -31,7 +31,8 @@ CHROMEDRIVER = shutil.which("chromedriver")
 def browser(tmp_path_factory):
     webdriver = pytest.importorskip("selenium.webdriver")
     if not CHROMIUM or not CHROMEDRIVER:
-        pytest.skip("Debian chromium / chromium-driver not installed (apt-get install chromium chromium-driver)")
+        pytest.skip("needs a headless browser: Debian chromium and chromium-driver are not installed "
+                    "(apt-get install chromium chromium-driver; .ci/run does this)")
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()
@@ -97,8 +98,11 @@ def _hostile_names_show_as_text(drv) -> None:
 
 
 def _lve_column(drv) -> list[float | None]:
+    """The D1 LVE cells in display units; None for a missing value or one shown as printed (its unit does not
+    convert: SelfTalk's own-paper row)."""
     cells = _css(drv, 'table[data-dataset="D1"] tbody td[data-metric="LVE"]')
-    return [None if c.text.strip() == "\u2013" else float(c.text.split()[0].rstrip("\u2248")) for c in cells]
+    return [None if c.text.strip() == "\u2013" or "unconverted" in c.get_attribute("class")
+            else float(c.text.split()[0].rstrip("\u2248")) for c in cells]
 
 
 def test_served_page_sorts_filters_drills_down_and_escapes(browser, board):
@@ -114,11 +118,16 @@ def test_served_page_sorts_filters_drills_down_and_escapes(browser, board):
     assert th.get_attribute("aria-sort") == "ascending"
     vals = _lve_column(browser)
     nums = [v for v in vals if v is not None]
-    assert nums == sorted(nums) and vals[: len(nums)] == nums and len(nums) == len(vals)  # D1 rows all have LVE
+    assert nums == sorted(nums) and vals[: len(nums)] == nums and len(nums) == len(vals) - 1  # one row as printed
     th.click()
     th = _css(browser, 'table[data-dataset="D1"] th[data-key="LVE"]')[0]
     assert th.get_attribute("aria-sort") == "descending"
-    assert _lve_column(browser) == sorted(nums, reverse=True)
+    assert _lve_column(browser) == sorted(nums, reverse=True) + [None]  # unconvertible values sort last
+    # the header says the unit; the paper's VOCA-Test LVE of FaceFormer (1.1696 x1e-5 m^2) reads 1.17 in it
+    assert _css(browser, 'table[data-dataset="D1"] th[data-key="LVE"] .unit')[0].text == "1e-5 m^2"
+    assert 1.1696 in nums
+    # at 1400 px the page never scrolls sideways
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
     # best-LVE evaluated entry is m-good (scale 0.8); sorting by method name orders the names
     _css(browser, 'table[data-dataset="D1"] th[data-key="method"]')[0].click()
     names = [b.text for b in _css(browser, 'table[data-dataset="D1"] button.drill')]
@@ -143,8 +152,9 @@ def test_served_page_sorts_filters_drills_down_and_escapes(browser, board):
     _no_script_ran(browser)
 
     # plot of LVE against inference time: one point per evaluated entry with a time, names in tooltips
-    circles = _css(browser, "#plot-list circle")
+    circles = _css(browser, "#plot-list circle.pt-evaluated")
     assert len(circles) == board["n_evaluated"]
+    assert _css(browser, "#plot-list circle.pt-reported")  # the paper's rows with a time (Table 2) are drawn too
     titles = browser.execute_script(
         "return Array.from(document.querySelectorAll('#plot-list circle title')).map(t => t.textContent)")
     assert any(t.startswith(HOSTILE + ": LVE") for t in titles)
@@ -153,7 +163,7 @@ def test_served_page_sorts_filters_drills_down_and_escapes(browser, board):
     _css(browser, 'input[name="kind"][value="reported"]')[0].click()
     rows = _css(browser, 'table[data-dataset="D1"] tbody tr')
     assert rows and all("kind-reported" in r.get_attribute("class") for r in rows)
-    assert _css(browser, "#plot-list circle") == []
+    assert _css(browser, "#plot-list circle.pt-evaluated") == []
     _css(browser, 'input[name="kind"][value="evaluated"]')[0].click()
     rows = _css(browser, 'table[data-dataset="D1"] tbody tr')
     assert len(rows) == board["n_evaluated"] and all("kind-evaluated" in r.get_attribute("class") for r in rows)

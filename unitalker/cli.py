@@ -1,8 +1,11 @@
-"""The ``unitalker`` command line: train, finetune, predict, infer, bench, quickstart.
+"""The ``unitalker`` command line: train, finetune, predict, infer, bench, plot, quickstart.
 
 User errors print one line (``error: ...``) and exit 1; bad usage exits 2 (a2fbench's ``run_cli`` policy).
 Under ``torchrun`` the same commands train with DDP (``torchrun --standalone --nproc_per_node 2 -m unitalker.cli
 train ...``).
+
+Each command imports its module when it runs: torch and transformers take 2-4 s to import (measured with
+``python -X importtime``), and ``unitalker --help`` or a usage error should not wait for them.
 """
 
 from __future__ import annotations
@@ -122,6 +125,10 @@ def predict_cmd(checkpoint: str, data: Optional[Path], dataset: str, split: str,
     """
     from .predict import predict
 
+    ids = _ids(dataset)  # an unknown name fails here, with did-you-mean, before the model is loaded
+    if len(ids) != 1:
+        raise click.UsageError(f"--dataset: expected one dataset, found {len(ids)} ({', '.join(ids)})")
+    dataset = ids[0]
     p = predict(checkpoint, data or paths.default_data(), dataset, out, split=split, identity=identity, device=device,
                 progress=not no_progress)
     click.echo(f"predictions: {p}")
@@ -183,16 +190,37 @@ def bench_cmd(checkpoint: Optional[str], config: Optional[str], seconds: float, 
         write_json(as_json, rep)
 
 
+@cli.command("plot", context_settings=CTX)
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PNG to write. Default: RUN/training.png.")
+def plot_cmd(run: Path, out: Optional[Path]) -> None:
+    """Training curves of a run as a PNG: loss per step and epoch, validation LVE against the static template.
+
+    \b
+    Example:
+      unitalker plot runs/tiny --out tiny.png
+    """
+    from .plot import plot_run
+
+    click.echo(f"wrote {plot_run(run, out)}")
+
+
 @cli.command("quickstart", context_settings=CTX)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Working folder. Default: $A2FBENCH_HOME/quickstart.")
 @click.option("--size", type=click.Choice(["tiny", "small"]), default="tiny", show_default=True,
               help="Stand-in size.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Leaderboard to submit to. Default: $A2FBENCH_HOME/leaderboard.sqlite (the one "
+                   "`a2fbench leaderboard show` reads).")
+@click.option("--no-progress", is_flag=True, help="No progress bars (bars show on a terminal only anyway).")
 @click.argument("overrides", nargs=-1)
-def quickstart_cmd(out: Optional[Path], size: str, device: str, overrides: tuple[str, ...]) -> None:
+def quickstart_cmd(out: Optional[Path], size: str, device: str, db_path: Optional[Path], no_progress: bool,
+                   overrides: tuple[str, ...]) -> None:
     """The main job, end to end: synthesize D0..D7, prepare, PCA, train a small UniTalker, predict the test
-    splits, evaluate, submit to a leaderboard and print it (about 5 minutes on 2 CPU cores).
+    splits, evaluate, submit to the leaderboard and print it (QUICKSTART_TIME on 2 CPU cores, measured).
 
     \b
     Example:
@@ -200,7 +228,8 @@ def quickstart_cmd(out: Optional[Path], size: str, device: str, overrides: tuple
     """
     from .quickstart import quickstart
 
-    quickstart(out or (paths.home() / "quickstart"), size=size, device=device, overrides=list(overrides))
+    quickstart(out or (paths.home() / "quickstart"), size=size, device=device, overrides=list(overrides),
+               progress=not no_progress, db=db_path)
 
 
 def main() -> None:

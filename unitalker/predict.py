@@ -14,19 +14,21 @@ import json
 import logging
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 import a2fbench
 from a2fbench.errors import A2FBenchError, ConfigError, PredictionError, RawDataError
-from a2fbench.scoring.predictions import write_prediction
+from a2fbench.registry import get_space
+from a2fbench.scoring.predictions import write_prediction, write_provenance
 from a2fbench.sources.audio import read_audio
 from a2fbench.util.constants import SAMPLE_RATE
 from a2fbench.util.fsutil import atomic_path
+from a2fbench.util.progress import bar as progress_bar
 
 from .encoder import frames_for_samples, normalize_audio
 from .runtime import Loaded, load_model, select_device
@@ -146,9 +148,10 @@ def head_for(loaded: Loaded, dataset: str) -> dict:
                 return d
         return {"id": spec.id, "space": spec.space, "fps": None, "scale": float(spec.unitalker.scale)}
     names = [d["id"] for d in loaded.datasets] + spaces
-
-    close = difflib.get_close_matches(dataset, names, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    aliases = {a: d["id"] for d in loaded.datasets for a in a2fbench.get_spec(d["id"]).aliases}
+    lower = {n.lower(): n for n in names} | {a.lower(): a for a in aliases}
+    close = difflib.get_close_matches(dataset.lower(), list(lower), n=1, cutoff=0.5)
+    hint = f" (did you mean {lower[close[0]]!r}?)" if close else ""
     raise ConfigError(f"unknown head {dataset!r}{hint}; expected a dataset id or space of the checkpoint: "
                       f"{', '.join(names)}")
 
@@ -176,7 +179,7 @@ def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: 
                  spec.id, split, unseen, len(ids))
     order = sorted(range(len(ids)), key=lambda i: ds[ids[i]].n_frames)
     norm = loaded.model.encoder.normalize
-    bar = tqdm(total=len(ids), desc=f"predict {spec.id} {split}", disable=not progress, unit="clip")
+    bar = progress_bar(total=len(ids), desc=f"predict {spec.id} {split}", show=progress, unit="clip")
     batch: list[int] = []
 
     def flush(batch: list[int]) -> Iterator[tuple[str, np.ndarray]]:
@@ -185,7 +188,7 @@ def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: 
         offs = run_batch(loaded.model, audios, [s.n_frames for s in seqs], [rows[i] for i in batch], [space], device,
                          amp)[space]
         for i, s, o in zip(batch, seqs, offs):
-            yield ids[i], _native(o, ds.template(s.subject), scale)
+            yield ids[i], _native(o, ds.template(s.subject), scale, space)
 
     max_batch_s = 60.0 if device.type == "cpu" else 320.0
     for i in order:
@@ -194,7 +197,7 @@ def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: 
             a = _prep_audio(seq.audio, norm)
             off = animate(loaded.model, a, seq.n_frames, fps, rows[i], [space], device, amp)[space]
             bar.update(1)
-            yield ids[i], _native(off, ds.template(seq.subject), scale)
+            yield ids[i], _native(off, ds.template(seq.subject), scale, space)
             continue
         if batch and (len(batch) + 1) * seq.n_frames / fps > max_batch_s:
             yield from flush(batch)
@@ -208,8 +211,24 @@ def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: 
     ds.close()
 
 
-def _native(offset_scaled: np.ndarray, template_native: np.ndarray, scale: float) -> np.ndarray:
-    return (offset_scaled.astype(np.float64) / scale + np.asarray(template_native, np.float64)[None]).astype(np.float32)
+def _native(offset_scaled: np.ndarray, template_native: np.ndarray, scale: float, space: str) -> np.ndarray:
+    """Native units: offset / scale + template; blendshape weights clamped to [0, 1], their range (see
+    :func:`clamp_weights`)."""
+    x = (offset_scaled.astype(np.float64) / scale + np.asarray(template_native, np.float64)[None]).astype(np.float32)
+    return clamp_weights(x, space)
+
+
+def clamp_weights(x: np.ndarray, space: str) -> np.ndarray:
+    """Blendshape (ARKit) weights live in [0, 1]; the heads are linear, so a trained model can step outside by a
+    little. Outputs are clamped there, in place, and how many values were moved is logged (docs/unitalker.md)."""
+    if get_space(space).kind != "blendshape":
+        return x
+    out = (x < 0) | (x > 1)
+    n = int(out.sum())
+    if n:
+        log.debug("%s: %d of %d weights outside [0, 1] clamped (min %.3g, max %.3g)", space, n, x.size, x.min(), x.max())
+        np.clip(x, 0.0, 1.0, out=x)
+    return x
 
 
 def predict(checkpoint: str | os.PathLike, data: str | os.PathLike, dataset: str, out: str | os.PathLike,
@@ -227,6 +246,9 @@ def predict(checkpoint: str | os.PathLike, data: str | os.PathLike, dataset: str
         for sid, arr in predict_split(loaded, data, dataset, split, dev, identity, loaded.cfg["train"]["amp"], progress):
             write_prediction(tmp, sid, arr)
             n += 1
+        write_provenance(tmp, method="UniTalker", checkpoint=str(loaded.meta["path"]),
+                         encoder=loaded.cfg["model"]["encoder"]["name"], dataset=dataset, split=split, identity=identity,
+                         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     log.info("wrote %d predictions to %s (checkpoint %s)", n, out, loaded.meta["path"])
     return out
 
@@ -284,7 +306,7 @@ def infer(checkpoint: str | os.PathLike, audio_files: Sequence[str | os.PathLike
                 n = max(1, frames_for_samples(x.size, fps))
                 off = animate(loaded.model, a, n, fps, row, [d["space"]], dev, loaded.cfg["train"]["amp"])[d["space"]]
                 tmpl = template_for(loaded, d["id"], row)
-                arr = _native(off, tmpl / float(d["scale"]), float(d["scale"]))
+                arr = _native(off, tmpl / float(d["scale"]), float(d["scale"]), d["space"])
                 np.save(tmp / f"{d['id']}.npy", arr, allow_pickle=False)
                 info["heads"][d["id"]] = {"space": d["space"], "fps": fps, "frames": n, "shape": list(arr.shape)}
             (tmp / "meta.json").write_text(json.dumps(info, indent=1) + "\n")

@@ -1,8 +1,9 @@
 """``unitalker quickstart``: the main job on the embedded default, end to end.
 
 synth D0..D7 -> prepare -> PCA (D0..D2) -> train the ``tiny`` UniTalker -> predict every test split ->
-evaluate -> submit to a leaderboard (``a2fbench leaderboard`` in a subprocess: the hand-off is the results
-JSON) -> print the board. A static-template baseline (every frame = the subject's neutral face) is scored and
+evaluate -> submit to the leaderboard (``a2fbench leaderboard`` in a subprocess: the hand-off is the results
+JSON; the user's default board unless ``--db`` says otherwise) -> print the board and the commands that show
+it all again. A static-template baseline (every frame = the subject's neutral face) is scored and
 submitted beside it, so the board shows what the model learned. Every step is skipped when its output is
 already there, so an interrupted quickstart resumes where it stopped.
 """
@@ -29,6 +30,7 @@ from a2fbench.scoring.predictions import write_prediction
 from a2fbench.sources.synth import synth_dataset
 from a2fbench.spaces.pca import fit_dataset
 from a2fbench.util.fsutil import atomic_path, write_json
+from a2fbench.util.paths import default_db
 
 from .config import load_config
 from .predict import predict
@@ -85,14 +87,16 @@ def static_predictions(data: Path, dataset: str, out: Path, split: str = "test")
 
 
 def quickstart(out: str | os.PathLike, size: str = "tiny", device: str = "auto", overrides: Optional[list[str]] = None,
-               progress: bool = True) -> dict:
-
-
+               progress: bool = True, db: Optional[str | os.PathLike] = None) -> dict:
+    """Run the main job in ``out`` (raw/, data/, run/, pred/, results/) and submit its scores to the leaderboard
+    ``db`` (default: the user's, ``$A2FBENCH_HOME/leaderboard.sqlite``, so `a2fbench leaderboard show` and
+    `serve` show them; the entries are marked as scored on synthetic stand-ins and are never ranked against
+    scores on the real datasets, whose store fingerprints differ)."""
     t_all = time.perf_counter()
     timings: dict[str, float] = {}
     out = Path(out)
     raw, data, run = out / "raw", out / "data", out / "run"
-    db = out / "leaderboard.sqlite"
+    db = Path(db) if db is not None else default_db()
     out.mkdir(parents=True, exist_ok=True)
     t = _step(f"1/6 synthesize and prepare {size} stand-ins of D0..D7 in {out}")
     for d in DATASETS:
@@ -119,7 +123,7 @@ def quickstart(out: str | os.PathLike, size: str = "tiny", device: str = "auto",
     for d in DATASETS:
         p = out / "pred" / d
         if not p.is_dir():
-            predict(run, data, d, p, split="test", device=device, progress=False)
+            predict(run, data, d, p, split="test", device=device, progress=progress)
         s = out / "static" / d
         if not s.is_dir():
             static_predictions(data, d, s)
@@ -136,9 +140,6 @@ def quickstart(out: str | os.PathLike, size: str = "tiny", device: str = "auto",
             summary.setdefault(d, {})[name] = float(doc["metrics"]["LVE"]["value"])
     _done(t, "evaluate", timings)
     t = _step(f"6/6 leaderboard {db}")
-    if db.exists():
-        db.unlink()  # rebuilt from the results files each time
-
     n_params = sum(p.numel() for p in load_model(run).model.parameters())
     for d in DATASETS:
         _a2fbench("leaderboard", "submit", str(out / "results" / f"{d}.model.json"), "--method", METHOD, "--db", str(db),
@@ -154,4 +155,20 @@ def quickstart(out: str | os.PathLike, size: str = "tiny", device: str = "auto",
     write_json(out / "summary.json", {"lve": summary, "seconds": round(time.perf_counter() - t_all, 1),
                                       "step_seconds": timings})
     log.info("quickstart done in %.0f s: %s", time.perf_counter() - t_all, out)
+    print(next_steps(out, db))
     return summary
+
+
+def next_steps(out: Path, db: Path) -> str:
+    """The commands that show the quickstart's results again (its last lines)."""
+    on_default = db == default_db()
+    dbo = "" if on_default else f" --db {db}"
+    return "\n".join([
+        "",
+        f"Everything is in {out}. To see it again:",
+        f"  a2fbench leaderboard show --dataset D1{dbo}     # the board: these scores beside the paper's rows",
+        f"  a2fbench leaderboard serve{dbo}                 # the same as a web page, http://127.0.0.1:8000",
+        f"  unitalker plot {out / 'run'}                  # training loss and validation LVE per epoch (PNG)",
+        f"  a2fbench list --data {out / 'data'}           # the prepared stand-ins",
+        f"  a2fbench evaluate {out / 'pred' / 'D1'} --dataset D1 --data {out / 'data'}   # score again",
+    ])

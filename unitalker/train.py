@@ -34,11 +34,11 @@ import torch
 import torch.distributed as dist
 import yaml
 from torch.nn.parallel import DistributedDataParallel as DDP
-from tqdm import tqdm
 
 from a2fbench.errors import ConfigError, StoreError
 from a2fbench.util.constants import SAMPLE_RATE
 from a2fbench.util.fsutil import atomic_path, write_json
+from a2fbench.util.progress import bar as progress_bar
 
 from . import checkpoint as ck
 from .assemble import aux_templates, build_heads, datasets_meta, flatten, seed_step
@@ -298,8 +298,8 @@ class Trainer:
             skip = int(self.state["batch"]) if epoch == int(self.state["epoch"]) else 0
             self.sampler.set_epoch(epoch, skip)
             self.model.train()
-            bar = tqdm(total=len(self.sampler) + skip, initial=skip, desc=f"epoch {epoch + 1}/{epochs}",
-                       disable=not (self.progress and self.dist.main), unit="batch", leave=False)
+            bar = progress_bar(total=len(self.sampler) + skip, initial=skip, desc=f"epoch {epoch + 1}/{epochs}",
+                       show=self.progress and self.dist.main, unit="batch", leave=False)
             t_epoch, audio_s = time.perf_counter(), 0.0
             losses = []
             t_prev = time.perf_counter()

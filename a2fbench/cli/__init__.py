@@ -67,8 +67,14 @@ def run_cli(group: click.Group, prog: str) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as e:  # click writes "Error:"; every message of ours starts "error:"
+        if e.ctx is not None:
+            click.echo(e.ctx.get_usage(), err=True)
+        hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
+        click.echo(f"error: {e.format_message()}{hint}", err=True)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
-        e.show()
+        click.echo(f"error: {e.format_message()}", err=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted; rerun the same command to resume", err=True)

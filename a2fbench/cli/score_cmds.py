@@ -61,21 +61,26 @@ def results_table(doc: dict) -> str:
 @click.option("--workers", type=click.IntRange(1), default=None,
               help="Processes scoring blocks of sequences. Default: automatic (2 for splits of 128 MiB or more). "
                    "Results do not depend on it.")
+@click.option("--method", default=None,
+              help="What made the predictions, recorded in the results (default: the method named by the folder's "
+                   "provenance file, which `unitalker predict` writes).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results JSON instead of the table.")
+@click.option("--no-progress", is_flag=True, help="No progress bar (bars show on a terminal only anyway).")
 def evaluate_cmd(pred: Path, dataset: str, data: Optional[Path], split: Optional[str], protocol: str,
                  regions: Optional[str], out: Optional[Path], ignore_extra: bool, n_bootstrap: int, seed: int,
-                 workers: Optional[int], as_json: bool) -> None:
+                 workers: Optional[int], method: Optional[str], as_json: bool, no_progress: bool) -> None:
     """Score a predictions folder (one <seq_id>.npy per sequence) and write a results JSON.
 
     \b
     Examples:
-      a2fbench evaluate runs/pred/D1 --dataset D1 --data data
+      a2fbench evaluate runs/pred/D1 --dataset D1 --data data --method MyTalker
       a2fbench evaluate ct_pred --dataset biwi --protocol codetalker --out ct.json
       a2fbench evaluate pred_voca --dataset vocaset --regions flame
     """
 
     doc = evaluate(dataset, pred, data or paths.default_data(), split=split, protocol=protocol, regions=regions,
-                   ignore_extra=ignore_extra, n_bootstrap=n_bootstrap, seed=seed, workers=workers)
+                   ignore_extra=ignore_extra, n_bootstrap=n_bootstrap, seed=seed, workers=workers, method=method,
+                   progress=not no_progress)
     target = out or default_out(pred, protocol)
     write_json(target, doc)
     if as_json:
@@ -112,7 +117,9 @@ def compare_cmd(a: Path, b: Path, n_resamples: int, seed: int, as_json: bool) ->
         s = float(m.get("display_scale") or 1.0)
         rel = f"{100 * m['rel_diff']:+.1f}%" if m["rel_diff"] is not None else "-"
         unit = f"x{s:.0e} {m['unit']}" if s != 1.0 else str(m["unit"])
+        ci = "-" if m["ci95"] is None else "[" + _fmt(m["ci95"][0], s) + ", " + _fmt(m["ci95"][1], s) + "]"
         click.echo(f"{name:<8} {_fmt(m['a'], s):>10} {_fmt(m['b'], s):>10} {_fmt(m['diff'], s):>10} "
-                   f"{'[' + _fmt(m['ci95'][0], s) + ', ' + _fmt(m['ci95'][1], s) + ']':>24} {rel:>8} "
-                   f"{m['p_value']:>7.4f}  {unit}")
+                   f"{ci:>24} {rel:>8} {m['p_value']:>7.4f}  {unit}")
     click.echo("lower is better for LVE, MVE, UFVE, FDD_abs; FDD is signed (closer to 0 is better)")
+    for w in res.get("warnings", []):
+        click.echo(f"warning: {w}", err=True)

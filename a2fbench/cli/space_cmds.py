@@ -16,7 +16,7 @@ from ..spaces import (
     read_blendshape_basis,
     read_flame_model,
 )
-from ..spaces.pca import check_dataset, fit_dataset, load
+from ..spaces.pca import DEFAULT_COMPONENTS, check_dataset, fit_dataset, load
 from ..store import open_dataset
 from ..util import paths
 from ..util.fsutil import write_npy
@@ -28,8 +28,10 @@ DATA_OPT = click.option("--data", type=click.Path(file_okay=False, path_type=Pat
 @click.command("pca")
 @click.argument("datasets")
 @DATA_OPT
-@click.option("--components", type=click.IntRange(min=1), default=512, show_default=True,
-              help="Principal components kept (UniTalker uses 512).")
+@click.option("--components", type=click.IntRange(min=1), default=None,
+              help="Principal components kept. Default: 512 (UniTalker's), or as many as a split with fewer "
+                   "frames allows (frames - 1, e.g. on tiny stand-ins), with a note. A number given here is "
+                   "never lowered: too many is an error.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, or cuda[:N] to fit on a GPU with torch.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random sketch (same seed, same file).")
 @click.option("--split", default="train", show_default=True, help="Split whose frames are fitted.")
@@ -37,8 +39,8 @@ DATA_OPT = click.option("--data", type=click.Path(file_okay=False, path_type=Pat
               help="Reads of the data (block Krylov depth); more passes, more accurate tail components.")
 @click.option("--oversample", type=click.IntRange(min=0), default=None,
               help="Extra columns per Krylov block. Default: 16 + components/32.")
-def pca_cmd(datasets: str, data: Path | None, components: int, device: str, seed: int, split: str, passes: int,
-            oversample: int | None) -> None:
+def pca_cmd(datasets: str, data: Path | None, components: int | None, device: str, seed: int, split: str,
+            passes: int, oversample: int | None) -> None:
     """PCA of vertex datasets (training motion minus template) -> DATA/<id>/pca.npz, UniTalker's layout.
 
     Streams the store in blocks (memory does not grow with the dataset); with --device cuda the same
@@ -52,15 +54,20 @@ def pca_cmd(datasets: str, data: Path | None, components: int, device: str, seed
 
     data = data or paths.default_data()
     specs = resolve(datasets)
+    wanted: dict[str, int] = {}
     for spec in specs:  # one clear line before anything is fitted or written
         ds = open_dataset(data, spec.id)
         try:
             check_dataset(ds)
-            ds.split(split)
+            n = sum(ds[s].n_frames for s in ds.split(split))
+            wanted[spec.id] = components or min(DEFAULT_COMPONENTS, max(1, n - 1), int(ds.card["dim"]))
+            if components is None and wanted[spec.id] < DEFAULT_COMPONENTS:
+                click.echo(f"note: {spec.id} {split} has {n} frames: fitting {wanted[spec.id]} components instead "
+                           f"of {DEFAULT_COMPONENTS}", err=True)
         finally:
             ds.close()
     for spec in specs:
-        path = fit_dataset(spec.id, data, components=components, device=device, seed=seed, split=split,
+        path = fit_dataset(spec.id, data, components=wanted[spec.id], device=device, seed=seed, split=split,
                            passes=passes, oversample=oversample)
 
         p = load(path)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .. import __version__
 from ..errors import A2FBenchError, ChecksumMismatch, RawDataError, StoreError
@@ -28,6 +27,7 @@ from ..spaces import read_space_files
 from ..store import CARD_FILE, STORE_FORMAT, StoreWriter, incomplete_dir, store_dir
 from ..util.constants import SAMPLE_RATE
 from ..util.fsutil import sha256_file
+from ..util.progress import bar as progress_bar
 from .motion import fit_audio, resample_motion
 
 log = logging.getLogger("a2fbench.prepare")
@@ -133,7 +133,7 @@ def _prepare(spec: DatasetSpec, root: Path, data: Path, work: Path, progress: bo
         items = [i for i in raw.items if i.id in keep]
         adjusted = 0
         dtype: Optional[np.dtype] = writer.dtype()  # one dtype per dataset (the source's); kept on resume
-        with tqdm(total=len(items), desc=f"prepare {spec.id}", unit="seq", disable=not progress, position=position,
+        with progress_bar(total=len(items), desc=f"prepare {spec.id}", unit="seq", show=progress, position=position,
                   leave=False) as bar:
             for it in items:
                 if writer.done(it.id):

@@ -75,6 +75,8 @@ def compare(a: dict, b: dict, *, n_resamples: int = 10000, seed: int = 0, names:
                            "only_in_a": len(rows_a) - len(shared), "only_in_b": len(rows_b) - len(shared),
                            "method": METHOD, "n_resamples": n_resamples, "seed": seed, "metrics": {}}
     n = len(shared)
+    min_n = smallest_n(level)
+    out["warnings"] = [small_sample_warning(n, level)] if n < min_n else []
     for m in (k for k in METRICS if k in a["metrics"] and k in b["metrics"]):
         key = METRICS[m].per_sequence_key
         if any(rows_a[s].get(key) is None or rows_b[s].get(key) is None for s in shared):
@@ -99,13 +101,37 @@ def compare(a: dict, b: dict, *, n_resamples: int = 10000, seed: int = 0, names:
                                       vectorized=True, n_resamples=n_resamples, alternative="two-sided",
                                       rng=np.random.default_rng(seed))
             p = float(pt.pvalue)
+        ci = list(pdiff["ci95"])
+        if n < min_n:
+            ci = None  # see small_sample_warning: no interval is reported at this size
+        elif (ci[0] > 0 or ci[1] < 0) != (p < 1 - level) and not np.array_equal(va, vb):
+            out["warnings"].append(f"{m}: the bootstrap interval and the permutation p-value disagree at n = {n} "
+                                   f"(interval {'excludes' if ci[0] > 0 or ci[1] < 0 else 'contains'} 0, p = {p:.3g}); "
+                                   "trust the p-value, which is exact or Monte Carlo over the permutations")
         out["metrics"][m] = {"a": A, "b": pdiff["b"], "diff": d, "rel_diff": (d / A) if A else None,
-                             "ci95": list(pdiff["ci95"]), "p_value": p, "unit": a["metrics"][m].get("unit"),
+                             "ci95": ci, "p_value": p, "unit": a["metrics"][m].get("unit"),
                              "display_scale": a["metrics"][m].get("display_scale", 1.0),
                              "higher_is_better": METRICS[m].higher_is_better}
     if not out["metrics"]:
         raise ResultSchemaError(f"{na} and {nb} have no metric in common with per-sequence scores")
     return out
+
+
+def smallest_n(level: float = 0.95) -> int:
+    """The fewest shared sequences at which any difference can be significant: the exact two-sided paired
+    permutation test over n sequences has 2^n equally likely swap patterns, so its smallest p-value is
+    2 / 2^n; below this n it can never reach ``1 - level``, and a percentile bootstrap over so few sequences
+    (at most C(2n-1, n) distinct resamples) gives no usable interval either."""
+    n = 1
+    while 2.0 / 2**n >= 1 - level:
+        n += 1
+    return n
+
+
+def small_sample_warning(n: int, level: float = 0.95) -> str:
+    return (f"only {n} shared sequence{'s' if n != 1 else ''}: no difference can be significant at "
+            f"{100 * level:.0f}% (the smallest possible p-value is {min(1.0, 2.0 / 2**n):.3g}, at least "
+            f"{smallest_n(level)} sequences are needed), so no interval is reported")
 
 
 def compare_files(path_a: str | os.PathLike, path_b: str | os.PathLike, **kw: Any) -> dict:

@@ -32,7 +32,7 @@ from .metrics.stats import BOOTSTRAP_METHOD, bootstrap_ci
 from .metrics.table import METRICS
 from .parallel import score_parallel, worker_count
 from .pipeline import Context, spare_cpu, stream
-from .predictions import PredFile, PredictionSet, scan
+from .predictions import PredFile, PredictionSet, read_provenance, scan
 from .protocols import CONDITIONS_RULE, frames_scored, get_protocol
 from .results import SCHEMA_VERSION, finalize
 from .streams import fingerprint
@@ -61,8 +61,12 @@ def _plan(ctx: Context, ids: list[str], preds: PredictionSet) -> list[tuple[Item
 def evaluate(dataset: str, pred_dir: str | os.PathLike, data: str | os.PathLike, split: Optional[str] = None,
              protocol: str = "a2f", regions: Optional[str] = None, *, ignore_extra: bool = False,
              n_bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, chunk_mb: float = 32.0,
-             workers: Optional[int] = 1, progress: bool = True) -> dict:
+             workers: Optional[int] = 1, progress: bool = True, method: Optional[str] = None) -> dict:
     """Score a predictions folder against a prepared split; returns the finalized results dict.
+
+    ``method``: the name of what made the predictions, recorded as ``predictions.method`` (default: the method
+    named in the folder's provenance file, which ``unitalker predict`` writes; recorded as
+    ``predictions.source``).
 
     Arguments follow the stage convention (docs/architecture.md): the dataset, then the folders read.
 
@@ -104,7 +108,8 @@ def evaluate(dataset: str, pred_dir: str | os.PathLike, data: str | os.PathLike,
                 seqs, digests, dtypes = stream(ctx, plan, chunk_mb, bar.update if bar else None, spare_cpu(1))
         log.debug("scored %d sequences in %.2f s with %d process(es)", len(plan), time.perf_counter() - t0,
                   n_workers)
-        return _results(ctx, split, region_set, preds, seqs, digests, dtypes, n_bootstrap, seed)
+        doc = _results(ctx, split, region_set, preds, seqs, digests, dtypes, n_bootstrap, seed)
+        return finalize(stamp_method(doc, pred_dir, method))
     finally:
         ds.close()
 
@@ -147,6 +152,17 @@ def _regions_digest(lips: np.ndarray, upper: np.ndarray) -> str:
     h.update(b"|")
     h.update(np.ascontiguousarray(upper, "<i8").tobytes())
     return "sha256:" + h.hexdigest()
+
+
+def stamp_method(doc: dict, pred_dir: str | os.PathLike, method: Optional[str]) -> dict:
+    """Record what made the predictions: ``method`` (given) or the provenance file's, and that file."""
+    source = read_provenance(pred_dir)
+    name = method or (source or {}).get("method")
+    if name:
+        doc["predictions"]["method"] = str(name)
+    if source:
+        doc["predictions"]["source"] = source
+    return doc
 
 
 def _results(ctx: Context, split: str, region_set: str, preds: PredictionSet, seqs: list[dict], digests: dict,

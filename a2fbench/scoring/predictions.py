@@ -17,21 +17,24 @@ space (converted to vertices with the space's converter, like the ground truth).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from ..errors import PredictionError
-from ..util.fsutil import write_npy
+from ..util.fsutil import write_json, write_npy
 
 log = logging.getLogger("a2fbench.predictions")
 
 CONDITION_SEP = "_condition_"
+#: optional, written beside the predictions by the tool that made them (``unitalker predict``): what made them
+PROVENANCE_FILE = ".a2fbench-predictions.json"
 _SAFE_ID = re.compile(r"^[^/\\\x00]+$")
 
 
@@ -60,6 +63,24 @@ def write_prediction(pred_dir: str | os.PathLike, seq_id: str, array: np.ndarray
     target = Path(pred_dir) / prediction_name(seq_id, condition)
     write_npy(target, a)
     return target
+
+
+def write_provenance(pred_dir: str | os.PathLike, **info: Any) -> Path:
+    """Record what made a predictions folder (``method``, ``checkpoint``, ...): ``PRED/.a2fbench-predictions.json``.
+    ``evaluate`` copies it into the results (``predictions.source``); ``scan`` ignores it (hidden)."""
+    target = Path(pred_dir) / PROVENANCE_FILE
+    write_json(target, {k: v for k, v in info.items() if v is not None})
+    return target
+
+
+def read_provenance(pred_dir: str | os.PathLike) -> Optional[dict]:
+    """The provenance record of a predictions folder, or None (absent or unreadable: it is optional)."""
+    p = Path(pred_dir) / PROVENANCE_FILE
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -210,6 +231,10 @@ def _check_header(path: Path, sid: str, cond: Optional[str], n_vertices: int, n_
             found_v = f" ({shape[1]} vertices, expected V={V})"
         elif len(shape) == 2 and shape[1] % 3 == 0 and shape[1] != n_params:
             found_v = f" ({shape[1] // 3} vertices if xyz-flattened, expected V={V})"
+        if len(shape) == 2 and shape[0] in (3 * V, n_params) and shape[1] not in (3 * V, n_params):
+            found_v = f": frames on the second axis; it looks transposed, save array.T ({shape[1]}, {shape[0]})"
+        elif len(shape) == 3 and shape[0] == V and shape[1] == 3:
+            found_v = f": it looks like (V, 3, T); save array.transpose(2, 0, 1), shaped ({shape[2]}, {V}, 3)"
         raise PredictionError(f"{path}: expected shape {want}, found {shape}{found_v}")
     if shape[0] == 0:
         raise PredictionError(f"{path}: expected at least one frame, found an empty array")

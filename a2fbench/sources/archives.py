@@ -13,10 +13,9 @@ import zipfile
 from pathlib import Path, PurePosixPath
 from typing import Optional
 
-from tqdm.auto import tqdm
-
 from ..errors import RawDataError
 from ..registry import Archive
+from ..util.progress import bar as progress_bar
 
 
 def _member_target(name: str, subdir: Optional[str], strip_top: Optional[str]) -> Optional[PurePosixPath]:
@@ -83,7 +82,7 @@ def safe_extract(archive: Path, dest: Path, subdir: Optional[str] = None) -> lis
     tmp = dest / f".unpack-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     try:
-        for name, t in tqdm(plan, desc=f"unpack {archive.name}", unit="file", leave=False):
+        for name, t in progress_bar(plan, desc=f"unpack {archive.name}", unit="file", leave=False):
             out = tmp / Path(*t.parts)
             if not out.resolve().is_relative_to(tmp.resolve()):  # belt and braces after the name checks
                 raise RawDataError(f"{archive}: member {name!r} would land outside {dest}; refusing the archive")

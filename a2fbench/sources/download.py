@@ -30,12 +30,11 @@ from typing import Callable, Iterable, Optional
 from urllib.error import HTTPError, URLError
 from urllib.request import Request, urlopen
 
-from tqdm.auto import tqdm
-
 from .. import __version__
 from ..errors import A2FBenchError, ChecksumMismatch, DownloadError
 from ..registry import DatasetSpec, FileEntry, Source
 from ..util.fsutil import sha256_file, write_json
+from ..util.progress import bar as progress_bar
 from .archives import find_archive, safe_extract
 from .layouts import check_structure
 from .raw import SYNTH_MARKER
@@ -160,8 +159,8 @@ def _fetch_once(url: str, part: Path, have: int, size: Optional[int], timeout: f
         total = have + expect if expect is not None else size
         got = 0
         with open(part, "ab" if have else "wb") as f, \
-                tqdm(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
-                     disable=not progress, leave=False) as bar:
+                progress_bar(total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
+                     show=progress, leave=False) as bar:
             while True:
                 try:
                     chunk = r.read(_CHUNK)
@@ -192,7 +191,7 @@ def _hash_files(root: Path, files: Iterable[Path], previous: dict, progress: boo
     """{relative path: {size, sha256}}, reusing the previous record for files whose size and mtime are unchanged."""
     out = {}
     files = sorted(set(files))
-    for p in tqdm(files, desc="sha256", unit="file", disable=not progress or len(files) < 2, leave=False):
+    for p in progress_bar(files, desc="sha256", unit="file", show=progress and len(files) >= 2, leave=False):
         rel = str(p.relative_to(root))
         st = p.stat()
         prev = previous.get(rel, {})

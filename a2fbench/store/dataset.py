@@ -238,9 +238,15 @@ def open_dataset(data: str | os.PathLike, dataset: str) -> Dataset:
     d = store_dir(data, spec)
     f = d / STORE_FILE
     if not f.is_file():
-        partial = incomplete_dir(data, spec).exists()
-        what = "an interrupted prepare" if partial else "nothing"
-        raise StoreError(f"expected a prepared {spec.id} at {d}, found {what}; run `a2fbench prepare {spec.id} "
+        if incomplete_dir(data, spec).exists():
+            raise StoreError(f"expected a prepared {spec.id} at {d}, found an interrupted prepare; run `a2fbench "
+                             f"prepare {spec.id} --raw RAW --out {data}` again to resume it")
+        if d.is_dir() and any(d.iterdir()):  # a folder of raw files passed where a prepared store is expected
+            names = ", ".join(sorted(p.name for p in d.iterdir())[:3])
+            raise StoreError(f"expected a prepared {spec.id} store ({STORE_FILE}) in {d}, found other files ({names}, "
+                             f"...): raw files? Prepare them first: `a2fbench prepare {spec.id} --raw {data} --out "
+                             "DATA`, then pass --data DATA")
+        raise StoreError(f"expected a prepared {spec.id} at {d}, found nothing; run `a2fbench prepare {spec.id} "
                          f"--raw RAW --out {data}`")
     try:
         with h5py.File(f, "r") as h:

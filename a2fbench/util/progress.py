@@ -30,11 +30,11 @@ def enabled(wanted: Optional[bool] = None) -> bool:
         return False
 
 
-def bar(total: Optional[int] = None, desc: Optional[str] = None, unit: str = "it", *, show: Optional[bool] = None,
-        **kw: Any) -> tqdm:
-    """A tqdm bar (``leave=False``) that is disabled unless :func:`enabled` says otherwise."""
+def bar(iterable: Any = None, *, show: Optional[bool] = None, **kw: Any) -> tqdm:
+    """A tqdm bar (``leave=False``; tqdm's keywords) that is disabled unless :func:`enabled` says otherwise;
+    ``show=False`` (a command's ``--no-progress``) always disables it."""
     kw.setdefault("leave", False)
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled(show), **kw)
+    return tqdm(iterable, disable=not enabled(show), **kw)
 
 
 @contextlib.contextmanager
@@ -43,7 +43,7 @@ def frames_bar(desc: Optional[str], total: int) -> Iterator[Any]:
     if not desc or not enabled():
         yield None
         return
-    b = bar(total, desc, "frame")
+    b = bar(total=total, desc=desc, unit="frame")
     try:
         yield b
     finally:

@@ -9,7 +9,7 @@
     Object.keys(g).forEach(function (k) { e[k] = g[k]; });
   });
   var ROW_LIMIT = 200;
-  var M_VALUE = 0, M_LO = 1, M_HI = 2, M_RANK = 3, M_BEST = 4, M_TIED = 5, M_UNIT = 6, M_TEST = 7;
+  var M_VALUE = 0, M_LO = 1, M_HI = 2, M_RANK = 3, M_BEST = 4, M_TIED = 5, M_UNIT = 6, M_TEST = 7, M_DV = 8, M_DLO = 9, M_DHI = 10;
   var state = { kind: "all", hideTestIds: false, search: "", sort: {}, showAll: {}, selected: null };
   var order = {};
   DATA.entries.forEach(function (e, i) { order[e.id] = i; });
@@ -39,7 +39,12 @@
     var a = Math.abs(v);
     return (a !== 0 && (a < 1e-3 || a >= 1e4)) ? v.toExponential(3) : String(Number(v.toPrecision(4)));
   }
-  function fmtParams(p) { return p == null ? "\u2013" : (p >= 1e6 ? (p / 1e6).toFixed(1) + " M" : String(p)); }
+  // the same rule as the terminal (leaderboard.render.fmt_params): millions, 3 significant digits
+  function fmtParams(p) { return p == null ? "\u2013" : Number((p / 1e6).toPrecision(3)) + "M"; }
+  function fmtDisplay(v) { return v == null ? "\u2013" : String(Number(v.toPrecision(5))); }
+  function unitOf(ds, m) { return (DATA.display[ds] || {})[m] || ""; }
+  // a metric's sortable value: in the dataset's display unit; values that do not convert sort last
+  function shown(x) { return x ? (x[M_DV] != null ? x[M_DV] : null) : null; }
   function fmtMs(s) { return s == null ? "\u2013" : fmt(s * 1000) + " ms"; }
   function safeHref(u) { return (typeof u === "string" && /^https?:\/\/[^\s]+$/i.test(u)) ? u : null; }
   function link(u, label) {
@@ -61,20 +66,21 @@
   }
   function metric(e, m) { return e.m && e.m[m] ? e.m[m] : null; }
   var COLS = [
+    { key: "id", label: "ID", num: true, title: "entry id (for `a2fbench leaderboard edit` and `remove`)",
+      get: function (e) { return e.id; } },
     { key: "rank", label: "#", num: true, title: "LVE rank within the group (dataset / split / protocol)",
       get: function (e) { var m = metric(e, "LVE"); return m ? m[M_RANK] : null; } },
     { key: "method", label: "Method", get: function (e) { return displayName(e).toLowerCase(); } },
     { key: "kind", label: "Kind", get: function (e) { return e.kind; } },
     { key: "group", label: "Split / protocol", get: function (e) { return e.group; } }
   ].concat(METRICS.map(function (m) {
-    return { key: m, label: m, num: true, metric: true, get: function (e) { var x = metric(e, m); return x ? x[M_VALUE] : null; } };
+    return { key: m, label: m, num: true, metric: true, get: function (e) { return shown(metric(e, m)); } };
   })).concat([
     { key: "params", label: "Params", num: true, get: function (e) { return e.params; } },
     { key: "inference_s", label: "Time / 10 s", num: true, title: "wall time to animate a 10 s clip",
       get: function (e) { return e.inference_s; } },
-    { key: "trained_on_test_ids", label: "Test IDs seen", title: "trained on the test identities?",
-      get: function (e) { return yesNo(e.trained_on_test_ids); } },
-    { key: "submitted_at", label: "Added", get: function (e) { return e.submitted_at; } }
+    { key: "trained_on_test_ids", label: "Test IDs", title: "trained on the test identities?",
+      get: function (e) { return yesNo(e.trained_on_test_ids); } }
   ]);
   function sortRows(rows, ds) {
     var s = state.sort[ds];
@@ -99,21 +105,30 @@
     var x = metric(e, m);
     var td = el("td", { cls: "num", "data-metric": m });
     if (!x || x[M_VALUE] == null) { td.textContent = "\u2013"; return td; }
-    td.appendChild(document.createTextNode(fmt(x[M_VALUE])));
+    var unit = x[M_UNIT] != null ? DATA.units[x[M_UNIT]] : "";
+    if (x[M_DV] == null) {  // its unit does not convert to the dataset's: shown as printed, never compared
+      td.appendChild(document.createTextNode(fmt(x[M_VALUE])));
+      td.appendChild(el("span", { cls: "asprinted", text: "\u2020" }));
+      td.setAttribute("title", "as printed (" + unit + "); does not convert to " + unitOf(e.dataset, m));
+      td.className += " unconverted";
+      return td;
+    }
+    td.appendChild(document.createTextNode(fmtDisplay(x[M_DV])));
     if (x[M_BEST]) td.className += " best";
     if (x[M_TIED] === 1) {
       td.appendChild(el("span", { cls: "tie", text: "\u2248",
         title: "statistically tied with the best (" + (x[M_TEST] === "p" ? "95% paired bootstrap" : "95% CI overlap") + ")" }));
     }
-    if (x[M_LO] != null && x[M_HI] != null) td.appendChild(el("span", { cls: "ci", text: "[" + fmt(x[M_LO]) + ", " + fmt(x[M_HI]) + "]" }));
+    if (x[M_DLO] != null && x[M_DHI] != null) td.appendChild(el("span", { cls: "ci", text: "[" + fmtDisplay(x[M_DLO]) + ", " + fmtDisplay(x[M_DHI]) + "]" }));
     var tip = [];
-    if (x[M_UNIT] != null) tip.push("unit: " + DATA.units[x[M_UNIT]]);
+    if (unit) tip.push(fmt(x[M_VALUE]) + " " + unit);
     if (x[M_RANK] != null) tip.push("rank " + x[M_RANK]);
     if (tip.length) td.setAttribute("title", tip.join("; "));
     return td;
   }
   function row(e) {
     var tr = el("tr", { cls: "kind-" + e.kind + (state.selected === e.id ? " selected" : ""), "data-id": String(e.id) });
+    tr.appendChild(el("td", { cls: "num muted id", text: String(e.id) }));
     var r = metric(e, "LVE");
     tr.appendChild(el("td", { cls: "num rank", text: r && r[M_RANK] != null ? String(r[M_RANK]) : "\u2013" }));
     var name = el("td", { cls: "method" });
@@ -132,7 +147,6 @@
     tr.appendChild(el("td", { cls: "num", text: fmtParams(e.params) }));
     tr.appendChild(el("td", { cls: "num", text: fmtMs(e.inference_s) }));
     tr.appendChild(el("td", { text: yesNo(e.trained_on_test_ids) }));
-    tr.appendChild(el("td", { cls: "muted", text: (e.submitted_at || "").slice(0, 10) }));
     return tr;
   }
   function header(ds) {
@@ -140,6 +154,7 @@
     COLS.forEach(function (c) {
       var s = state.sort[ds];
       var th = el("th", { cls: "sortable" + (c.num ? " num" : ""), scope: "col", "data-key": c.key, text: c.label });
+      if (c.metric) th.appendChild(el("span", { cls: "unit", text: unitOf(ds, c.key) }));
       if (c.title) th.setAttribute("title", c.title);
       if (s && s.key === c.key) th.setAttribute("aria-sort", s.dir);
       th.addEventListener("click", function () {
@@ -169,7 +184,7 @@
       var limit = state.showAll[ds] ? rows.length : Math.min(rows.length, ROW_LIMIT);
       var tbody = el("tbody");
       for (var i = 0; i < limit; i++) tbody.appendChild(row(rows[i]));
-      sec.appendChild(el("table", { cls: "board", "data-dataset": ds }, [header(ds), tbody]));
+      sec.appendChild(el("div", { cls: "board-wrap" }, [el("table", { cls: "board", "data-dataset": ds }, [header(ds), tbody])]));
       if (limit < rows.length) {
         var more = el("button", { cls: "more", type: "button", text: "show all " + rows.length + " rows" });
         more.addEventListener("click", function () { state.showAll[ds] = true; renderSection(ds); });
@@ -241,7 +256,9 @@
     item("split / protocol", e.group);
     METRICS.forEach(function (m) {
       var x = metric(e, m);
-      if (x && x[M_VALUE] != null) item(m, fmt(x[M_VALUE]) + (x[M_LO] != null ? "  95% CI [" + fmt(x[M_LO]) + ", " + fmt(x[M_HI]) + "]" : "") + (x[M_UNIT] != null ? "  " + DATA.units[x[M_UNIT]] : ""));
+      if (!x || x[M_VALUE] == null) return;
+      var own = fmt(x[M_VALUE]) + (x[M_LO] != null ? "  95% CI [" + fmt(x[M_LO]) + ", " + fmt(x[M_HI]) + "]" : "") + (x[M_UNIT] != null ? "  " + DATA.units[x[M_UNIT]] : "");
+      item(m, x[M_DV] != null ? fmtDisplay(x[M_DV]) + " \u00d7 " + unitOf(e.dataset, m) + "  (" + own + ")" : own + "  (as printed; does not convert to " + unitOf(e.dataset, m) + ")");
     });
     item("parameters", e.params != null ? fmtParams(e.params) : null);
     item("inference time (10 s clip)", e.inference_s != null ? fmtMs(e.inference_s) + (e.inference_device ? " on " + e.inference_device : "") : null);
@@ -309,7 +326,7 @@
     var groups = {}, names = [];
     DATA.entries.forEach(function (e) {
       var x = metric(e, "LVE");
-      if (!visible(e) || e.inference_s == null || !(e.inference_s > 0) || !x || x[M_VALUE] == null) return;
+      if (!visible(e) || e.inference_s == null || !(e.inference_s > 0) || !x || x[M_DV] == null) return;
       var g = e.dataset + " / " + e.group.split(" / ").slice(1).join(" / ");
       if (!groups[g]) { groups[g] = []; names.push(g); }
       groups[g].push(e);
@@ -320,7 +337,7 @@
   function plot(title, pts) {
     var W = 440, H = 280, L = 74, R = 14, T = 12, B = 40;
     var xs = pts.map(function (e) { return Math.log10(e.inference_s * 1000); });
-    var ys = pts.map(function (e) { return e.m.LVE[M_VALUE]; });
+    var ys = pts.map(function (e) { return e.m.LVE[M_DV]; });
     var x0 = Math.min.apply(null, xs), x1 = Math.max.apply(null, xs), y0 = Math.min.apply(null, ys), y1 = Math.max.apply(null, ys);
     if (x1 - x0 < 1e-9) { x0 -= 0.5; x1 += 0.5; }
     if (y1 - y0 < 1e-30) { y0 = y0 * 0.9; y1 = y1 * 1.1 + 1e-30; }
@@ -337,7 +354,7 @@
       s.appendChild(svg("text", { x: L - 4, y: py(yv) + 3, "text-anchor": "end" }, fmt(yv)));
     }
     s.appendChild(svg("text", { x: (L + W - R) / 2, y: H - 6, "text-anchor": "middle" }, "inference time for a 10 s clip (ms, log scale)"));
-    s.appendChild(svg("text", { x: 12, y: (T + H - B) / 2, "text-anchor": "middle", transform: "rotate(-90 12 " + (T + H - B) / 2 + ")" }, "LVE"));
+    s.appendChild(svg("text", { x: 12, y: (T + H - B) / 2, "text-anchor": "middle", transform: "rotate(-90 12 " + (T + H - B) / 2 + ")" }, "LVE (" + unitOf(pts[0].dataset, "LVE") + ")"));
     pts.forEach(function (e, i) {
       var c = svg("circle", { cx: px(xs[i]), cy: py(ys[i]), r: 4, "class": "pt-" + e.kind, "data-id": String(e.id) });
       c.appendChild(svg("title", {}, displayName(e) + ": LVE " + fmt(ys[i]) + ", " + fmtMs(e.inference_s)));

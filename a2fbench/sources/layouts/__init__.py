@@ -14,11 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
-from tqdm.auto import tqdm
-
 from ...errors import RawDataError
 from ...registry import DatasetSpec, get_space
 from ...spaces import n_vertices, read_space_files
+from ...util.progress import bar as progress_bar
 from ..raw import AUDIO_EXT, RawData, check_audio_header
 from ..regions import load_region
 from . import clip_pairs, unitalker_release, vertices_npy, vocaset_release
@@ -49,7 +48,7 @@ def check_structure(root: Path, spec: DatasetSpec, progress: bool = False) -> di
     layout = detect_layout(root, spec)
     raw = read(layout, root, spec)
     seen: set[Path] = set()
-    for it in tqdm(raw.items, desc=f"check {spec.id}", unit="seq", disable=not progress, leave=False):
+    for it in progress_bar(raw.items, desc=f"check {spec.id}", unit="seq", show=progress, leave=False):
         m = it.load_motion()
         del m
         for f in it.files[1:]:

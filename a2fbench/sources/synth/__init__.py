@@ -23,12 +23,11 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from tqdm.auto import tqdm
-
 from ... import __version__
 from ...errors import A2FBenchError
 from ...registry import DatasetSpec
 from ...util.fsutil import atomic_path
+from ...util.progress import bar as progress_bar
 from ..layouts import LAYOUTS
 from ..raw import SYNTH_MARKER
 from .generate import Generator
@@ -61,7 +60,7 @@ def synth_dataset(spec: DatasetSpec, out: str | os.PathLike, size: Size = "tiny"
     plans = [p for p in plan(spec, size, seed) if keep(p)]
     gen = Generator(spec, seed)
     with atomic_path(target, is_dir=True) as tmp:
-        with tqdm(total=len(plans), desc=f"synth {spec.id}", unit="seq", disable=not progress, leave=False) as bar:
+        with progress_bar(total=len(plans), desc=f"synth {spec.id}", unit="seq", show=progress, leave=False) as bar:
             LAYOUTS[layout].write(gen, tmp, plans, bar)
         write_resources(gen, tmp)
         (tmp / SYNTH_MARKER).write_text(json.dumps({"dataset": spec.id, "size": size, "seed": seed, "layout": layout,

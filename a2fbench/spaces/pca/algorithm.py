@@ -15,10 +15,10 @@ from typing import Any, Optional
 
 import numpy as np
 import scipy.linalg as sl
-from tqdm.auto import tqdm
 
 from ...errors import SpaceError
 from ...util.memory import release
+from ...util.progress import bar as progress_bar
 from .backends import ROWS, Blocks, ops_for
 from .fileformat import FORMAT
 from .model import (
@@ -85,8 +85,8 @@ def fit(source: Source, components: int = DEFAULT_COMPONENTS, *, device: str = "
     K: Any = None
     try:
         for l in range(passes):
-            bar = tqdm(total=N, desc=f"pca {source.name} pass {l + 1}/{passes}", unit="frame",
-                       disable=not progress, leave=False)
+            bar = progress_bar(total=N, desc=f"pca {source.name} pass {l + 1}/{passes}", unit="frame",
+                       show=progress, leave=False)
             blocks: Any = cached if (l and cached) else (ops.put(x) for x in reader.blocks(first=(l == 0), background=on_gpu))
             if l == 0:
                 head, rows0 = [], 0
