@@ -55,9 +55,29 @@ def device_name(dev: torch.device) -> str:
     return f"CPU {cpu}, {torch.get_num_threads()} torch thread(s) of {os.cpu_count()} core(s)"
 
 
-def set_threads(n: int) -> None:
-    if int(n) > 0:
-        torch.set_num_threads(int(n))
+def auto_threads(cores: Optional[int] = None, load: Optional[float] = None) -> int:
+    """CPU threads for torch when ``train.threads`` is 0: the cores not already busy (at least one).
+
+    torch's CPU kernels synchronise their threads at the end of every parallel region. When another process
+    keeps a core busy, one of our threads is often descheduled and the others wait for it a whole time slice:
+    measured on 2 cores with two busy processes beside the tiny config, 2 threads trained at 2.0 audio-s/s and
+    1 thread at 33 audio-s/s (docs/unitalker.md). So the count follows the 1-minute load average at start.
+    """
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if load is None:
+        try:
+            load = os.getloadavg()[0]
+        except OSError:
+            load = 0.0
+    return max(1, min(cores, int(round(cores - load))))
+
+
+def set_threads(n: int) -> int:
+    """Set torch's CPU threads: ``n`` > 0 as given, 0 = :func:`auto_threads`. Returns the count."""
+    n = int(n) if int(n) > 0 else auto_threads()
+    torch.set_num_threads(n)
+    return n
 
 
 @dataclass

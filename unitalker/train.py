@@ -88,7 +88,6 @@ class Trainer:
         self.progress = progress
         self.max_steps = max_steps  # stop after this many optimizer steps in this process (tests, benchmarks)
         self.dist, self.device = setup_distributed(cfg["train"]["device"])
-        set_threads(int(cfg["train"]["threads"]))
         resume_tag = self._check_run_dir()
         seed_step(int(cfg["train"]["seed"]), 10**9, 0, 0)  # initial weights: a function of the seed
         self.sources = open_sources(self.data, self.datasets, cfg)
@@ -144,6 +143,12 @@ class Trainer:
         self.validator = Validator(self.data, self.datasets, cfg, self.idt, self.model.encoder.normalize) \
             if self.dist.main else None
         self.state = resume_state or {"epoch": 0, "batch": 0, "step": 0, "phase": -1, "best": None, "best_tag": None}
+        if self.device.type == "cpu":
+            # auto (0) picks the free cores (runtime.auto_threads); a resumed run keeps its first count, since
+            # torch's parallel reductions can round differently with another number of threads
+            want = int(cfg["train"]["threads"]) or int(self.state.get("cpu_threads") or 0)
+            self.state["cpu_threads"] = set_threads(want)
+            log.info("training on %d CPU thread(s)", self.state["cpu_threads"])
         self._resume_optimizer = resume_state["optimizer"] if resume_state else None
         if resume_state:
             ck.set_rng_state(resume_state["rng"])
