@@ -129,7 +129,8 @@ def export_cmd(input_path: Path, dataset: str, data: Optional[Path], fmt: str, o
 @click.command("report")
 @click.argument("results", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--pred", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="The predictions folder that was evaluated: adds the error and velocity maps and the worst sequences.")
+              help="The predictions folder that was evaluated: adds the error and velocity maps and the worst "
+                   "sequences.")
 @DATA_OPT
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="The .html page.")
 @click.option("--worst", type=click.IntRange(0, 100), default=5, show_default=True, help="Worst sequences listed.")

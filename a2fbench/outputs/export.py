@@ -77,7 +77,7 @@ def export(src: str | os.PathLike, head: Head, fmt: str, out: str | os.PathLike,
         if fmt == "obj":
             for t in targets:
                 _check_obj_folder(t)
-    frames = [load_frames(it, head) for it in items]
+    frames = [load_frames(it, head, np.float64) for it in items]
     done: list[Path] = []
     undo = written_together(done, None if one_file else Path(out))
     results = []
@@ -136,7 +136,7 @@ def _gltf(f: Frames, head: Head, target: Path, seq_id: Optional[str]) -> list[st
         gltf.write_morph_glb(target, conv.mean.reshape(V, 3), head.faces, conv.B.reshape(-1, V, 3), weights, head.fps,
                              head.channels, name=head.id)
         return notes
-    frames = f.all().astype(np.float64)
+    frames = f.all()
     pca, why = _dataset_pca(head)
     if pca is not None:
         template = head.template(seq_id).reshape(-1)

@@ -25,6 +25,8 @@ from ..spaces import converter
 from ..store import Dataset, open_dataset
 from .topology import FALLBACK_NOTE, frontal_triangulation
 
+#: frames read (and converted) at a time
+BLOCK = 128
 #: vertex units -> (factor to the unit shown, unit shown) for error colour bars
 _TO_MM = {"m": (1000.0, "mm"), "cm": (10.0, "mm"), "mm": (1.0, "mm")}
 
@@ -60,12 +62,12 @@ class Head:
             self._templates[subject] = self.to_vertices(t[None])[0]
         return self._templates[subject]
 
-    def to_vertices(self, block: np.ndarray) -> np.ndarray:
-        """(n, D) motion rows of this space -> (n, V, 3) float32."""
+    def to_vertices(self, block: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
+        """(n, D) motion rows of this space -> (n, V, 3) vertices of ``dtype``."""
         b = np.asarray(block)
         if self.conv is None:
-            return b.reshape(len(b), -1, 3).astype(np.float32, copy=False)
-        return self.conv.to_vertices(b.astype(np.float64)).astype(np.float32)
+            return b.reshape(len(b), -1, 3).astype(dtype, copy=False)
+        return self.conv.to_vertices(b.astype(np.float64)).astype(dtype, copy=False)
 
     def close(self) -> None:
         self.ds.close()
@@ -89,7 +91,6 @@ def open_head(data: str | os.PathLike, dataset: str, mesh: Optional[tuple[np.nda
     space = get_space(card["space"])
     conv = converter(space, ds.space_arrays()) if not space.is_vertex else None
     V = int(card["n_vertices"])
-    note: Optional[str] = None
     if mesh is not None:
         if len(mesh[0]) != V:
             ds.close()
@@ -151,7 +152,8 @@ def _infer_item(folder: Path, head: Head) -> InputItem:
     if not f.is_file():
         have = sorted(x.stem for x in folder.glob("*.npy"))
         raise OutputError(f"{folder}: expected {f.name} (the {head.id} head of `unitalker infer`), found "
-                          f"{', '.join(have) or 'no heads'}; infer with --heads {head.id} or pick --dataset among those")
+                          f"{', '.join(have) or 'no heads'}; infer with --heads {head.id} or pick --dataset among "
+                          "those")
     try:
         meta = json.loads((folder / "meta.json").read_text())
     except (OSError, json.JSONDecodeError):
@@ -166,12 +168,14 @@ def _spaces_with(n_vertices: int) -> list[str]:
 
 
 class Frames:
-    """A motion file as a sequence of (V, 3) float32 frames (``len``, ``[t]``), read and converted in blocks of
-    ``block`` rows (memory-mapped ``.npy``: a long clip is never loaded whole)."""
+    """A motion file as a sequence of (V, 3) frames (``len``, ``[t]``) of ``dtype`` (float32 to draw, float64 to
+    export), read and converted in blocks of ``block`` rows (memory-mapped ``.npy``: a long clip is never
+    loaded whole)."""
 
-    def __init__(self, rows: Any, head: Head, kind: str, block: int = 128, n: Optional[int] = None,
-                 source: str = "motion"):
-        self.rows, self.head, self.kind, self.block, self.source = rows, head, kind, block, source
+    def __init__(self, rows: Any, head: Head, kind: str, block: Optional[int] = None, n: Optional[int] = None,
+                 source: str = "motion", dtype: Any = np.float32):
+        self.rows, self.head, self.kind, self.block, self.source = rows, head, kind, block or BLOCK, source
+        self.dtype = dtype
         self.n = len(rows) if n is None else n
         self._cache: tuple[int, Optional[np.ndarray]] = (-1, None)
 
@@ -193,12 +197,12 @@ class Frames:
                 bad = b * self.block + int(np.argwhere(~np.isfinite(rows))[0][0])
                 raise OutputError(f"{self.source}: expected finite motion, found NaN or inf at frame {bad}; fix the "
                                   "model output")
-            self._cache = (b, rows.reshape(len(rows), -1, 3).astype(np.float32) if self.kind == "vertices"
-                           else self.head.to_vertices(rows))
+            self._cache = (b, self.head.to_vertices(rows, self.dtype) if self.kind == "parameters"
+                           else rows.reshape(len(rows), -1, 3).astype(self.dtype))
         return self._cache[1]  # type: ignore[return-value]
 
     def blocks(self) -> Iterator[np.ndarray]:
-        """The clip as consecutive (n, V, 3) float32 blocks."""
+        """The clip as consecutive (n, V, 3) blocks."""
         for b in range((self.n + self.block - 1) // self.block):
             yield self.block_at(b)
 
@@ -207,14 +211,14 @@ class Frames:
         return np.asarray(self.rows[: self.n]).reshape(self.n, -1)
 
     def all(self) -> np.ndarray:
-        """All frames (T, V, 3) float32 in memory (exports that need the whole clip)."""
-        return np.concatenate(list(self.blocks())) if self.n else np.zeros((0, self.head.n_vertices, 3), np.float32)
+        """All frames (T, V, 3) in memory (exports that need the whole clip)."""
+        return np.concatenate(list(self.blocks())) if self.n else np.zeros((0, self.head.n_vertices, 3), self.dtype)
 
     def truncated(self, n: int) -> "Frames":
-        return Frames(self.rows, self.head, self.kind, self.block, min(n, self.n), self.source)
+        return Frames(self.rows, self.head, self.kind, self.block, min(n, self.n), self.source, self.dtype)
 
 
-def load_frames(item: InputItem, head: Head) -> Frames:
+def load_frames(item: InputItem, head: Head, dtype: Any = np.float32) -> Frames:
     """The item's motion as :class:`Frames`; one line naming the file when its shape fits no head of the dataset."""
     shape, fortran, dtype, _ = read_header(item.path)
     V, P = head.n_vertices, (None if head.space.is_vertex else head.space.n_params)
@@ -235,7 +239,7 @@ def load_frames(item: InputItem, head: Head) -> Frames:
                     else f" ({found_v} vertices: no head of {head.id} or of any dataset has that topology)")
         raise OutputError(f"{item.path}: expected {want} for {head.id}, found shape {shape}{hint}")
     rows = np.load(item.path, mmap_mode=None if fortran else "r", allow_pickle=False)
-    return Frames(rows, head, kind, source=str(item.path))
+    return Frames(rows, head, kind, source=str(item.path), dtype=dtype)
 
 
 def gt_frames(head: Head, seq_id: str) -> Frames:

@@ -225,7 +225,8 @@ def _topology(spec: DatasetSpec, root: Path, n_v: int, space_arrays: dict) -> tu
         verts, faces = read_mesh(root / spec.mesh.file)
         if len(verts) != n_v:
             raise RawDataError(f"{root / spec.mesh.file}: expected the {n_v}-vertex topology of {spec.space}, found "
-                               f"{len(verts)} vertices; put the dataset's own mesh file there (`a2fbench download {spec.id}`)")
+                               f"{len(verts)} vertices; put the dataset's own mesh file there "
+                               f"(`a2fbench download {spec.id}`)")
         return faces.astype(np.int32), {"source": spec.mesh.file, "n_faces": int(len(faces))}
     if "f" in space_arrays:
         faces = np.asarray(space_arrays["f"], np.int64).reshape(-1, 3)

@@ -33,7 +33,8 @@ def read_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
         else:
             raise ValueError(f"unknown mesh suffix {p.suffix!r}")
     except (ValueError, IndexError, KeyError, UnicodeDecodeError) as e:
-        raise RawDataError(f"{p}: expected a readable PLY or OBJ mesh, found a broken file ({e}); re-download it") from None
+        raise RawDataError(f"{p}: expected a readable PLY or OBJ mesh, found a broken file ({e}); "
+                           "re-download it") from None
     if len(v) == 0 or len(f) == 0:
         raise RawDataError(f"{p}: expected vertices and faces, found {len(v)} vertices and {len(f)} faces")
     if f.min() < 0 or f.max() >= len(v):
