@@ -112,14 +112,17 @@ def report_html(doc: dict, *, maps: Optional[dict[str, bytes]] = None, worst: in
         parts += [f"<h2>Worst {len(rows)} sequences by LVE</h2>", _worst_table(doc, rows, cmds, videos or {})]
     parts.append(f"<p class=note>a2fbench {_e(doc.get('a2fbench_version'))}; results "
                  f"{_e(doc.get('content_hash', ''))}</p>")
-    csp = f"default-src 'none'; img-src data:; style-src 'sha256-{_sha(_CSS)}'; base-uri 'none'; form-action 'none'"
+    csp = content_security_policy()
     return (f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" '
             f'content="{_e(csp)}"><title>{_e(title)}</title><style>{_CSS}</style></head>\n<body>\n'
             + "\n".join(parts) + "\n</body></html>\n")
 
 
-def _sha(text: str) -> str:
-    return base64.b64encode(hashlib.sha256(text.encode()).digest()).decode()
+def content_security_policy() -> str:
+    """What a report page may load: its own style and embedded images, nothing else (also sent as a header by
+    the leaderboard server)."""
+    sha = base64.b64encode(hashlib.sha256(_CSS.encode()).digest()).decode()
+    return f"default-src 'none'; img-src data:; style-src 'sha256-{sha}'; base-uri 'none'; form-action 'none'"
 
 
 def map_sections(doc: dict, stats: VertexStats, head: Head) -> dict[str, tuple[bytes, str]]:
