@@ -77,7 +77,8 @@ def export(src: str | os.PathLike, head: Head, fmt: str, out: str | os.PathLike,
         if fmt == "obj":
             for t in targets:
                 _check_obj_folder(t)
-    frames = [load_frames(it, head, np.float64) for it in items]
+    # float64 for the ARKit solve and OBJ text; glTF stores float32 (and projects in float32)
+    frames = [load_frames(it, head, np.float32 if fmt == "gltf" else np.float64) for it in items]
     done: list[Path] = []
     undo = written_together(done, None if one_file else Path(out))
     results = []
@@ -139,13 +140,17 @@ def _gltf(f: Frames, head: Head, target: Path, seq_id: Optional[str]) -> list[st
     frames = f.all()
     pca, why = _dataset_pca(head)
     if pca is not None:
-        template = head.template(seq_id).reshape(-1)
-        coeffs = pca.encode(frames.reshape(len(frames), -1) - template).astype(np.float64)
-        back = template + pca.decode(coeffs).astype(np.float64)
-        err = float(np.sqrt(((back - frames.reshape(len(frames), -1)).reshape(len(frames), -1, 3) ** 2).sum(-1)).max())
+        # float32 like the file it makes (one (T, 3V) x (3V, K) GEMM: ~0.15 s for 60 s of FLAME on 2 cores)
+        template = head.template(seq_id).reshape(-1).astype(np.float32)
+        y = frames.reshape(len(frames), -1).astype(np.float32)
+        y -= template + pca.mean.astype(np.float32)
+        coeffs = y @ pca.components.astype(np.float32, copy=False).T  # = pca.encode(frames - template)
+        # orthonormal components: |y - c C|^2 = |y|^2 - |c|^2 per frame, without decoding
+        r2 = np.einsum("td,td->t", y, y, dtype=np.float64) - np.einsum("tk,tk->t", coeffs, coeffs, dtype=np.float64)
+        rms = float(np.sqrt(max(r2.sum(), 0.0) / (len(frames) * head.n_vertices)))
         gltf.export_pca_glb(target, head.faces, pca.mean, pca.components, coeffs, head.fps, template=template)
         return [f"{target.name}: {pca.n_components} morph targets from {pca_path(head.ds.path.parent, head.id)}; "
-                f"largest vertex error of the projection {err * head.error_scale:.4g} {head.error_units}"]
+                f"rms vertex error of the projection {rms * head.error_scale:.3g} {head.error_units}"]
     extent = float(np.linalg.norm(np.ptp(head.template(seq_id), axis=0)))
     basis = gltf.export_vertex_sequence_glb(target, frames, head.faces, head.fps,
                                             max_error=CLIP_PCA_TOLERANCE * extent)
