@@ -268,3 +268,45 @@ def test_gt_needs_a_sequence_name(data_tiny, tmp_path, monkeypatch, capsys):
                         "--gt", "--out", tmp_path / "v.mp4")
     assert "--gt" in _one_error_line(rc, err)
     assert not (tmp_path / "v.mp4").exists()
+
+
+def test_render_and_export_an_infer_output(data_tiny, tmp_path, monkeypatch, capsys):
+    """``unitalker infer`` writes <stem>/<dataset>.npy + meta.json naming the audio: that audio is muxed in."""
+    ds = a2fbench.open_dataset(data_tiny, "D1")
+    sid = ds.split("test")[0]
+    for stem, secs in (("hello", 1.0), ("world", 1.2)):
+        (tmp_path / "inf" / stem).mkdir(parents=True)
+        np.save(tmp_path / "inf" / stem / "D1.npy", np.asarray(ds[sid].motion, np.float32)[: int(secs * 30)])
+        np.save(tmp_path / "inf" / stem / "D3.npy", np.zeros((int(secs * 30), 52), np.float32))
+        sf.write(tmp_path / f"{stem}.wav", np.zeros(int(secs * 16000), np.float32), 16000)
+        (tmp_path / "inf" / stem / "meta.json").write_text(f'{{"audio": "{tmp_path / f"{stem}.wav"}"}}')
+    rc, out, err = _cli(monkeypatch, capsys, "render", tmp_path / "inf", "--dataset", "D1", "--data", data_tiny,
+                        "--size", "48", "--out", tmp_path / "videos")
+    assert rc == 0, err
+    got = video.probe(tmp_path / "videos" / "world.mp4")
+    assert got["frames"] == 36 and got["audio_codec"] == "aac" and abs(got["audio_duration_s"] - 1.2) < 0.07
+    rc, out, err = _cli(monkeypatch, capsys, "export", tmp_path / "inf" / "hello", "--dataset", "D3", "--data",
+                        data_tiny, "--format", "arkit-csv", "--out", tmp_path / "csv")
+    assert rc == 0, err
+    assert _listing(tmp_path / "csv") == ["hello.csv"]
+    rc, out, err = _cli(monkeypatch, capsys, "render", tmp_path / "inf", "--dataset", "D2", "--data", data_tiny,
+                        "--out", tmp_path / "v2")
+    assert "D2.npy" in _one_error_line(rc, err) and not (tmp_path / "v2").exists()
+
+
+def test_mesh_option_gives_the_faces(data_tiny, tmp_path, monkeypatch, capsys):
+    from a2fbench.outputs.heads import open_head
+    from a2fbench.sources.synth.resources import write_mesh
+
+    head = open_head(data_tiny, "D3")
+    write_mesh(tmp_path / "basis.obj", head.template(), head.faces)  # any faces on the basis' 1220 vertices
+    write_mesh(tmp_path / "other.obj", head.template()[:100], np.array([[0, 1, 2]]))
+    head.close()
+    np.save(tmp_path / "w.npy", np.full((6, 52), 0.3, np.float32))
+    rc, out, err = _cli(monkeypatch, capsys, "export", tmp_path / "w.npy", "--dataset", "D3", "--data", data_tiny,
+                        "--format", "obj", "--mesh", tmp_path / "basis.obj", "--out", tmp_path / "objs")
+    assert rc == 0, err
+    assert "approximate" not in err and len(list((tmp_path / "objs").iterdir())) == 6
+    rc, out, err = _cli(monkeypatch, capsys, "render", tmp_path / "w.npy", "--dataset", "D3", "--data", data_tiny,
+                        "--mesh", tmp_path / "other.obj", "--out", tmp_path / "v.mp4")
+    assert "100 vertices" in _one_error_line(rc, err) and not (tmp_path / "v.mp4").exists()

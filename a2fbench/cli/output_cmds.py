@@ -13,7 +13,6 @@ from ..errors import A2FBenchError, OutputError
 from ..outputs.export import FORMATS, export
 from ..outputs.heads import Head, open_head
 from ..outputs.render import render
-from ..outputs.report import write_report
 from ..registry import get_space
 from ..sources.audio import read_audio
 from ..sources.meshes import read_mesh
@@ -147,6 +146,8 @@ def report_cmd(results: Path, pred: Optional[Path], data: Optional[Path], out: P
       a2fbench evaluate pred/ --dataset D1 --out r.json
       a2fbench report r.json --pred pred/ --data data --out report.html
     """
+    from ..outputs.report import write_report  # matplotlib takes 0.4 s to import; render and export need none
+
     m = None
     if mesh is not None:
         try:
