@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-from _output_helpers import rebuild
+from _output_helpers import js_missing, rebuild, validate
 
 import a2fbench
 from a2fbench.outputs import video
@@ -310,3 +310,15 @@ def test_mesh_option_gives_the_faces(data_tiny, tmp_path, monkeypatch, capsys):
     rc, out, err = _cli(monkeypatch, capsys, "render", tmp_path / "w.npy", "--dataset", "D3", "--data", data_tiny,
                         "--mesh", tmp_path / "other.obj", "--out", tmp_path / "v.mp4")
     assert "100 vertices" in _one_error_line(rc, err) and not (tmp_path / "v.mp4").exists()
+
+
+@pytest.mark.skipif(js_missing() is not None, reason=str(js_missing()))
+@pytest.mark.parametrize("ds_id", ["D1", "D3", "D5"])
+def test_exported_gltf_passes_the_khronos_validator(data_tiny, tmp_path, monkeypatch, capsys, ds_id):
+    ids, pred = _pred(data_tiny, ds_id, tmp_path / "pred")
+    rc, out, err = _cli(monkeypatch, capsys, "export", pred / f"{ids[0]}.npy", "--dataset", ds_id, "--data", data_tiny,
+                        "--format", "gltf", "--out", tmp_path / "m.glb")
+    assert rc == 0, err
+    report = validate(tmp_path / "m.glb")
+    assert report["issues"]["numErrors"] == 0 and report["issues"]["numWarnings"] == 0, report["issues"]["messages"]
+    assert report["info"]["hasMorphTargets"] and report["info"]["animationCount"] == 1

@@ -99,8 +99,7 @@ def open_head(data: str | os.PathLike, dataset: str, mesh: Optional[tuple[np.nda
         faces = np.asarray(mesh[1], np.int64)
     else:
         faces = ds.faces()
-    units = str(card.get("vertex_units") or card.get("units") or "")
-    scale, label = error_units(units if card.get("vertex_units") or space.is_vertex else "", space.kind)
+    scale, label = error_units(str(card.get("vertex_units") or card.get("units") or ""), space.kind)
     head = Head(ds, space, conv, faces if faces is not None else np.zeros((0, 3), np.int64), None, V,
                 float(card["fps"]), scale, label)
     if faces is None:
