@@ -153,7 +153,7 @@ def serve_cmd(host: str, port: int, no_cache: bool, db_path: Optional[Path]) -> 
               help="Write one self-contained HTML page here (no external resources).")
 @click.option("--reports", is_flag=True,
               help="Also write each evaluated entry's report page into <HTML stem>_reports/ and link it "
-                   "(about 0.2 s per entry).")
+                   "(0.2-0.6 s per entry on 2 cores).")
 @DB_OPT
 def export_cmd(html_out: Path, reports: bool, db_path: Optional[Path]) -> None:
     """Write the whole leaderboard (with per-sequence drill-down) as one HTML file.

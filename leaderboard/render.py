@@ -261,7 +261,7 @@ def entry_report(conn: sqlite3.Connection, entry_id: int) -> Optional[str]:
 def export_html(conn: sqlite3.Connection, out: Path, *, reports: bool = False) -> int:
     """Write the self-contained page (per-sequence scores embedded for the drill-down) and, with ``reports``, one
     report page per evaluated entry in the folder ``<OUT stem>_reports/`` beside it, linked from the drill-down
-    (a report draws a plot: ~0.2 s each, so a 10,000-entry export skips them by default). Returns entry count."""
+    (a report draws a plot: 0.2-0.6 s each, so a 10,000-entry export skips them by default). Returns entry count."""
 
     entries, overall = load_ranked(conn)
     per_seq, pages = {}, {}
