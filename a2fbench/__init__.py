@@ -8,6 +8,7 @@ The package follows the data, one subpackage per stage::
     store/     DATA/<id>/store.h5 and the reading API (open_dataset)
     spaces/    output spaces -> vertices (blendshapes, FLAME), the ARKit solve, PCA
     scoring/   predictions -> metrics under a protocol -> results JSON; compare
+    outputs/   motion -> videos with sound, ARKit CSV, glTF, OBJ; results -> report pages
     cli/       the `a2fbench` command line
     util/      plumbing: atomic files, paths, progress, safe pickles, threads
 

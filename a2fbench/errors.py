@@ -59,3 +59,8 @@ class ConfigError(A2FBenchError):
 
 class SpaceError(A2FBenchError):
     """Output-space input is wrong: PCA asked of a parameter space, converter input of the wrong width, NaN."""
+
+
+class OutputError(A2FBenchError):
+    """An output cannot be made: its folder is missing, the input fits no head of the dataset, or the format has
+    no meaning for the dataset's space (ARKit CSV of a topology without a blendshape basis)."""

@@ -6,6 +6,7 @@ Routes (GET and HEAD only):
                           drill-down fetches per-sequence scores from the API instead of embedding them)
 * ``/api/entries``        the ``show --json`` document; ``?dataset=D1`` and ``?kind=evaluated|reported`` filter
 * ``/api/entry/<id>``     one entry with its per-sequence scores
+* ``/report/<id>``        an evaluated entry's report page (``a2fbench report`` of its stored results)
 * ``/healthz``            ``ok``
 
 The page is rebuilt only when the database changed: every write transaction bumps ``meta.generation``, and
@@ -34,6 +35,7 @@ from typing import Iterator, Optional
 from urllib.parse import parse_qs, urlsplit
 
 from a2fbench.errors import A2FBenchError
+from a2fbench.outputs.report import content_security_policy as report_csp
 from a2fbench.registry import resolve
 
 from . import db, render
@@ -173,6 +175,13 @@ class Handler(BaseHTTPRequestHandler):
                 if detail is None:
                     return self._error(404, f"no entry #{m.group(1)}")
                 self._json(200, detail)
+            elif (m := re.fullmatch(r"/report/(\d{1,18})", url.path)):
+                with self.app.conn() as conn:
+                    page = render.entry_report(conn, int(m.group(1)))
+                if page is None:
+                    return self._error(404, f"no evaluated entry #{m.group(1)}")
+                self._send(200, page.encode("utf-8"), "text/html; charset=utf-8",
+                           csp=report_csp() + "; frame-ancestors 'none'")
             elif url.path == "/healthz":
                 self._send(200, b"ok\n", "text/plain; charset=utf-8")
             else:

@@ -29,6 +29,9 @@ COMMANDS = {
     "solve-arkit": "a2fbench.cli.space_cmds:solve_arkit_cmd",
     "evaluate": "a2fbench.cli.score_cmds:evaluate_cmd",
     "compare": "a2fbench.cli.score_cmds:compare_cmd",
+    "render": "a2fbench.cli.output_cmds:render_cmd",
+    "export": "a2fbench.cli.output_cmds:export_cmd",
+    "report": "a2fbench.cli.output_cmds:report_cmd",
 }
 #: commands other installed packages add to ``a2fbench`` (the leaderboard adds ``leaderboard``); a2fbench never
 #: names them itself, so it depends on no package above it

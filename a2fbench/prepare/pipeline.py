@@ -20,6 +20,7 @@ from .. import __version__
 from ..errors import A2FBenchError, ChecksumMismatch, RawDataError, StoreError
 from ..registry import DatasetSpec, assign_splits, get_space, get_spec
 from ..sources.layouts import detect_layout, read
+from ..sources.meshes import read_mesh
 from ..sources.raw import SYNTH_MARKER, RawData, RawItem
 from ..sources.regions import load_region
 from ..spaces import n_vertices as space_n_vertices
@@ -169,11 +170,15 @@ def _prepare(spec: DatasetSpec, root: Path, data: Path, work: Path, progress: bo
         writer.put_group("regions", regions)
         if space_arrays:
             writer.put_group("space", space_arrays)
+        faces, mesh_note = _topology(spec, root, n_v, space_arrays)
+        if faces is not None:
+            writer.put_group("mesh", {"faces": faces})
         writer.put_splits(splits)
         writer.drop_sequences_except({i.id for i in kept})
         input_list = [{"path": p, "size": s, "sha256": h} for p, s, h in hashes]
         card = _card(spec, raw, writer, splits, kept, input_list, pinned, dropped, adjusted, synthetic,
                      split_source, regions, region_notes, n_v, str(spec.dtype if dtype is None else dtype))
+        card["mesh"] = mesh_note
         writer.finalize(card)
     finally:
         writer.close()
@@ -211,6 +216,25 @@ def _check_unique(raw: RawData, root: Path) -> None:
             raise RawDataError(f"{root}: expected unique sequence ids, found {it.id!r} twice ({a.relative_to(root)} "
                                f"and {b.relative_to(root)}); remove or rename one")
         first[it.id] = it
+
+
+def _topology(spec: DatasetSpec, root: Path, n_v: int, space_arrays: dict) -> tuple[Optional[np.ndarray], dict]:
+    """Triangles (F, 3) int32 of the dataset's topology, from the manifest's ``mesh`` file or the FLAME model's
+    ``f``, and the card's note on where they came from (None and a note when there is neither)."""
+    if spec.mesh is not None and (root / spec.mesh.file).is_file():
+        verts, faces = read_mesh(root / spec.mesh.file)
+        if len(verts) != n_v:
+            raise RawDataError(f"{root / spec.mesh.file}: expected the {n_v}-vertex topology of {spec.space}, found "
+                               f"{len(verts)} vertices; put the dataset's own mesh file there "
+                               f"(`a2fbench download {spec.id}`)")
+        return faces.astype(np.int32), {"source": spec.mesh.file, "n_faces": int(len(faces))}
+    if "f" in space_arrays:
+        faces = np.asarray(space_arrays["f"], np.int64).reshape(-1, 3)
+        if faces.size and 0 <= faces.min() and faces.max() < n_v:
+            return faces.astype(np.int32), {"source": f"{get_space(spec.space).model_file} (f)", "n_faces": len(faces)}
+    missing = f"{spec.mesh.file} is absent" if spec.mesh is not None else "the manifest names no mesh file"
+    log.info("%s: no topology kept (%s); render and mesh export will triangulate the template", spec.id, missing)
+    return None, {"source": None, "note": missing}
 
 
 def _process(spec: DatasetSpec, it: RawItem) -> Optional[tuple[np.ndarray, np.ndarray, float]]:

@@ -180,6 +180,21 @@ class Regions(_Strict):
         return self
 
 
+class MeshSource(_Strict):
+    """The dataset's topology file in RAW/<id>/ (``.ply`` or ``.obj``): ``prepare`` keeps its faces in the
+    store (``mesh/faces``) for rendering and mesh export. One of the manifest's source files."""
+
+    file: str
+    note: Optional[str] = None
+
+    @field_validator("file")
+    @classmethod
+    def _mesh_file(cls, v: str) -> str:
+        if v.startswith("/") or ".." in Path(v).parts or Path(v).suffix.lower() not in (".ply", ".obj"):
+            raise ValueError("mesh.file must be a relative .ply or .obj path inside RAW/<id>/")
+        return v
+
+
 class UnitalkerInfo(_Strict):
     """How the UniTalker release holds this dataset: facts of the release that a2fbench itself reads (the folder
     name in ``unitalker_data_release_V1/``, the coordinate scale its ``pca.npz`` and in-loop metric use, the
@@ -257,6 +272,7 @@ class DatasetSpec(_Strict):
     subjects_note: Optional[str] = None
     template: Literal["file", "zeros"] = "file"
     template_note: Optional[str] = None
+    mesh: Optional[MeshSource] = None
     splits: Splits
     regions: Regions
     sources: tuple[Source, ...]
@@ -282,6 +298,8 @@ class DatasetSpec(_Strict):
             raise ValueError("rule release_json needs the unitalker_release layout")
         if not self.layouts:
             raise ValueError("layouts needs at least one layout")
+        if self.mesh is not None and self.mesh.file not in {f.path for f in self.files()}:
+            raise ValueError(f"mesh.file {self.mesh.file!r} must be one of the manifest's source files")
         if self.dtypes_accepted is not None and self.dtype not in self.dtypes_accepted:
             raise ValueError(f"dtype {self.dtype} must be one of dtypes_accepted {list(self.dtypes_accepted)}")
         if self.splits.defined_by_a2fbench is False and self.splits.rule == "subject_hash":

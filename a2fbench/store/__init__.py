@@ -10,6 +10,7 @@ Layout (every path below is inside ``store.h5``)::
     regions/<set>/lips|upper    int64 vertex indices (vertex spaces and spaces that convert to vertices)
     splits/<name>               sequence ids, canonical order
     space/<key>                 converter arrays of a parameter space (blendshape basis, FLAME model)
+    mesh/faces                  (F, 3) int32 triangles of the topology (manifest ``mesh`` file or FLAME ``f``), if any
 
 One sequence is read without touching the others (h5py random access). ``card.json`` beside the file is a
 copy of the card for humans. This package is the only place that knows these names.

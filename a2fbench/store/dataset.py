@@ -177,6 +177,12 @@ class Dataset:
         """{"lips": int array, "upper": int array} of the manifest's default region set."""
         return self.regions_for(None)
 
+    def faces(self) -> Optional[np.ndarray]:
+        """(F, 3) int64 triangles of the dataset's topology (``mesh/faces``), None when ``prepare`` had no mesh
+        file (card ``mesh`` says why)."""
+        f = self._file()
+        return np.asarray(f["mesh/faces"][()], np.int64) if "mesh/faces" in f else None
+
     def space_arrays(self) -> dict[str, Any]:
         """Converter data of a parameter space (empty for vertex spaces)."""
         f = self._file()

@@ -54,6 +54,12 @@
     a.href = h;
     return a;
   }
+  function reportLink(u) {  // only the two shapes the page writes: report/<id> (served), <stem>_reports/<id>.html
+    if (typeof u !== "string" || !/^(report\/\d+|[A-Za-z0-9._-]+_reports\/\d+\.html)$/.test(u)) return null;
+    var a = el("a", { cls: "report", text: "report page (metrics, distributions)", target: "_blank", rel: "noopener" });
+    a.href = u;
+    return a;
+  }
   function yesNo(b) { return b === true ? "yes" : b === false ? "no" : "unknown"; }
   function displayName(e) { return e.method + (e.version ? " (" + e.version + ")" : ""); }
 
@@ -270,6 +276,7 @@
     item("source type", e.source_type);
     item("note", e.note);
     item("added", e.submitted_at);
+    item("report", reportLink(e.report));
     function provenance(src) {
       item("verified at", src.verified_at);
       item("sequences / frames", src.n_sequences != null ? src.n_sequences + " / " + src.n_frames : null);

@@ -1,0 +1,73 @@
+"""Atomic output files: every writer of this package writes to a temporary name beside its target and renames
+it into place only when complete, so a failed or interrupted export never leaves a file that looks finished.
+
+Unlike :func:`a2fbench.util.fsutil.atomic_path`, nothing here creates missing folders: an output path in a
+folder that does not exist is the user's mistake, reported before any work (:func:`check_parent`).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from contextlib import contextmanager
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from ..errors import OutputError
+
+
+def temp_beside(path: Path, suffix: str = "tmp") -> Path:
+    """A fresh hidden name in ``path``'s folder: ``.NAME.<random>.<suffix>``."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.{suffix}")
+
+
+@contextmanager
+def atomic_target(path: str | os.PathLike, suffix: str = "tmp") -> Iterator[Path]:
+    """Yield a temporary path beside ``path`` for a writer that opens files by name; rename on success, delete
+    on any failure (the previous ``path``, if any, is left untouched)."""
+    path = Path(path)
+    tmp = temp_beside(path, suffix)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[BinaryIO]:
+    """Open a temporary file beside ``path`` for binary writing; flush (and fsync) and rename it over ``path``
+    only when the block succeeds."""
+    path = Path(path)
+    with atomic_target(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 & ~umask, as open() does
+        with os.fdopen(fd, "wb", buffering=1 << 20) as fh:
+            yield fh
+            fh.flush()
+            if fsync:
+                os.fsync(fh.fileno())
+    if fsync and hasattr(os, "O_DIRECTORY"):
+        fsync_dir(path.parent)
+
+
+def fsync_dir(d: Path) -> None:
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def check_parent(path: str | os.PathLike, option: str = "--out") -> Path:
+    """``path`` as a Path whose folder exists; else :class:`~a2fbench.errors.OutputError` (one line)."""
+    p = Path(path)
+    parent = p.absolute().parent
+    if not parent.is_dir():
+        raise OutputError(f"{option} {p}: expected an existing folder {parent}, found "
+                          f"{'a file' if parent.exists() else 'nothing'}; create it first (mkdir -p {parent})")
+    return p
