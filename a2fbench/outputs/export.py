@@ -83,7 +83,7 @@ def export(src: str | os.PathLike, head: Head, fmt: str, out: str | os.PathLike,
     undo = written_together(done, None if one_file else Path(out))
     results = []
     try:
-        with bar(sum(len(f) for f in frames), f"export {head.id} {fmt}", "frame", show=progress) as pbar:
+        with bar(total=sum(len(f) for f in frames), desc=f"export {head.id} {fmt}", unit="frame", show=progress) as pbar:
             for it, f, target in zip(items, frames, targets):
                 if fmt == "arkit-csv":
                     notes = _csv(f, head, solver, target)

@@ -103,7 +103,7 @@ def render(src: str | os.PathLike, head: Head, out: str | os.PathLike, *, gt: bo
     results = []
     total = sum(len(j.pred) for j in jobs)
     try:
-        with bar(total, f"render {head.id}", "frame", show=progress) as pbar:
+        with bar(total=total, desc=f"render {head.id}", unit="frame", show=progress) as pbar:
             for job in jobs:
                 wav, notes = _audio(job, head, audio, read_audio)
                 labels = ("prediction", "ground truth") if gt else (("prediction (error)",) if errors else ())

@@ -173,7 +173,7 @@ def write_report(results: str | os.PathLike, out: str | os.PathLike, *, pred: Op
                 notes.append(f"the {head.id} store at {data} is not the one these results were scored against "
                              "(fingerprints differ): maps and videos may not match the numbers")
             n = int(doc["dataset"]["n_frames"])
-            with bar(n, f"report {head.id}", "frame", show=progress) as pbar:
+            with bar(total=n, desc=f"report {head.id}", unit="frame", show=progress) as pbar:
                 stats = vertex_stats(doc, pred, head, pbar.update)
             maps = map_sections(doc, stats, head)
             cmds, links = _worst_commands(doc, worst, Path(pred), data, out, head, videos, read_audio, progress)
