@@ -201,19 +201,32 @@ def head_widths(shapes: dict[str, tuple]) -> dict[str, int]:
 
 
 def datasets_for(heads: dict[str, int], n_rows: int, given: Optional[list[str]] = None) -> list[str]:
-    """The datasets a checkpoint was trained on: ``given``, or every dataset whose head it has. Their subject
-    counts (manifests' ``unitalker.identities``) + the pivot must equal the identity rows."""
-    ds = given or [d for d in DATASETS if ANNOT_TYPES[d] in heads]
-    for d in ds:
-        if d not in ANNOT_TYPES:
-            raise ConfigError(f"--datasets: expected UniTalker datasets ({', '.join(DATASETS)}), found {d}")
-        if ANNOT_TYPES[d] not in heads:
-            raise LayoutError(f"expected a head {ANNOT_TYPES[d]!r} for {d}, found heads {', '.join(heads)}")
-    want = sum(int(get_spec(d).unitalker.identities) for d in ds) + 1
-    if want != n_rows:
-        raise LayoutError(f"expected {want} identity rows (the subjects of {','.join(ds)} + the pivot), found "
-                          f"{n_rows}; name the training datasets with --datasets (e.g. --datasets D0,D1,D3)")
-    return ds
+    """The datasets a checkpoint was trained on: ``given``, or the one choice of datasets with a head each (D3/D4
+    share a head, as D6/D7 do) whose subject counts (manifests' ``unitalker.identities``) + the pivot equal the
+    identity rows."""
+    count = lambda ds: sum(int(get_spec(d).unitalker.identities) for d in ds) + 1  # noqa: E731
+    if given:
+        for d in given:
+            if d not in ANNOT_TYPES:
+                raise ConfigError(f"--datasets: expected UniTalker datasets ({', '.join(DATASETS)}), found {d}")
+            if ANNOT_TYPES[d] not in heads:
+                raise LayoutError(f"expected a head {ANNOT_TYPES[d]!r} for {d}, found heads {', '.join(heads)}")
+        if count(given) != n_rows:
+            raise LayoutError(f"expected {count(given)} identity rows (the subjects of {','.join(given)} + the pivot), "
+                              f"found {n_rows}; name the datasets the checkpoint was trained on with --datasets")
+        return [d for d in DATASETS if d in given]
+    choices: list[list[str]] = [[]]
+    for annot in dict.fromkeys(ANNOT_TYPES[d] for d in DATASETS if ANNOT_TYPES[d] in heads):
+        members = [d for d in DATASETS if ANNOT_TYPES[d] == annot]
+        subsets = [[d] for d in members] + ([members] if len(members) > 1 else [])
+        choices = [c + s for c in choices for s in subsets]
+    fits = [sorted(c, key=DATASETS.index) for c in choices if count(c) == n_rows]
+    if len(fits) != 1:
+        full = sorted(choices[-1], key=DATASETS.index) if choices else []
+        raise LayoutError(f"expected identity rows = subjects of the trained datasets + the pivot ({count(full)} for "
+                          f"{','.join(full)}), found {n_rows} rows{' matching several choices' if fits else ''}; name "
+                          "the datasets the checkpoint was trained on with --datasets")
+    return fits[0]
 
 
 def identity_rows(keys: list[str], datasets: list[str], id_lists: dict[str, list[str]]) -> list[Optional[int]]:

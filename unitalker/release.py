@@ -95,7 +95,7 @@ def read_dataset(root: Path, dataset: str, annot: str, pca_k: Optional[int]) -> 
         raise RawDataError(f"{folder / 'id_template.npy'}: expected {n} templates of {dim} values ({dataset}), found "
                            f"shape {t.shape}; restore the release file")
     scale = float(spec.unitalker.scale)
-    templates = (t.reshape(n, dim).astype(np.float64) * scale).astype(np.float32)
+    templates = (t.reshape(n, dim) * scale).astype(np.float32)  # in the file's dtype, as the official loader
     ids = _id_list(folder, n)
     names = list(ids) if ids else [f"#{i}" for i in range(n)]
     pca = read_pca(folder / "pca.npz", dataset, annot, dim, pca_k) if pca_k else None
