@@ -142,8 +142,10 @@ def resolve(path: str | os.PathLike) -> Path:
     p = Path(path).expanduser()
     if p.is_file():
         if p.suffix != ".safetensors":
+            hint = (f"; for an official UniTalker .pt run `unitalker import-official {p.name} --release DIR --out RUN` "
+                    "first" if p.suffix == ".pt" else "")
             raise StoreError(f"{p}: expected a UniTalker checkpoint (.safetensors) or a run folder, found another "
-                             "file; pass RUN or RUN/checkpoints/<tag>.safetensors")
+                             f"file; pass RUN or RUN/checkpoints/<tag>.safetensors{hint}")
         return p
     if p.is_dir():
         for run in (p, p.parent) if p.name == CKPT_DIR else (p,):
