@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from _official_helpers import ALL, ANNOT, K, official_state_dict, release
+
 from unitalker import checkpoint as ck
 from unitalker.convert import export_official, import_official
 from unitalker.predict import infer, run_batch, windows
@@ -59,7 +59,8 @@ def _main(capsys, monkeypatch, *args: str) -> tuple[int, str]:
 def test_import_keeps_every_tensor_and_the_release_pca(b_run, rel):
     run, _, sd = b_run
     meta, state, aux = ck.read(run)
-    assert meta["official"]["encoder"] == "microsoft/wavlm-base-plus" and meta["config"]["model"]["decoder"]["type"] == "conv"
+    assert meta["official"]["encoder"] == "microsoft/wavlm-base-plus"
+    assert meta["config"]["model"]["decoder"]["type"] == "conv"
     assert meta["encoder"]["normalize"] is False
     assert state["identity.weight"].shape == (935, 8) and torch.equal(state["identity.weight"],
                                                                        sd["decoder.learnable_style_emb.weight"])
@@ -131,8 +132,8 @@ def test_head_outputs_a_constant_closed_form_with_windows_and_template(rel, tmp_
     run = import_official(tmp_path / "c.pt", rel, tmp_path / "run")
     sf.write(tmp_path / "long.wav", speech(47.3), SR, subtype="FLOAT")
     z = np.load(rel / "D0_BIWI" / "pca.npz")
-    off = sd["out_head_dict.BIWI_23370_vertices.bias"].double().numpy() @ z["components_to_data"][:K].astype(np.float64) \
-        + z["original_data_mean"]
+    b = sd["out_head_dict.BIWI_23370_vertices.bias"].double().numpy()
+    off = b @ z["components_to_data"][:K].astype(np.float64) + z["original_data_mean"]
     tmpl = np.load(rel / "D0_BIWI" / "id_template.npy").reshape(6, -1).astype(np.float64)
     infer(run, [tmp_path / "long.wav"], tmp_path / "o", heads="D0,D3", device="cpu")
     y = np.load(tmp_path / "o" / "long" / "D0.npy").astype(np.float64)
@@ -141,9 +142,9 @@ def test_head_outputs_a_constant_closed_form_with_windows_and_template(rel, tmp_
     # float32 decoding (K=8 terms) and template storage: relative 1e-6 of the largest value
     np.testing.assert_allclose(y, np.broadcast_to(want, y.shape), atol=1e-6 * np.abs(want).max() * 10)
     y3 = np.load(tmp_path / "o" / "long" / "D3.npy").astype(np.float64)
-    np.testing.assert_allclose(y3, np.broadcast_to(np.load(rel / "D3D4_3DETF/D3_HDTF/id_template.npy").mean(0)
-                                                   + sd["out_head_dict.3DETF_blendshape_weight.bias"].numpy(), y3.shape),
-                               atol=1e-6)
+    want3 = np.load(rel / "D3D4_3DETF/D3_HDTF/id_template.npy").mean(0)
+    want3 = want3 + sd[f"out_head_dict.{ANNOT['D3']}.bias"].numpy()
+    np.testing.assert_allclose(y3, np.broadcast_to(want3, y3.shape), atol=1e-6)
     mesh = np.random.default_rng(1).normal(0, 1, (23370, 3))
     for name, write in (("m.npy", lambda p: np.save(p, mesh)), ("flat.npy", lambda p: np.save(p, mesh.reshape(-1))),
                         ("m.ply", lambda p: _trimesh(mesh).export(p)), ("m.obj", lambda p: _trimesh(mesh).export(p))):

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _official_helpers import official_state_dict, release
 
 import a2fbench
-from _official_helpers import official_state_dict, release
 from a2fbench.errors import ConfigError
 from unitalker import checkpoint as ck
 from unitalker.assemble import run_identities
@@ -46,7 +46,8 @@ def imported(data_tiny, tmp_path_factory) -> tuple[Path, Path]:
     shutil.copytree(data_tiny / "D1", data / "D1")
     fit_dataset("D1", data, components=16, progress=False)
     p = load_for(data, "D1")
-    rel = release(root / "rel", ["D1"], pca={"D1": (np.asarray(p.components, np.float32), np.asarray(p.mean, np.float32))})
+    pca = (np.asarray(p.components, np.float32), np.asarray(p.mean, np.float32))
+    rel = release(root / "rel", ["D1"], pca={"D1": pca})
     torch.save(official_state_dict(["D1"], head_std=0.3), root / "u.pt")
     return data, import_official(root / "u.pt", rel, root / "run")
 
@@ -66,7 +67,8 @@ def test_finetuning_an_imported_model_lowers_validation_lve(imported, tmp_path):
     assert after < 0.5 * before, (before, after)
     meta, state, _ = ck.read(out)
     src = ck.read(run)[1]
-    assert torch.equal(state["heads.flame_5023_verts.components"], src["heads.flame_5023_verts.components"])  # as shipped
+    comps = "heads.flame_5023_verts.components"
+    assert torch.equal(state[comps], src[comps])  # the release PCA, as shipped
     assert state["identity.weight"].shape[0] == 5  # the 4 training subjects + pivot (rows started as the old pivot)
 
 
@@ -143,13 +145,14 @@ def test_flame_loss_on_face_vertices_without_parameter_term(data_tiny, tmp_path)
     batch = {"n_frames": torch.tensor([6]),
              "groups": {"flame_params_413": {"rows": torch.tensor([0]), "motion": gt, "template": tmpl}}}
     sp = "flame_params_413"
-    tc = {"pca_weight": 0.01, "param_weight": 1e-4, "flame_param_weight": 0.0, "flame_face_index": str(tmp_path / "face.npy")}
+    tc = {"pca_weight": 0.01, "param_weight": 1e-4, "flame_param_weight": 0.0,
+          "flame_face_index": str(tmp_path / "face.npy")}
     paper, _ = Eq2Loss.from_config({sp: conv}, {sp: 1.0}, {sp: 413}, tc)({sp: (off, None)}, batch)
     pred = off + tmpl[:, None]
     want = ((conv(pred)[..., idx, :] - conv(gt)[..., idx, :]) ** 2).mean()
     torch.testing.assert_close(paper, want, rtol=1e-5, atol=0)
-    ours, _ = Eq2Loss.from_config({sp: conv}, {sp: 1.0}, {sp: 413}, {**tc, "flame_param_weight": 1e-4,
-                                                                      "flame_face_index": None})({sp: (off, None)}, batch)
+    tc_ours = {**tc, "flame_param_weight": 1e-4, "flame_face_index": None}
+    ours, _ = Eq2Loss.from_config({sp: conv}, {sp: 1.0}, {sp: 413}, tc_ours)({sp: (off, None)}, batch)
     want = ((conv(pred) - conv(gt)) ** 2).mean() + 1e-4 * ((pred - gt) ** 2).mean()
     torch.testing.assert_close(ours, want, rtol=1e-5, atol=0)
     np.save(tmp_path / "bad.npy", np.array([0, 6000]))
@@ -166,3 +169,25 @@ def test_every_split_cut_to_max_seconds(data_tiny):
     assert v.clips.frames and max(v.clips.frames) == 24  # 0.8 s x 30 fps
     full = Validator(data_tiny, ["D1"], load_config("tiny", ["data.max_seconds=0.8"]), ids(srcs, cfg), False)
     assert max(full.clips.frames) > 24
+
+
+def test_imported_run_predicts_and_evaluates(imported, tmp_path):
+    """The imported run is a run like ours: predict a split, score it with a2fbench evaluate."""
+    from a2fbench.scoring.evaluate import evaluate
+    from unitalker.predict import predict
+
+    data, run = imported
+    pred = predict(run, data, "D1", tmp_path / "pred", split="test", device="cpu", progress=False)
+    ds = a2fbench.open_dataset(data, "D1")
+    assert sorted(p.stem for p in pred.glob("*.npy")) == sorted(ds.split("test"))
+    doc = evaluate("D1", pred, data, progress=False)
+    assert np.isfinite(doc["metrics"]["LVE"]["value"])
+
+
+def test_configs_saved_before_new_keys_still_load():
+    old = load_config("tiny")
+    for k in ("trainable", "flame_param_weight", "flame_face_index"):
+        del old["train"][k]
+    del old["model"]["identities"], old["data"]["cut_eval"]
+    c = load_config(None, ["train.trainable=heads"], base=old)
+    assert c["train"]["trainable"] == "heads" and c["model"]["identities"] == "train" and c["data"]["cut_eval"] is False

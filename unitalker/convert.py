@@ -1,4 +1,4 @@
-"""``unitalker import-official`` and ``export-official``: the released UniTalker-B/-L ``.pt`` <-> one of our run folders.
+"""``unitalker import-official`` / ``export-official``: a released UniTalker-B/-L ``.pt`` <-> one of our run folders.
 
 Import: the ``.pt`` is read with ``torch.load(weights_only=True)`` (memory-mapped when it is a zip checkpoint, so a
 1.2 GB file is not copied into memory) and refused if it needs anything but tensors; the architecture comes from
@@ -58,8 +58,9 @@ def load_official(path: str | os.PathLike) -> dict[str, torch.Tensor]:
                                     f"{what.group(1) if what else 'other objects'} to load; refused without running it "
                                     "(only use checkpoints from a source you trust)") from None
     except Exception as e:  # noqa: BLE001 - zip, EOF, OS and key errors all mean a damaged file
+        first = str(e).splitlines()[0][:100] if str(e) else ""
         raise StoreError(f"{p}: expected a complete torch checkpoint, found a truncated or damaged file "
-                         f"({type(e).__name__}: {str(e).splitlines()[0][:100] if str(e) else ''}); download it again") from None
+                         f"({type(e).__name__}: {first}); download it again") from None
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
@@ -104,8 +105,8 @@ def import_official(ckpt: str | os.PathLike, release: str | os.PathLike, out: st
     t0 = time.perf_counter()
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"--out {out}: expected a new run folder, found an existing {'file' if out.is_file() else 'folder'}; "
-                          "choose another path")
+        what = "file" if out.is_file() else "folder"
+        raise ConfigError(f"--out {out}: expected a new run folder, found an existing {what}; choose another path")
     rel = check_folder(Path(release))
     sd = load_official(ckpt)
     shapes = {k: tuple(v.shape) for k, v in sd.items()}

@@ -162,7 +162,8 @@ def encoder_config(shapes: dict[str, tuple]) -> tuple[str, dict, bool]:
                intermediate_size=_need(shapes, p + "encoder.layers.0.feed_forward.intermediate_dense.weight")[0],
                conv_dim=[int(s[0]) for s in convs], conv_kernel=[int(s[2]) for s in convs],
                conv_bias=f"{p}feature_extractor.conv_layers.0.conv.bias" in shapes,
-               feat_extract_norm="layer" if f"{p}feature_extractor.conv_layers.1.layer_norm.weight" in shapes else "group",
+               feat_extract_norm=("layer" if f"{p}feature_extractor.conv_layers.1.layer_norm.weight" in shapes
+                                  else "group"),
                num_conv_pos_embeddings=int(pos[0][2]), num_conv_pos_embedding_groups=int(hidden // pos[0][1]))
     cfg["do_stable_layer_norm"] = cfg["feat_extract_norm"] == "layer"  # as the published large / base models
     if wavlm:
