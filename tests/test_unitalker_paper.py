@@ -19,7 +19,7 @@ from a2fbench.errors import ConfigError
 from unitalker import checkpoint as ck
 from unitalker.assemble import run_identities
 from unitalker.config import load_config
-from unitalker.convert import import_official
+from unitalker.convert import export_official, import_official
 from unitalker.data import open_sources
 from unitalker.finetune import finetune_config, limit_trainable
 from unitalker.loss import Eq2Loss
@@ -70,6 +70,15 @@ def test_finetuning_an_imported_model_lowers_validation_lve(imported, tmp_path):
     comps = "heads.flame_5023_verts.components"
     assert torch.equal(state[comps], src[comps])  # the release PCA, as shipped
     assert state["identity.weight"].shape[0] == 5  # the 4 training subjects + pivot (rows started as the old pivot)
+    # back to the official layout: D1's 12 rows (our 4 subjects first, the rest the pivot row) + the pivot
+    back = torch.load(export_official(out, tmp_path / "ft.pt"), weights_only=True)
+    ids = back["decoder.learnable_style_emb.weight"]
+    assert ids.shape[0] == 13 and torch.equal(ids[:4], state["identity.weight"][:4])
+    assert all(torch.equal(ids[i], state["identity.weight"][4]) for i in range(4, 13))
+    assert {k.split(".")[1] for k in back if k.startswith("out_head_dict.")} == {"FLAME_5023_vertices"}
+    rel = Path(ck.read(run)[0]["official"]["release"])
+    again = import_official(tmp_path / "ft.pt", rel, tmp_path / "again")
+    assert torch.equal(ck.read(again)[1]["identity.weight"], ids)
 
 
 def test_single_sequence_heads_and_identity_only(imported, tmp_path):
