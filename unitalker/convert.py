@@ -150,11 +150,15 @@ def import_official(ckpt: str | os.PathLike, release: str | os.PathLike, out: st
     found = {k: s for k, s in shapes.items() if k != "decoder.PPE.pe"}
     _check_keys(expected, found, str(ckpt))
     tensors: dict[str, torch.Tensor] = {}
+    storages: set[int] = set()
     for k, v in sd.items():
         mine = of.from_official(of.spell_weight_norm(k, "parametrizations"), space_of_annot)
         if mine is not None:
             mine = of.spell_weight_norm(mine, of.weight_norm_spelling(ours))
-            tensors[mine] = v if v.is_contiguous() else v.contiguous()
+            ptr = v.untyped_storage().data_ptr()
+            shared = ptr in storages  # safetensors refuses tensors that share memory: copy those few
+            storages.add(ptr)
+            tensors[mine] = v.clone() if shared else (v if v.is_contiguous() else v.contiguous())
     for sp, h in heads.items():
         if h.pca is not None:
             tensors[f"heads.{sp}.components"] = torch.from_numpy(h.pca["components"])
