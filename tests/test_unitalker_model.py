@@ -223,3 +223,82 @@ def test_model_forward_shapes_and_batch_equivalence():
         alone = m(xs[1][None], n[1:], frames[1:], torch.tensor([3]), {"a": torch.tensor([0])})
     torch.testing.assert_close(out["a"][0][1, :18], alone["a"][0][0], atol=1e-4, rtol=1e-4)
     assert m.pivot == 3
+
+
+# ------------------------------------------------------------------------------ transformer decoder
+def _slow_transformer_decoder(dec, h, ident):
+    """UniTalker's transformer decoder for one clip, written out frame by frame in float64 (eval: no dropout)."""
+    P, H = dec.period, dec.heads
+    lay = dec.transformer.layers[0]
+    W = {k: v.detach().double().numpy() for k, v in lay.state_dict().items()}
+    h, ident = h.double().numpy(), ident.double().numpy()
+    T, C = h.shape[0], ident.shape[0]
+    dh = C // H
+    mem = h @ dec.proj.weight.detach().double().numpy().T + dec.proj.bias.detach().double().numpy()
+    pe = dec.ppe.double().numpy()
+    q0 = np.stack([ident + pe[t % P] for t in range(T)])
+
+    def ln(x, n):
+        mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+        return (x - mu) / np.sqrt(var + 1e-5) * W[f"{n}.weight"] + W[f"{n}.bias"]
+
+    Wi, bi = W["self_attn.in_proj_weight"], W["self_attn.in_proj_bias"]
+    Q, K, V = (q0 @ Wi[i * C:(i + 1) * C].T + bi[i * C:(i + 1) * C] for i in range(3))
+    slopes = dec.slopes.double().numpy()
+    att = np.zeros((T, C))
+    for n in range(H):
+        sl = slice(n * dh, (n + 1) * dh)
+        for t in range(T):
+            s_ = np.array([Q[t, sl] @ K[s, sl] / np.sqrt(dh) - slopes[n] * ((t - s) // P) for s in range(t + 1)])
+            w = np.exp(s_ - s_.max())
+            att[t, sl] = (w / w.sum()) @ V[: t + 1, sl]
+    x = ln(q0 + att @ W["self_attn.out_proj.weight"].T + W["self_attn.out_proj.bias"], "norm1")
+    Wc, bc = W["multihead_attn.in_proj_weight"], W["multihead_attn.in_proj_bias"]
+    cross = (mem @ Wc[2 * C:].T + bc[2 * C:]) @ W["multihead_attn.out_proj.weight"].T + W["multihead_attn.out_proj.bias"]
+    x = ln(x + cross, "norm2")  # one audio frame per query: softmax weight 1 on it
+    ff = np.maximum(x @ W["linear1.weight"].T + W["linear1.bias"], 0) @ W["linear2.weight"].T + W["linear2.bias"]
+    return ln(x + ff, "norm3")
+
+
+def test_transformer_decoder_matches_the_written_out_official_one():
+    """Queries = identity + periodic PE (period 30), causal self-attention with bias -slope*floor((t-s)/30),
+    cross-attention of frame t to audio frame t, post-norm FF: our module == the computation written out."""
+    from unitalker.model import TransformerDecoder
+
+    torch.manual_seed(0)
+    dec = TransformerDecoder(12, 16, 4, 32, 1, 30, 0.1).eval()
+    h, ident = torch.randn(70, 12), torch.randn(16)
+    with torch.no_grad():
+        ours = dec(h[None], ident[None], torch.ones(1, 70, dtype=torch.bool))[0]
+    ref = _slow_transformer_decoder(dec, h, ident)
+    np.testing.assert_allclose(ours.numpy(), ref, atol=2e-5)  # float32 vs float64, values O(1), <= 70-term sums
+    assert dec.slopes.tolist() == [0.25, 0.0625, 0.015625, 0.00390625]
+
+
+def test_transformer_decoder_is_causal_and_padding_free():
+    from unitalker.model import TransformerDecoder
+
+    torch.manual_seed(1)
+    dec = TransformerDecoder(8, 16, 4, 32, 1, 30, 0.0).eval()
+    h, ident = torch.randn(2, 50, 8), torch.randn(2, 16)
+    mask = torch.arange(50)[None] < torch.tensor([50, 33])[:, None]
+    with torch.no_grad():
+        out = dec(h, ident, mask)
+        later = h.clone()
+        later[0, 20:] += 5.0  # frames after 19 change: frames up to 19 must not
+        out2 = dec(later, ident, mask)
+        alone = dec(h[1:2, :33], ident[1:2], torch.ones(1, 33, dtype=torch.bool))
+    torch.testing.assert_close(out2[0, :20], out[0, :20], atol=1e-6, rtol=0)
+    assert not torch.allclose(out2[0, 20:], out[0, 20:])
+    torch.testing.assert_close(out[1, :33], alone[0], atol=1e-5, rtol=1e-5)
+    assert torch.all(out[1, 33:] == 0)
+
+
+def test_model_with_transformer_decoder_uses_a_decoder_wide_identity():
+    cfg = tiny_cfg("model.decoder.type=transformer")
+    m = UniTalker(cfg, ModelSpec([HeadSpec("a", 6)], 3, ["D9/x", "D9/y"])).eval()
+    assert m.identity.weight.shape == (3, cfg["model"]["decoder"]["hidden"])
+    xs, batch, n = _clips([16000, 9600])
+    with torch.no_grad():
+        out = m(batch, n, torch.tensor([30, 18]), torch.tensor([0, 2]), {"a": torch.tensor([0, 1])})
+    assert out["a"][0].shape == (2, 30, 6)

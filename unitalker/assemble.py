@@ -13,7 +13,7 @@ import torch
 
 from a2fbench.registry import get_space
 
-from .data import IdentityTable, Source, load_pca
+from .data import IdentityTable, Source, identity_table, load_pca
 from .model import HeadSpec
 
 
@@ -56,6 +56,20 @@ def build_heads(data: str | Path, sources: list[Source], cfg: dict,
             pca = load_pca(data, s.spec, int(cfg["model"]["pca_dim"]))
         heads[s.space] = HeadSpec(s.space, space.dim, pca)
     return list(heads.values())
+
+
+def run_identities(sources: list[Source], cfg: dict) -> IdentityTable:
+    """``model.identities``: ``train``, a row per training subject (first seen); ``all``, a row per subject of each
+    dataset's train, validation and test splits, in the store's order, dataset by dataset, as UniTalker's table
+    (val/test subjects' rows train only if they also train). The pivot is last either way."""
+    if cfg["model"]["identities"] == "train":
+        return identity_table(sources)
+    keys: list[str] = []
+    for s in sources:
+        splits = [x for x in ("train", cfg["data"]["val_split"], "test") if x in s.ds.split_names]
+        seen = {s.ds[sid].subject for x in splits for sid in s.ds.split(x)}
+        keys += [f"{s.spec.id}/{subj}" for subj in s.ds.subjects if subj in seen]
+    return IdentityTable(keys)
 
 
 def aux_templates(sources: list[Source], idt: IdentityTable) -> dict[str, torch.Tensor]:

@@ -76,23 +76,37 @@ def save(run: Path, tag: str, model: torch.nn.Module, meta: dict, aux: dict[str,
     """Write one checkpoint atomically (weights, then state, then the ``latest`` pointer)."""
 
     d = Path(run) / CKPT_DIR
-    d.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    tensors.update({f"aux.{k}": v.detach().to("cpu").contiguous() for k, v in aux.items()})
-    md = {"format": FORMAT, **{k: json.dumps(v) for k, v in meta.items()}}
-    target = d / f"{tag}.safetensors"
-    with atomic_path(target) as tmp:
-        save_file(tensors, str(tmp), metadata=md)
+    target = write_weights(run, tag, tensors, aux, meta)
     if state is not None:
         with atomic_path(d / f"{tag}.state.pt") as tmp:
             torch.save(state, tmp)
-    with atomic_path(d / "latest") as tmp:
-        tmp.write_text(tag + "\n")
+    write_latest(run, tag)
     if best:
         with atomic_path(d / "best") as tmp:
             tmp.write_text(best + "\n")
     _prune(d, keep)
     return target
+
+
+def write_weights(run: Path, tag: str, tensors: dict[str, torch.Tensor], aux: dict[str, torch.Tensor],
+                  meta: dict) -> Path:
+    """``RUN/checkpoints/<tag>.safetensors`` (atomically): model tensors, ``aux.*`` tensors, JSON metadata.
+    safetensors writes each tensor from its own memory (no copy of the whole file is made)."""
+    d = Path(run) / CKPT_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    tensors = dict(tensors)
+    tensors.update({f"aux.{k}": v.detach().to("cpu").contiguous() for k, v in aux.items()})
+    md = {"format": FORMAT, **{k: json.dumps(v) for k, v in meta.items()}}
+    target = d / f"{tag}.safetensors"
+    with atomic_path(target) as tmp:
+        save_file(tensors, str(tmp), metadata=md)
+    return target
+
+
+def write_latest(run: Path, tag: str) -> None:
+    with atomic_path(Path(run) / CKPT_DIR / "latest") as tmp:
+        tmp.write_text(tag + "\n")
 
 
 def _prune(d: Path, keep: int) -> None:
@@ -128,8 +142,10 @@ def resolve(path: str | os.PathLike) -> Path:
     p = Path(path).expanduser()
     if p.is_file():
         if p.suffix != ".safetensors":
+            hint = (f"; for an official UniTalker .pt run `unitalker import-official {p.name} --release DIR --out RUN` "
+                    "first" if p.suffix == ".pt" else "")
             raise StoreError(f"{p}: expected a UniTalker checkpoint (.safetensors) or a run folder, found another "
-                             "file; pass RUN or RUN/checkpoints/<tag>.safetensors")
+                             f"file; pass RUN or RUN/checkpoints/<tag>.safetensors{hint}")
         return p
     if p.is_dir():
         for run in (p, p.parent) if p.name == CKPT_DIR else (p,):
@@ -154,7 +170,7 @@ def read(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], dict[s
                          "another checkpoint of the run") from None
     if md.get("format") != FORMAT:
         raise StoreError(f"{p}: expected a checkpoint written by `unitalker train` (format {FORMAT}), found "
-                         f"{md.get('format')!r}; UniTalker's own .pt checkpoints are not read directly")
+                         f"{md.get('format')!r}; for UniTalker's released .pt run `unitalker import-official` first")
     meta = {k: json.loads(v) for k, v in md.items() if k != "format"}
     meta["path"] = str(p)
     state = {k: v for k, v in tensors.items() if not k.startswith("aux.")}

@@ -1,4 +1,5 @@
-"""The ``unitalker`` command line: train, finetune, predict, infer, bench, plot, quickstart.
+"""The ``unitalker`` command line: train, finetune, predict, infer, import-official, export-official, bench,
+plot, quickstart.
 
 User errors print one line (``error: ...``) and exit 1; bad usage exits 2 (a2fbench's ``run_cli`` policy).
 Under ``torchrun`` the same commands train with DDP (``torchrun --standalone --nproc_per_node 2 -m unitalker.cli
@@ -78,11 +79,14 @@ def train_cmd(data: Optional[Path], datasets: str, out: Path, config: Optional[s
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder of the fine-tuning run.")
 @click.option("--reinit-decoder", is_flag=True, help="Keep only the audio encoder; decoder, identities, heads start fresh.")
 @click.option("--fraction", type=click.FloatRange(0.0, 1.0, min_open=True), default=None,
-              help="Train on this fraction of each dataset's training clips (0.5, 0.25, ...).")
+              help="Train on this fraction of each dataset's training clips (0.5, 0.25, ...; 0.001: one clip).")
+@click.option("--trainable", default=None,
+              help="Parts that train: all (default) or some of encoder,decoder,identity,heads (e.g. heads,identity).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.argument("overrides", nargs=-1)
 def finetune_cmd(init_from: str, data: Optional[Path], datasets: str, out: Path, reinit_decoder: bool,
-                 fraction: Optional[float], no_progress: bool, overrides: tuple[str, ...]) -> None:
+                 fraction: Optional[float], trainable: Optional[str], no_progress: bool,
+                 overrides: tuple[str, ...]) -> None:
     """Fine-tune a checkpoint on a seen dataset or transfer it to a new annotation (a new head).
 
     The checkpoint's config is reused; OVERRIDES (key=value) may change training keys, not the architecture.
@@ -92,11 +96,13 @@ def finetune_cmd(init_from: str, data: Optional[Path], datasets: str, out: Path,
     \b
     Example:
       unitalker finetune --from run --data data --datasets D1 --out ft --fraction 0.5 train.epochs=5
+      unitalker finetune --from imported --data data --datasets D1 --out ft1 --fraction 0.001 --trainable heads,identity
     """
     from .finetune import finetune_config
     from .train import train
 
     ov = list(overrides) + ([f"data.fraction={fraction}"] if fraction is not None else [])
+    ov += [f"train.trainable={trainable}"] if trainable is not None else []
     cfg = finetune_config(init_from, ov)
     ckpt = train(data or paths.default_data(), _ids(datasets), out, cfg, init_from=init_from,
                  reinit_decoder=reinit_decoder, progress=not no_progress)
@@ -141,21 +147,67 @@ def predict_cmd(checkpoint: str, data: Optional[Path], dataset: str, split: str,
 @click.option("--heads", default="all", show_default=True, help="all, or dataset ids / spaces (D1,D3).")
 @click.option("--identity", default="pivot", show_default=True,
               help="pivot, a training subject (D1/FaceTalk_...), or an identity row number.")
+@click.option("--template", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Your own neutral mesh (.npy (V,3) or (3V,), .obj, .ply; native units) for one vertex head.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-def infer_cmd(checkpoint: str, audio: tuple[Path, ...], out: Path, heads: str, identity: str, device: str) -> None:
+def infer_cmd(checkpoint: str, audio: tuple[Path, ...], out: Path, heads: str, identity: str,
+              template: Optional[Path], device: str) -> None:
     """Animate audio files (wav, flac, mp3, ogg; any rate, mono or stereo; any length) under each head.
 
     Clips longer than 25 s run in 25 s windows cross-faded over 5 s (the reference demo). Each output is
-    (T, D) in the dataset's native units (vertices or parameters), T = round(seconds x fps).
+    (T, D) in the dataset's native units (vertices or parameters), T = round(seconds x fps): the template plus
+    the predicted offsets (--template: your mesh; else the identity's template or the dataset's mean).
 
     \b
     Example:
       unitalker infer --checkpoint run speech.wav song.mp3 --out anim --heads D1,D3
+      unitalker infer --checkpoint run speech.wav --out anim --heads D1 --template my_flame_head.obj
     """
     from .predict import infer
 
-    for p in infer(checkpoint, list(audio), out, heads=heads, identity=identity, device=device):
+    for p in infer(checkpoint, list(audio), out, heads=heads, identity=identity, device=device, template=template):
         click.echo(str(p))
+
+
+@cli.command("import-official", context_settings=CTX)
+@click.argument("checkpoint", type=click.Path(path_type=Path))
+@click.option("--release", required=True, type=click.Path(path_type=Path),
+              help="The unitalker_data_release_V1 folder (pca.npz, id_template.npy, split JSONs).")
+@click.option("--out", required=True, type=click.Path(path_type=Path), help="New run folder.")
+@click.option("--datasets", default=None,
+              help="Datasets the checkpoint was trained on (default: every dataset it has a head for).")
+def import_official_cmd(checkpoint: Path, release: Path, out: Path, datasets: Optional[str]) -> None:
+    """Turn a released UniTalker-B/-L checkpoint (.pt) into a run folder that predict, infer, finetune and bench take.
+
+    The architecture (WavLM-base-plus or wav2vec2-large-xlsr-53 encoder, decoder, heads) is read from the tensor
+    shapes; the release's PCA bases are used as shipped; the 935 identities keep the official order (pivot
+    last), named D5/<subject> where the release names them and D3/#17 otherwise. Only tensors are unpickled.
+
+    \b
+    Example:
+      unitalker import-official UniTalker-B-D0-D7.pt --release unitalker_data_release_V1 --out unitalker-b
+    """
+    from .convert import import_official
+
+    click.echo(f"imported: {import_official(checkpoint, release, out, _ids(datasets) if datasets else None)}")
+
+
+@cli.command("export-official", context_settings=CTX)
+@click.argument("run")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="The .pt to write.")
+@click.option("--weight-norm", type=click.Choice(["auto", "parametrizations", "weight_g"]), default="auto",
+              show_default=True, help="Spelling of the positional conv's weight norm (auto: as imported, else "
+              "current torch's); older torch/transformers need weight_g.")
+def export_official_cmd(run: str, out: Path, weight_norm: str) -> None:
+    """Write a checkpoint (run folder or file) as an official UniTalker state dict (.pt) for the official code.
+
+    \b
+    Example:
+      unitalker export-official ft --out UniTalker-B-finetuned.pt
+    """
+    from .convert import export_official
+
+    click.echo(f"exported: {export_official(run, out, None if weight_norm == 'auto' else weight_norm)}")
 
 
 @cli.command("bench", context_settings=CTX)

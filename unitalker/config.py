@@ -147,16 +147,30 @@ def _looks_float(s: str) -> bool:
         return False
 
 
+def with_defaults(cfg: dict, _defaults: dict | None = None) -> dict:
+    """A copy of ``cfg`` with the keys added since it was saved (an older checkpoint's config) at their defaults."""
+    d = defaults() if _defaults is None else _defaults
+    out = copy.deepcopy(cfg)
+    for k, v in d.items():
+        if k not in out:
+            out[k] = copy.deepcopy(v)
+        elif isinstance(v, dict) and isinstance(out[k], dict) and k != "arch":
+            out[k] = with_defaults(out[k], v)
+    return out
+
+
 def load_config(config: str | os.PathLike | None = None, overrides: Iterable[str] = (), *,
                 base: dict | None = None) -> dict:
     """Resolve a config: ``base`` (default: the shipped defaults) + file + overrides, validated."""
-    cfg = copy.deepcopy(base) if base is not None else defaults()
+    cfg = with_defaults(base) if base is not None else defaults()
     if config:
         cfg = merge(cfg, _read(resolve_config_file(config)))
     cfg = merge(cfg, parse_overrides(overrides))
     validate(cfg)
     return cfg
 
+
+TRAINABLE = ("encoder", "decoder", "identity", "heads")  # parameter groups (``train.trainable``)
 
 _CHOICES = {
     "model.encoder.attention": ("sdpa", "eager"),
@@ -195,6 +209,12 @@ def validate(cfg: dict) -> None:
     f = float(get(cfg, "data.fraction"))
     if not 0.0 < f <= 1.0:
         raise ConfigError(f"config key data.fraction: expected a fraction in (0, 1], found {f}")
+    groups = str(get(cfg, "train.trainable")).split(",")
+    if groups != ["all"] and (not groups or any(g.strip() not in TRAINABLE for g in groups)):
+        raise ConfigError(f"config key train.trainable: expected all or a comma list of {', '.join(TRAINABLE)}, found "
+                          f"{get(cfg, 'train.trainable')!r}")
+    if get(cfg, "model.identities") not in ("train", "all"):
+        raise ConfigError(f"config key model.identities: expected train or all, found {get(cfg, 'model.identities')!r}")
     dup = get(cfg, "data.duplicate")
     ok = (dup == "manifest" or (isinstance(dup, list) and all(isinstance(x, int) and x >= 1 for x in dup))
           or (isinstance(dup, dict) and all(isinstance(x, int) and x >= 1 for x in dup.values())))

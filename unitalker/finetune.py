@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from a2fbench.errors import ConfigError
+
 from . import checkpoint as ck
 from .config import load_config
 from .model import UniTalker
@@ -40,6 +42,21 @@ def transfer(model: UniTalker, meta: dict, state: dict[str, torch.Tensor], reini
         if space not in loaded_heads:
             notes.append(f"head {space}: new, zero-initialised")
     return notes
+
+
+def limit_trainable(model: UniTalker, trainable: str) -> None:
+    """``train.trainable``: freeze every parameter outside the named groups (``encoder``, ``decoder``, ``identity``,
+    ``heads``; ``all`` leaves the phase's choice alone). The paper's few-parameter adaptation trains
+    ``heads,identity`` only."""
+    groups = {g.strip() for g in str(trainable).split(",")}
+    if "all" in groups:
+        return
+    for name, p in model.named_parameters():
+        if name.split(".", 1)[0] not in groups:
+            p.requires_grad_(False)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"train.trainable={trainable}: expected some parameters to train in this phase, found none "
+                          "(the encoder is frozen during the warm-up epochs); add a group or set train.warmup_epochs=0")
 
 
 def finetune_config(init_from: str, overrides: list[str]) -> dict:

@@ -4,10 +4,11 @@ For a clip in space s with prediction ``P = offset + template`` and ground truth
 frames only):
 
 * vertex spaces: ``MSE(P, G)`` over all coordinates;
-* parameter spaces: ``MSE(V(P), V(G)) + param_weight * MSE(P, G)``, with ``V`` the space's converter
-  (blendshape basis or FLAME LBS) rebuilding vertices (UniTalker: ``blendshape_weight`` 1e-4; for FLAME the
-  reference keeps only the vertex term, on a face-only vertex subset we do not have: we use all vertices and
-  the same parameter term, documented in docs/unitalker.md);
+* parameter spaces: ``MSE(V(P), V(G)) + w * MSE(P, G)``, with ``V`` the space's converter (blendshape basis
+  or FLAME LBS) rebuilding vertices; ``w`` is ``train.param_weight`` for blendshapes (UniTalker's
+  ``blendshape_weight`` 1e-4) and ``train.flame_param_weight`` for FLAME (UniTalker: 0, our default 1e-4), whose
+  vertex term runs on ``train.flame_face_index`` when given (UniTalker's ``flame_humanface_index.npy``, which
+  the release does not ship) and on all vertices otherwise (docs/unitalker.md);
 * PCA heads add ``pca_weight * MSE(z, encode(G - template))`` (UniTalker: 0.01).
 
 With batch size 1 this is UniTalker's per-clip loss exactly; a batch averages the per-clip losses, so every
@@ -18,11 +19,27 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
 import torch
 from torch import nn
 
+from a2fbench.errors import ConfigError
 from a2fbench.registry import get_space
 from a2fbench.spaces import torch_converter as tc
+
+
+def read_vertex_index(path: str, n_vertices: int, what: str) -> np.ndarray:
+    """A 1-D .npy of vertex indices (e.g. UniTalker's ``flame_humanface_index.npy``), checked against the mesh."""
+    try:
+        idx = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{what}: expected a .npy of vertex indices at {path}, found {type(e).__name__} ({e}); "
+                          "check the path") from None
+    idx = np.asarray(idx).reshape(-1)
+    if not np.issubdtype(idx.dtype, np.integer) or idx.size == 0 or idx.min() < 0 or idx.max() >= n_vertices:
+        raise ConfigError(f"{what}: expected integer indices in 0..{n_vertices - 1}, found {idx.size} values of "
+                          f"dtype {idx.dtype}{f' in {idx.min()}..{idx.max()}' if idx.size else ''}")
+    return idx.astype(np.int64)
 
 
 def torch_converter(space: str, arrays: dict) -> Optional[nn.Module]:
@@ -55,18 +72,34 @@ class Eq2Loss(nn.Module):
     """
 
     def __init__(self, converters: dict[str, Optional[nn.Module]], scales: dict[str, float], dims: dict[str, int],
-                 pca_weight: float, param_weight: float):
+                 pca_weight: float, param_weight: float, flame_param_weight: Optional[float] = None,
+                 flame_index: Optional[np.ndarray] = None):
         super().__init__()
         self.converters = nn.ModuleDict({k: v for k, v in converters.items() if v is not None})
         self.scales = scales  # space -> unitalker scale of the (first) dataset in that space
         self.dims = dims  # space -> D
         self.pca_weight = float(pca_weight)
-        self.param_weight = float(param_weight)
+        flame = {k for k in self.converters if get_space(k).kind == "flame"}
+        fw = float(param_weight if flame_param_weight is None else flame_param_weight)
+        self.param_weights = {k: (fw if k in flame else float(param_weight)) for k in self.converters}
+        self.vertex_index = {k: torch.as_tensor(np.asarray(flame_index, np.int64))
+                             for k in flame if flame_index is not None}
+
+    @classmethod
+    def from_config(cls, converters: dict[str, Optional[nn.Module]], scales: dict[str, float], dims: dict[str, int],
+                    tc: dict) -> "Eq2Loss":
+        """From the ``train`` config: ``pca_weight``, ``param_weight``, ``flame_param_weight``, ``flame_face_index``."""
+        idx = None
+        if tc.get("flame_face_index"):
+            idx = read_vertex_index(tc["flame_face_index"], 5023, "train.flame_face_index")
+        return cls(converters, scales, dims, tc["pca_weight"], tc["param_weight"], tc.get("flame_param_weight"), idx)
 
     def vertices(self, space: str, x: torch.Tensor) -> torch.Tensor:
         s = self.scales.get(space, 1.0)
         conv = self.converters[space]
-        return conv(x / s) * s if s != 1.0 else conv(x)
+        v = conv(x / s) * s if s != 1.0 else conv(x)
+        idx = self.vertex_index.get(space)
+        return v if idx is None else v[..., idx.to(v.device), :]
 
     def forward(self, outputs: dict[str, tuple], batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
         """Mean over the batch's clips of their Eq. 2 losses, and the batch mean of each term (for the log)."""
@@ -91,7 +124,7 @@ class Eq2Loss(nn.Module):
                 if space in self.converters:
                     rec = _mse(self.vertices(space, pred), self.vertices(space, gt), mask)
                     par = _mse(pred, gt, mask)
-                    loss = rec + self.param_weight * par
+                    loss = rec + self.param_weights[space] * par
                     parts["param"] += float(par.detach().sum()) / B
                 else:
                     rec = _mse(pred, gt, mask)

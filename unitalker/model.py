@@ -62,40 +62,68 @@ class TCNDecoder(nn.Module):
         return x.transpose(1, 2)
 
 
-class TransformerDecoder(nn.Module):
-    """The reference's alternative decoder: identity added to the projected features, periodic positional
-    encoding (period ``period``), ``layers`` transformer layers with an ALiBi-style distance bias.
+def alibi_slopes(heads: int) -> list[float]:
+    """Per-head slopes of ALiBi (Press et al.): ``2^(-8/n)`` to the powers 1..n for n a power of two; otherwise
+    the slopes of the nearest lower power of two, then every other slope of twice that (FaceFormer, UniTalker)."""
+    def pow2(n: int) -> list[float]:
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
 
-    The reference's exact ALiBi/PPE variant is not used by its released models and is UNVERIFIED here.
+    if math.log2(heads).is_integer():
+        return pow2(heads)
+    low = 2 ** math.floor(math.log2(heads))
+    return pow2(low) + alibi_slopes(2 * low)[0::2][: heads - low]
+
+
+def periodic_encoding(period: int, d: int) -> torch.Tensor:
+    """(period, d) sinusoidal encoding of positions 0..period-1 (sin on even channels, cos on odd), float32."""
+    pe = torch.zeros(period, d)
+    pos = torch.arange(0, period, dtype=torch.float).unsqueeze(1)
+    div = torch.exp(torch.arange(0, d, 2).float() * (-math.log(10000.0) / d))
+    pe[:, 0::2] = torch.sin(pos * div)
+    pe[:, 1::2] = torch.cos(pos * div)
+    return pe
+
+
+class TransformerDecoder(nn.Module):
+    """UniTalker's ``UniTalkerDecoderTransformer`` (``decoder.type: transformer``).
+
+    Memory: ``Linear(H -> C)`` of the audio features at the motion rate. Queries: the identity embedding (C wide,
+    not ``identity_dim``), the same for every frame, plus a periodic positional encoding (period P), then
+    dropout. ``layers`` ``nn.TransformerDecoderLayer`` (post-norm, ReLU, ``heads`` heads, FF ``ff``, dropout):
+    self-attention causal with the bias ``-slope_h * floor((t - s) / P)`` for s <= t; cross-attention of frame t
+    to audio frame t only. A frame sees no frame after it and no padding, so padded batches give each clip's
+    own numbers (frames past a clip's end are zeroed).
     """
 
-    def __init__(self, in_dim: int, hidden: int, identity_dim: int, heads: int, ff: int, layers: int,
-                 period: int, dropout: float):
+    def __init__(self, in_dim: int, hidden: int, heads: int, ff: int, layers: int, period: int, dropout: float):
         super().__init__()
         self.proj = nn.Linear(in_dim, hidden)
-        self.ident = nn.Linear(identity_dim, hidden, bias=False)
+        self.query_dropout = nn.Dropout(dropout)
+        layer = nn.TransformerDecoderLayer(hidden, heads, ff, dropout, batch_first=True)
+        self.transformer = nn.TransformerDecoder(layer, layers)
         self.heads = heads
         self.period = period
-        layer = nn.TransformerEncoderLayer(hidden, heads, ff, dropout, batch_first=True)
-        self.layers = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
-        pe = torch.zeros(period, hidden)
-        pos = torch.arange(period, dtype=torch.float32)[:, None]
-        div = torch.exp(torch.arange(0, hidden, 2, dtype=torch.float32) * (-math.log(10000.0) / hidden))
-        pe[:, 0::2] = torch.sin(pos * div)
-        pe[:, 1::2] = torch.cos(pos * div)
-        self.register_buffer("ppe", pe, persistent=False)
-        slopes = torch.tensor([2.0 ** (-8.0 * (i + 1) / heads) for i in range(heads)])
-        self.register_buffer("slopes", slopes, persistent=False)
+        self.register_buffer("ppe", periodic_encoding(period, hidden), persistent=False)
+        self.register_buffer("slopes", torch.tensor(alibi_slopes(heads)), persistent=False)
+
+    def self_attention_bias(self, T: int, device: torch.device) -> torch.Tensor:
+        """(heads, T, T) additive mask: ``-slope_h * floor((t - s) / P)`` for s <= t, ``-inf`` for s > t."""
+        t = torch.arange(T, device=device)
+        d = t[:, None] - t[None, :]
+        steps = torch.div(d.clamp(min=0), self.period, rounding_mode="floor").float()
+        bias = -self.slopes.to(device)[:, None, None] * steps[None]
+        return bias.masked_fill((d < 0)[None], float("-inf"))
 
     def forward(self, h: torch.Tensor, ident: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, H) features, (B, C) identity, (B, T) mask -> (B, T, C)."""
         B, T, _ = h.shape
-        x = self.proj(h) + self.ident(ident)[:, None, :]
-        x = x + self.ppe[torch.arange(T, device=h.device) % self.period][None]
-        d = torch.arange(T, device=h.device)
-        dist = ((d[None, :] - d[:, None]).abs() // self.period).to(x.dtype)  # (T, T)
-        bias = -self.slopes[:, None, None].to(x.dtype) * dist[None]  # (heads, T, T)
-        bias = bias[None].expand(B, -1, -1, -1).masked_fill(~mask[:, None, None, :], float("-inf"))
-        x = self.layers(x, mask=bias.reshape(B * self.heads, T, T))
+        memory = self.proj(h)
+        q = ident[:, None, :].expand(B, T, -1) + self.ppe[torch.arange(T, device=h.device) % self.period][None]
+        q = self.query_dropout(q)
+        self_mask = self.self_attention_bias(T, h.device).to(q.dtype).repeat(B, 1, 1)  # (B * heads, T, T)
+        cross_mask = ~torch.eye(T, dtype=torch.bool, device=h.device)  # frame t sees audio frame t only
+        x = self.transformer(q, memory, tgt_mask=self_mask, memory_mask=cross_mask)
         return x * mask[..., None].to(x.dtype)
 
 
@@ -169,15 +197,16 @@ class UniTalker(nn.Module):
         mcfg = cfg["model"]
         self.encoder = AudioEncoder(mcfg["encoder"], attention or mcfg["encoder"]["attention"], saved_encoder)
         d = mcfg["decoder"]
-        self.identity = nn.Embedding(spec.n_identities, int(d["identity_dim"]))
+        # the transformer decoder's identity embedding is as wide as the decoder (UniTalker), not identity_dim
+        id_dim = int(d["hidden"]) if d["type"] == "transformer" else int(d["identity_dim"])
+        self.identity = nn.Embedding(spec.n_identities, id_dim)
         if d["type"] == "conv":
             self.decoder: nn.Module = TCNDecoder(self.encoder.dim, int(d["hidden"]), int(d["identity_dim"]),
                                                  int(d["layers"]), float(d["dropout"]))
         else:
             t = d["transformer"]
-            self.decoder = TransformerDecoder(self.encoder.dim, int(d["hidden"]), int(d["identity_dim"]),
-                                              int(t["heads"]), int(t["ff"]), int(t["layers"]), int(t["period"]),
-                                              float(d["dropout"]))
+            self.decoder = TransformerDecoder(self.encoder.dim, int(d["hidden"]), int(t["heads"]), int(t["ff"]),
+                                              int(t["layers"]), int(t["period"]), float(d["dropout"]))
         self.heads = nn.ModuleDict({h.space: Head(int(d["hidden"]), h.dim, h.pca) for h in spec.heads})
         self.spec = spec
 

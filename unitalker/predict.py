@@ -16,7 +16,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from a2fbench.util.progress import bar as progress_bar
 
 from .encoder import frames_for_samples, normalize_audio
 from .runtime import Loaded, load_model, select_device
+from .template import read_template
 
 log = logging.getLogger(__name__)
 WINDOW_S = 25.0
@@ -85,15 +86,20 @@ def run_batch(model: torch.nn.Module, audios: Sequence[torch.Tensor], frames: Se
 
 
 def animate(model: torch.nn.Module, audio: torch.Tensor, n_frames: int, fps: float, identity: int,
-            spaces: Sequence[str], device: torch.device, amp: str = "none") -> dict[str, np.ndarray]:
-    """One clip of any length -> {space: offsets (n_frames, D)}, windowed and cross-faded past 25 s."""
+            spaces: Sequence[str], device: torch.device, amp: str = "none",
+            normalize: bool = False) -> dict[str, np.ndarray]:
+    """One clip of any length -> {space: offsets (n_frames, D)}, windowed and cross-faded past 25 s.
+
+    ``normalize``: each window is normalised again (zero mean, unit variance), as the reference demo does for
+    encoders that normalise their input (xlsr-53); the caller normalises the whole clip first.
+    """
     wins = windows(len(audio))
+    pieces = [normalize_audio(audio[a:b]) if normalize else audio[a:b] for a, b in wins]
     if len(wins) == 1:
-        return {s: v[0] for s, v in run_batch(model, [audio], [n_frames], [identity], spaces, device, amp).items()}
+        return {s: v[0] for s, v in run_batch(model, pieces, [n_frames], [identity], spaces, device, amp).items()}
     fr = [(int(round(a / SAMPLE_RATE * fps)), int(round(b / SAMPLE_RATE * fps))) for a, b in wins]
     fr[-1] = (fr[-1][0], n_frames)
-    outs = run_batch(model, [audio[a:b] for a, b in wins], [f1 - f0 for f0, f1 in fr], [identity] * len(wins),
-                     spaces, device, amp)
+    outs = run_batch(model, pieces, [f1 - f0 for f0, f1 in fr], [identity] * len(wins), spaces, device, amp)
     result = {}
     for s in spaces:
         acc = np.zeros((n_frames, outs[s][0].shape[1]), np.float64)
@@ -111,9 +117,12 @@ def animate(model: torch.nn.Module, audio: torch.Tensor, n_frames: int, fps: flo
     return result
 
 
-def _prep_audio(a: np.ndarray, normalize: bool) -> torch.Tensor:
+def _prep_audio(a: np.ndarray, normalize: bool, windows_too: bool = False) -> torch.Tensor:
+    """The clip as the encoder takes it; ``windows_too``: a clip that runs as one window is normalised a second
+    time, as the demo normalises every window of the normalised clip (``animate`` does it for longer ones)."""
     x = torch.from_numpy(np.ascontiguousarray(a, np.float32))
-    return normalize_audio(x) if normalize else x
+    x = normalize_audio(x) if normalize else x
+    return normalize_audio(x) if normalize and windows_too else x
 
 
 # ------------------------------------------------------------------------------------------ predict
@@ -184,7 +193,7 @@ def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: 
 
     def flush(batch: list[int]) -> Iterator[tuple[str, np.ndarray]]:
         seqs = [ds[ids[i]] for i in batch]
-        audios = [_prep_audio(s.audio, norm) for s in seqs]
+        audios = [_prep_audio(s.audio, norm, windows_too=True) for s in seqs]
         offs = run_batch(loaded.model, audios, [s.n_frames for s in seqs], [rows[i] for i in batch], [space], device,
                          amp)[space]
         for i, s, o in zip(batch, seqs, offs):
@@ -195,7 +204,7 @@ def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: 
         seq = ds[ids[i]]
         if seq.n_frames / fps > WINDOW_S:
             a = _prep_audio(seq.audio, norm)
-            off = animate(loaded.model, a, seq.n_frames, fps, rows[i], [space], device, amp)[space]
+            off = animate(loaded.model, a, seq.n_frames, fps, rows[i], [space], device, amp, norm)[space]
             bar.update(1)
             yield ids[i], _native(off, ds.template(seq.subject), scale, space)
             continue
@@ -271,8 +280,12 @@ def read_input_audio(path: str | os.PathLike) -> np.ndarray:
 
 
 def infer(checkpoint: str | os.PathLike, audio_files: Sequence[str | os.PathLike], out: str | os.PathLike,
-          heads: str = "all", identity: str = "pivot", device: str = "auto") -> list[Path]:
-    """Animate audio files under each requested head: ``out/<stem>/<dataset>.npy`` (T, D) in native units."""
+          heads: str = "all", identity: str = "pivot", device: str = "auto",
+          template: Optional[str | os.PathLike] = None) -> list[Path]:
+    """Animate audio files under each requested head: ``out/<stem>/<dataset>.npy`` (T, D) in native units.
+
+    ``template``: a neutral mesh of one vertex head's topology (native units); outputs are it plus the
+    predicted offsets (the official demo adds its template the same way)."""
     if not audio_files:
         raise AudioInputError("expected at least one audio file to animate, found none; pass AUDIO...")
     dev = select_device(device)
@@ -284,6 +297,7 @@ def infer(checkpoint: str | os.PathLike, audio_files: Sequence[str | os.PathLike
         if not targets:
             raise ConfigError(f"--heads: expected 'all' or dataset ids (e.g. D1,D3), found {heads!r}")
     row = loaded.identities.lookup(identity)
+    own = _user_template(template, targets) if template is not None else None
     stems: dict[str, Path] = {}
     clips = []
     for f in audio_files:  # read and check everything before writing anything
@@ -300,19 +314,31 @@ def infer(checkpoint: str | os.PathLike, audio_files: Sequence[str | os.PathLike
         a = _prep_audio(x, norm)
         with atomic_path(out / stem, is_dir=True) as tmp:
             info = {"audio": str(stems[stem]), "seconds": round(x.size / SAMPLE_RATE, 3), "identity": identity,
-                    "identity_row": row, "checkpoint": loaded.meta["path"], "heads": {}}
+                    "identity_row": row, "checkpoint": loaded.meta["path"], "heads": {},
+                    "template": str(template) if template is not None else None}
             for d in targets:
                 fps = float(d.get("fps") or 30.0)
                 n = max(1, frames_for_samples(x.size, fps))
-                off = animate(loaded.model, a, n, fps, row, [d["space"]], dev, loaded.cfg["train"]["amp"])[d["space"]]
-                tmpl = template_for(loaded, d["id"], row)
-                arr = _native(off, tmpl / float(d["scale"]), float(d["scale"]), d["space"])
+                off = animate(loaded.model, a, n, fps, row, [d["space"]], dev, loaded.cfg["train"]["amp"],
+                              norm)[d["space"]]
+                tmpl = own if own is not None else template_for(loaded, d["id"], row) / float(d["scale"])
+                arr = _native(off, tmpl, float(d["scale"]), d["space"])
                 np.save(tmp / f"{d['id']}.npy", arr, allow_pickle=False)
                 info["heads"][d["id"]] = {"space": d["space"], "fps": fps, "frames": n, "shape": list(arr.shape)}
             (tmp / "meta.json").write_text(json.dumps(info, indent=1) + "\n")
         written.append(out / stem)
         log.info("animated %s (%.1f s) -> %s", stems[stem], x.size / SAMPLE_RATE, out / stem)
     return written
+
+
+def _user_template(path: str | os.PathLike, targets: list[dict]) -> np.ndarray:
+    """The --template mesh (native units, (D,)) for the one vertex head asked for."""
+    verts = [d for d in targets if get_space(d["space"]).is_vertex]
+    if len(targets) != 1 or len(verts) != 1:
+        raise ConfigError(f"--template: expected exactly one vertex head (e.g. --heads D1), found "
+                          f"{', '.join(d['id'] for d in targets) or 'none'}; pick the head whose topology the mesh has")
+    sp = get_space(verts[0]["space"])
+    return read_template(path, int(sp.n_vertices or 0), f"{sp.name}, the {verts[0]['id']} head")
 
 
 def template_for(loaded: Loaded, dataset: str, row: int) -> np.ndarray:

@@ -14,6 +14,7 @@ import torch.distributed as dist
 from a2fbench.errors import ConfigError
 
 from . import checkpoint as ck
+from .config import with_defaults
 from .data import IdentityTable
 from .model import HeadSpec, ModelSpec, UniTalker
 
@@ -156,7 +157,7 @@ def load_model(path: Any, device: torch.device | str = "cpu", attention: Optiona
     ``config``: when given (``bench --checkpoint X --config Y``), it must describe the same architecture.
     """
     meta, state, aux = ck.read(path)
-    cfg = meta["config"]
+    cfg = meta["config"] = with_defaults(meta["config"])
     if config is not None:
         ck.check_compatible(cfg, config, f"{meta['path']} vs the given config")
     spec = spec_from_meta(meta)

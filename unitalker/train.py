@@ -41,17 +41,16 @@ from a2fbench.util.fsutil import atomic_path, write_json
 from a2fbench.util.progress import bar as progress_bar
 
 from . import checkpoint as ck
-from .assemble import aux_templates, build_heads, datasets_meta, flatten, seed_step
-from .config import dump
+from .assemble import aux_templates, build_heads, datasets_meta, flatten, run_identities, seed_step
+from .config import dump, with_defaults
 from .data import (
     BucketBatchSampler,
     ClipSet,
     IdentityTable,
     collate,
-    identity_table,
     open_sources,
 )
-from .finetune import transfer
+from .finetune import limit_trainable, transfer
 from .loss import Eq2Loss, torch_converter
 from .model import ModelSpec, UniTalker
 from .runtime import (
@@ -106,7 +105,7 @@ class Trainer:
             log.info("resuming %s from %s (epoch %d, step %d)", self.out, resume_tag, resume_state["epoch"],
                      resume_state["step"])
         else:
-            self.idt = identity_table(self.sources)
+            self.idt = run_identities(self.sources, cfg)
             reuse, src_meta = None, None
             if init_from:
                 src_meta, src_state, _ = ck.read(init_from)
@@ -133,7 +132,7 @@ class Trainer:
                 scales[s.space] = s.scale
                 convs[s.space] = torch_converter(s.space, s.ds.space_arrays())
         dims = {h.space: h.dim for h in spec.heads}
-        self.loss_fn = Eq2Loss(convs, scales, dims, cfg["train"]["pca_weight"], cfg["train"]["param_weight"]).to(self.device)
+        self.loss_fn = Eq2Loss.from_config(convs, scales, dims, cfg["train"]).to(self.device)
         self.aux = aux_templates(self.sources, self.idt)
         pca = {sp: (h.components.cpu().numpy(), h.mean.cpu().numpy()) for sp, h in self.model.heads.items() if h.is_pca}
         self.clips = ClipSet(self.sources, self.idt, cfg, self.model.encoder.normalize, pca=pca)
@@ -173,7 +172,7 @@ class Trainer:
         if not cfg_file.is_file():
             return None
 
-        old = yaml.safe_load(cfg_file.read_text())
+        old = with_defaults(yaml.safe_load(cfg_file.read_text()))
         run = json.loads((self.out / "run.json").read_text()) if (self.out / "run.json").is_file() else {}
         if run.get("datasets") and run["datasets"] != self.datasets:
             raise ConfigError(f"--out {self.out}: this run trains {','.join(run['datasets'])}, found "
@@ -205,6 +204,7 @@ class Trainer:
             p.requires_grad_(phase == 1)
         if phase == 1 and self.cfg["model"]["encoder"]["freeze_feature_extractor"]:
             enc.freeze_feature_extractor()
+        limit_trainable(self.model, self.cfg["train"]["trainable"])
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.opt = torch.optim.Adam(params, lr=float(self.cfg["train"]["lr"]))
         self.net: torch.nn.Module = self.model

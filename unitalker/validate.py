@@ -30,7 +30,8 @@ class Validator:
         split = cfg["data"]["val_split"]
         self.sources = [s for s in open_sources(data, datasets, cfg, split=split) if s.ids]
         vcfg = json.loads(json.dumps(cfg))
-        vcfg["data"]["max_seconds"] = 1e9
+        if not cfg["data"]["cut_eval"]:  # UniTalker cuts every split to max_seconds (data.cut_eval: true)
+            vcfg["data"]["max_seconds"] = 1e9
         self.clips = ClipSet(self.sources, idt, vcfg, normalize, split=split)
         self.static: dict[str, float] = {}
         self._conv: dict[str, Any] = {}
