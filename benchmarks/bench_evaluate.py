@@ -90,10 +90,10 @@ def child_evaluate(data: str, dataset: str, pred: str, protocol: str, workers: s
     c0 = _cpu()
     t = time.perf_counter()
     doc = evaluate(dataset, pred, data, protocol=protocol, progress=False, workers=w)
-    from a2fbench.scoring.evaluate import _n_workers
+    from a2fbench.scoring.parallel import worker_count
 
     gt_bytes = doc["dataset"]["n_frames"] * doc["dataset"]["n_vertices"] * 3 * 8
-    n = _n_workers(w, doc["dataset"]["n_sequences"], gt_bytes)
+    n = worker_count(w, doc["dataset"]["n_sequences"], gt_bytes)
     return {"seconds": time.perf_counter() - t, "cpu": _cpu() - c0, "rss_mib": _rss_mib(n if n > 1 else 0),
             "LVE": doc["metrics"]["LVE"]["value"], "FDD": doc["metrics"]["FDD"]["value"]}
 

@@ -29,11 +29,13 @@ class Outcome:
 
 
 def eval_key(doc: dict) -> str:
-    """What makes two results the same evaluation: data, split, protocol, predictions and metric versions."""
+    """What makes two results the same evaluation: data, split, protocol and length policy, predictions and
+    metric versions."""
     parts = {
         "dataset": doc["dataset"]["fingerprint"], "split": doc["dataset"]["split"],
         "regions": (doc["dataset"].get("regions") or {}).get("digest"),
         "protocol": [doc["protocol"]["name"], doc["protocol"]["version"]],
+        "length_policy": doc["protocol"].get("length_policy"),
         "predictions": doc["predictions"]["fingerprint"],
         "metrics": sorted((k, int(v.get("version", 1))) for k, v in doc["metrics"].items()),
     }
@@ -85,7 +87,7 @@ def submit_doc(conn: sqlite3.Connection, doc: dict, meta: MethodMeta, *, verifie
             "fingerprint": fp, "eval_key": key, "kind": "evaluated",
             "dataset": ds["id"], "dataset_name": ds.get("name"), "dataset_version": ds.get("version"),
             "split": ds["split"], "protocol": proto["name"], "protocol_version": proto.get("version"),
-            "dataset_fingerprint": ds.get("fingerprint"), "predictions_fingerprint": doc["predictions"]["fingerprint"],
+            "length_policy": proto.get("length_policy"), "dataset_fingerprint": ds.get("fingerprint"), "predictions_fingerprint": doc["predictions"]["fingerprint"],
             "region_set": (ds.get("regions") or {}).get("set"),
             "regions_digest": (ds.get("regions") or {}).get("digest"),
             "n_sequences": ds.get("n_sequences"), "n_frames": ds.get("n_frames"),
@@ -235,7 +237,7 @@ def remove_entry(conn: sqlite3.Connection, entry_id: int) -> dict:
 
 _ENTRY_COLS = ("id", "kind", "method", "version", "params", "inference_s", "inference_device", "training_data",
                "code_url", "trained_on_test_ids", "dataset", "dataset_name", "dataset_version", "split", "protocol",
-               "protocol_version", "dataset_fingerprint", "region_set", "regions_digest", "predictions_fingerprint",
+               "protocol_version", "length_policy", "dataset_fingerprint", "region_set", "regions_digest", "predictions_fingerprint",
                "n_sequences", "n_frames", "synthetic", "a2fbench_version", "verified", "verified_at", "citation",
                "source_url", "source_type",
                "note", "seeded", "created", "submitted_at", "fingerprint")

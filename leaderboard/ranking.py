@@ -175,6 +175,7 @@ def group_label(e: dict) -> str:
     if e["kind"] == "reported":
         return f"{e['dataset']} / {e['split']} / {e['protocol']}"
     label = f"{e['dataset']} / {e['split']} / {e['protocol']} v{e.get('protocol_version') or 1}"
+    label += f" ({e['length_policy']})" if e.get("length_policy") else ""
     return label + (f" / {e['region_set']} regions" if e.get("region_set") else "")
 
 

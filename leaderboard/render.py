@@ -66,7 +66,8 @@ def sort_key(e: dict) -> tuple:
     lve = e["metrics"].get("LVE", {})
     r = lve.get("rank")
     return (int(e["dataset"][1:]) if e["dataset"][1:].isdigit() else 99, e["dataset"], e["kind"] != "evaluated",
-            e["split"], e["protocol"], str(e.get("protocol_version")), str(e.get("dataset_fingerprint")),
+            e["split"], e["protocol"], str(e.get("protocol_version")), str(e.get("length_policy")),
+            str(e.get("dataset_fingerprint")),
             r if r is not None else 1 << 30, e["id"])
 
 
@@ -167,8 +168,8 @@ _PAGE_KEYS = ("id", "method", "version", "params", "inference_s", "inference_dev
 #: Fields only the drill-down shows: embedded in an exported page, fetched from /api/entry/<id> when served.
 _DETAIL_KEYS = ("fingerprint", "dataset_fingerprint", "predictions_fingerprint", "n_sequences", "n_frames",
                 "created", "a2fbench_version", "verified_at")
-_GROUP_KEYS = ("kind", "dataset", "dataset_name", "split", "protocol", "protocol_version", "region_set", "group",
-               "group_size")
+_GROUP_KEYS = ("kind", "dataset", "dataset_name", "split", "protocol", "protocol_version", "length_policy",
+               "region_set", "group", "group_size")
 _TESTS = {"paired_bootstrap": "p", "ci_overlap": "c"}
 
 

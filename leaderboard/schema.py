@@ -7,6 +7,7 @@ import json
 import sqlite3
 from typing import Callable
 
+from .entries import eval_key
 from .scores import score_blob
 
 _V1 = """
@@ -86,6 +87,16 @@ def _v2(conn: sqlite3.Connection) -> None:
         conn.execute("INSERT INTO scores (entry_id, seqset, n, data) VALUES (?, ?, ?, ?)", (entry_id, seqset, n, blob))
 
 
+def _v3(conn: sqlite3.Connection) -> None:
+    """The length policy of every evaluated entry (ranked only with entries of the same policy), filled from the
+    stored documents; evaluation keys now include it, so they are recomputed."""
+    conn.execute("ALTER TABLE entries ADD COLUMN length_policy TEXT")
+    for entry_id, text in conn.execute("SELECT entry_id, doc FROM documents").fetchall():
+        doc = json.loads(text)
+        conn.execute("UPDATE entries SET length_policy = ?, eval_key = ? WHERE id = ?",
+                     (doc["protocol"].get("length_policy"), eval_key(doc), entry_id))
+
+
 def _v1(conn: sqlite3.Connection) -> None:
     for stmt in _split_sql(_V1):
         conn.execute(stmt)
@@ -97,7 +108,7 @@ def _split_sql(script: str) -> list[str]:
 
 
 #: ``MIGRATIONS[k]`` upgrades a database from ``user_version`` k to k + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
 
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -58,7 +58,7 @@ def compare_docs(submitted: dict, fresh: dict) -> list[str]:
         a, b = submitted["dataset"].get(key), fresh["dataset"].get(key)
         if a != b:
             out.append(f"dataset.{key} is {a!r} in the file but {b!r} now")
-    for key in ("name", "version"):
+    for key in ("name", "version", "length_policy"):
         a, b = submitted["protocol"].get(key), fresh["protocol"].get(key)
         if a != b:
             out.append(f"protocol.{key} is {a!r} in the file but {b!r} now")
@@ -88,7 +88,8 @@ def verify(doc: dict, pred: Path, data: Path) -> None:
     """Re-run the evaluation on the local store; raise :class:`LeaderboardError` unless the numbers agree."""
 
     fresh = evaluate(doc["dataset"]["id"], pred, data, split=doc["dataset"]["split"],
-                     protocol=doc["protocol"]["name"])
+                     protocol=doc["protocol"]["name"], length_policy=doc["protocol"].get("length_policy"),
+                     prefix=doc["predictions"].get("prefix"))
     problems = compare_docs(doc, fresh)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""

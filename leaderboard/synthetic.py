@@ -27,7 +27,7 @@ BASE = {"LVE": 1.0e-5, "MVE": 2.0e-3, "UFVE": 1.0e-3, "FDD": 2.0e-6}
 def make_results(*, dataset: str = "D1", split: str = "test", protocol: str = "a2f", n_seq: int = 12,
                  scale: float = 1.0, noise: float = 0.05, seed: int = 0, dataset_seed: int = 0,
                  seq_ids: Optional[Sequence[str]] = None, n_boot: int = 200, regions: str = "default",
-                 created: str = "2026-01-01T00:00:00+00:00") -> dict:
+                 created: str = "2026-01-01T00:00:00+00:00", length_policy: str = "truncate_pred_only") -> dict:
     """A finalized, self-consistent results document (see the module docstring for the score model)."""
 
     spec = get_spec(dataset)
@@ -48,6 +48,8 @@ def make_results(*, dataset: str = "D1", split: str = "test", protocol: str = "a
     metrics = {}
     for m in METRICS:
         key = METRICS[m].per_sequence_key
+        if key not in per_sequence[0]:  # metrics of other protocols (LVD)
+            continue
         ci = stats.bootstrap_ci(m, [r[key] for r in per_sequence], [r["frames"] for r in per_sequence],
                                 n_resamples=n_boot, seed=seed)
         metrics[m] = {"value": aggregate(m, per_sequence), "unit": UNITS[m], "ci95": list(ci),
@@ -59,7 +61,7 @@ def make_results(*, dataset: str = "D1", split: str = "test", protocol: str = "a
         "dataset": {"id": spec.id, "name": spec.name, "version": spec.version, "split": split,
                     "fingerprint": fp_ds, "n_sequences": n, "n_frames": int(frames.sum()), "synthetic": True,
                     "regions": {"set": regions, "digest": "sha256:" + hashlib.sha256(regions.encode()).hexdigest()}},
-        "protocol": {"name": protocol, "version": 1, "length_policy": "truncate_pred_only",
+        "protocol": {"name": protocol, "version": 1, "length_policy": length_policy,
                      "bootstrap": {"n": n_boot, "seed": seed, "method": "percentile"}},
         "metrics": metrics,
         "per_sequence": per_sequence,

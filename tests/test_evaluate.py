@@ -66,11 +66,14 @@ def test_codetalker_bitwise_against_reference(data_tiny: Path, tmp_path: Path, d
     arithmetic on the whole-split arrays, to the bit."""
     ds = a2fbench.open_dataset(data_tiny, dataset)
     scale = 1e-3 if dataset == "D0" else 3e-4
-    ids = _write(tmp_path / "p", ds, fn=_noisy(scale, extra=2), cond=None)
+    # BIWI Test-A subjects are training subjects: their own condition; VOCASET test subjects are unseen, and
+    # one condition per sequence is a plain file (a condition must name a training subject)
+    seen = dataset == "D0"
+    ids = _write(tmp_path / "p", ds, fn=_noisy(scale, extra=2), cond=None if seen else "")
     regs = ds.regions
     V = ds.card["n_vertices"]
     gts = [np.asarray(ds[s].motion) for s in ids]
-    preds = [np.load(tmp_path / "p" / f"{s}_condition_{ds[s].subject}.npy") for s in ids]
+    preds = [np.load(tmp_path / "p" / (f"{s}_condition_{ds[s].subject}.npy" if seen else f"{s}.npy")) for s in ids]
     tms = [np.asarray(ds.template(ds[s].subject)) for s in ids]
     ref = R.codetalker(gts, preds, tms, regs["lips"], regs["upper"], V)
     one = evaluate(dataset, tmp_path / "p", data_tiny, protocol="codetalker", chunk_mb=1e-6, workers=1,
@@ -141,22 +144,29 @@ def test_parameter_and_vertex_predictions_agree(data_tiny: Path, tmp_path: Path)
 
 
 def test_test_b_conditions_are_averaged(data_tiny: Path, tmp_path: Path) -> None:
+    """Unseen subjects: the mean over every training-subject condition (CodeTalker writes all of them)."""
     ds = a2fbench.open_dataset(data_tiny, "D0")
     ids = ds.split("test_b")
-    for k, cond in enumerate(("F2", "M3")):
+    train = list(dict.fromkeys(ds[s].subject for s in ds.split("train")))
+    assert train == ["F2", "F3", "F4", "M3", "M4", "M5"]
+    for k, cond in enumerate(train):
         _write(tmp_path / "all", ds, "test_b", fn=_noisy(1e-3 * (k + 1)), cond=cond)
         _write(tmp_path / cond, ds, "test_b", fn=_noisy(1e-3 * (k + 1)))
     both = evaluate("D0", tmp_path / "all", data_tiny, split="test_b", progress=False)
-    one = [evaluate("D0", tmp_path / c, data_tiny, split="test_b", progress=False) for c in ("F2", "M3")]
+    one = [evaluate("D0", tmp_path / c, data_tiny, split="test_b", progress=False) for c in train]
     for i, sid in enumerate(ids):
         row = both["per_sequence"][i]
-        assert row["id"] == sid and row["conditions"] == ["F2", "M3"]
+        assert row["id"] == sid and row["conditions"] == train
         for m in ("LVE", "MVE", "UFVE", "FDD"):
-            assert row[m] == pytest.approx((one[0]["per_sequence"][i][m] + one[1]["per_sequence"][i][m]) / 2,
-                                           rel=1e-12), m
-    # Test-A: the own subject's condition counts; other conditions are extra files
-    _write(tmp_path / "a", ds, cond=None)
-    _write(tmp_path / "a", ds, cond="M1", fn=_noisy(1.0))  # an unseen-subject condition: not scored
+            # the mean of 6 per-sequence means, each over the same frames: float64 rounding of 6-term sums
+            assert row[m] == pytest.approx(sum(o["per_sequence"][i][m] for o in one) / 6, rel=1e-12), m
+    # one training-subject condition missing: refused, naming it
+    (tmp_path / "all" / f"{ids[0]}_condition_M5.npy").unlink()
+    with pytest.raises(PredictionError, match=f"unseen subject .* found 5; missing {ids[0]}_condition_M5.npy"):
+        evaluate("D0", tmp_path / "all", data_tiny, split="test_b", progress=False)
+    # Test-A: the own subject's condition counts; other training-subject conditions are extra files
+    _write(tmp_path / "a", ds, cond="M5", fn=_noisy(1.0))
+    _write(tmp_path / "a", ds, cond=None)  # own conditions (M5's own replaces its noisy one)
     with pytest.raises(PredictionError, match="do not belong"):
         evaluate("D0", tmp_path / "a", data_tiny, progress=False)
     own = evaluate("D0", tmp_path / "a", data_tiny, ignore_extra=True, progress=False)

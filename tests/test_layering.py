@@ -36,6 +36,10 @@ ALLOWED: dict[str, set[str]] = {
     "__init__": {"errors", "registry", "store"},
 }
 MAX_LINES = 450
+#: strings that equal an upper package's name but name something else (file, string, why)
+NOT_MODULE_NAMES = {
+    ("a2fbench/scoring/protocols.py", "unitalker"): "the UniTalker scoring protocol's name (`--protocol unitalker`)",
+}
 _STRING_REF = re.compile(r"^(unitalker|leaderboard)([.:][A-Za-z_]|$)")
 
 
@@ -96,7 +100,8 @@ def test_no_string_references_to_upper_packages() -> None:
             continue
         for node in ast.walk(ast.parse(path.read_text())):
             if (isinstance(node, ast.Constant) and isinstance(node.value, str) and _STRING_REF.match(node.value)
-                    and node.value.split(":")[0] in MODULES):
+                    and node.value.split(":")[0] in MODULES
+                    and (str(path.relative_to(REPO)), node.value) not in NOT_MODULE_NAMES):
                 bad.append(f"{path.relative_to(REPO)}:{node.lineno} names {node.value!r}")
     assert not bad, bad
 

@@ -201,6 +201,22 @@ def test_competition_ranks_best_and_fdd_ranked_by_magnitude():
     assert [e["metrics"]["FDD"]["rank"] for e in es] == [3, 4, 2, 1]  # |FDD|: 0.5, 0.7, 0.2, 0.1
 
 
+def test_entries_of_different_length_policies_are_never_ranked_together(conn):
+    """The same predictions scored under both length policies: two entries (two evaluations), two groups."""
+    a = make_results(seed=1)
+    b = make_results(seed=1, length_policy="truncate_both")
+    c = make_results(seed=2, scale=2.0, length_policy="truncate_both")
+    ids = [db.submit_doc(conn, d, method_meta(method=n)).entry_id for d, n in ((a, "A"), (b, "A"), (c, "C"))]
+    assert len(set(ids)) == 3  # the policy is part of the evaluation key
+    es = ranking.rank_entries(db.fetch_entries(conn, kind="evaluated"), db.fetch_scores(conn))
+    by = {e["id"]: e for e in es}
+    assert [by[i]["length_policy"] for i in ids] == ["truncate_pred_only", "truncate_both", "truncate_both"]
+    assert by[ids[0]]["group_size"] == 1 and by[ids[1]]["group_size"] == by[ids[2]]["group_size"] == 2
+    assert by[ids[0]]["metrics"]["LVE"]["rank"] == 1 and by[ids[1]]["metrics"]["LVE"]["rank"] == 1
+    assert by[ids[2]]["metrics"]["LVE"]["rank"] == 2  # twice the error, ranked only against its own policy
+    assert "(truncate_both)" in by[ids[1]]["group"] and by[ids[0]]["group"] != by[ids[1]]["group"]
+
+
 def test_ci_overlap_fallback_when_sequences_differ():
     es = [_entry(1, {"LVE": 1.0}, ci={"LVE": [0.8, 1.2]}), _entry(2, {"LVE": 1.3}, ci={"LVE": [1.1, 1.5]}),
           _entry(3, {"LVE": 1.6}, ci={"LVE": [1.3, 1.9]}), _entry(4, {"LVE": 1.7})]
@@ -216,7 +232,7 @@ def test_bootstrap_statistic_matches_results_aggregate_on_resampled_sequences():
     """The vectorized replicate == results.aggregate on the explicitly resampled list (slow, obvious)."""
     doc = make_results(seed=5, n_seq=9)
     _, _, blob = db.score_blob(doc)
-    mat = np.frombuffer(blob, np.float64).reshape(9, 5)
+    mat = np.frombuffer(blob, np.float64).reshape(9, 1 + len(db.SEQ_COLUMNS))
     rows = sorted(doc["per_sequence"], key=lambda r: r["id"])
     rng = np.random.default_rng(7)
     for _ in range(5):
@@ -318,8 +334,8 @@ def test_add_reported_from_yaml_is_idempotent_and_validated(tmp_path, conn):
     assert e["dataset"] == "D1" and e["metrics"]["LVE"] == {"value": 2.5e-5, "unit": "mm^2", "ci95": None}
     assert e["seeded"] is False and "not verified" in e["note"]
     for body, msg in (("- {method: X, dataset: D1, split: test, protocol: p, metrics: {LVE: {value: 1}}}", "citation"),
-                      ("- {method: X, dataset: D1, split: t, protocol: p, citation: c, metrics: {LVD: {value: 1}}}",
-                       "unknown metric 'LVD'"),
+                      ("- {method: X, dataset: D1, split: t, protocol: p, citation: c, metrics: {XVE: {value: 1}}}",
+                       "unknown metric 'XVE'"),
                       ("- {method: X, dataset: D42, split: t, protocol: p, citation: c, metrics: {LVE: {value: 1}}}",
                        "unknown dataset"),
                       ("just text", "expected a list")):
@@ -342,9 +358,13 @@ def test_migration_from_v1_backfills_scores_and_future_or_foreign_files_are_refu
     raw.execute("INSERT INTO documents (entry_id, doc) VALUES (1, ?)", (json.dumps(doc),))
     raw.close()
     conn = db.connect(path)
-    assert db.schema_version(conn) == db.SCHEMA_VERSION == 2
+    assert db.schema_version(conn) == db.SCHEMA_VERSION == 3
     seqset, mat = db.fetch_scores(conn)[1]
-    assert seqset == db.score_blob(doc)[0] and mat.shape == (doc["dataset"]["n_sequences"], 5)
+    assert seqset == db.score_blob(doc)[0] and mat.shape == (doc["dataset"]["n_sequences"], 1 + len(db.SEQ_COLUMNS))
+    # v3: the length policy, filled from the stored document, and the evaluation key that now includes it
+    (e,) = db.fetch_entries(conn, kind="evaluated")
+    assert e["length_policy"] == "truncate_pred_only"
+    assert conn.execute("SELECT eval_key FROM entries WHERE kind = 'evaluated'").fetchone()[0] == db.eval_key(doc)
     conn.execute(f"PRAGMA user_version = {db.SCHEMA_VERSION + 1}")
     conn.close()
     with pytest.raises(LeaderboardError, match="newer than this A2F-Bench"):

@@ -147,9 +147,11 @@ def test_metric_table() -> None:
     assert METRICS["LVE"].unit("m") == "m^2" and METRICS["MVE"].unit("m") == "m"
     assert METRICS["FDD"].unit("codetalker_area_normalised") == "(codetalker_area_normalised)^2"
     assert all(not m.higher_is_better and m.version >= 1 for m in METRICS.values())
-    assert NAMES == ("LVE", "MVE", "UFVE", "FDD", "FDD_abs")
+    assert NAMES == ("LVE", "MVE", "UFVE", "FDD", "FDD_abs", "LVD")
     assert POOLED == ("LVE", "MVE", "UFVE") and RANKED == ("LVE", "MVE", "UFVE", "FDD_abs")
-    assert SEQUENCE_COLUMNS == ("LVE", "MVE", "UFVE", "FDD")  # stored score blobs depend on this order
+    # stored score blobs depend on this order: columns are appended, never reordered
+    assert SEQUENCE_COLUMNS == ("LVE", "MVE", "UFVE", "FDD", "LVD")
+    assert METRICS["LVD"].unit("m") == "m" and METRICS["LVD"].aggregation == "mean_sequences"
     assert METRICS["FDD_abs"].per_sequence_key == "FDD" and METRICS["FDD"].ranked_by_abs
 
 

@@ -18,11 +18,12 @@ import yaml
 from _raw_helpers import clone, rewrite
 
 import a2fbench
-from a2fbench.errors import StoreError
+from a2fbench.errors import RawDataError, StoreError
 from a2fbench.prepare import prepare_dataset, prepare_many
-from a2fbench.prepare.motion import fit_audio, n_frames_out, resample_motion
+from a2fbench.prepare.motion import av_mismatch, n_frames_out, resample_motion
 from a2fbench.registry import all_specs, get_space, get_spec, manifests_dir
 from a2fbench.sources.audio import read_audio, resample, to_mono_float
+from a2fbench.store import common_length
 from a2fbench.util import safepickle
 from a2fbench.util.fsutil import sha256_file
 
@@ -47,7 +48,8 @@ def test_all_eight_prepared_with_fps_splits_templates_regions(data_tiny: Path) -
             m, a = s.motion, s.audio
             assert m.shape == (s.n_frames, get_space(spec.space).dim) and np.isfinite(m).all()
             assert a.dtype == np.float32 and s.sample_rate == 16000
-            assert len(a) == round(s.n_frames / spec.fps * 16000)  # the length rule
+            assert len(a) == s.n_samples and s.audio_seconds == len(a) / 16000  # the whole recording
+            assert s.motion_seconds == s.n_frames / spec.fps == s.duration
             t = ds.template(s.subject)
             assert t.shape == (get_space(spec.space).dim,)
             n_frames += s.n_frames
@@ -76,12 +78,11 @@ def test_vocaset_is_decimated_exactly(raw_tiny: Path, data_tiny: Path) -> None:
             want = verts[rows][::2].reshape(s.n_frames, -1)
             assert s.motion.dtype == want.dtype and np.array_equal(s.motion, want)
         assert np.array_equal(ds.template(subj), tm[subj].reshape(-1)) and ds.template(subj).dtype == tm[subj].dtype
-    # the audio: the int16 22 kHz pickle, to float, resampled to 16 kHz, trimmed/padded to the motion
+    # the audio: the int16 22 kHz pickle, to float, resampled to 16 kHz, whole
     a = safepickle.load(root / "raw_audio_fixed.pkl")
     sid = ds.split("test")[0]
     subj, seq = sid.rsplit("_", 1)
-    want, _ = fit_audio(resample(to_mono_float(a[subj][seq]["audio"]), 22000), ds[sid].n_frames, 30)
-    assert np.array_equal(ds[sid].audio, want)
+    assert np.array_equal(ds[sid].audio, resample(to_mono_float(a[subj][seq]["audio"]), 22000))
 
 
 def test_biwi_keeps_float64_bit_for_bit(raw_tiny: Path, data_tiny: Path) -> None:
@@ -94,8 +95,7 @@ def test_biwi_keeps_float64_bit_for_bit(raw_tiny: Path, data_tiny: Path) -> None
         assert s.motion.dtype == np.float64 and np.array_equal(s.motion, raw)
         assert ds.template(s.subject).dtype == np.float64
         assert np.array_equal(ds.template(s.subject), tm[s.subject].reshape(-1))
-        want, _ = fit_audio(read_audio(raw_tiny / "D0" / "wav" / f"{sid}.wav"), len(raw), 25)
-        assert np.array_equal(s.audio, want)
+        assert np.array_equal(s.audio, read_audio(raw_tiny / "D0" / "wav" / f"{sid}.wav"))
 
 
 @pytest.mark.parametrize("sid", ["D6", "D7"])
@@ -190,12 +190,14 @@ def test_whole_ratios_decimate_from_frame_zero(fin: int, fout: int, k: int) -> N
     assert np.array_equal(got, m[::k]) and len(got) == math.ceil(23 / k) == n_frames_out(23, fin, fout)
 
 
-def test_fit_audio_trims_and_pads() -> None:
-    a = np.arange(1000, dtype=np.float32)
-    out, d = fit_audio(a, 3, 50)  # 3 frames at 50 fps = 960 samples
-    assert len(out) == 960 and np.array_equal(out, a[:960]) and d == pytest.approx(40 / 16000)
-    out, d = fit_audio(a, 4, 50)
-    assert len(out) == 1280 and np.array_equal(out[:1000], a) and not out[1000:].any() and d < 0
+def test_av_mismatch_and_common_length() -> None:
+    assert av_mismatch(16000 * 5, 100, 25) == 1.0 and av_mismatch(16000 * 3, 100, 25) == -1.0
+    # UniTalker's DataItem.truncate: dur = min(audio s, motion s, max), frames and samples by Python round
+    assert common_length(100, 16000 * 5, 25.0) == (100, 64000)  # the recording runs past the motion
+    assert common_length(100, 16000 * 3, 25.0) == (75, 48000)  # the motion runs past the recording
+    assert common_length(1000, 16000 * 60, 25.0, 20.0) == (500, 320000)
+    assert common_length(90, 16010, 30.0) == (30, 16010)  # 1.000625 s * 30 = 30.02 frames -> 30
+    assert common_length(10, 8000, 25.0) == (10, 6400)  # 0.4 s of motion: 6400 samples
 
 
 def _manifests_with(tmp_path: Path, changes: dict[str, dict]) -> Path:
@@ -226,26 +228,64 @@ def test_prepare_resamples_to_25_fps_by_time(raw_tiny: Path, tmp_path: Path, mon
         want = _interp_reference(raw, fin, 25)
         assert s.n_frames == len(want) == n_frames_out(len(raw), fin, 25)
         np.testing.assert_allclose(s.motion, want, rtol=1e-6, atol=1e-6)
-        assert s.motion.dtype == raw.dtype and len(s.audio) == round(s.n_frames / 25 * 16000)
+        assert s.motion.dtype == raw.dtype and len(s.audio) == s.n_samples
 
 
 # ------------------------------------------------------------------------- the length rule, drops
-def test_small_audio_mismatch_is_reconciled_and_recorded(raw_tiny: Path, tmp_path: Path) -> None:
+def test_whole_recordings_are_kept_and_mismatches_recorded(raw_tiny: Path, tmp_path: Path) -> None:
+    """A recording longer or shorter than its motion is stored whole; the card and the API say both lengths."""
     raw = clone(raw_tiny, tmp_path / "raw")
     clips = sorted((raw / "D3").glob("*.wav"))
     long_, short = clips[0], clips[1]
+    want = {}
     for wav, extra in ((long_, 0.3), (short, -0.3)):
         x, sr = sf.read(str(wav), dtype="float32")
         rewrite(wav)
         n = len(x) + int(extra * sr)
         sf.write(str(wav), np.resize(x, n) if extra > 0 else x[:n], sr, subtype="PCM_16")
+        want[wav.stem] = read_audio(wav)
     card = prepare_dataset(get_spec("D3"), raw, tmp_path / "data", progress=False)
-    assert card["audio_adjusted_over_one_frame"] == 2
+    lengths = card["audio_motion_lengths"]
+    assert lengths["audio_longer_over_one_frame"] == 1 and lengths["audio_shorter_over_one_frame"] == 1
+    assert lengths["max_abs_s"] == pytest.approx(0.3, abs=0.01)
     ds = a2fbench.open_dataset(tmp_path / "data", "D3")
-    s = ds[short.stem]
-    assert len(s.audio) == round(s.n_frames / 30 * 16000)
-    assert not s.audio[-int(0.25 * 16000):].any()  # zero-padded tail
-    assert len(ds[long_.stem].audio) == round(ds[long_.stem].n_frames / 30 * 16000)
+    for stem, sign in ((long_.stem, 1), (short.stem, -1)):
+        s = ds[stem]
+        assert np.array_equal(s.audio, want[stem]) and s.n_samples == len(want[stem])
+        assert s.audio_seconds - s.motion_seconds == pytest.approx(sign * 0.3, abs=1 / 30)
+    total = sum(ds[i].n_samples for i in ds.ids) / 16000 / 3600
+    assert card["stats"]["audio_hours"] == pytest.approx(total, abs=1e-4)
+
+
+def test_only_training_clips_are_dropped_when_short(raw_tiny: Path, tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """Under filters.min_duration_s a training clip is dropped (listed); a test clip never is."""
+    raw = clone(raw_tiny, tmp_path / "raw")
+    d = raw / "D0"
+    for sid in ("F2_e01", "F2_e37"):  # train, test (Test-A)
+        m = np.load(d / "vertices_npy" / f"{sid}.npy")
+        rewrite(d / "vertices_npy" / f"{sid}.npy")
+        np.save(d / "vertices_npy" / f"{sid}.npy", m[:8])  # 0.32 s at 25 fps
+        x, sr = sf.read(str(d / "wav" / f"{sid}.wav"))
+        rewrite(d / "wav" / f"{sid}.wav")
+        sf.write(str(d / "wav" / f"{sid}.wav"), x[: int(0.32 * sr)], sr)
+    with caplog.at_level(logging.INFO, logger="a2fbench.prepare"):
+        card = prepare_dataset(get_spec("D0"), raw, tmp_path / "data", progress=False)
+    reasons = {x["id"]: x["reason"] for x in card["dropped"]}
+    assert "training clip shorter than 0.5 s" in reasons["F2_e01"] and "F2_e37" not in reasons
+    ds = a2fbench.open_dataset(tmp_path / "data", "D0")
+    assert "F2_e01" not in ds and "F2_e37" in ds.split("test") and ds["F2_e37"].n_frames == 8
+    assert "F2_e01" in caplog.text
+
+
+def test_an_evaluation_clip_that_cannot_be_prepared_is_an_error(raw_tiny: Path, tmp_path: Path) -> None:
+    raw = clone(raw_tiny, tmp_path / "raw")
+    f = raw / "D0" / "vertices_npy" / "F2_e37.npy"
+    rewrite(f)
+    np.save(f, np.zeros((0, 70110)))
+    with pytest.raises(RawDataError, match=r"F2_e37.npy: expected motion frames for F2_e37 \(an evaluation sequence"):
+        prepare_dataset(get_spec("D0"), raw, tmp_path / "data", progress=False)
+    assert not (tmp_path / "data" / "D0").exists()
 
 
 def test_dropped_items_are_logged_and_recorded(raw_tiny: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -253,17 +293,11 @@ def test_dropped_items_are_logged_and_recorded(raw_tiny: Path, tmp_path: Path, c
     src = sorted((raw / "D3").glob("*.npy"))[0]
     shutil.copy(src, raw / "D3" / "not-a-clip-name.npy")
     shutil.copy(src.with_suffix(".wav"), raw / "D3" / "not-a-clip-name.wav")
-    short = raw / "D3" / "RD_Radio1_009.npy"
-    np.save(short, np.load(src)[:9])  # 0.3 s < min_duration_s 0.5
-    x, sr = sf.read(str(src.with_suffix(".wav")))
-    sf.write(str(short.with_suffix(".wav")), x[: int(0.3 * sr)], sr)
     with caplog.at_level(logging.INFO, logger="a2fbench.prepare"):
         card = prepare_dataset(get_spec("D3"), raw, tmp_path / "data", progress=False)
     reasons = {d["id"]: d["reason"] for d in card["dropped"]}
-    assert "does not match" in reasons["not-a-clip-name"] and "shorter than 0.5 s" in reasons["RD_Radio1_009"]
-    assert "not-a-clip-name" in caplog.text and "RD_Radio1_009" in caplog.text
-    ds = a2fbench.open_dataset(tmp_path / "data", "D3")
-    assert "RD_Radio1_009" not in ds and all("RD_Radio1_009" not in ds.split(n) for n in ds.split_names)
+    assert "does not match" in reasons["not-a-clip-name"]
+    assert "not-a-clip-name" in caplog.text
     assert json.loads((tmp_path / "data" / "D3" / "dropped.json").read_text()) == card["dropped"]
 
 
@@ -273,11 +307,11 @@ import os, signal, sys
 from a2fbench.prepare import pipeline as prepare
 from a2fbench.registry import get_spec
 orig, n = prepare._process, [0]
-def process(spec, it):
+def process(spec, it, training):
     n[0] += 1
     if n[0] == 4:
         os.kill(os.getpid(), signal.SIGKILL)  # a hard kill: no cleanup, no close
-    return orig(spec, it)
+    return orig(spec, it, training)
 prepare._process = process
 prepare.prepare_dataset(get_spec(sys.argv[1]), sys.argv[2], sys.argv[3], progress=False)
 """
@@ -295,7 +329,7 @@ def test_a_killed_prepare_resumes(raw_tiny: Path, data_tiny: Path, tmp_path: Pat
         a2fbench.open_dataset(data, "D2")
     calls: list[str] = []
     orig = prepare._process
-    monkeypatch.setattr(prepare, "_process", lambda spec, it: calls.append(it.id) or orig(spec, it))
+    monkeypatch.setattr(prepare, "_process", lambda spec, it, tr: calls.append(it.id) or orig(spec, it, tr))
     card = prepare_dataset(get_spec("D2"), raw_tiny, data, progress=False)
     ref = a2fbench.open_dataset(data_tiny, "D2")
     assert len(calls) == len(ref) - 3  # three sequences were finished before the kill
@@ -310,11 +344,11 @@ def test_ctrl_c_keeps_work_and_resumes(raw_tiny: Path, tmp_path: Path, monkeypat
 
     orig, n = prepare._process, [0]
 
-    def interrupted(spec, it):  # noqa: ANN001, ANN202
+    def interrupted(spec, it, training):  # noqa: ANN001, ANN202
         n[0] += 1
         if n[0] == 3:
             raise KeyboardInterrupt
-        return orig(spec, it)
+        return orig(spec, it, training)
 
     monkeypatch.setattr(prepare, "_process", interrupted)
     with pytest.raises(KeyboardInterrupt):

@@ -75,8 +75,12 @@ def test_vocaset_release_layout(raw_tiny: Path) -> None:
 
 def test_multiface_layout(raw_tiny: Path) -> None:
     spec, root = get_spec("D2"), raw_tiny / "D2"
-    for f in sorted((root / "vertices_npy").glob("*.npy")):
-        assert re.fullmatch(r"m--\d{8}--0000--\d{7}--GHS_SEN_\d\d", f.stem)
+    files = sorted((root / "vertices_npy").glob("*.npy"))
+    assert files
+    for f in files:  # Multiface's own sentence names, numbered (and split) by FaceDiffuser's table
+        m = re.fullmatch(r"(m--\d{8}--0000--\d{7}--GHS)_(SEN_[a-z_A-Z-]+)", f.stem)
+        assert m and m.group(2) in spec.naming.sentences, f.stem
+        assert spec.sentence_number(f.stem) == spec.naming.sentences[m.group(2)]
         assert np.load(f, mmap_mode="r").shape[1] == 18516
         assert sf.info(str(root / "wav" / f"{f.stem}.wav")).samplerate == 48000
     for name in ("weighted_mouth_mask.txt", "forehead_mask.txt"):
@@ -260,7 +264,9 @@ def test_sizes_splits_and_disk_check(tmp_path: Path, monkeypatch: pytest.MonkeyP
     d0 = get_spec("D0")
     assert estimate_bytes(d0, "full") > 30e9  # full BIWI is tens of GB of float64 vertices
     out = synth_dataset(get_spec("D2"), tmp_path, size="tiny", splits=["test"], progress=False)
-    assert {f.stem[-2:] for f in (out / "vertices_npy").glob("*.npy")} == {"46"}
+    d2 = get_spec("D2")
+    assert {d2.sentence_number(f.stem) for f in (out / "vertices_npy").glob("*.npy")} == {46}
+    assert all(f.stem.endswith("_SEN_why_buy_oil_when_you_always_use_mine") for f in (out / "vertices_npy").glob("*.npy"))
     import shutil
     from collections import namedtuple
 

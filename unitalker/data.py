@@ -8,8 +8,11 @@
 * Batches: the epoch's shuffled list is cut into chunks of ``batch_size x bucket_factor`` clips, each chunk is
   sorted by length and cut into batches, and the batch order is shuffled (length bucketing: little padding).
   The order is a pure function of (seed, epoch), so a resumed run sees the same batches.
-* Clips longer than ``data.max_seconds`` are cut to it (UniTalker: 20 s); clips under ``data.min_seconds`` are
-  skipped and each one is logged (prepare already drops them, so this only fires on custom stores).
+* Audio and motion are aligned as UniTalker's ``DataItem.truncate`` does: each clip is cut to
+  ``min(recording s, motion s, data.max_seconds)`` (``a2fbench.store.common_length``: motion frames and audio
+  samples by Python ``round``), so a recording that runs past the motion is cut to it and a motion that runs
+  past its recording is cut to the recording. Training clips under ``data.min_seconds`` are skipped and each
+  one is logged (validation clips never are).
 """
 
 from __future__ import annotations
@@ -28,7 +31,6 @@ import a2fbench
 from a2fbench.errors import ConfigError, StoreError
 from a2fbench.registry import DatasetSpec, get_space, get_spec
 from a2fbench.spaces import pca as _pca
-from a2fbench.util.constants import SAMPLE_RATE
 
 from .encoder import normalize_audio
 
@@ -204,22 +206,29 @@ class ClipSet(torch.utils.data.Dataset):
         min_s = float(cfg["data"]["min_seconds"])
         self.items: list[tuple[int, str]] = []
         self.frames: list[int] = []
+        self.samples: list[int] = []
         self._cache: dict[int, dict] = {}
-        n_cut = 0
+        n_cut = n_audio_cut = n_motion_cut = 0
         for si, s in enumerate(sources):
             for sid in s.ids:
-                n = s.ds[sid].n_frames
-                dur = n / s.fps
-                if dur < min_s:
+                seq = s.ds[sid]
+                # UniTalker's DataItem.truncate: both cut to the shorter of motion and recording, and to max_s
+                dur = min(seq.audio_seconds, seq.motion_seconds, self.max_s)
+                if split == "train" and dur < min_s:  # the minimum applies to training only
                     log.warning("skipping %s %s: %.2f s is under data.min_seconds=%.2f s", s.spec.id, sid, dur, min_s)
                     continue
-                if dur > self.max_s:
-                    n_cut += 1
-                    n = int(round(self.max_s * s.fps))
+                n, n_audio = seq.common_length(self.max_s)
+                n_cut += min(seq.audio_seconds, seq.motion_seconds) > self.max_s
+                n_motion_cut += seq.audio_seconds < min(seq.motion_seconds, self.max_s)
+                n_audio_cut += seq.motion_seconds < min(seq.audio_seconds, self.max_s)
                 self.items.append((si, sid))
                 self.frames.append(n)
+                self.samples.append(n_audio)
         if n_cut:
             log.info("%d %s clips are longer than data.max_seconds=%.0f s and are cut to it", n_cut, split, self.max_s)
+        if n_motion_cut or n_audio_cut:
+            log.info("%s: %d clips' motion cut to a shorter recording, %d recordings cut to a shorter motion "
+                     "(UniTalker aligns audio and motion by the shorter)", split, n_motion_cut, n_audio_cut)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -255,11 +264,8 @@ class ClipSet(torch.utils.data.Dataset):
         s = self.sources[si]
         seq = s.ds[sid]
         T = self.frames[i]
-        n_audio = int(round(T / s.fps * SAMPLE_RATE))
-        audio = np.asarray(seq.audio, np.float32)[:n_audio]
-        if len(audio) < n_audio:
-            audio = np.concatenate([audio, np.zeros(n_audio - len(audio), np.float32)])
-        a = torch.from_numpy(audio)
+        audio = np.asarray(seq.audio, np.float32)[:self.samples[i]]  # the recording as far as the motion goes
+        a = torch.from_numpy(np.ascontiguousarray(audio))
         if self.normalize:
             a = normalize_audio(a)
         row = self.idt.row(s.spec.id, seq.subject)

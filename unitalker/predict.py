@@ -125,6 +125,18 @@ def _prep_audio(a: np.ndarray, normalize: bool, windows_too: bool = False) -> to
     return normalize_audio(x) if normalize and windows_too else x
 
 
+def motion_audio(seq: Any, fps: float) -> np.ndarray:
+    """A prepared clip's recording aligned to its motion: ``round(T / fps * 16000)`` samples.
+
+    The model outputs the ground-truth frame count ``T`` (UniTalker interpolates its audio features to
+    ``frame_num``), so a recording that runs past the motion is cut to it, and one that ends before the motion
+    is padded with silence (the frames past the recording are scored, never dropped).
+    """
+    n = int(round(seq.n_frames / fps * SAMPLE_RATE))
+    a = np.asarray(seq.audio, np.float32)[:n]
+    return a if len(a) == n else np.concatenate([a, np.zeros(n - len(a), np.float32)])
+
+
 # ------------------------------------------------------------------------------------------ predict
 def _check_out_dir(out: Path) -> None:
     if out.exists():
@@ -193,7 +205,7 @@ def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: 
 
     def flush(batch: list[int]) -> Iterator[tuple[str, np.ndarray]]:
         seqs = [ds[ids[i]] for i in batch]
-        audios = [_prep_audio(s.audio, norm, windows_too=True) for s in seqs]
+        audios = [_prep_audio(motion_audio(s, fps), norm, windows_too=True) for s in seqs]
         offs = run_batch(loaded.model, audios, [s.n_frames for s in seqs], [rows[i] for i in batch], [space], device,
                          amp)[space]
         for i, s, o in zip(batch, seqs, offs):
@@ -203,7 +215,7 @@ def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: 
     for i in order:
         seq = ds[ids[i]]
         if seq.n_frames / fps > WINDOW_S:
-            a = _prep_audio(seq.audio, norm)
+            a = _prep_audio(motion_audio(seq, fps), norm)
             off = animate(loaded.model, a, seq.n_frames, fps, rows[i], [space], device, amp, norm)[space]
             bar.update(1)
             yield ids[i], _native(off, ds.template(seq.subject), scale, space)

@@ -10,16 +10,21 @@ import click
 
 from ..scoring.compare import compare_files
 from ..scoring.evaluate import evaluate
+from ..scoring.options import parse_region_args
+from ..scoring.protocols import LENGTH_POLICIES, PROTOCOLS
 from ..util import paths
 from ..util.fsutil import write_json
 
 
-def default_out(pred: Path, protocol: str) -> Path:
-    """``<PRED>.results.json`` beside the predictions folder (``<PRED>.<protocol>.results.json`` off-default)."""
+def default_out(pred: Path, protocol: str, length_policy: Optional[str] = None) -> Path:
+    """``<PRED>.results.json`` beside the predictions folder (``<PRED>.<protocol>.results.json`` off-default; a
+    length policy other than the protocol's own adds ``.<policy>``)."""
     pred = Path(pred)
     name = pred.resolve().name or "predictions"
-    suffix = ".results.json" if protocol == "a2f" else f".{protocol}.results.json"
-    return pred.resolve().parent / f"{name}{suffix}"
+    suffix = "" if protocol == "a2f" else f".{protocol}"
+    if length_policy and length_policy != PROTOCOLS[protocol].length_policy:
+        suffix += f".{length_policy}"
+    return pred.resolve().parent / f"{name}{suffix}.results.json"
 
 
 def _fmt(v: Optional[float], scale: float) -> str:
@@ -30,15 +35,21 @@ def results_table(doc: dict) -> str:
     """The metrics of a results dict in the dataset card's display units."""
     ds, pr = doc["dataset"], doc["protocol"]
     lines = [f"{ds['id']} {ds['name']} | split {ds['split']} ({ds['n_sequences']} sequences, {ds['n_frames']} frames) | "
-             f"protocol {pr['name']} v{pr['version']} | regions {ds.get('regions', {}).get('set')}"
+             f"protocol {pr['name']} v{pr['version']} ({pr.get('length_policy')}) | regions "
+             f"{ds.get('regions', {}).get('set')}" + (" + files" if ds.get("regions", {}).get("files") else "")
              + (" | SYNTHETIC stand-in" if ds.get("synthetic") else "")]
+    samples = doc.get("samples")
+    if samples:
+        lines.append(f"{samples['n']} samples (runs), each scored whole; value = mean over samples, spread = std")
     lines.append(f"{'metric':<8} {'value':>10} {'95% CI':>22}  unit")
     for name, m in doc["metrics"].items():
         s = float(m.get("display_scale") or 1.0)
         ci = m.get("ci95")
         ci_s = f"[{_fmt(ci[0], s)}, {_fmt(ci[1], s)}]" if ci else ""
         unit = f"x{s:.0e} {m['unit']}" if s != 1.0 else m["unit"]
-        lines.append(f"{name:<8} {_fmt(m['value'], s):>10} {ci_s:>22}  {unit}")
+        spread = samples["metrics"][name]["std"] if samples else None
+        extra = f"  (spread {_fmt(spread, s)})" if spread is not None else ""
+        lines.append(f"{name:<8} {_fmt(m['value'], s):>10} {ci_s:>22}  {unit}{extra}")
     return "\n".join(lines)
 
 
@@ -48,9 +59,17 @@ def results_table(doc: dict) -> str:
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Prepared store root (DATA/<id>/). Default: $A2FBENCH_HOME/data.")
 @click.option("--split", default=None, help="Split to score (BIWI Test-B: test_b). Default: the manifest's evaluation split, test.")
-@click.option("--protocol", type=click.Choice(["a2f", "codetalker", "facediffuser"]), default="a2f",
+@click.option("--protocol", type=click.Choice(list(PROTOCOLS)), default="a2f",
               show_default=True, help="Metric protocol (docs/metrics.md).")
+@click.option("--length-policy", type=click.Choice(list(LENGTH_POLICIES)), default=None,
+              help="truncate_pred_only: predictions cut to the ground truth, never shorter (CodeTalker); "
+                   "truncate_both: both cut to the shorter (FaceDiffuser). Default: the protocol's own.")
 @click.option("--regions", default=None, help="Region set (lip and upper-face lists). Default: the manifest's.")
+@click.option("--region", "region_files", multiple=True, metavar="lips=FILE",
+              help="Replace the lip (or upper-face) list by an index file (.npy or .txt), e.g. UniTalker's "
+                   "04_BIWI_mouth_idx.npy; recorded by digest. Repeatable.")
+@click.option("--prefix", default=None, metavar="NAME",
+              help="Prediction files start with NAME_ (FaceDiffuser's --model: NAME_<seq>_condition_<subj>.npy).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Results JSON. Default: <PRED>.results.json beside the folder "
                    "(<PRED>.<protocol>.results.json for other protocols).")
@@ -67,7 +86,8 @@ def results_table(doc: dict) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print the results JSON instead of the table.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (bars show on a terminal only anyway).")
 def evaluate_cmd(pred: Path, dataset: str, data: Optional[Path], split: Optional[str], protocol: str,
-                 regions: Optional[str], out: Optional[Path], ignore_extra: bool, n_bootstrap: int, seed: int,
+                 length_policy: Optional[str], regions: Optional[str], region_files: tuple[str, ...],
+                 prefix: Optional[str], out: Optional[Path], ignore_extra: bool, n_bootstrap: int, seed: int,
                  workers: Optional[int], method: Optional[str], as_json: bool, no_progress: bool) -> None:
     """Score a predictions folder (one <seq_id>.npy per sequence) and write a results JSON.
 
@@ -75,13 +95,16 @@ def evaluate_cmd(pred: Path, dataset: str, data: Optional[Path], split: Optional
     Examples:
       a2fbench evaluate runs/pred/D1 --dataset D1 --data data --method MyTalker
       a2fbench evaluate ct_pred --dataset biwi --protocol codetalker --out ct.json
-      a2fbench evaluate pred_voca --dataset vocaset --regions flame
+      a2fbench evaluate fd_result --dataset biwi --protocol facediffuser --prefix face_diffuser
+      a2fbench evaluate ut_pred --dataset biwi --protocol unitalker --region lips=04_BIWI_mouth_idx.npy
+      a2fbench evaluate pred_voca --dataset vocaset --regions flame --length-policy truncate_both
     """
 
     doc = evaluate(dataset, pred, data or paths.default_data(), split=split, protocol=protocol, regions=regions,
+                   length_policy=length_policy, region_files=parse_region_args(list(region_files)), prefix=prefix,
                    ignore_extra=ignore_extra, n_bootstrap=n_bootstrap, seed=seed, workers=workers, method=method,
                    progress=not no_progress)
-    target = out or default_out(pred, protocol)
+    target = out or default_out(pred, protocol, length_policy)
     write_json(target, doc)
     if as_json:
         click.echo(json.dumps(doc, indent=1))
@@ -120,6 +143,6 @@ def compare_cmd(a: Path, b: Path, n_resamples: int, seed: int, as_json: bool) ->
         ci = "-" if m["ci95"] is None else "[" + _fmt(m["ci95"][0], s) + ", " + _fmt(m["ci95"][1], s) + "]"
         click.echo(f"{name:<8} {_fmt(m['a'], s):>10} {_fmt(m['b'], s):>10} {_fmt(m['diff'], s):>10} "
                    f"{ci:>24} {rel:>8} {m['p_value']:>7.4f}  {unit}")
-    click.echo("lower is better for LVE, MVE, UFVE, FDD_abs; FDD is signed (closer to 0 is better)")
+    click.echo("lower is better for LVE, MVE, UFVE, FDD_abs, LVD; FDD is signed (closer to 0 is better)")
     for w in res.get("warnings", []):
         click.echo(f"warning: {w}", err=True)

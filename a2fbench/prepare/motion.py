@@ -5,9 +5,10 @@
 * Otherwise (60 -> 25, 30 -> 25, 25 -> 30): time-based linear interpolation. Output frame j sits at time
   j / fps_out; frames are produced while that time is within the input's last frame time (T - 1) / fps_in.
 
-Length rule (documented in docs/datasets.md): the motion defines the sequence. Audio is trimmed or
-zero-padded to ``round(T / fps * 16000)`` samples when it differs from the motion by at most the manifest's
-``filters.max_av_mismatch_s``; a larger mismatch is an error naming the file.
+Length rule (documented in docs/datasets.md): the store keeps the whole recording and the whole motion, each
+with its own length; their difference (:func:`av_mismatch`) is recorded per sequence and must be at most the
+manifest's ``filters.max_av_mismatch_s`` (a larger one is an error naming the file). Whoever uses both aligns
+them by frame count (``a2fbench.store.common_length``: UniTalker's rule).
 """
 
 from __future__ import annotations
@@ -58,10 +59,10 @@ def resample_motion(m: np.ndarray, fps_in: float, fps_out: float, *, chunk: int 
     return out
 
 
-def fit_audio(audio: np.ndarray, n_frames: int, fps: float, sr: int = SAMPLE_RATE) -> tuple[np.ndarray, float]:
-    """Trim or zero-pad ``audio`` to the motion's duration; return it and the mismatch in seconds."""
-    n = int(round(n_frames / fps * sr))
-    diff = (len(audio) - n) / sr
-    if len(audio) >= n:
-        return np.ascontiguousarray(audio[:n], dtype=np.float32), diff
-    return np.concatenate([audio, np.zeros(n - len(audio), np.float32)]).astype(np.float32), diff
+def av_mismatch(n_samples: int, n_frames: int, fps: float, sr: int = SAMPLE_RATE) -> float:
+    """Audio seconds minus motion seconds (positive: the recording runs past the motion).
+
+    >>> av_mismatch(16000 * 5, 100, 25)
+    1.0
+    """
+    return n_samples / sr - n_frames / fps

@@ -29,7 +29,7 @@ from ..store import CARD_FILE, STORE_FORMAT, StoreWriter, incomplete_dir, store_
 from ..util.constants import SAMPLE_RATE
 from ..util.fsutil import sha256_file
 from ..util.progress import bar as progress_bar
-from .motion import fit_audio, resample_motion
+from .motion import av_mismatch, resample_motion
 
 log = logging.getLogger("a2fbench.prepare")
 
@@ -132,15 +132,17 @@ def _prepare(spec: DatasetSpec, root: Path, data: Path, work: Path, progress: bo
     writer = StoreWriter(work, _plan_fingerprint(spec, raw, root))
     try:
         items = [i for i in raw.items if i.id in keep]
-        adjusted = 0
+        train = set(splits.get("train", ()))  # the minimum length applies to training clips only
+        mismatches: list[float] = []
         dtype: Optional[np.dtype] = writer.dtype()  # one dtype per dataset (the source's); kept on resume
         with progress_bar(total=len(items), desc=f"prepare {spec.id}", unit="seq", show=progress, position=position,
                   leave=False) as bar:
             for it in items:
                 if writer.done(it.id):
+                    mismatches.append(float(writer.meta(it.id).get("av_mismatch_s", 0.0)))
                     bar.update(1)
                     continue
-                res = _process(spec, it)
+                res = _process(spec, it, it.id in train)
                 if res is not None:
                     if dtype is None:
                         dtype = res[0].dtype
@@ -148,11 +150,12 @@ def _prepare(spec: DatasetSpec, root: Path, data: Path, work: Path, progress: bo
                         raise RawDataError(f"{it.files[0]}: expected {dtype} motion like the dataset's other "
                                            f"sequences, found {res[0].dtype}; re-export it as the others")
                 if res is None:
-                    dropped.append({"id": it.id, "reason": f"shorter than {spec.filters.min_duration_s} s"})
-                    log.info("%s: dropped %s: shorter than %.2f s", spec.id, it.id, spec.filters.min_duration_s)
+                    why = f"training clip shorter than {spec.filters.min_duration_s} s (filters.min_duration_s)"
+                    dropped.append({"id": it.id, "reason": why})
+                    log.info("%s: dropped %s: %s", spec.id, it.id, why)
                 else:
                     motion, audio, mismatch = res
-                    adjusted += abs(mismatch) > 1.0 / spec.fps
+                    mismatches.append(mismatch)
                     writer.add_sequence(it.id, motion, audio, subject=it.subject, av_mismatch_s=mismatch,
                                         source=str(it.files[0].relative_to(root)))
                 bar.update(1)
@@ -176,7 +179,7 @@ def _prepare(spec: DatasetSpec, root: Path, data: Path, work: Path, progress: bo
         writer.put_splits(splits)
         writer.drop_sequences_except({i.id for i in kept})
         input_list = [{"path": p, "size": s, "sha256": h} for p, s, h in hashes]
-        card = _card(spec, raw, writer, splits, kept, input_list, pinned, dropped, adjusted, synthetic,
+        card = _card(spec, raw, writer, splits, kept, input_list, pinned, dropped, mismatches, synthetic,
                      split_source, regions, region_notes, n_v, str(spec.dtype if dtype is None else dtype))
         card["mesh"] = mesh_note
         writer.finalize(card)
@@ -237,38 +240,54 @@ def _topology(spec: DatasetSpec, root: Path, n_v: int, space_arrays: dict) -> tu
     return None, {"source": None, "note": missing}
 
 
-def _process(spec: DatasetSpec, it: RawItem) -> Optional[tuple[np.ndarray, np.ndarray, float]]:
+def _process(spec: DatasetSpec, it: RawItem, training: bool) -> Optional[tuple[np.ndarray, np.ndarray, float]]:
+    """(motion at the benchmark fps, the whole recording at 16 kHz, audio seconds - motion seconds), or None for
+    a training clip under ``filters.min_duration_s``. Validation and test clips are never dropped: one that
+    cannot be prepared is an error naming it."""
     m = it.load_motion()
     m = resample_motion(m, it.fps, spec.fps)
+    T = m.shape[0]
+    if T == 0 and not training:
+        raise RawDataError(f"{it.files[0]}: expected motion frames for {it.id} (an evaluation sequence, never "
+                           "dropped), found none; restore the file")
     if not np.isfinite(m).all():
         bad = int(np.argwhere(~np.isfinite(m))[0][0])
         raise RawDataError(f"{it.files[0]}: expected finite motion, found NaN/inf at frame {bad} (at {spec.fps:g} fps); "
                            "repair or remove the sequence")
-    T = m.shape[0]
-    if T / spec.fps < spec.filters.min_duration_s:
+    if training and (T == 0 or T / spec.fps < spec.filters.min_duration_s):
         return None
     audio = it.load_audio()
     if audio.size == 0:
         raise RawDataError(f"{it.files[1] if len(it.files) > 1 else it.files[0]}: expected audio for {it.id}, found an "
                            "empty file; restore it")
-    audio, mismatch = fit_audio(audio, T, spec.fps)
+    mismatch = av_mismatch(len(audio), T, spec.fps)
     if abs(mismatch) > spec.filters.max_av_mismatch_s:
         raise RawDataError(f"{it.files[-1]}: expected audio within {spec.filters.max_av_mismatch_s} s of the motion "
                            f"({T / spec.fps:.2f} s), found {T / spec.fps + mismatch:.2f} s; check that the audio "
                            "belongs to this sequence")
-    return m, audio, float(mismatch)
+    return m, np.ascontiguousarray(audio, dtype=np.float32), float(mismatch)
 
 
 def _card(spec: DatasetSpec, raw: RawData, writer: StoreWriter, splits: dict, kept: list, inputs: list, pinned: list,
-          dropped: list, adjusted: int, synthetic: Optional[dict], split_source: str, regions: dict,
+          dropped: list, mismatches: list[float], synthetic: Optional[dict], split_source: str, regions: dict,
           region_notes: dict, n_v: int, dtype: str) -> dict:
-    frames = {i.id: int(writer.meta(i.id)["n_frames"]) for i in kept}
+    metas = {i.id: writer.meta(i.id) for i in kept}
+    frames = {k: int(m["n_frames"]) for k, m in metas.items()}
+    samples = {k: int(m["n_samples"]) for k, m in metas.items()}
     subj = {i.id: i.subject for i in kept}
 
     def stats(ids: list[str]) -> dict:
         n = sum(frames[s] for s in ids)
         return {"n_sequences": len(ids), "n_frames": n, "hours": round(n / spec.fps / 3600, 4),
+                "audio_hours": round(sum(samples[s] for s in ids) / SAMPLE_RATE / 3600, 4),
                 "n_subjects": len({subj[s] for s in ids})}
+
+    mm = np.asarray(mismatches, np.float64)
+    one = 1.0 / spec.fps
+    av = {"rule": "audio is the whole recording; motion and audio keep their own lengths (seq.motion_seconds, "
+                  "seq.audio_seconds); av_mismatch_s = audio seconds - motion seconds",
+          "audio_longer_over_one_frame": int((mm > one).sum()), "audio_shorter_over_one_frame": int((mm < -one).sum()),
+          "max_abs_s": round(float(np.abs(mm).max()), 4) if mm.size else 0.0}
 
     space = get_space(spec.space)
     fp = hashlib.sha256(json.dumps([STORE_FORMAT, spec.id, spec.version, spec.fps, SAMPLE_RATE,
@@ -287,7 +306,7 @@ def _card(spec: DatasetSpec, raw: RawData, writer: StoreWriter, splits: dict, ke
         "regions": {k: {w: int(len(v[w])) for w in v} for k, v in regions.items()},
         "regions_unavailable": region_notes,
         "inputs": {"n_files": len(inputs), "files": inputs, "pinned": pinned},
-        "dropped": dropped, "audio_adjusted_over_one_frame": int(adjusted),
+        "dropped": dropped, "audio_motion_lengths": av,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 

@@ -122,8 +122,16 @@ class Source(_Strict):
 
 
 class Naming(_Strict):
+    """How sequence ids are built: ``pattern`` with a ``subject`` group (and ``sentence`` for sentence splits).
+
+    ``sentences``: a table sentence name -> number, for datasets whose files name sentences by their text
+    (Multiface ``SEN_<text>``; FaceDiffuser's numbering). Without it the ``sentence`` group is the number.
+    """
+
     pattern: str
     note: Optional[str] = None
+    sentences: Optional[dict[str, int]] = None
+    sentences_source: Optional[str] = None
 
     @field_validator("pattern")
     @classmethod
@@ -131,6 +139,13 @@ class Naming(_Strict):
         rx = re.compile(v)
         if "subject" not in rx.groupindex:
             raise ValueError("naming.pattern needs a (?P<subject>...) group")
+        return v
+
+    @field_validator("sentences")
+    @classmethod
+    def _table(cls, v: Optional[dict[str, int]]) -> Optional[dict[str, int]]:
+        if v is not None and len(set(v.values())) != len(v):
+            raise ValueError("naming.sentences must give every sentence its own number")
         return v
 
 
@@ -239,6 +254,20 @@ class Evaluation(_Strict):
     length_policy: Literal["truncate_pred_only", "truncate_both"] = "truncate_pred_only"
 
 
+class CoordinateRange(_Strict):
+    min: tuple[float, float, float]
+    max: tuple[float, float, float]
+
+
+class FaceDiffuserInfo(_Strict):
+    """How FaceDiffuser preprocesses this dataset (protocol ``facediffuser_multiface``): its per-axis min/max
+    normalisation of every coordinate to [-1, 1] and the region set its metric script uses."""
+
+    source: str = ""
+    normalise: CoordinateRange
+    regions: str
+
+
 Layout = Literal["vertices_npy", "vocaset_release", "clip_pairs", "unitalker_release"]
 
 
@@ -280,6 +309,7 @@ class DatasetSpec(_Strict):
     synth: SynthSpec
     filters: Filters = Filters()
     evaluation: Evaluation = Evaluation()
+    facediffuser: Optional[FaceDiffuserInfo] = None
 
     @field_validator("id")
     @classmethod
@@ -304,6 +334,8 @@ class DatasetSpec(_Strict):
             raise ValueError(f"dtype {self.dtype} must be one of dtypes_accepted {list(self.dtypes_accepted)}")
         if self.splits.defined_by_a2fbench is False and self.splits.rule == "subject_hash":
             raise ValueError("rule subject_hash is a split A2F-Bench sets itself: say defined_by_a2fbench: true")
+        if self.facediffuser is not None and self.facediffuser.regions not in self.regions.sets:
+            raise ValueError(f"facediffuser.regions {self.facediffuser.regions!r} is not one of {sorted(self.regions.sets)}")
         if self.subjects is not None:
             known = set(self.subjects)
             for name, s in self.splits.sets.items():
@@ -351,6 +383,23 @@ class DatasetSpec(_Strict):
             return None
         m = re.fullmatch(self.naming.pattern, seq_id)
         return m.groupdict() if m else None
+
+    def sentence_number(self, seq_id: str) -> Optional[int]:
+        """The sentence number of a sequence id: the ``sentence`` group, through ``naming.sentences`` when the
+        manifest has that table (an unknown sentence name gives None)."""
+        parts = self.parse_name(seq_id) or {}
+        sent = parts.get("sentence")
+        if not sent:
+            return None
+        table = self.naming.sentences if self.naming else None
+        if table is not None:
+            return table.get(sent)
+        return int(sent) if sent.isdigit() else None
+
+    def sentence_name(self, number: int) -> Optional[str]:
+        """The inverse of the sentence table (None without one or for a number not in it)."""
+        table = self.naming.sentences if self.naming else None
+        return next((k for k, v in table.items() if v == number), None) if table else None
 
 
 # ---------------------------------------------------------------------------------------- loading

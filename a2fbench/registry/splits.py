@@ -39,8 +39,7 @@ def assign_splits(spec: DatasetSpec, items: Sequence[Named]) -> tuple[dict[str, 
     if rule == "subject_sentence":
         keyed = []
         for it in items:
-            parts = spec.parse_name(it.id) or {}
-            sent = int(parts["sentence"]) if parts.get("sentence") else None
+            sent = spec.sentence_number(it.id)
             hit = None
             for name, s in spec.splits.sets.items():
                 subs = s.subjects

@@ -1,8 +1,9 @@
-"""Scoring chunks of frames into per-sequence results: the per-frame terms each protocol pools, FDD's
-displacement statistics, several conditions averaged; and the aggregates over sequences.
+"""Scoring chunks of frames into per-sequence results: the per-frame terms of the framewise metrics, FDD's
+displacement statistics, several conditions averaged, several samples (runs) kept apart; and the aggregates
+over sequences, per run and their mean over runs.
 
 Takes: :class:`Chunk` s of ground truth and prediction vertices in sequence order. Gives: per sequence
-``{row, frames, fdd}`` and the protocol's aggregates."""
+``{row, runs: [{frames, fdd}, ...]}`` (one entry per sample, in index order) and the protocol's aggregates."""
 
 from __future__ import annotations
 
@@ -22,12 +23,20 @@ SUBCHUNK_BYTES = 4 << 20  # scored at once: small enough for the CPU cache (much
 
 @dataclass
 class Item:
-    """One sequence to score: id, frames scored, and per prediction file its condition and length."""
+    """One sequence to score: id, frames scored, and per prediction file its condition, length and sample."""
 
     sid: str
     T: int
     conditions: list[Optional[str]]
     pred_frames: list[int]
+    samples: Optional[list[Optional[int]]] = None  # per file its sample index (None: one run)
+
+    def runs(self) -> list[list[int]]:
+        """File indices grouped by sample, in the order the samples first appear (one group without samples)."""
+        groups: dict[Optional[int], list[int]] = {}
+        for j, k in enumerate(self.samples or [None] * len(self.conditions)):
+            groups.setdefault(k, []).append(j)
+        return list(groups.values())
 
 
 @dataclass
@@ -48,11 +57,13 @@ class Chunk:
 
 @dataclass
 class Scoring:
-    """What one evaluation computes: protocol, regions, compute dtype (None: the inputs' promoted dtype)."""
+    """What one evaluation computes: protocol, regions, coordinate scale of the lip terms (unitalker), compute
+    dtype (None: the inputs' promoted dtype)."""
 
     proto: Protocol
     lips: np.ndarray
     upper: np.ndarray
+    scale: float = 1.0
 
     def __post_init__(self) -> None:
         self.lips_ix = F.VertexIndex.of(self.lips)
@@ -63,8 +74,9 @@ class Scoring:
         return np.float64 if self.proto.float64 else None
 
     @property
-    def pooled(self) -> list[str]:
-        return [m for m in self.proto.metrics if METRICS[m].pooled]
+    def framewise(self) -> list[str]:
+        """The protocol's metrics computed from per-frame terms (kept per frame, then pooled or averaged)."""
+        return [m for m in self.proto.metrics if METRICS[m].framewise]
 
     @property
     def fdd(self) -> bool:
@@ -79,7 +91,7 @@ class SequenceAccumulator:
     def __init__(self, sc: Scoring, index: int, item: Item, first: Chunk):
         self.sc, self.i, self.item = sc, index, item
         self.k = len(item.conditions)
-        self.parts: dict[str, list[list[np.ndarray]]] = {m: [[] for _ in range(self.k)] for m in sc.pooled}
+        self.parts: dict[str, list[list[np.ndarray]]] = {m: [[] for _ in range(self.k)] for m in sc.framewise}
         if sc.fdd:
             assert first.template is not None
             self.tm_u = np.asarray(first.template).reshape(-1, 3)[sc.upper]
@@ -103,7 +115,7 @@ class SequenceAccumulator:
     def add(self, ch: Chunk, dtypes: set) -> None:
         """Score one chunk, in sub-chunks of about 4 MiB of vertices so that every step runs in cache."""
         sc = self.sc
-        touched = ch.gt.shape[1] if "MVE" in sc.pooled or "UFVE" in sc.pooled else len(sc.lips) + len(sc.upper)
+        touched = ch.gt.shape[1] if "MVE" in sc.framewise or "UFVE" in sc.framewise else len(sc.lips) + len(sc.upper)
         step = max(1, SUBCHUNK_BYTES // (touched * 3 * 8))  # vertices worked on per frame, 3 coords, float64
         run = sc.proto.float64
         for c, p in enumerate(ch.preds):
@@ -114,17 +126,17 @@ class SequenceAccumulator:
             for c, p in enumerate(ch.preds):
                 p = p[s0:s0 + step]
                 # with MVE every coordinate reaches a per-frame term (NaN/inf propagate): check those
-                full = "MVE" in sc.pooled
+                full = "MVE" in sc.framewise
                 if ch.sources is not None and not full:
                     check_finite(p, ch.sources[c], a)
-                if sc.pooled:
-                    terms = F.frame_terms(g, p, sc.lips_ix, sc.upper_ix, sc.pooled, sc.dtype)
+                if sc.framewise:
+                    terms = F.frame_terms(g, p, sc.lips_ix, sc.upper_ix, sc.framewise, sc.dtype, sc.scale)
                     if ch.sources is not None and full and not np.isfinite(terms["MVE"]).all():
                         check_finite(p, ch.sources[c], a)
                         if not np.isfinite(g).all():
                             raise StoreError(f"ground truth of {self.item.sid} has NaN or inf near frame {a}; "
                                              "re-run `a2fbench prepare` from intact raw files")
-                    for m in sc.pooled:
+                    for m in sc.framewise:
                         self.parts[m][c].append(terms[m])
                 if sc.fdd:
                     self._disp(p, a, None if run else self.d_pred[c], self.run_pred[c] if run else None)
@@ -132,29 +144,49 @@ class SequenceAccumulator:
                 self._disp(g, a, None if run else self.d_gt, self.run_gt if run else None)
 
     def close(self) -> dict:
-        """{row: per_sequence dict, frames: {metric: (T,) vector}, fdd: scalar} (conditions averaged)."""
+        """{row: per_sequence dict, runs: per sample {frames: {metric: (T,) vector}, fdd: scalar}}; conditions
+        are averaged within a run; with several samples the row holds the mean over runs and ``per_sample``."""
         item = self.item
         row: dict[str, Any] = {"id": item.sid, "frames": item.T}
-        frames = {}
-        for m in self.sc.pooled:
-            per_c = [np.concatenate(v) for v in self.parts[m]]
-            v = per_c[0] if self.k == 1 else sum(per_c) / self.k
-            frames[m] = v
-            row[m] = float(np.mean(v))
-        fdd = None
+        per_c = {m: [np.concatenate(v) for v in self.parts[m]] for m in self.sc.framewise}
+        s_gt, s_pr = None, []
         if self.sc.fdd and self.sc.proto.float64:
             s_gt = self.run_gt.result()
             s_pr = [r.result() for r in self.run_pred]
         elif self.sc.fdd:
             s_gt = F.upper_dynamics_rows(self.d_gt)
             s_pr = [F.upper_dynamics_rows(d) for d in self.d_pred]
-        if self.sc.fdd:
-            fdd = s_gt - (s_pr[0] if self.k == 1 else sum(s_pr) / self.k)
-            row["FDD"] = float(fdd)
+        runs = []
+        for files in item.runs():
+            k = len(files)
+            frames = {m: per_c[m][files[0]] if k == 1 else sum(per_c[m][j] for j in files) / k for m in per_c}
+            fdd = None
+            if self.sc.fdd:
+                fdd = s_gt - (s_pr[files[0]] if k == 1 else sum(s_pr[j] for j in files) / k)
+            runs.append({"frames": frames, "fdd": fdd})
+        values = [sequence_values(self.sc.proto, r) for r in runs]
+        for key in values[0]:
+            vals = [v[key] for v in values]
+            row[key] = vals[0] if len(vals) == 1 else float(F.mean_over_samples(vals))
+        if len(runs) > 1:
+            row["samples"] = [k for k in dict.fromkeys(item.samples or [])]
+            row["per_sample"] = {key: [v[key] for v in values] for key in values[0]}
         if item.conditions[0] is not None:
-            row["conditions"] = list(item.conditions)
+            row["conditions"] = list(dict.fromkeys(item.conditions))
         row["pred_frames"] = list(item.pred_frames) if self.k > 1 else item.pred_frames[0]
-        return {"row": row, "frames": frames, "fdd": fdd}
+        return {"row": row, "runs": runs}
+
+
+def sequence_values(proto: Protocol, run: dict) -> dict[str, float]:
+    """One run's per-sequence columns: framewise metrics as the mean over frames, FDD signed."""
+    out = {}
+    for m in proto.metrics:
+        key = METRICS[m].per_sequence_key
+        if METRICS[m].framewise:
+            out[key] = float(np.mean(run["frames"][m]))
+        elif key not in out:
+            out[key] = float(run["fdd"])
+    return out
 
 
 def score_chunks(sc: Scoring, items: list[Item], chunks: Iterator[Chunk],
@@ -177,14 +209,27 @@ def score_chunks(sc: Scoring, items: list[Item], chunks: Iterator[Chunk],
     return out, dtypes
 
 
-def aggregates(proto: Protocol, seqs: list[dict]) -> dict[str, Any]:
-    """Each metric's aggregate by its rule: pooled np.mean over all frames, or over sequences in order."""
-    out = {}
-    for m in proto.metrics:
-        if METRICS[m].pooled:
-            out[m] = F.pooled_mean([s["frames"][m] for s in seqs])
-        elif m == "FDD":
-            out[m] = F.mean_over_sequences([s["fdd"] for s in seqs])
-        else:
-            out[m] = F.mean_abs_over_sequences([s["fdd"] for s in seqs])
+def run_aggregates(proto: Protocol, seqs: list[dict]) -> list[dict[str, Any]]:
+    """Per run (sample) each metric's aggregate by the protocol's rule: pooled ``np.mean`` over all frames, or
+    the mean over sequences in split order of the per-sequence values (``|FDD_s|`` for FDD_abs)."""
+    out = []
+    for k in range(len(seqs[0]["runs"]) if seqs else 0):
+        runs = [s["runs"][k] for s in seqs]
+        agg = {}
+        for m in proto.metrics:
+            how = proto.aggregation_of(m)
+            if how == "pooled_frames":
+                agg[m] = F.pooled_mean([r["frames"][m] for r in runs])
+                continue
+            vals = [np.mean(r["frames"][m]) if METRICS[m].framewise else r["fdd"] for r in runs]
+            agg[m] = F.mean_over_sequences(vals) if how == "mean_sequences" else F.mean_abs_over_sequences(vals)
+        out.append(agg)
     return out
+
+
+def aggregates(proto: Protocol, seqs: list[dict]) -> dict[str, Any]:
+    """Each metric's headline: its aggregate (:func:`run_aggregates`), the mean over runs when there are several."""
+    per_run = run_aggregates(proto, seqs)
+    if len(per_run) == 1:
+        return per_run[0]
+    return {m: F.mean_over_samples([r[m] for r in per_run]) for m in proto.metrics}

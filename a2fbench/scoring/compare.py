@@ -11,7 +11,8 @@ For each metric both files report, on the sequences both files scored:
   swap patterns (all ``2^n`` patterns when that is fewer than ``n_resamples``) giving a ``diff`` at least as far
   from 0 as observed (scipy.stats.permutation_test, ``permutation_type='samples'``).
 
-Files must share the comparability key (:func:`a2fbench.scoring.metrics.stats.results_key`: dataset, split's
+Results with several samples (runs) are compared on their per-sequence means over runs (for FDD_abs that is
+``|mean FDD_s|``, not the file's mean over runs of ``mean |FDD_s|``). Files must share the comparability key (:func:`a2fbench.scoring.metrics.stats.results_key`: dataset, split's
 store fingerprint, protocol, length policy, region set); otherwise the numbers are not comparable and
 :class:`~a2fbench.errors.ResultSchemaError` says why.
 """
@@ -27,7 +28,7 @@ from scipy import stats as sps
 from ..errors import ResultSchemaError
 from .metrics import stats
 from .metrics.table import METRICS
-from .results import load
+from .results import AGGREGATIONS, load
 
 METHOD = ("paired percentile bootstrap over shared sequences (CI of B - A); two-sided paired permutation test "
           "swapping A and B within sequences (p-value)")
@@ -85,7 +86,9 @@ def compare(a: dict, b: dict, *, n_resamples: int = 10000, seed: int = 0, names:
         vb = np.array([rows_b[s][key] for s in shared], np.float64)
         fa = np.array([rows_a[s]["frames"] for s in shared], np.float64)
         fb = np.array([rows_b[s]["frames"] for s in shared], np.float64)
-        pdiff = stats.paired_difference(m, va, vb, fa, fb, n_resamples=n_resamples, seed=seed, level=level)
+        how = a["metrics"][m].get("aggregation")  # the protocol's (both files share it); None: the table's
+        how = how if how in AGGREGATIONS else None
+        pdiff = stats.paired_difference(m, va, vb, fa, fb, n_resamples=n_resamples, seed=seed, level=level, how=how)
         d, A = pdiff["diff"], pdiff["a"]
         if n < 2 or np.array_equal(va, vb):
             p = 1.0
@@ -94,8 +97,8 @@ def compare(a: dict, b: dict, *, n_resamples: int = 10000, seed: int = 0, names:
             vals, frames = np.concatenate([va, vb]), np.concatenate([fa, fb])
 
             def diff(ia: np.ndarray, ib: np.ndarray, axis: int = -1) -> np.ndarray:
-                return (stats.aggregate_indexed(m, vals, frames, ib, axis)
-                        - stats.aggregate_indexed(m, vals, frames, ia, axis))
+                return (stats.aggregate_indexed(m, vals, frames, ib, axis, how)
+                        - stats.aggregate_indexed(m, vals, frames, ia, axis, how))
 
             pt = sps.permutation_test((np.arange(n), np.arange(n) + n), diff, permutation_type="samples",
                                       vectorized=True, n_resamples=n_resamples, alternative="two-sided",

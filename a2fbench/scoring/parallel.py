@@ -34,7 +34,7 @@ _FORKED: dict[str, Any] = {}  # state handed to forked workers (a shared frame c
 
 
 def _worker(args: tuple, plan: list[tuple[Item, list[PredFile]]]) -> tuple[list[dict], dict[str, str], set]:
-    data, dataset, proto_name, lips, upper, chunk_mb = args
+    data, dataset, proto_name, lips, upper, chunk_mb, opts = args
     counter = _FORKED.get("counter")
 
     def on_frames(n: int) -> None:
@@ -44,7 +44,7 @@ def _worker(args: tuple, plan: list[tuple[Item, list[PredFile]]]) -> tuple[list[
 
     ds = open_dataset(data, dataset)
     try:
-        return stream(Context(ds, PROTOCOLS[proto_name], lips, upper), plan, chunk_mb, on_frames,
+        return stream(Context(ds, PROTOCOLS[proto_name], lips, upper, opts), plan, chunk_mb, on_frames,
                        spare_cpu(int(_FORKED.get("n_workers", 1))))
     finally:
         ds.close()

@@ -15,22 +15,37 @@ from ..registry import get_space
 from ..spaces import converter
 from ..util.threads import prefetch as background
 from .accumulate import Chunk, Item, Scoring, score_chunks
+from .metrics import functional as F
+from .options import ProtocolOptions
 from .predictions import PredFile
 from .protocols import Protocol
 from .streams import BufferPool, HashWorker, NpyReader
 
 
 class Context:
-    """Everything fixed for one evaluation of a prepared dataset: store, converter, regions, protocol."""
+    """Everything fixed for one evaluation of a prepared dataset: store, converter, regions, protocol and its
+    dataset options (:class:`~.options.ProtocolOptions`: coordinate scale, FaceDiffuser's normalisation)."""
 
-    def __init__(self, ds: Any, proto: Protocol, lips: np.ndarray, upper: np.ndarray):
+    def __init__(self, ds: Any, proto: Protocol, lips: np.ndarray, upper: np.ndarray,
+                 opts: Optional[ProtocolOptions] = None):
         self.ds = ds
-        self.scoring = Scoring(proto, lips, upper)
-        self.proto, self.lips, self.upper = proto, lips, upper
+        self.opts = opts or ProtocolOptions()
+        self.proto = proto
         self.space = get_space(ds.card["space"])
         self.conv = None if self.space.is_vertex else converter(self.space, ds.space_arrays())
         self.V = int(ds.card.get("n_vertices") or (self.conv.n_vertices if self.conv else self.space.n_vertices))
         self.P = None if self.space.is_vertex else int(self.space.dim)
+        self.set_regions(lips, upper)
+
+    def set_regions(self, lips: np.ndarray, upper: np.ndarray) -> None:
+        self.lips, self.upper = lips, upper
+        self.scoring = Scoring(self.proto, lips, upper, self.opts.scale)
+
+    def ground_truth(self, x: np.ndarray) -> np.ndarray:
+        """Ground truth (or template) vertices in the protocol's coordinates (FaceDiffuser's normalised ones)."""
+        if self.opts.coord_range is None:
+            return x
+        return F.normalise_coordinates(x, *self.opts.coord_range)
 
     def vertices(self, x: np.ndarray, kind: str) -> np.ndarray:
         """Rows of motion or prediction -> (t, V, 3) (parameters through the space's converter)."""
@@ -42,8 +57,8 @@ class Context:
     def template(self, subject: str) -> np.ndarray:
         tm = np.asarray(self.ds.template(subject))
         if self.conv is not None:
-            return self.conv.to_vertices(tm.reshape(1, -1))[0]
-        return tm.reshape(self.V, 3)
+            return self.ground_truth(self.conv.to_vertices(tm.reshape(1, -1))[0])
+        return self.ground_truth(tm.reshape(self.V, 3))
 
 
 def read_chunks(ctx: Context, plan: list[tuple[Item, list[PredFile]]], rows: int, hashes: dict[str, Any],
@@ -65,11 +80,11 @@ def read_chunks(ctx: Context, plan: list[tuple[Item, list[PredFile]]], rows: int
                 leases = []
                 lg = pool.take(rows, (int(ctx.ds.card["dim"]),), gt_dtype)
                 raw = seq.frames_into(lg.buf[:b - a], a)
-                if ctx.conv is None:
+                if ctx.conv is None and ctx.opts.coord_range is None:
                     gt = ctx.vertices(raw, "vertices")
                     leases.append(lg)
                 else:
-                    gt = ctx.vertices(raw, "parameters")
+                    gt = ctx.ground_truth(ctx.vertices(raw, "vertices" if ctx.conv is None else "parameters"))
                     lg.release()
                 preds = []
                 for r in readers:

@@ -3,12 +3,16 @@
 A folder ``PRED/`` holds one ``.npy`` per sequence of the evaluated split:
 
 * ``<seq_id>.npy``, or
-* ``<seq_id>_condition_<subject>.npy`` (FaceFormer / CodeTalker naming; the subject whose style was used).
+* ``<seq_id>_condition_<subject>.npy`` (FaceFormer / CodeTalker naming; the training subject whose style was used), or
+* ``<seq_id>_condition_<subject>_<k>.npy`` (FaceDiffuser with ``--num_samples`` > 1: sample k of one run);
+* any of these behind a model prefix, ``<model>_<...>.npy`` (FaceDiffuser's ``--model``; ``prefix``).
 
-Which files count (``docs/metrics.md``, "Predictions"): a plain ``<seq_id>.npy`` if present; otherwise the
-own-subject condition ``<seq_id>_condition_<its subject>.npy`` (Test-A, seen subjects); otherwise, for an unseen
-subject (BIWI Test-B, VOCASET test), every condition present, and the sequence is scored as the mean over its
-conditions. A plain file together with condition files for the same sequence is ambiguous and an error.
+Which files count (``docs/metrics.md``, "Predictions"): a plain ``<seq_id>.npy`` if present; otherwise, for a
+sequence of a training subject (seen: BIWI Test-A), its own condition, which must be there; for any other
+subject (unseen: BIWI Test-B, VOCASET test), one file per training subject, and the sequence is scored as the
+mean over them, as CodeTalker predicts them. A condition that names no training subject is an error. Samples
+``_<k>`` are runs: every sequence has the same ones and each run is scored whole. A plain file together with
+condition files, or sample files together with files without an index, for the same sequence are errors.
 
 Arrays: ``(T, 3V)`` or ``(T, V, 3)`` vertices in the dataset's units, or ``(T, P)`` parameters for a parameter
 space (converted to vertices with the space's converter, like the ground truth). Any float dtype; loaded with
@@ -96,6 +100,7 @@ class PredFile:
     fortran: bool
     offset: int  # bytes before the data
     kind: str = "vertices"  # or "parameters"
+    sample: Optional[int] = None  # FaceDiffuser's sample index k of ``_condition_<subject>_<k>``
 
     @property
     def n_frames(self) -> int:
@@ -111,8 +116,10 @@ class PredictionSet:
     """The files to score, per sequence in split order, plus what was ignored."""
 
     root: Path
-    files: dict[str, list[PredFile]]  # seq_id -> the files that count (1, or one per condition)
+    files: dict[str, list[PredFile]]  # seq_id -> the files that count (1, or one per condition and sample)
     ignored: list[str] = field(default_factory=list)
+    samples: list[Optional[int]] = field(default_factory=lambda: [None])  # the runs' sample indices
+    prefix: Optional[str] = None
 
     @property
     def n_files(self) -> int:
@@ -143,17 +150,40 @@ def _shorten(names: Sequence[str], n: int = 5) -> str:
     return s + (f" and {len(names) - n} more" if len(names) > n else "")
 
 
+def parse_condition(rest: str, known: Sequence[str]) -> Optional[tuple[str, Optional[int]]]:
+    """``<subject>`` or ``<subject>_<k>`` (a FaceDiffuser sample) -> (subject, k or None); None if the subject
+    is not in ``known`` (an exact subject name wins over a sample reading).
+
+    >>> parse_condition("F2", ["F2", "M3"]), parse_condition("F2_3", ["F2"]), parse_condition("banana", ["F2"])
+    (('F2', None), ('F2', 3), None)
+    """
+    if rest in known:
+        return rest, None
+    m = _SAMPLE.fullmatch(rest)
+    if m and m.group(1) in known:
+        return m.group(1), int(m.group(2))
+    return None
+
+
+_SAMPLE = re.compile(r"(.+)_(\d+)")
+
+
 def scan(pred_dir: str | os.PathLike, seq_ids: Sequence[str], subjects: dict[str, str], *, n_vertices: int,
-         n_params: Optional[int] = None, ignore_extra: bool = False, what: str = "the split") -> PredictionSet:
+         n_params: Optional[int] = None, ignore_extra: bool = False, what: str = "the split",
+         training_subjects: Optional[Sequence[str]] = None, prefix: Optional[str] = None) -> PredictionSet:
     """Match a predictions folder to the sequences ``seq_ids`` and check every header (no data read).
 
-    ``subjects`` maps sequence id -> subject (own-subject conditions). ``n_params``: width of a parameter
-    space (None for vertex spaces). Raises :class:`PredictionError` (one line) on any mismatch.
+    ``subjects`` maps sequence id -> subject. ``training_subjects``: the subjects a condition may name (default:
+    those of ``subjects``); a sequence of one of them is *seen* and scored under its own condition, any other
+    under every training-subject condition (averaged). ``prefix``: a model name every file starts with
+    (FaceDiffuser's ``<model>_<seq>_condition_<subj>.npy``). ``n_params``: width of a parameter space (None for
+    vertex spaces). Raises :class:`PredictionError` (one line) on any mismatch. See the module doc for the rules.
     """
     root = Path(pred_dir)
     if not root.is_dir():
         raise PredictionError(f"expected a predictions folder at {root}, found "
                               f"{'a file' if root.exists() else 'nothing'}; pass the folder of <seq_id>.npy files")
+    known = list(dict.fromkeys(training_subjects if training_subjects is not None else subjects.values()))
     hidden, others, npys = [], [], []
     for p in sorted(root.iterdir()):
         if p.name.startswith("."):
@@ -170,49 +200,114 @@ def scan(pred_dir: str | os.PathLike, seq_ids: Sequence[str], subjects: dict[str
     if not npys:
         raise PredictionError(f"{root}: expected one .npy per sequence of {what} ({len(seq_ids)} sequences, e.g. "
                               f"{prediction_name(seq_ids[0]) if seq_ids else '<seq_id>.npy'}), found an empty folder")
-    wanted = set(seq_ids)
-    plain: dict[str, Path] = {}
-    conds: dict[str, dict[str, Path]] = {}
-    extra: list[str] = []
-    for p in npys:
-        stem = p.name[:-4]
-        if stem in wanted:
-            plain[stem] = p
-        elif CONDITION_SEP in stem and stem.rsplit(CONDITION_SEP, 1)[0] in wanted:
-            sid, cond = stem.rsplit(CONDITION_SEP, 1)
-            conds.setdefault(sid, {})[cond] = p
-        else:
-            extra.append(p.name)
-    chosen: dict[str, list[tuple[Path, Optional[str]]]] = {}
+    plain, conds, extra = _match(root, npys, set(seq_ids), known, prefix)
+    chosen: dict[str, list[tuple[Path, Optional[str], Optional[int]]]] = {}
     missing = []
     for sid in seq_ids:
         c = conds.get(sid, {})
         if sid in plain and c:
-            raise PredictionError(f"{root}: both {sid}.npy and {len(c)} {sid}{CONDITION_SEP}*.npy files; expected "
-                                  "one kind per sequence; remove one")
+            raise PredictionError(f"{root}: both {plain[sid].name} and {len(c)} {sid}{CONDITION_SEP}*.npy files; "
+                                  "expected one kind per sequence; remove one")
         if sid in plain:
-            chosen[sid] = [(plain[sid], None)]
-        elif subjects.get(sid) in c:
-            own = subjects[sid]
-            chosen[sid] = [(c[own], own)]
-            extra += [c[k].name for k in sorted(c) if k != own]
-        elif c:
-            chosen[sid] = [(c[k], k) for k in sorted(c)]
-        else:
+            chosen[sid] = [(plain[sid], None, None)]
+        elif not c:
             missing.append(sid)
+        else:
+            chosen[sid], ignored = _choose(root, sid, subjects[sid], c, known)
+            extra += ignored
     if missing:
         raise PredictionError(f"{root}: missing predictions for {len(missing)} of {len(seq_ids)} sequences of {what}: "
                               f"{_shorten(missing)}; expected <seq_id>.npy or <seq_id>{CONDITION_SEP}<subject>.npy")
+    samples = _check_samples(root, chosen)
     if extra:
         if not ignore_extra:
             raise PredictionError(f"{root}: {len(extra)} files do not belong to {what}: {_shorten(sorted(extra))}; "
                                   "remove them or pass --ignore-extra")
         log.info("%s: ignoring %d files that do not belong to %s: %s", root, len(extra), what, _shorten(sorted(extra)))
-    files = {sid: [_check_header(p, sid, cond, n_vertices, n_params) for p, cond in chosen[sid]] for sid in seq_ids}
-    return PredictionSet(root, files, sorted(extra))
+    files = {sid: [_check_header(p, sid, cond, n_vertices, n_params, k) for p, cond, k in chosen[sid]]
+             for sid in seq_ids}
+    return PredictionSet(root, files, sorted(extra), samples, prefix)
 
 
-def _check_header(path: Path, sid: str, cond: Optional[str], n_vertices: int, n_params: Optional[int]) -> PredFile:
+def _match(root: Path, npys: list[Path], wanted: set[str], known: list[str], prefix: Optional[str]
+           ) -> tuple[dict[str, Path], dict[str, dict[tuple[str, Optional[int]], Path]], list[str]]:
+    """Sort file names into plain files, condition files (per sequence: (subject, sample) -> path) and extras;
+    a condition naming no training subject is an error."""
+    plain: dict[str, Path] = {}
+    conds: dict[str, dict[tuple[str, Optional[int]], Path]] = {}
+    extra: list[str] = []
+    lead = f"{prefix}_" if prefix else ""
+    for p in npys:
+        stem = p.name[:-4]
+        if not stem.startswith(lead):
+            extra.append(p.name)
+            continue
+        stem = stem[len(lead):]
+        if stem in wanted:
+            plain[stem] = p
+            continue
+        sid, _, rest = stem.rpartition(CONDITION_SEP)
+        if not sid or sid not in wanted:
+            extra.append(p.name)
+            continue
+        got = parse_condition(rest, known)
+        if got is None:
+            raise PredictionError(f"{p}: expected a condition that is a training subject ({_shorten(known, 8)}), "
+                                  f"optionally with a sample index (_<k>), found {rest!r}; rename or remove the file")
+        conds.setdefault(sid, {})[got] = p
+    return plain, conds, extra
+
+
+def _choose(root: Path, sid: str, subject: str, c: dict[tuple[str, Optional[int]], Path], known: list[str]
+            ) -> tuple[list[tuple[Path, Optional[str], Optional[int]]], list[str]]:
+    """The files that count for one sequence given only condition files, and the ones to ignore."""
+    ks = sorted({k for _, k in c}, key=lambda k: -1 if k is None else k)
+    if None in ks and len(ks) > 1:
+        with_k = next(p for (_, k), p in c.items() if k is not None)
+        without = next(p for (_, k), p in c.items() if k is None)
+        raise PredictionError(f"{root}: expected either samples ({sid}{CONDITION_SEP}<subject>_<k>.npy) or one file "
+                              f"per condition for {sid}, found both ({with_k.name} and {without.name}); remove one kind")
+    if subject in known:  # a seen subject: its own condition, and only that one
+        own = {k: p for (cond, k), p in c.items() if cond == subject}
+        if not own:
+            raise PredictionError(f"{root}: expected {prediction_name(sid, subject)} ({sid} is of training subject "
+                                  f"{subject}, scored under its own condition), found only conditions "
+                                  f"{_shorten(sorted({cond for cond, _ in c}))}; predict {sid} conditioned on {subject}")
+        ignored = [p.name for (cond, _), p in c.items() if cond != subject]
+        return [(own[k], subject, k) for k in ks if k in own], ignored
+    present = {cond for cond, _ in c}
+    lacking = [t for t in known if t not in present]
+    if lacking:  # an unseen subject: the mean over every training-subject condition, as CodeTalker writes them
+        raise PredictionError(f"{root}: expected one prediction of {sid} (unseen subject {subject}) per training "
+                              f"subject ({len(known)}), found {len(present)}; missing "
+                              f"{_shorten([prediction_name(sid, t) for t in lacking], 3)}")
+    holes = [(t, k) for t in known for k in ks if (t, k) not in c]
+    if holes:
+        t, k = holes[0]
+        raise PredictionError(f"{root}: expected every condition of {sid} with the same samples, found "
+                              f"{prediction_name(sid, f'{t}_{k}')} missing; write every sample of every condition")
+    return [(c[(t, k)], t, k) for k in ks for t in known], []
+
+
+def _check_samples(root: Path, chosen: dict[str, list[tuple[Path, Optional[str], Optional[int]]]]
+                   ) -> list[Optional[int]]:
+    """The sample indices of the run (``[None]`` without samples); every sequence must have the same ones."""
+    sets = {sid: tuple(sorted({k for _, _, k in v}, key=lambda k: -1 if k is None else k)) for sid, v in chosen.items()}
+    first = next(iter(sets.values()), (None,))
+    for sid, ks in sets.items():
+        if ks != first:
+            a = next(s for s, v in sets.items() if v == first)
+
+            def say(v: tuple) -> str:
+                return "no sample index" if v == (None,) else "samples " + ", ".join(f"_{k}" for k in v)
+
+            raise PredictionError(f"{root}: expected the same samples for every sequence, found {say(first)} for {a} "
+                                  f"but {say(ks)} for {sid}; score complete runs (FaceDiffuser --num_samples)")
+    return list(first)
+
+
+def _check_header(path: Path, sid: str, cond: Optional[str], n_vertices: int, n_params: Optional[int],
+                  sample: Optional[int] = None) -> PredFile:
     shape, fortran, dtype, offset = read_header(path)
     if dtype.hasobject:
         raise PredictionError(f"{path}: expected a numeric float array, found an object array (pickled Python "
@@ -238,6 +333,6 @@ def _check_header(path: Path, sid: str, cond: Optional[str], n_vertices: int, n_
         raise PredictionError(f"{path}: expected shape {want}, found {shape}{found_v}")
     if shape[0] == 0:
         raise PredictionError(f"{path}: expected at least one frame, found an empty array")
-    return PredFile(path, sid, cond, shape, dtype, fortran, offset, kind)
+    return PredFile(path, sid, cond, shape, dtype, fortran, offset, kind, sample)
 
 

@@ -6,15 +6,19 @@ Schema (version 1; every key documented in docs/metrics.md)::
     a2fbench_version
     dataset          {id, name, version, split, fingerprint, n_sequences, n_frames, synthetic, regions}
     protocol         {name, version, length_policy, bootstrap: {n, seed, method}}
-    metrics          {LVE|MVE|UFVE|FDD|FDD_abs: {value, unit, ci95, aggregation, higher_is_better, version}}
-    per_sequence     [{id, frames, LVE, MVE, UFVE, FDD}]
+    metrics          {LVE|MVE|UFVE|FDD|FDD_abs|LVD: {value, unit, ci95, aggregation, higher_is_better, version}}
+    per_sequence     [{id, frames, LVE, MVE, UFVE, FDD, LVD}] (+ samples, per_sample with several runs)
     predictions      {fingerprint, n_files}
+    samples          (several runs only) {n, indices, rule, metrics: {M: {values, std, min, max}}}
     created
     content_hash     sha256 of the canonical JSON of everything else
 
-Aggregates follow from the per-sequence scores (the metric table's ``aggregation``): LVE, MVE and UFVE are pooled over frames
-(frame-weighted means of the per-sequence means), FDD is the mean over sequences of the signed per-sequence
-values and FDD_abs the mean of their absolute values. :func:`check_consistency` recomputes them (to 1e-9
+Aggregates follow from the per-sequence scores by the aggregation each metric records (the metric table's,
+unless the protocol says otherwise): LVE, MVE and UFVE are pooled over frames (frame-weighted means of the
+per-sequence means; protocol unitalker: LVE is the mean of the per-sequence means), FDD is the mean over
+sequences of the signed per-sequence values, FDD_abs the mean of their absolute values, LVD a mean over
+sequences. With several samples (runs) each run's aggregate comes from the rows' ``per_sample`` values and the
+metric's value is their mean. :func:`check_consistency` recomputes them (to 1e-9
 relative; 1e-5 when ``protocol.compute_dtype`` is float32, as the codetalker/facediffuser protocols keep the
 reference scripts' float32 arithmetic on float32 inputs), and
 :func:`load` refuses a file whose numbers or hash do not hold together.
@@ -34,6 +38,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from ..errors import ResultSchemaError
 from .metrics.stats import aggregate as aggregate_values
 from .metrics.table import METRICS
+
+AGGREGATIONS = ("pooled_frames", "mean_sequences", "mean_abs_sequences")
 
 SCHEMA_VERSION = 1
 REL_TOL = 1e-9
@@ -101,13 +107,22 @@ def finalize(doc: dict) -> dict:
     return out
 
 
-def aggregate(metric: str, per_sequence: list[dict]) -> Optional[float]:
-    """Recompute one aggregate from per-sequence scores (see module doc); None when no row has the metric."""
+def aggregate(metric: str, per_sequence: list[dict], how: Optional[str] = None,
+              sample: Optional[int] = None) -> Optional[float]:
+    """Recompute one aggregate from per-sequence scores (see module doc); None when no row has the metric.
+
+    ``how``: the aggregation the file records for the metric (default: the metric table's). ``sample``: the
+    aggregate of run ``sample`` (position in ``samples.indices``) from the rows' ``per_sample`` values.
+    """
     key = METRICS[metric].per_sequence_key
-    rows = [r for r in per_sequence if r.get(key) is not None]
+    if sample is None:
+        rows = [(r, r.get(key)) for r in per_sequence]
+    else:
+        rows = [(r, (r.get("per_sample") or {}).get(key, [None] * (sample + 1))[sample]) for r in per_sequence]
+    rows = [(r, v) for r, v in rows if v is not None]
     if not rows:
         return None
-    return aggregate_values(metric, [float(r[key]) for r in rows], [int(r["frames"]) for r in rows])
+    return aggregate_values(metric, [float(v) for _, v in rows], [int(r["frames"]) for r, _ in rows], how)
 
 
 def check_consistency(doc: dict, source: str = "results") -> None:
@@ -122,10 +137,25 @@ def check_consistency(doc: dict, source: str = "results") -> None:
     if nf != int(ds["n_frames"]):
         raise ResultSchemaError(f"{source}: dataset.n_frames is {ds['n_frames']} but per_sequence frames sum to {nf}")
     low_precision = doc.get("protocol", {}).get("compute_dtype") in ("float32", "float16")
+    samples = doc.get("samples") or {}
+    n_runs = int(samples.get("n", 1))
     for name, m in doc["metrics"].items():
         if name not in METRICS or m.get("value") is None:
             continue
-        want = aggregate(name, ps)
+        how = m.get("aggregation") if m.get("aggregation") in AGGREGATIONS else None
+        if n_runs > 1:
+            runs = [aggregate(name, ps, how, k) for k in range(n_runs)]
+            if any(r is None for r in runs):
+                raise ResultSchemaError(f"{source}: {name} lacks per-sample scores of its {n_runs} samples; re-run "
+                                        "`a2fbench evaluate`")
+            listed = samples.get("metrics", {}).get(name, {}).get("values", [])
+            if len(listed) != n_runs or any(not math.isclose(float(a), float(b), rel_tol=REL_TOL, abs_tol=1e-300)
+                                            for a, b in zip(listed, runs)):
+                raise ResultSchemaError(f"{source}: samples.metrics.{name} does not follow from the per-sample "
+                                        "scores; the file was edited or is corrupt; re-run `a2fbench evaluate`")
+            want = sum(runs) / n_runs
+        else:
+            want = aggregate(name, ps, how)
         got = float(m["value"])
         rel, abs_tol = REL_TOL, 1e-300
         if low_precision and want is not None:

@@ -4,8 +4,8 @@ Layout (every path below is inside ``store.h5``)::
 
     attrs: format_version, card (JSON), complete
     sequences/<seq_id>/motion   (T, D)  source dtype (BIWI float64), benchmark fps, absolute positions or params
-    sequences/<seq_id>/audio    (N,)    float32 mono 16 kHz, N = round(T / fps * 16000)
-    sequences/<seq_id>.attrs    subject, n_frames, source
+    sequences/<seq_id>/audio    (N,)    float32 mono 16 kHz: the whole recording (N need not match T)
+    sequences/<seq_id>.attrs    subject, n_frames, n_samples, av_mismatch_s (audio s - motion s), source
     templates/<subject>         (D,)    neutral template, same space and units; the source's array and dtype
     regions/<set>/lips|upper    int64 vertex indices (vertex spaces and spaces that convert to vertices)
     splits/<name>               sequence ids, canonical order
@@ -23,8 +23,10 @@ from .dataset import (
                       CARD_FILE,
                       STORE_FILE,
                       STORE_FORMAT,
+                      UNITALKER_MAX_SECONDS,
                       Dataset,
                       Sequence,
+                      common_length,
                       incomplete_dir,
                       list_prepared,
                       open_dataset,
@@ -32,5 +34,5 @@ from .dataset import (
 )
 from .writer import StoreWriter
 
-__all__ = ["CARD_FILE", "STORE_FILE", "STORE_FORMAT", "Dataset", "Sequence", "incomplete_dir", "list_prepared",
-           "open_dataset", "store_dir", "StoreWriter"]
+__all__ = ["CARD_FILE", "STORE_FILE", "STORE_FORMAT", "UNITALKER_MAX_SECONDS", "Dataset", "Sequence", "common_length",
+           "incomplete_dir", "list_prepared", "open_dataset", "store_dir", "StoreWriter"]

@@ -18,7 +18,11 @@ from ..errors import StoreError
 from ..registry import DatasetSpec, all_specs, get_spec
 from ..util.constants import SAMPLE_RATE
 
-STORE_FORMAT = 1
+#: 2: audio is the whole recording (any length), ``n_samples`` per sequence; 1: audio cut/padded to the motion
+STORE_FORMAT = 2
+
+#: UniTalker's longest clip (``DataItem.truncate``): the unitalker scoring protocol and training cut to it
+UNITALKER_MAX_SECONDS = 20.0
 
 
 STORE_FILE = "store.h5"
@@ -35,15 +39,38 @@ def incomplete_dir(data: str | os.PathLike, spec: DatasetSpec) -> Path:
     return Path(data) / f".{spec.id}.incomplete"
 
 
+def common_length(n_frames: int, n_samples: int, fps: float, max_seconds: Optional[float] = None,
+                  sample_rate: int = SAMPLE_RATE) -> tuple[int, int]:
+    """(motion frames, audio samples) of a clip cut as UniTalker's ``DataItem.truncate`` cuts it: to the shorter
+    of the motion and the recording, and to ``max_seconds`` if given; ``round`` is Python's (ties to even).
+
+    >>> common_length(100, 16000 * 5, 25.0)        # 4 s of motion, 5 s of audio: the audio is cut
+    (100, 64000)
+    >>> common_length(100, 16000 * 3, 25.0)        # 3 s of audio: the motion is cut
+    (75, 48000)
+    >>> common_length(1000, 16000 * 40, 25.0, 20.0)
+    (500, 320000)
+    """
+    dur = min(n_samples / float(sample_rate), n_frames / float(fps))
+    if max_seconds is not None:
+        dur = min(dur, float(max_seconds))
+    return min(n_frames, int(round(dur * fps))), min(n_samples, int(round(dur * sample_rate)))
+
+
 @dataclass
 class Sequence:
-    """One prepared sequence. ``audio`` and ``motion`` are read on first access."""
+    """One prepared sequence. ``audio`` (the whole recording) and ``motion`` are read on first access.
+
+    Audio and motion keep their own lengths: ``audio_seconds`` and ``motion_seconds`` may differ (a recording
+    usually runs a little past the captured motion). :func:`common_length` gives the part both cover.
+    """
 
     id: str
     subject: str
     n_frames: int
     _ds: "Dataset" = field(repr=False)
     sample_rate: int = SAMPLE_RATE
+    n_samples: int = -1  # audio samples at ``sample_rate``
 
     @property
     def audio(self) -> np.ndarray:
@@ -68,8 +95,24 @@ class Sequence:
         return out
 
     @property
-    def duration(self) -> float:
+    def motion_seconds(self) -> float:
+        """Length of the motion: ``n_frames / fps``."""
         return self.n_frames / float(self._ds.card["fps"])
+
+    @property
+    def audio_seconds(self) -> float:
+        """Length of the recording: ``n_samples / 16000``."""
+        return self.n_samples / float(self.sample_rate)
+
+    @property
+    def duration(self) -> float:
+        """The sequence's length, which the motion defines (= :attr:`motion_seconds`)."""
+        return self.motion_seconds
+
+    def common_length(self, max_seconds: Optional[float] = None) -> tuple[int, int]:
+        """(frames, samples) both audio and motion cover, at most ``max_seconds`` (see :func:`common_length`)."""
+        return common_length(self.n_frames, self.n_samples, float(self._ds.card["fps"]), max_seconds,
+                             self.sample_rate)
 
 
 class Dataset:
@@ -86,7 +129,7 @@ class Dataset:
                         for k in f["splits"]}
         self._seq_meta = {}
         for sid, g in f["sequences"].items():
-            self._seq_meta[sid] = (str(g.attrs["subject"]), int(g.attrs["n_frames"]))
+            self._seq_meta[sid] = (str(g.attrs["subject"]), int(g.attrs["n_frames"]), int(g.attrs["n_samples"]))
 
     # h5py handles must not cross a fork: reopen in each process
     def _file(self) -> Any:
@@ -132,8 +175,8 @@ class Dataset:
             close = difflib.get_close_matches(seq_id, list(self._seq_meta), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise StoreError(f"{self.spec.id} has no sequence {seq_id!r}{hint}")
-        subj, n = self._seq_meta[seq_id]
-        return Sequence(seq_id, subj, n, self)
+        subj, n, n_samples = self._seq_meta[seq_id]
+        return Sequence(seq_id, subj, n, self, n_samples=n_samples)
 
     def __contains__(self, seq_id: object) -> bool:
         return seq_id in self._seq_meta

@@ -72,6 +72,7 @@ class StoreWriter:
         for k, v in attrs.items():
             g.attrs[k] = v
         g.attrs["n_frames"] = T
+        g.attrs["n_samples"] = int(np.asarray(audio).shape[0])
         g.attrs["done"] = True
         self.f.flush()
 

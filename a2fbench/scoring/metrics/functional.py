@@ -6,10 +6,11 @@ its frames) is ``(T, V, 3)`` or flattened ``(T, 3V)``; region index lists are 0-
 The split into steps is what makes the aggregation explicit:
 
 * per frame (chunkable, frames are independent): :func:`squared_distances`, :func:`lip_errors`,
-  :func:`mean_distances`, :func:`upper_displacements`;
+  :func:`mean_distances`, :func:`upper_displacements`, :func:`frame_terms` (LVE, MVE, UFVE, LVD at once);
 * per sequence: :func:`upper_dynamics` (``mean_u std_t``) and :func:`fdd_sequence`;
 * over sequences: :func:`pooled_mean` (LVE, MVE, UFVE: one mean over every frame of the split) and
-  :func:`mean_over_sequences` / :func:`mean_abs_over_sequences` (FDD, FDD_abs).
+  :func:`mean_over_sequences` / :func:`mean_abs_over_sequences` (FDD, FDD_abs; UniTalker's LVE and LVD);
+* over samples (several runs of a stochastic model): :func:`mean_over_samples`.
 
 Bit-exactness with CodeTalker's ``cal_metric.py`` (protocol ``codetalker``) rests on doing, per element,
 exactly the arithmetic numpy does there (checked against :mod:`a2fbench.metrics.reference` in the tests):
@@ -105,26 +106,48 @@ def take_vertices(x: np.ndarray, idx: "np.ndarray | VertexIndex") -> np.ndarray:
 
 
 def frame_terms(gt: np.ndarray, pred: np.ndarray, lips: np.ndarray, upper: Optional[np.ndarray],
-                which: Iterable[str], dtype: Optional[np.dtype] = None) -> dict[str, np.ndarray]:
-    """The per-frame terms of the pooled metrics in ``which`` (LVE, MVE, UFVE) for one chunk: ``{name: (T,)}``.
+                which: Iterable[str], dtype: Optional[np.dtype] = None, scale: float = 1.0) -> dict[str, np.ndarray]:
+    """The per-frame terms of the framewise metrics in ``which`` (LVE, MVE, UFVE, LVD) for one chunk:
+    ``{name: (T,)}``.
 
-    Shares the work: with MVE or UFVE the squared distances of all vertices are computed once; LVE alone
-    touches only the lip vertices. Bits equal :func:`lve_frames` / :func:`mve_frames`.
+    Shares the work: with MVE or UFVE the squared distances of all vertices are computed once; LVE or LVD alone
+    touch only the lip vertices. Bits equal :func:`lve_frames` / :func:`mve_frames`. ``scale``: coordinates
+    multiplied by it first (UniTalker's scaled space), applied to the lip terms as ``e_t * scale²`` (LVE) and
+    ``sqrt(e_t * scale²)`` (LVD, the max Euclidean lip distance); MVE and UFVE are never scaled.
     """
     which = set(which)
     out: dict[str, np.ndarray] = {}
+    lve: Optional[np.ndarray] = None
     if which & {"MVE", "UFVE"}:
         sq = squared_distances(gt, pred, dtype)
-        if "LVE" in which:
-            out["LVE"] = lip_errors(sq, lips)
+        if which & {"LVE", "LVD"}:
+            lve = lip_errors(sq, lips)
         dist = np.sqrt(sq, out=sq)
         if "MVE" in which:
             out["MVE"] = dist.mean(axis=1)
         if "UFVE" in which:
             out["UFVE"] = np.take(dist, _v(upper), axis=1).mean(axis=1)
-    elif "LVE" in which:
-        out["LVE"] = lip_errors(squared_distances(take_vertices(gt, lips), take_vertices(pred, lips), dtype))
+    elif which & {"LVE", "LVD"}:
+        lve = lip_errors(squared_distances(take_vertices(gt, lips), take_vertices(pred, lips), dtype))
+    if lve is not None:
+        if scale != 1.0:
+            lve = lve * (float(scale) * float(scale))
+        if "LVE" in which:
+            out["LVE"] = lve
+        if "LVD" in which:
+            out["LVD"] = np.sqrt(lve)
     return out
+
+
+def normalise_coordinates(x: np.ndarray, lo: Sequence[float], hi: Sequence[float]) -> np.ndarray:
+    """FaceDiffuser's Multiface normalisation, per axis to [-1, 1]: ``((x - lo) / (hi - lo)) * 2 - 1`` in float64,
+    in that order (``data/multiface/preprocess.py``); ``x`` is ``(..., 3)``.
+
+    >>> normalise_coordinates(np.array([[0.0, 5.0, 10.0]]), [0, 0, 0], [10, 10, 10]).tolist()
+    [[-1.0, 0.0, 1.0]]
+    """
+    lo64, hi64 = np.asarray(lo, np.float64), np.asarray(hi, np.float64)
+    return ((np.asarray(x, np.float64) - lo64) / (hi64 - lo64)) * 2 - 1
 
 
 def lip_errors(sq: np.ndarray, lips: Optional[np.ndarray] = None) -> np.ndarray:
@@ -254,4 +277,11 @@ def mean_over_sequences(values: Iterable[float]) -> float:
 def mean_abs_over_sequences(values: Iterable[float]) -> float:
     """FDD_abs: the mean over sequences of ``|FDD_s|``."""
     vals = [abs(v) for v in values]
+    return sum(vals) / len(vals)
+
+
+def mean_over_samples(values: Sequence[float]) -> float:
+    """The headline of several runs (FaceDiffuser samples): Python ``sum`` over the runs in index order divided
+    by their number (one run: its own value, exactly)."""
+    vals = list(values)
     return sum(vals) / len(vals)

@@ -122,3 +122,21 @@ def a2f(gts: Sequence[np.ndarray], preds: Sequence[np.ndarray], templates: Seque
     fdds = [r["FDD"] for r in rows]
     return {"LVE": sum(lve_f) / len(lve_f), "MVE": sum(mve_f) / len(mve_f), "UFVE": sum(ufve_f) / len(ufve_f),
             "FDD": sum(fdds) / len(fdds), "FDD_abs": sum(abs(x) for x in fdds) / len(fdds), "per_sequence": rows}
+
+
+def unitalker(gts: Sequence[np.ndarray], preds: Sequence[np.ndarray], lips: Sequence[int], n_vertices: int,
+              scale: float = 1.0) -> dict[str, float]:
+    """UniTalker's in-loop mouth metric (``loss.mouth_metric`` with batch 1, then ``AverageMeter``), literally:
+    per sequence, in coordinates multiplied by ``scale``, per frame the max over the lip vertices of the squared
+    distance; its mean over frames (LVE) and the mean over frames of its square root (LVD); then the plain mean
+    over sequences. Sequences must already be cut to the frames scored (equal lengths)."""
+    lve, lvd = [], []
+    for gt, pred in zip(gts, preds):
+        g = _v(gt, n_vertices).astype(np.float64) * scale
+        p = _v(pred, n_vertices).astype(np.float64) * scale
+        if g.shape != p.shape:
+            raise ValueError("cut both to the frames scored first")
+        e = [float(np.max(np.sum((g[t, list(lips)] - p[t, list(lips)]) ** 2, axis=1))) for t in range(len(g))]
+        lve.append(sum(e) / len(e))
+        lvd.append(sum(x ** 0.5 for x in e) / len(e))
+    return {"LVE": sum(lve) / len(lve), "LVD": sum(lvd) / len(lvd), "per_sequence_LVE": lve}

@@ -27,13 +27,21 @@ BOOTSTRAP_METHOD = ("percentile bootstrap over sequences: n resamples of the seq
 _MAX_ITEMS = 1 << 22  # integers per batch of resampling indices
 
 
-def aggregate(metric: str, values: Sequence[float], frames: Sequence[int]) -> float:
+def _how(metric: str, how: Optional[str]) -> str:
+    """The aggregation rule: ``how`` (a protocol's, as a results file records it) or the metric table's."""
+    return how or METRICS[metric].aggregation
+
+
+def aggregate(metric: str, values: Sequence[float], frames: Sequence[int], how: Optional[str] = None) -> float:
     """A metric's aggregate from per-sequence scores alone (pooled = frame-weighted mean of sequence means).
 
-    Equal to the pooled mean over frames up to rounding.
+    Equal to the pooled mean over frames up to rounding. ``values`` (n, k): k runs (samples) of the same n
+    sequences; the aggregate is the mean over runs of each run's aggregate.
     """
-    how = METRICS[metric].aggregation
+    how = _how(metric, how)
     v = np.asarray(values, np.float64)
+    if v.ndim == 2:
+        return float(np.mean([aggregate(metric, v[:, j], frames, how) for j in range(v.shape[1])]))
     if how == "pooled_frames":
         f = np.asarray(frames, np.float64)
         return float((v * f).sum() / f.sum())
@@ -43,10 +51,10 @@ def aggregate(metric: str, values: Sequence[float], frames: Sequence[int]) -> fl
 
 
 def aggregate_indexed(metric: str, values: np.ndarray, frames: np.ndarray, idx: np.ndarray,
-                      axis: int = -1) -> np.ndarray:
+                      axis: int = -1, how: Optional[str] = None) -> np.ndarray:
     """The aggregate over the sequences picked by index arrays ``idx`` (..., n), vectorised: the form scipy's
     resampling functions (``permutation_test``, ``bootstrap``) call a statistic in."""
-    how = METRICS[metric].aggregation
+    how = _how(metric, how)
     v, f = np.asarray(values, np.float64), np.asarray(frames, np.float64)
     if how == "pooled_frames":
         return (v * f)[idx].sum(axis=axis) / f[idx].sum(axis=axis)
@@ -73,13 +81,16 @@ def counts_matrix(n: int, n_resamples: int, seed: int) -> np.ndarray:
     return w
 
 
-def replicates(metric: str, counts: np.ndarray, values: np.ndarray, frames: np.ndarray) -> np.ndarray:
+def replicates(metric: str, counts: np.ndarray, values: np.ndarray, frames: np.ndarray,
+               how: Optional[str] = None) -> np.ndarray:
     """The metric's aggregate on each resampled draw: ``counts`` (B, n); ``values`` and ``frames`` (n,) for one
     sample or (n, k) for k samples scored on the same n sequences; returns (B,) or (B, k)."""
-    how = METRICS[metric].aggregation
+    how = _how(metric, how)
     v = np.asarray(values, np.float64)
     if how == "pooled_frames":
         f = np.asarray(frames, np.float64)
+        if v.ndim == 2 and f.ndim == 1:  # k runs of the same sequences share their frame counts
+            f = f[:, None]
         return (counts @ (f * v)) / (counts @ f)
     if how == "mean_abs_sequences":
         v = np.abs(v)
@@ -93,34 +104,35 @@ def percentile_interval(theta: np.ndarray, level: float = 0.95) -> tuple[float, 
 
 
 def bootstrap_ci(metric: str, values: Sequence[float], frames: Sequence[int], *, n_resamples: int = 10000,
-                 seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+                 seed: int = 0, level: float = 0.95, how: Optional[str] = None) -> tuple[float, float]:
     """Confidence interval of a metric's aggregate by resampling sequences (see :data:`BOOTSTRAP_METHOD`).
 
     Written with numpy (scipy.stats alone takes longer to import than a BIWI evaluation takes to score);
     ``tests/test_metrics.py`` checks it against ``scipy.stats.bootstrap(method='percentile')``. One sequence,
-    or identical scores, give the degenerate interval ``(v, v)``.
+    or identical scores, give the degenerate interval ``(v, v)``. ``values`` (n, k): k runs of the same
+    sequences; each replicate resamples the sequences once for all runs and takes the mean over runs.
     """
     v = np.asarray(values, np.float64)
     f = np.asarray(frames, np.float64)
-    point = aggregate(metric, v, f)
+    point = aggregate(metric, v, f, how)
     if len(v) < 2 or np.all(v == v[0]):
         return (point, point)
-    theta = np.concatenate([replicates(metric, c, v, f) for c in resample_counts(len(v), n_resamples, seed)])
-    return percentile_interval(theta, level)
+    theta = np.concatenate([replicates(metric, c, v, f, how) for c in resample_counts(len(v), n_resamples, seed)])
+    return percentile_interval(theta if theta.ndim == 1 else theta.mean(axis=1), level)
 
 
 def paired_difference(metric: str, a: Sequence[float], b: Sequence[float], frames_a: Sequence[int],
                       frames_b: Sequence[int], *, n_resamples: int = 10000, seed: int = 0,
-                      level: float = 0.95) -> dict[str, Any]:
+                      level: float = 0.95, how: Optional[str] = None) -> dict[str, Any]:
     """``agg(b) - agg(a)`` on the same n sequences, with its paired percentile bootstrap interval (both
     aggregates recomputed on the same resampled sequences). Returns ``{a, b, diff, ci95}``."""
     va, vb = np.asarray(a, np.float64), np.asarray(b, np.float64)
     fa, fb = np.asarray(frames_a, np.float64), np.asarray(frames_b, np.float64)
-    A, B = aggregate(metric, va, fa), aggregate(metric, vb, fb)
+    A, B = aggregate(metric, va, fa, how), aggregate(metric, vb, fb, how)
     d = B - A
     if len(va) < 2 or np.array_equal(va, vb):
         return {"a": A, "b": B, "diff": d, "ci95": (d, d)}
-    theta = np.concatenate([replicates(metric, c, vb, fb) - replicates(metric, c, va, fa)
+    theta = np.concatenate([replicates(metric, c, vb, fb, how) - replicates(metric, c, va, fa, how)
                             for c in resample_counts(len(va), n_resamples, seed)])
     return {"a": A, "b": B, "diff": d, "ci95": percentile_interval(theta, level)}
 

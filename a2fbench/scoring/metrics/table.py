@@ -24,7 +24,12 @@ class Metric:
       values);
     * ``per_sequence_key``: the per-sequence column it is computed from (FDD_abs from the signed FDD);
     * ``rankable``: counts towards the overall (Borda) rank (one per thing measured: FDD_abs, not FDD);
-    * ``ranked_by_abs``: a signed metric whose distance from 0 is what is ranked (FDD).
+    * ``ranked_by_abs``: a signed metric whose distance from 0 is what is ranked (FDD);
+    * ``framewise``: its per-sequence value is the mean over frames of a per-frame term (LVE, MVE, UFVE, LVD);
+      otherwise it is computed from the whole sequence (FDD).
+
+    A protocol may aggregate a metric otherwise (``Protocol.aggregation``: UniTalker's LVE is a mean of
+    per-sequence means); the results file records the aggregation used with every metric.
     """
 
     name: str
@@ -36,6 +41,7 @@ class Metric:
     rankable: bool = True
     ranked_by_abs: bool = False
     version: int = 1
+    framewise: bool = True
 
     def unit(self, vertex_units: str) -> str:
         """Unit string for a dataset whose vertex coordinates are in ``vertex_units`` (e.g. ``m`` -> ``m^2``)."""
@@ -59,8 +65,12 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
            "upper-face vertex error (A2F-Bench definition): MVE over the upper-face vertices"),
     Metric("FDD", 2, "mean_sequences", "FDD",
            "upper-face dynamics deviation: per sequence mean_u std_t |x - template|^2 of GT minus that of the "
-           "prediction (signed), mean over sequences", rankable=False, ranked_by_abs=True),
-    Metric("FDD_abs", 2, "mean_abs_sequences", "FDD", "mean over sequences of |FDD_s|"),
+           "prediction (signed), mean over sequences", rankable=False, ranked_by_abs=True, framewise=False),
+    Metric("FDD_abs", 2, "mean_abs_sequences", "FDD", "mean over sequences of |FDD_s|", framewise=False),
+    # appended (the stored per-sequence columns are append-only)
+    Metric("LVD", 1, "mean_sequences", "LVD",
+           "lip vertex distance (UniTalker's in-loop LVD): per frame the max over lip vertices of the Euclidean "
+           "distance, the mean over frames per sequence, the mean over sequences", rankable=False),
 )}
 
 #: metric names in table order (the columns everywhere)

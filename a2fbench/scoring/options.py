@@ -1,0 +1,103 @@
+"""What one evaluation takes from the dataset besides the arrays: the protocol's coordinate scale or
+normalisation and default region set (from the manifest), region index files given on the command line
+(``--region lips=FILE``), the training subjects a condition may name, and how many frames of each sequence a
+protocol scores at most.
+
+Takes: a prepared :class:`~a2fbench.store.Dataset` and a :class:`~.protocols.Protocol`. Gives: plain values
+for :mod:`.evaluate`."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from ..errors import A2FBenchError, StoreError
+from ..store import common_length
+from .protocols import Protocol
+
+
+@dataclass(frozen=True)
+class ProtocolOptions:
+    """The dataset-dependent settings of a protocol: coordinate scale of the lip terms (unitalker), FaceDiffuser's
+    coordinate range (facediffuser_multiface) and the region set the protocol uses by default."""
+
+    scale: float = 1.0
+    coord_range: Optional[tuple[tuple[float, ...], tuple[float, ...]]] = None
+    region_set: Optional[str] = None
+
+
+def protocol_options(spec: Any, proto: Protocol) -> ProtocolOptions:
+    """The manifest's settings ``proto`` needs; a protocol the dataset cannot support is a one-line error."""
+    scale = float(spec.unitalker.scale) if proto.scaled else 1.0
+    if not proto.normalised:
+        return ProtocolOptions(scale=scale)
+    fd = getattr(spec, "facediffuser", None)
+    if fd is None:
+        raise A2FBenchError(f"protocol {proto.name}: expected a dataset whose manifest gives FaceDiffuser's coordinate "
+                            f"normalisation (D2 Multiface), found {spec.id}; use --protocol facediffuser")
+    return ProtocolOptions(scale, (tuple(fd.normalise.min), tuple(fd.normalise.max)), fd.regions)
+
+
+def cap_frames(proto: Protocol, n_frames: int, n_samples: int, fps: float) -> Optional[int]:
+    """The most frames ``proto`` scores of a sequence (None: no cap). ``unitalker``: what UniTalker's
+    ``DataItem.truncate`` keeps, ``round(min(audio s, motion s, 20 s) * fps)``."""
+    if proto.max_seconds is None:
+        return None
+    if proto.cut_to_audio:
+        return common_length(n_frames, n_samples, fps, proto.max_seconds)[0]
+    return min(n_frames, int(round(proto.max_seconds * fps)))
+
+
+def training_subjects(ds: Any) -> list[str]:
+    """Subjects a prediction may be conditioned on: those of the training split, in split order (all subjects
+    of the dataset when it has no training split)."""
+    ids = ds.split("train") if "train" in ds.split_names else []
+    subs = list(dict.fromkeys(ds[s].subject for s in ids))
+    return subs or list(ds.subjects)
+
+
+def parse_region_args(items: Optional[list[str]]) -> dict[str, Path]:
+    """``["lips=FILE", "upper=FILE"]`` -> ``{"lips": Path, ...}`` (one-line errors for anything else)."""
+    out: dict[str, Path] = {}
+    for it in items or []:
+        name, sep, path = it.partition("=")
+        if not sep or name not in ("lips", "upper") or not path:
+            raise A2FBenchError(f"--region: expected lips=FILE or upper=FILE, found {it!r}; e.g. "
+                                "--region lips=04_BIWI_mouth_idx.npy")
+        out[name] = Path(path)
+    return out
+
+
+def load_region_file(path: str | os.PathLike, n_vertices: int, what: str, dataset: str) -> tuple[np.ndarray, str]:
+    """Vertex indices from an index file (``.npy`` integers or a boolean mask of V; text: comma/space separated
+    integers) and the file's sha256. Indices outside [0, V) are a one-line error."""
+    p = Path(path)
+    if not p.is_file():
+        raise A2FBenchError(f"--region {what}={p}: expected an index file (.npy or .txt), found nothing")
+    data = p.read_bytes()
+    try:
+        if p.suffix == ".npy":
+            a = np.load(p, allow_pickle=False)
+            if a.dtype == bool:
+                if a.size != n_vertices:
+                    raise ValueError(f"a boolean mask of {a.size} entries, not V={n_vertices}")
+                idx = np.flatnonzero(a.reshape(-1))
+            elif np.issubdtype(a.dtype, np.integer):
+                idx = a.astype(np.int64).reshape(-1)
+            else:
+                raise ValueError(f"dtype {a.dtype}")
+        else:
+            idx = np.array([int(t) for t in data.decode().replace(",", " ").split()], np.int64)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise A2FBenchError(f"--region {what}={p}: expected integer vertex indices (or a boolean mask of V), found "
+                            f"an unreadable file ({e}); pass an index file such as UniTalker's mouth index .npy") from None
+    if idx.size == 0 or idx.min() < 0 or idx.max() >= n_vertices:
+        rng = "none" if idx.size == 0 else f"{idx.size} indices in [{idx.min()}, {idx.max()}]"
+        raise StoreError(f"--region {what}={p}: expected vertex indices in [0, {n_vertices}) for {dataset} "
+                         f"(V={n_vertices}), found {rng}; pass the index file of this dataset's mesh")
+    return idx, "sha256:" + hashlib.sha256(data).hexdigest()
