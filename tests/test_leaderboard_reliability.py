@@ -14,6 +14,7 @@ import pytest
 
 from a2fbench.util.fsutil import write_json
 from leaderboard import db
+from leaderboard.model import load_reported, seed_path
 from leaderboard.synthetic import make_results
 
 N_PROC, PER_PROC = 20, 10
@@ -21,7 +22,7 @@ N_PROC, PER_PROC = 20, 10
 _SUBMITTER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from leaderboard.model import method_meta
+    from leaderboard.model import load_reported, seed_path, method_meta
     from leaderboard.submit import submit_file
     dbp, k, n, nproc, root = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), Path(sys.argv[5])
     Path(root / f"ready{k}").touch()
@@ -60,7 +61,8 @@ def test_20_concurrent_submitters_store_all_200_exactly_once(tmp_path):
     assert len(rows) == N_PROC * PER_PROC
     assert sorted(r["method"] for r in rows) == sorted(f"m{i}" for i in range(N_PROC * PER_PROC))
     assert len({r["fingerprint"] for r in rows}) == len(rows)
-    assert len(db.fetch_entries(conn, kind="reported")) == 8  # seeded once despite 20 racing openers
+    n_seed = len(load_reported(seed_path()))
+    assert len(db.fetch_entries(conn, kind="reported")) == n_seed  # seeded once despite 20 racing openers
     assert db.check_consistency(conn) == []
     assert db.generation(conn) == 1 + N_PROC * PER_PROC      # seeding + one bump per stored submission
 
