@@ -263,21 +263,36 @@ class AudioEncoder(nn.Module):
                 x = layer(x)
         return x.transpose(1, 2)  # (B, L, C)
 
-    def forward(self, audio: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, N) audio (zero-padded), (B,) valid sample counts -> (B, L, H) features, (B,) valid frame counts."""
+    def cnn_features(self, audio: torch.Tensor, lengths: Optional[torch.Tensor] = None,
+                     all_full: Optional[bool] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N) audio, (B,) valid samples -> the CNN's (B, L, C) features and (B,) valid feature frames.
+
+        ``all_full`` (every clip N samples long), when the caller knows it, saves reading ``lengths`` back from
+        the device (a host sync on CUDA)."""
         B, N = audio.shape
         if lengths is None:
-            lengths = torch.full((B,), N, dtype=torch.long, device=audio.device)
-        all_full = bool((lengths == N).all())
+            lengths, all_full = torch.full((B,), N, dtype=torch.long, device=audio.device), True
+        if all_full is None:
+            all_full = bool((lengths == N).all())
         feats = self._cnn(audio, None if all_full else lengths)
+        return feats, self.feature_lengths(lengths).clamp(max=feats.shape[1])
+
+    def from_features(self, feats: torch.Tensor, flen: torch.Tensor, all_full: bool) -> torch.Tensor:
+        """The CNN's (B, L, C) features (``all_full``: no padded frames) -> (B, L, H) encoder output."""
         L = feats.shape[1]
-        flen = self.feature_lengths(lengths).clamp(max=L)
-        fmask = None if all_full else (torch.arange(L, device=audio.device)[None, :] < flen[:, None])
+        fmask = None if all_full else (torch.arange(L, device=feats.device)[None, :] < flen[:, None])
         hidden, _ = self.hf.feature_projection(feats)
         if self.training:
             hidden = self.hf._mask_hidden_states(hidden, attention_mask=fmask)
-        out = self.hf.encoder(hidden, attention_mask=fmask).last_hidden_state
-        return out, flen
+        return self.hf.encoder(hidden, attention_mask=fmask).last_hidden_state
+
+    def forward(self, audio: torch.Tensor, lengths: Optional[torch.Tensor] = None,
+                all_full: Optional[bool] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N) audio (zero-padded), (B,) valid sample counts -> (B, L, H) features, (B,) valid frame counts."""
+        if lengths is not None and all_full is None:
+            all_full = bool((lengths == audio.shape[1]).all())
+        feats, flen = self.cnn_features(audio, lengths, all_full)
+        return self.from_features(feats, flen, all_full is not False), flen
 
 
 def normalize_audio(x: torch.Tensor, n: Optional[int] = None) -> torch.Tensor:
