@@ -64,7 +64,8 @@ class Eq2Loss(nn.Module):
         self.dims = dims  # space -> D
         self.pca_weight = float(pca_weight)
         self.param_weight = float(param_weight)
-        self.register_buffer("weights", torch.tensor([1.0, self.pca_weight, self.param_weight]), persistent=False)
+        self.register_buffer("weights", torch.tensor([1.0, self.pca_weight, self.param_weight], dtype=torch.float64),
+                             persistent=False)
 
     def vertices(self, space: str, x: torch.Tensor) -> torch.Tensor:
         s = self.scales.get(space, 1.0)

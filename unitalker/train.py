@@ -32,7 +32,6 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import yaml
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -65,7 +64,7 @@ log = logging.getLogger(__name__)
 
 # Keys a resumed run may change (they do not change what is computed).
 RESUME_FREE = ("train.epochs", "train.device", "train.threads", "data.num_workers", "train.checkpoint_every_steps",
-               "train.keep_checkpoints", "train.cache_features")
+               "train.keep_checkpoints", "train.cache_features", "train.static_shapes")
 LOG_FIELDS = ["epoch", "batch", "step", "phase", "loss", "rec", "pca", "param", "lr", "clips", "audio_seconds",
               "seconds", "data_wait"]
 
@@ -269,6 +268,7 @@ class Trainer:
         are cached (then items carry no audio). Store handles are closed first, so no open HDF5 file crosses
         the fork: workers (and later validation) reopen their own."""
         tc, workers = self.cfg["train"], int(self.cfg["data"]["num_workers"])
+        self.buckets = self.device.type == "cuda" and bool(tc["static_shapes"])
         self.clips.precompute_targets(self.progress and self.dist.main)
         self.cache = None
         if featcache.applies(self.cfg):
@@ -280,10 +280,10 @@ class Trainer:
             for s in self.sources + (self.validator.sources if self.validator is not None else []):
                 s.ds.close()
         cuda = self.device.type == "cuda"
-        if cuda:
+        if self.buckets:
             torch.backends.cudnn.benchmark = True  # shapes are bucketed (collate), so each is tuned once
         return torch.utils.data.DataLoader(self.clips, batch_sampler=self.sampler, num_workers=workers,
-                                           collate_fn=functools.partial(collate, buckets=cuda),
+                                           collate_fn=functools.partial(collate, buckets=self.buckets),
                                            persistent_workers=workers > 0, pin_memory=cuda,
                                            worker_init_fn=worker_init if workers else None)
 
@@ -330,7 +330,7 @@ class Trainer:
             t_prev = time.perf_counter()
             batches = DeviceBatches(loader, self.device, seed=int(tc["seed"]), epoch=epoch, rank=self.dist.rank,
                                     pivot_prob=float(tc["pivot_prob"]), pivot=self.idt.pivot, skip=skip,
-                                    cache=self.cache, buckets=self.device.type == "cuda")
+                                    cache=self.cache, buckets=self.buckets)
             for b, (x, batch, wait) in enumerate(batches, start=skip):
                 seed_step(int(tc["seed"]), epoch, b, self.dist.rank)  # dropout, SpecAugment, LayerDrop
                 lr = self.lr_at(epoch, b, n_batches)
