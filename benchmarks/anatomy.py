@@ -7,6 +7,7 @@ busy time from ``torch.profiler``, and :func:`count_syncs` the syncs torch repor
 from __future__ import annotations
 
 import collections
+import contextlib
 import warnings
 from typing import Any
 
@@ -49,33 +50,100 @@ class OpCounter(TorchDispatchMode):
                 "host_read_ops": {k: round(v / n, 1) for k, v in self.host_reads.items()}}
 
 
-def cuda_profile(step: Any, n: int) -> dict:
-    """Run ``step()`` n times under torch.profiler: kernels launched and GPU busy time per step, wall per step."""
-    import time
+class StepInstruments:
+    """A ``Trainer.step_context`` factory: steps before ``start`` run bare; then ``n`` steps under the
+    :class:`OpCounter`, and on CUDA ``n`` steps under torch.profiler (kept open across them, so the busy
+    fraction counts the gaps between steps too) and ``n`` steps with sync reporting. ``steps_needed`` is how many
+    steps past ``start`` that takes."""
 
-    from torch.profiler import ProfilerActivity, profile
+    def __init__(self, device: torch.device, start: int, n: int):
+        self.device, self.start, self.n = device, start, n
+        self.cuda = device.type == "cuda"
+        self.i = 0
+        self.counter = OpCounter()
+        self.prof: Any = None
+        self.syncs: list[int] = []
+        self.sync_sites: collections.Counter = collections.Counter()
+        self.result: dict = {}
 
-    torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-        for _ in range(n):
-            step()
-        torch.cuda.synchronize()
-    wall = (time.perf_counter() - t0) / n
-    kernels, busy = 0, 0.0
-    spans = []
-    for e in prof.events():
-        if e.device_type == torch.autograd.DeviceType.CUDA:
-            kernels += 1
-            spans.append((e.time_range.start, e.time_range.end))
+    @property
+    def steps_needed(self) -> int:
+        return self.n * (3 if self.cuda else 1) if self.n else 0
+
+    def __call__(self) -> Any:
+        k = self.i - self.start
+        self.i += 1
+        if not self.n or k < 0 or k >= self.steps_needed:
+            return contextlib.nullcontext()
+        if k < self.n:
+            return self.counter()
+        if k < 2 * self.n:
+            return _ProfiledStep(self, k - self.n)
+        return _SyncStep(self)
+
+    def report(self) -> dict:
+        if not self.n:
+            return {}
+        per = self.counter.per_step()
+        out = {"ops_per_step": per["ops"], "host_reads_per_step": per["host_reads"], "top_ops": per["top_ops"]}
+        if self.cuda:
+            out.update(self.result)
+            out["syncs_per_step"] = sum(self.syncs) / max(len(self.syncs), 1)
+            out["sync_sites"] = dict(self.sync_sites.most_common(8))
+        return out
+
+
+class _ProfiledStep:
+    def __init__(self, owner: StepInstruments, k: int):
+        self.o, self.k = owner, k
+
+    def __enter__(self) -> None:
+        import time
+
+        from torch.profiler import ProfilerActivity, profile
+
+        if self.k == 0:
+            torch.cuda.synchronize()
+            self.o.t0 = time.perf_counter()
+            self.o.prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+            self.o.prof.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        import time
+
+        if self.k == self.o.n - 1:
+            torch.cuda.synchronize()
+            wall = time.perf_counter() - self.o.t0
+            self.o.prof.__exit__(None, None, None)
+            self.o.result = _kernels(self.o.prof, self.o.n, wall)
+
+
+class _SyncStep:
+    def __init__(self, owner: StepInstruments):
+        self.o = owner
+
+    def __enter__(self) -> None:
+        self.c = count_syncs()
+        self.c.__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.c.__exit__(*exc)
+        self.o.syncs.append(self.c.n)
+        self.o.sync_sites.update(self.c.where)
+
+
+def _kernels(prof: Any, n: int, wall: float) -> dict:
+    """Kernels per step and the GPU's busy fraction (union of kernel intervals over the wall time)."""
+    spans = [(e.time_range.start, e.time_range.end) for e in prof.events()
+             if e.device_type == torch.autograd.DeviceType.CUDA]
     spans.sort()
-    end = -1.0
-    for a, b in spans:  # union of kernel intervals (us): time the GPU had work
+    busy, end = 0.0, -1.0
+    for a, b in spans:  # microseconds
         if b > end:
             busy += b - max(a, end)
             end = b
-    return {"kernels": kernels / n, "gpu_busy_ms": busy / 1e3 / n, "wall_ms_profiled": wall * 1e3,
-            "gpu_busy_fraction": busy / 1e6 / n / wall if wall else float("nan")}
+    return {"kernels_per_step": len(spans) / n, "gpu_busy_ms_per_step": busy / 1e3 / n,
+            "profiled_wall_ms_per_step": wall * 1e3 / n, "gpu_busy_fraction": busy / 1e6 / wall if wall else float("nan")}
 
 
 class count_syncs:

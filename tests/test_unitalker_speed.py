@@ -85,6 +85,24 @@ def test_feature_cache_is_bit_equal_at_batch_1_and_close_when_padded(data, tmp_p
     np.testing.assert_allclose(la, lb, rtol=1e-5, atol=0)
 
 
+def test_spec_augment_without_syncs_draws_and_applies_the_same_masks_as_transformers():
+    """Our SpecAugment (host lengths, ``where``) == transformers' ``_mask_hidden_states`` (device lengths, boolean
+    indexing) for the same numpy seed: the same draws, so bit for bit the same output."""
+    ec = {**load_config("tiny")["model"]["encoder"], "arch": {**load_config("tiny")["model"]["encoder"]["arch"],
+                                                              "mask_time_prob": 0.3, "mask_time_length": 3}}
+    torch.manual_seed(0)
+    enc = AudioEncoder(ec).train()
+    h = torch.randn(3, 40, 64)
+    lens = torch.tensor([40, 31, 17])
+    for ln in (lens, None):
+        np.random.seed(5)
+        ours = enc._spec_augment(h.clone(), ln)
+        np.random.seed(5)
+        am = None if ln is None else torch.arange(40)[None] < ln[:, None]
+        ref = enc.hf._mask_hidden_states(h.clone(), attention_mask=am)
+        assert torch.equal(ours, ref) and not torch.equal(ours, h)
+
+
 # ---------------------------------------------------------------------------------------- CNN as GEMMs
 @pytest.mark.parametrize("enc_cfg", ["tiny", "w2v2"])
 def test_gemm_cnn_equals_stock_convolutions(enc_cfg):

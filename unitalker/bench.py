@@ -33,7 +33,7 @@ from a2fbench.util.constants import SAMPLE_RATE
 from .config import load_config
 from .fastinfer import FastForward
 from .model import HeadSpec, ModelSpec, UniTalker
-from .runtime import device_name, load_model, select_device
+from .runtime import device_name, load_model, select_device, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +117,8 @@ def bench(checkpoint: Optional[str] = None, config: Optional[str] = None, *, sec
     if runs < 20:
         raise ConfigError(f"expected at least 20 timed runs, found {runs}")
     dev = select_device(device)
+    if dev.type == "cpu":
+        set_threads(0)  # the cores not busy now (runtime.auto_threads): a busy neighbour stalls a full pool
     model, cfg, source = _model_for(checkpoint, config, dev)
     space = "flame_5023_verts" if "flame_5023_verts" in model.heads else next(iter(model.heads))
     n = int(round(seconds * SAMPLE_RATE))

@@ -30,11 +30,12 @@ class DeviceBatches:
     """Iterate ``loader`` (one epoch) as ``(inputs on device, host batch, seconds waited for it)``."""
 
     def __init__(self, loader: Any, device: torch.device, *, seed: int, epoch: int, rank: int, pivot_prob: float,
-                 pivot: int, skip: int = 0, cache: Any = None, buckets: bool = False):
+                 pivot: int, skip: int = 0, cache: Any = None, buckets: bool = False,
+                 feature_lengths: Optional[Callable[[torch.Tensor], torch.Tensor]] = None):
         self.loader, self.device = loader, device
         self.seed, self.epoch, self.rank, self.skip = seed, epoch, rank, skip
         self.pivot_prob, self.pivot = float(pivot_prob), int(pivot)
-        self.cache, self.buckets = cache, buckets
+        self.cache, self.buckets, self.feature_lengths = cache, buckets, feature_lengths
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
 
     def __iter__(self) -> Iterator[tuple[dict, dict, float]]:
@@ -70,14 +71,18 @@ class DeviceBatches:
                 "host": {"T": int(batch["T"]), "all_full": bool(batch["all_full"])}, "audio": None}
             if self.cache is not None:
                 L, full = self.cache.padded_length(batch["index"], self.buckets)
-                out["host"].update(all_full=full, cnn=self.cache.gather(batch["index"], L))
+                out["host"].update(all_full=full, cnn=self.cache.gather(batch["index"], L),
+                                   flen_host=self.cache.lengths_host[batch["index"]])
             else:
                 out["audio"] = to(batch["audio"])
+                if self.feature_lengths is not None:
+                    out["host"]["flen_host"] = self.feature_lengths(batch["n_samples"])
         if self.stream is not None:
             main = torch.cuda.current_stream(dev)
             main.wait_stream(self.stream)
             for t in _tensors(out):
-                t.record_stream(main)  # allocated on the side stream, used on the main one
+                if t.is_cuda:
+                    t.record_stream(main)  # allocated on the side stream, used on the main one
         return out
 
 

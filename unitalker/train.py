@@ -7,10 +7,13 @@ Order of events (UniTalker ``train.py`` / ``train_eval_loop.py``, with batching)
 2. Per epoch: phase 0 (epochs < ``train.warmup_epochs``) trains the decoder, identities and heads with the
    encoder frozen; phase 1 trains everything except the CNN feature extractor. The Adam optimiser is
    re-created when the phase changes (its state reset), as the reference does.
-3. Per batch: the step's RNGs are seeded from (seed, epoch, batch, rank), so a resumed run draws the same
-   pivot swaps, dropout masks and SpecAugment masks; identities are swapped for the pivot with probability
-   ``train.pivot_prob``; bf16 autocast on CUDA; loss of Eq. 2 (:mod:`unitalker.loss`); Adam step.
-4. After each epoch: validation LVE per dataset (native units, pooled over frames; with its static-template
+3. Before the first step: every clip's targets, and a frozen CNN's features (:mod:`unitalker.featcache`),
+   computed once; then the loader (workers fork after that, with no store open).
+4. Per batch (:mod:`unitalker.step`): the step's RNGs are seeded from (seed, epoch, batch, rank), so a resumed
+   run draws the same pivot swaps, dropout masks and SpecAugment masks; identities are swapped for the pivot
+   with probability ``train.pivot_prob``; bf16 autocast on CUDA; loss of Eq. 2 (:mod:`unitalker.loss`); fused
+   Adam step; the step's loss reaches the log one step later (no host read inside a step).
+5. After each epoch: validation LVE per dataset (native units, pooled over frames; with its static-template
    ratio), a checkpoint, a line in ``RUN/val.csv``. Every step goes to ``RUN/log.csv``.
 
 A killed run resumes from its latest checkpoint when the same command is run again, and ends with the same
@@ -183,7 +186,6 @@ class Trainer:
 
     def _write_run_files(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-
         with atomic_path(self.out / "config.yaml") as tmp:
             tmp.write_text(dump(self.cfg))
         write_json(self.out / "run.json", {"datasets": self.datasets, "data": str(self.data.resolve()),
@@ -201,7 +203,6 @@ class Trainer:
         self.opt = make_optimizer(self.params, float(self.cfg["train"]["lr"]))
         self.net: torch.nn.Module = self.model
         if self.dist.world > 1:
-
             self.net = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                            find_unused_parameters=True)
 
@@ -288,7 +289,6 @@ class Trainer:
                                            worker_init_fn=worker_init if workers else None)
 
     def fit(self) -> Path:
-
         tc = self.cfg["train"]
         logw = None
         if self.dist.main:
@@ -304,11 +304,7 @@ class Trainer:
         last = None
         epoch = int(self.state["epoch"])
 
-        def write(row: dict) -> None:
-            logw.writerow(row)
-            logf.flush()
-
-        steplog = StepLog(write if self.dist.main else None)
+        steplog = StepLog((lambda row: (logw.writerow(row), logf.flush())) if self.dist.main else None)
         while epoch < epochs:
             phase = self.phase_of(epoch)
             if phase != self.state["phase"] or not hasattr(self, "opt"):
@@ -330,7 +326,8 @@ class Trainer:
             t_prev = time.perf_counter()
             batches = DeviceBatches(loader, self.device, seed=int(tc["seed"]), epoch=epoch, rank=self.dist.rank,
                                     pivot_prob=float(tc["pivot_prob"]), pivot=self.idt.pivot, skip=skip,
-                                    cache=self.cache, buckets=self.buckets)
+                                    cache=self.cache, buckets=self.buckets,
+                                    feature_lengths=self.model.encoder.feature_lengths)
             for b, (x, batch, wait) in enumerate(batches, start=skip):
                 seed_step(int(tc["seed"]), epoch, b, self.dist.rank)  # dropout, SpecAugment, LayerDrop
                 lr = self.lr_at(epoch, b, n_batches)
