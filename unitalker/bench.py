@@ -140,6 +140,7 @@ def bench(checkpoint: Optional[str] = None, config: Optional[str] = None, *, sec
         for mode in modes:
             extra: dict[str, Any] = {}
             if mode == "reference":
+                torch.backends.cudnn.benchmark = False  # the reference as the paper's code runs (FastForward sets it)
                 groups = {space: torch.arange(B, device=dev)}
 
                 def fn() -> Any:

@@ -76,9 +76,10 @@ class FeatureCache:
                 log.info("CNN feature cache: %.2f GB is over a quarter of the GPU's free %.2f GB; keeping it in "
                          "host memory", nbytes / 1e9, free / 1e9)
         feats = torch.zeros(total + 1, C, dtype=dtype, device=where)
-        was, load = encoder.training, clips.load_audio
+        was, load, tune = encoder.training, clips.load_audio, torch.backends.cudnn.benchmark
         encoder.eval()
         clips.load_audio = True
+        torch.backends.cudnn.benchmark = False  # every clip has its own length: tuning each would cost more
         bar = progress_bar(total=len(clips), desc="CNN features", show=progress, unit="clip", leave=False)
         try:
             with torch.inference_mode(), torch.autocast(device.type, enabled=False):
@@ -92,6 +93,7 @@ class FeatureCache:
             bar.close()
             clips.load_audio = load
             encoder.train(was)
+            torch.backends.cudnn.benchmark = tune
         log.info("CNN feature cache: %d clips, %d frames x %d, %s, %.2f GB on %s", len(clips), total, C,
                  str(dtype).replace("torch.", ""), nbytes / 1e9, where)
         return cls(feats, starts, lengths, device)

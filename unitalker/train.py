@@ -281,8 +281,8 @@ class Trainer:
             for s in self.sources + (self.validator.sources if self.validator is not None else []):
                 s.ds.close()
         cuda = self.device.type == "cuda"
-        if self.buckets:
-            torch.backends.cudnn.benchmark = True  # shapes are bucketed (collate), so each is tuned once
+        if cuda:  # with bucketed shapes (collate) cuDNN tunes each shape once; with free lengths, every batch
+            torch.backends.cudnn.benchmark = self.buckets
         return torch.utils.data.DataLoader(self.clips, batch_sampler=self.sampler, num_workers=workers,
                                            collate_fn=functools.partial(collate, buckets=self.buckets),
                                            persistent_workers=workers > 0, pin_memory=cuda,
