@@ -104,6 +104,7 @@ def run_setting(data: Path, datasets: list[str], config: str, overrides: list[st
                                "train.val_every_epochs=100000", *overrides])
     out = work / f"run-{len(list(work.iterdir()))}"
     t = Trainer(data, datasets, out, cfg, progress=False)
+    t.save = lambda *a, **k: None  # no checkpoints between the timed epochs (-L's would write ~4 GB each)
     t.clips = realistic_clips(t.clips, clips, seed)
     tc = cfg["train"]
     t.sampler = BucketBatchSampler(t.clips, tc["batch_size"], tc["bucket_factor"], tc["seed"],
