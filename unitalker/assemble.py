@@ -32,12 +32,18 @@ def _step_seed(seed: int, epoch: int, batch: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, batch, rank]).generate_state(1)[0])
 
 
+def step_rng(seed: int, epoch: int, batch: int, rank: int) -> np.random.Generator:
+    """The step's own generator (pivot swaps): independent of the global RNGs, so it can be drawn ahead."""
+    return np.random.default_rng([seed, epoch, batch, rank, 1])
+
+
 def seed_step(seed: int, epoch: int, batch: int, rank: int) -> np.random.Generator:
+    """Seed the global RNGs (dropout, SpecAugment, LayerDrop) for one step; returns :func:`step_rng`."""
     s = _step_seed(seed, epoch, batch, rank)
     torch.manual_seed(s)
     np.random.seed(s)
     random.seed(s)
-    return np.random.default_rng([seed, epoch, batch, rank, 1])
+    return step_rng(seed, epoch, batch, rank)
 
 
 def build_heads(data: str | Path, sources: list[Source], cfg: dict,

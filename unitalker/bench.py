@@ -3,17 +3,21 @@
 * reference mode: fp32 weights, transformers' eager attention (WavLM: ``multi_head_attention_forward`` with the
   gated relative-position bias as ``attn_mask``), no compilation, no CUDA graphs: the way the paper's code
   computes;
-* fast mode: SDPA attention (the WavLM bias as an additive mask), on CUDA the encoder and decoder in bf16
-  (heads and PCA decoding stay fp32), ``cudnn.benchmark``, optionally ``torch.compile``; inference mode.
+* fast mode (:mod:`unitalker.fastinfer`): SDPA attention, on CUDA the trunk in bf16 (heads and PCA decoding
+  fp32), the CNN in the implementation and precision that time fastest on this shape, ``cudnn.benchmark``,
+  the whole forward captured in a CUDA graph; ``--compile`` adds ``torch.compile`` (default mode).
 
 Timed: the model forward only (trunk + one head with its decoding; audio already in memory as a tensor on
 the device), ``warmup`` untimed calls first, then the median of ``runs`` calls, with CUDA events around each
 call on a GPU (synchronised) or ``time.perf_counter`` on the CPU. Random weights time the same as trained ones.
+Each fast row also gives the relative error of its trunk output against the reference mode's on the same input
+(``rel_err``; bf16 on CUDA: expect a few 1e-3, the CPU test derives the bound).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import statistics
 import time
@@ -27,8 +31,9 @@ from a2fbench.registry import all_spaces, all_specs
 from a2fbench.util.constants import SAMPLE_RATE
 
 from .config import load_config
+from .fastinfer import FastForward
 from .model import HeadSpec, ModelSpec, UniTalker
-from .runtime import device_name, load_model, select_device
+from .runtime import device_name, load_model, select_device, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -94,32 +99,26 @@ class _Timer:
             torch.cuda.synchronize(self.device)
 
 
-def prepare_mode(model: UniTalker, mode: str, device: torch.device, use_compile: bool = False) -> tuple[Any, torch.dtype]:
-    """A copy of the model set up for ``mode`` (reference | fast) on ``device``, and its input dtype."""
+def reference_model(model: UniTalker, device: torch.device) -> UniTalker:
+    """The reference mode: a float32 copy with transformers' eager attention."""
     m = copy.deepcopy(model).to(device).eval()
-    dtype = torch.float32
-    if mode == "reference":
-        m.encoder.set_attention("eager")
-        return m, dtype
-    m.encoder.set_attention("sdpa")
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        dtype = torch.bfloat16
-        m.encoder.to(dtype)
-        m.decoder.to(dtype)
-        m.identity.to(dtype)
-    if use_compile:
-        m.encoder.hf.encoder.compile(mode="max-autotune-no-cudagraphs" if device.type == "cuda" else "default")
-    return m, dtype
+    m.encoder.set_attention("eager")
+    return m
+
+
+def rel_err(a: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((a.double() - ref.double()).norm() / ref.double().norm().clamp(min=1e-30))
 
 
 def bench(checkpoint: Optional[str] = None, config: Optional[str] = None, *, seconds: float = 10.0,
           device: str = "auto", batch: int = 16, runs: int = 20, warmup: int = 3, use_compile: bool = False,
-          fps: float = 30.0, modes: tuple[str, ...] = ("reference", "fast")) -> dict:
+          fps: float = 30.0, modes: tuple[str, ...] = ("reference", "fast"), graphs: bool = True) -> dict:
     """Time the forward of a 10 s clip (batch 1, and batch ``batch`` when > 1) in each mode; see module doc."""
     if runs < 20:
         raise ConfigError(f"expected at least 20 timed runs, found {runs}")
     dev = select_device(device)
+    if dev.type == "cpu":
+        set_threads(0)  # the cores not busy now (runtime.auto_threads): a busy neighbour stalls a full pool
     model, cfg, source = _model_for(checkpoint, config, dev)
     space = "flame_5023_verts" if "flame_5023_verts" in model.heads else next(iter(model.heads))
     n = int(round(seconds * SAMPLE_RATE))
@@ -131,27 +130,38 @@ def bench(checkpoint: Optional[str] = None, config: Optional[str] = None, *, sec
     n_enc = sum(p.numel() for p in model.encoder.parameters())
     timer = _Timer(dev)
     batches = [1] + ([batch] if batch > 1 else [])
-    for mode in modes:
-        m, dtype = prepare_mode(model, mode, dev, use_compile and mode == "fast")
-        for B in batches:
-            x = audio_cpu[:B].to(dev)
-            nn_ = torch.full((B,), n, device=dev)
-            tt = torch.full((B,), T, device=dev)
-            ident = torch.full((B,), m.pivot, device=dev)
-            groups = {space: torch.arange(B, device=dev)}
+    ref = reference_model(model, dev)
+    for B in batches:
+        x = audio_cpu[:B].to(dev)
+        nn_, tt = torch.full((B,), n, device=dev), torch.full((B,), T, device=dev)
+        ident = torch.full((B,), ref.pivot, device=dev)
+        with torch.inference_mode():
+            ref_feats = ref.features(x, nn_, tt, ident) if "fast" in modes else None
+        for mode in modes:
+            extra: dict[str, Any] = {}
+            if mode == "reference":
+                torch.backends.cudnn.benchmark = False  # the reference as the paper's code runs (FastForward sets it)
+                groups = {space: torch.arange(B, device=dev)}
 
-            def fn() -> Any:
-                with torch.inference_mode():
-                    return m(x, nn_, tt, ident, groups)
+                def fn() -> Any:
+                    with torch.inference_mode():
+                        return ref(x, nn_, tt, ident, groups)
 
+                dtype, attention = "float32", "eager"
+            else:
+                ff = FastForward(model, dev, B, n, T, space, graphs=graphs, compile=use_compile)
+                fn = functools.partial(ff, x)  # noqa: F811
+                extra = {**ff.describe(), "rel_err": rel_err(ff.features(x), ref_feats)}
+                dtype, attention = extra.pop("dtype"), "sdpa"
             times = timer(fn, warmup if dev.type == "cpu" else max(warmup, 5), runs)
             med = statistics.median(times)
             rows.append({"mode": mode, "batch": B, "median_ms": med * 1e3, "p10_ms": float(np.percentile(times, 10)) * 1e3,
                          "p90_ms": float(np.percentile(times, 90)) * 1e3, "audio_s_per_s": B * seconds / med,
-                         "dtype": str(dtype).replace("torch.", ""), "attention": m.encoder.attention,
-                         "compiled": bool(use_compile and mode == "fast")})
+                         "dtype": dtype, "attention": attention, "compiled": bool(use_compile and mode == "fast"),
+                         **extra})
             log.info("%s batch %d: %.2f ms", mode, B, med * 1e3)
-        del m
+            if mode == "fast":
+                del ff, fn
     speed = {}
     for B in batches:
         r = {x["mode"]: x for x in rows if x["batch"] == B}
@@ -169,8 +179,10 @@ def format_report(rep: dict) -> str:
              f"median of {rep['runs']} runs after {rep['warmup']} warm-up",
              f"{'mode':<10} {'batch':>5} {'dtype':>9} {'attention':>9} {'median ms':>10} {'p10-p90 ms':>17} {'audio-s/s':>10}"]
     for r in rep["rows"]:
+        how = f"  CNN {r['cnn']}, graph {'yes' if r['graph'] else 'no'}, rel. err {r['rel_err']:.1e}" \
+            if r["mode"] == "fast" else ""
         lines.append(f"{r['mode']:<10} {r['batch']:>5} {r['dtype']:>9} {r['attention']:>9} {r['median_ms']:>10.2f} "
-                     f"{r['p10_ms']:>8.2f}-{r['p90_ms']:<8.2f} {r['audio_s_per_s']:>10.1f}")
+                     f"{r['p10_ms']:>8.2f}-{r['p90_ms']:<8.2f} {r['audio_s_per_s']:>10.1f}{how}")
     for k, v in rep["speedup_fast_vs_reference"].items():
         lines.append(f"fast vs reference, {k}: {v:.2f}x")
     return "\n".join(lines)

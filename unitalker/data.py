@@ -5,9 +5,7 @@
   divided back (:mod:`unitalker.predict`).
 * One epoch visits every training clip of dataset d ``duplicate[d]`` times (the config's ``data.duplicate``,
   the paper's 10,5,4,1,1,1,1,1), shuffled; val/test are not repeated.
-* Batches: the epoch's shuffled list is cut into chunks of ``batch_size x bucket_factor`` clips, each chunk is
-  sorted by length and cut into batches, and the batch order is shuffled (length bucketing: little padding).
-  The order is a pure function of (seed, epoch), so a resumed run sees the same batches.
+* Batches (length-bucketed, deterministic in (seed, epoch)) and padding: :mod:`unitalker.batches`.
 * Audio and motion are aligned as UniTalker's ``DataItem.truncate`` does: each clip is cut to
   ``min(recording s, motion s, data.max_seconds)`` (``a2fbench.store.common_length``: motion frames and audio
   samples by Python ``round``), so a recording that runs past the motion is cut to it and a motion that runs
@@ -22,7 +20,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -31,7 +29,9 @@ import a2fbench
 from a2fbench.errors import ConfigError, StoreError
 from a2fbench.registry import DatasetSpec, get_space, get_spec
 from a2fbench.spaces import pca as _pca
+from a2fbench.util.progress import bar as progress_bar
 
+from .batches import BucketBatchSampler, collate, eval_batches  # noqa: F401  (re-exported: their old home)
 from .encoder import normalize_audio
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,11 @@ class ClipSet(torch.utils.data.Dataset):
     Targets: for a space with a PCA head (``pca[space] = (components (k, D), mean (D,))``) the clip's PCA
     coefficients ``z = (G - template - mean) C'`` (T, k) and the squared norm of what the PCA leaves out
     ``r2`` (T,), so the vertex loss needs no (T, D) tensor (``loss.py``); otherwise the motion (T, D) and the
-    template (D,). PCA and parameter targets are computed once per clip and kept in memory (small).
+    template (D,). PCA and parameter targets are computed once per clip and kept in memory (small):
+    :meth:`precompute_targets` computes them all in this process before loader workers start, so workers
+    inherit them (fork) instead of each recomputing its own copy with a BLAS pool per worker.
+    ``load_audio = False`` (the frozen CNN's features are cached, :mod:`unitalker.featcache`): items carry no
+    audio, only its length.
     """
 
     def __init__(self, sources: list[Source], ids: IdentityTable, cfg: dict, normalize: bool, split: str = "train",
@@ -208,6 +212,7 @@ class ClipSet(torch.utils.data.Dataset):
         self.frames: list[int] = []
         self.samples: list[int] = []
         self._cache: dict[int, dict] = {}
+        self.load_audio = True
         n_cut = n_audio_cut = n_motion_cut = 0
         for si, s in enumerate(sources):
             for sid in s.ids:
@@ -237,6 +242,14 @@ class ClipSet(torch.utils.data.Dataset):
         si, _ = self.items[i]
         return self.frames[i] / self.sources[si].fps
 
+    def precompute_targets(self, progress: bool = False) -> None:
+        """Every clip's targets, computed now in this process (float64 projections with the full BLAS pool)."""
+        bar = progress_bar(total=len(self), desc="targets", show=progress, unit="clip", leave=False)
+        for i in range(len(self)):
+            self._targets(i)
+            bar.update(1)
+        bar.close()
+
     def _targets(self, i: int) -> dict:
         if i in self._cache:
             return self._cache[i]
@@ -264,14 +277,18 @@ class ClipSet(torch.utils.data.Dataset):
         s = self.sources[si]
         seq = s.ds[sid]
         T = self.frames[i]
-        audio = np.asarray(seq.audio, np.float32)[:self.samples[i]]  # the recording as far as the motion goes
-        a = torch.from_numpy(np.ascontiguousarray(audio))
-        if self.normalize:
-            a = normalize_audio(a)
+        a = None
+        if self.load_audio:
+            audio = np.asarray(seq.audio, np.float32)[:self.samples[i]]  # the recording as far as the motion goes
+            a = torch.from_numpy(np.ascontiguousarray(audio))
+            if self.normalize:
+                a = normalize_audio(a)
         row = self.idt.row(s.spec.id, seq.subject)
         return {
             "audio": a,
+            "n_samples": self.samples[i],
             "n_frames": T,
+            "index": i,
             "target": self._targets(i),
             "identity": self.idt.pivot if row is None else row,
             "space": s.space,
@@ -280,100 +297,3 @@ class ClipSet(torch.utils.data.Dataset):
             "subject": seq.subject,
             "source": si,
         }
-
-
-def _pad(ts: list[torch.Tensor], T: int) -> torch.Tensor:
-    out = torch.zeros((len(ts), T) + tuple(ts[0].shape[1:]), dtype=ts[0].dtype)
-    for j, t in enumerate(ts):
-        out[j, : t.shape[0]] = t
-    return out
-
-
-def collate(items: list[dict]) -> dict:
-    """Pad audio (B, N); group targets by space: ``groups[space] = {"rows": (b,), target tensors padded to T}``."""
-    B = len(items)
-    n = torch.tensor([len(it["audio"]) for it in items])
-    t = torch.tensor([int(it["n_frames"]) for it in items])
-    audio = torch.zeros(B, int(n.max()))
-    for b, it in enumerate(items):
-        audio[b, : len(it["audio"])] = it["audio"]
-    T = int(t.max())
-    rows_by: dict[str, list[int]] = {}
-    for b, it in enumerate(items):
-        rows_by.setdefault(it["space"], []).append(b)
-    groups = {}
-    for space, rows in rows_by.items():
-        g: dict[str, torch.Tensor] = {"rows": torch.tensor(rows)}
-        for k in items[rows[0]]["target"]:
-            vals = [items[b]["target"][k] for b in rows]
-            g[k] = torch.stack(vals) if k == "template" else _pad(vals, T)
-        groups[space] = g
-    return {
-        "audio": audio, "n_samples": n, "n_frames": t,
-        "identity": torch.tensor([it["identity"] for it in items]),
-        "groups": groups,
-        "meta": [{k: it[k] for k in ("dataset", "seq_id", "subject", "space", "source")} for it in items],
-    }
-
-
-class BucketBatchSampler(torch.utils.data.Sampler):
-    """Length-bucketed batches of an epoch; deterministic in (seed, epoch); sharded over ``world`` ranks.
-
-    Every rank gets the same number of batches: the batch list is extended by wrapping around to a multiple
-    of ``world`` (the few repeated clips are logged once).
-    """
-
-    def __init__(self, clips: ClipSet, batch_size: int, bucket_factor: int, seed: int, rank: int = 0, world: int = 1,
-                 repeats: Optional[list[int]] = None, shuffle: bool = True):
-        self.clips = clips
-        self.bs = int(batch_size)
-        self.bucket = int(batch_size) * int(bucket_factor)
-        self.seed = int(seed)
-        self.rank, self.world = rank, world
-        self.repeats = repeats or [1] * len(clips.sources)
-        self.shuffle = shuffle
-        self.epoch = 0
-        self.skip = 0
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.epoch, self.skip = epoch, skip
-
-    def epoch_batches(self, epoch: int) -> list[list[int]]:
-        pool = [i for i, (si, _) in enumerate(self.clips.items) for _ in range(self.repeats[si])]
-        rng = np.random.default_rng([self.seed, epoch, 777])
-        if self.shuffle:
-            pool = [pool[j] for j in rng.permutation(len(pool))]
-        batches: list[list[int]] = []
-        for a in range(0, len(pool), self.bucket):
-            chunk = sorted(pool[a: a + self.bucket], key=lambda i: self.clips.frames[i])
-            batches += [chunk[b: b + self.bs] for b in range(0, len(chunk), self.bs)]
-        if self.shuffle:
-            batches = [batches[j] for j in rng.permutation(len(batches))]
-        if self.world > 1 and len(batches) % self.world:
-            extra = self.world - len(batches) % self.world
-            if epoch == 0:
-                log.info("DDP: %d batch(es) repeated so that %d ranks get equal shares", extra, self.world)
-            batches += batches[:extra]
-        return batches[self.rank:: self.world]
-
-    def __len__(self) -> int:
-        return len(self.epoch_batches(self.epoch)) - self.skip
-
-    def __iter__(self) -> Iterator[list[int]]:
-        yield from self.epoch_batches(self.epoch)[self.skip:]
-
-
-def eval_batches(clips: ClipSet, max_batch_seconds: float = 60.0, max_batch: int = 16) -> list[list[int]]:
-    """Deterministic length-sorted batches for prediction/validation (bounded total audio per batch)."""
-    order = sorted(range(len(clips)), key=lambda i: clips.frames[i])
-    out, cur, secs = [], [], 0.0
-    for i in order:
-        s = clips.seconds(i)
-        if cur and (len(cur) >= max_batch or (len(cur) + 1) * max(s, secs) > max_batch_seconds):
-            out.append(cur)
-            cur, secs = [], 0.0
-        cur.append(i)
-        secs = max(secs, s)
-    if cur:
-        out.append(cur)
-    return out

@@ -263,21 +263,58 @@ class AudioEncoder(nn.Module):
                 x = layer(x)
         return x.transpose(1, 2)  # (B, L, C)
 
-    def forward(self, audio: torch.Tensor, lengths: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, N) audio (zero-padded), (B,) valid sample counts -> (B, L, H) features, (B,) valid frame counts."""
+    def cnn_features(self, audio: torch.Tensor, lengths: Optional[torch.Tensor] = None,
+                     all_full: Optional[bool] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N) audio, (B,) valid samples -> the CNN's (B, L, C) features and (B,) valid feature frames.
+
+        ``all_full`` (every clip N samples long), when the caller knows it, saves reading ``lengths`` back from
+        the device (a host sync on CUDA)."""
         B, N = audio.shape
         if lengths is None:
-            lengths = torch.full((B,), N, dtype=torch.long, device=audio.device)
-        all_full = bool((lengths == N).all())
+            lengths, all_full = torch.full((B,), N, dtype=torch.long, device=audio.device), True
+        if all_full is None:
+            all_full = bool((lengths == N).all())
         feats = self._cnn(audio, None if all_full else lengths)
+        return feats, self.feature_lengths(lengths).clamp(max=feats.shape[1])
+
+    def from_features(self, feats: torch.Tensor, flen: torch.Tensor, all_full: bool,
+                      flen_host: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """The CNN's (B, L, C) features (``all_full``: no padded frames) -> (B, L, H) encoder output.
+        ``flen_host``: ``flen`` on the CPU, for SpecAugment's masks (else read back from the device)."""
         L = feats.shape[1]
-        flen = self.feature_lengths(lengths).clamp(max=L)
-        fmask = None if all_full else (torch.arange(L, device=audio.device)[None, :] < flen[:, None])
+        fmask = None if all_full else (torch.arange(L, device=feats.device)[None, :] < flen[:, None])
         hidden, _ = self.hf.feature_projection(feats)
         if self.training:
-            hidden = self.hf._mask_hidden_states(hidden, attention_mask=fmask)
-        out = self.hf.encoder(hidden, attention_mask=fmask).last_hidden_state
-        return out, flen
+            hidden = self._spec_augment(hidden, None if all_full else (flen if flen_host is None else flen_host))
+        return self.hf.encoder(hidden, attention_mask=fmask).last_hidden_state
+
+    def _spec_augment(self, hidden: torch.Tensor, lengths: Optional[torch.Tensor]) -> torch.Tensor:
+        """transformers' ``_mask_hidden_states`` (the same numpy draws, the same values) without its two device
+        syncs: the time mask is drawn from host lengths and applied with ``where`` instead of boolean indexing."""
+        conf = self.hf.config
+        if not getattr(conf, "apply_spec_augment", True) or (conf.mask_time_prob <= 0 and conf.mask_feature_prob <= 0):
+            return hidden
+        if conf.mask_feature_prob > 0:  # not set by UniTalker's encoders: transformers' own code
+            return self.hf._mask_hidden_states(hidden, attention_mask=None if lengths is None else
+                                               torch.arange(hidden.shape[1], device=lengths.device)[None] < lengths[:, None])
+        from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices  # transformers: 2-4 s
+
+        B, L, _ = hidden.shape
+        am = None if lengths is None else (torch.arange(L)[None, :] < lengths.cpu()[:, None]).long()
+        idx = _compute_mask_indices((B, L), mask_prob=conf.mask_time_prob, mask_length=conf.mask_time_length,
+                                    attention_mask=am, min_masks=conf.mask_time_min_masks)
+        m = torch.from_numpy(idx)
+        m = m.pin_memory() if hidden.device.type == "cuda" else m
+        m = m.to(hidden.device, non_blocking=True)
+        return torch.where(m[..., None], self.hf.masked_spec_embed.to(hidden.dtype), hidden)
+
+    def forward(self, audio: torch.Tensor, lengths: Optional[torch.Tensor] = None, all_full: Optional[bool] = None,
+                flen_host: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, N) audio (zero-padded), (B,) valid sample counts -> (B, L, H) features, (B,) valid frame counts."""
+        if lengths is not None and all_full is None:
+            all_full = bool((lengths == audio.shape[1]).all())
+        feats, flen = self.cnn_features(audio, lengths, all_full)
+        return self.from_features(feats, flen, all_full is not False, flen_host), flen
 
 
 def normalize_audio(x: torch.Tensor, n: Optional[int] = None) -> torch.Tensor:

@@ -28,6 +28,15 @@ from a2fbench.registry import get_space
 from a2fbench.spaces import torch_converter as tc
 
 
+def torch_converter(space: str, arrays: dict) -> Optional[nn.Module]:
+    """The space's differentiable converter (None for vertex spaces)."""
+
+    if get_space(space).is_vertex:
+        return None
+
+    return tc(space, arrays)
+
+
 def read_vertex_index(path: str, n_vertices: int, what: str) -> np.ndarray:
     """A 1-D .npy of vertex indices (e.g. UniTalker's ``flame_humanface_index.npy``), checked against the mesh."""
     try:
@@ -42,25 +51,14 @@ def read_vertex_index(path: str, n_vertices: int, what: str) -> np.ndarray:
     return idx.astype(np.int64)
 
 
-def torch_converter(space: str, arrays: dict) -> Optional[nn.Module]:
-    """The space's differentiable converter (None for vertex spaces)."""
-
-    if get_space(space).is_vertex:
-        return None
-
-    return tc(space, arrays)
-
-
-def _masked_mean(per_frame: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(b, T) per-frame values, (b, T) mask -> (b,) mean over each clip's valid frames."""
-    m = mask.to(per_frame.dtype)
-    return (per_frame * m).sum(1) / m.sum(1).clamp(min=1)
-
-
-def _mse(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Per-clip mean squared error over valid frames: (b, T, ...) x2, (b, T) -> (b,)."""
+def _frame_mse(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-frame mean squared error: (b, T, ...) x2 -> (b, T)."""
     d = (a - b) ** 2
-    return _masked_mean(d.reshape(d.shape[0], d.shape[1], -1).mean(-1), mask)
+    return d.reshape(d.shape[0], d.shape[1], -1).mean(-1)
+
+
+#: the loss terms, in the order of the parts tensor :meth:`Eq2Loss.forward` returns
+PARTS = ("rec", "pca", "param")
 
 
 class Eq2Loss(nn.Module):
@@ -69,6 +67,10 @@ class Eq2Loss(nn.Module):
     A PCA head's vertex MSE is computed in its subspace: the rows of C are orthonormal, so for
     ``P = zC + mean + template`` and ``x = G - template - mean``, ``|P - G|^2 = |z - xC'|^2 + (|x|^2 - |xC'|^2)``,
     the same value and the same gradient as decoding all D coordinates (tested), without the (T, D) tensors.
+
+    Batched over the heads present: each group contributes its per-frame terms (rec, pca, param; zero where a
+    head has no such term), stacked into one (3, B, T) tensor that is masked and averaged once. Nothing is read
+    back to the host: the caller reads the parts when it logs them.
     """
 
     def __init__(self, converters: dict[str, Optional[nn.Module]], scales: dict[str, float], dims: dict[str, int],
@@ -79,6 +81,7 @@ class Eq2Loss(nn.Module):
         self.scales = scales  # space -> unitalker scale of the (first) dataset in that space
         self.dims = dims  # space -> D
         self.pca_weight = float(pca_weight)
+        self.param_weight = float(param_weight)
         flame = {k for k in self.converters if get_space(k).kind == "flame"}
         fw = float(param_weight if flame_param_weight is None else flame_param_weight)
         self.param_weights = {k: (fw if k in flame else float(param_weight)) for k in self.converters}
@@ -101,35 +104,37 @@ class Eq2Loss(nn.Module):
         idx = self.vertex_index.get(space)
         return v if idx is None else v[..., idx.to(v.device), :]
 
-    def forward(self, outputs: dict[str, tuple], batch: dict) -> tuple[torch.Tensor, dict[str, float]]:
-        """Mean over the batch's clips of their Eq. 2 losses, and the batch mean of each term (for the log)."""
+    def _frame_terms(self, space: str, out: tuple, g: dict, T: int) -> torch.Tensor:
+        """One group's per-frame (3, b, T) terms: vertex MSE, PCA MSE, parameter MSE."""
+        offset, z = out
+        if "z" in g:  # PCA head: vertex MSE and PCA MSE in the subspace
+            dz2 = ((z - g["z"][:, :T]) ** 2).sum(-1)  # (b, T)
+            return torch.stack([(dz2 + g["r2"][:, :T]) / self.dims[space], dz2 / z.shape[-1], torch.zeros_like(dz2)])
+        gt = g["motion"][:, :T]
+        pred = offset + g["template"][:, None, :]
+        if space in self.converters:
+            rec = _frame_mse(self.vertices(space, pred), self.vertices(space, gt))
+            return torch.stack([rec, torch.zeros_like(rec), _frame_mse(pred, gt)])
+        rec = _frame_mse(pred, gt)
+        zero = torch.zeros_like(rec)
+        return torch.stack([rec, zero, zero])
+
+    def forward(self, outputs: dict[str, tuple], batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean over the batch's clips of their Eq. 2 losses, and the batch mean of each term (a (3,) tensor in
+        :data:`PARTS` order, for the log)."""
         n_frames = batch["n_frames"]
         B = int(n_frames.shape[0])
-        per_clip = []
-        parts = {"rec": 0.0, "pca": 0.0, "param": 0.0}
+        terms, rows, pw = [], [], []
         for space, g in batch["groups"].items():
-            offset, z = outputs[space]
-            out = z if offset is None else offset
-            T = out.shape[1]
-            mask = torch.arange(T, device=out.device)[None, :] < n_frames[g["rows"]][:, None]
-            if "z" in g:  # PCA head: vertex MSE and PCA MSE in the subspace
-                dz2 = ((z - g["z"][:, :T]) ** 2).sum(-1)  # (b, T)
-                rec = _masked_mean((dz2 + g["r2"][:, :T]) / self.dims[space], mask)
-                pca = _masked_mean(dz2 / z.shape[-1], mask)
-                loss = rec + self.pca_weight * pca
-                parts["pca"] += float(pca.detach().sum()) / B
-            else:
-                gt = g["motion"][:, :T]
-                pred = offset + g["template"][:, None, :]
-                if space in self.converters:
-                    rec = _mse(self.vertices(space, pred), self.vertices(space, gt), mask)
-                    par = _mse(pred, gt, mask)
-                    loss = rec + self.param_weights[space] * par
-                    parts["param"] += float(par.detach().sum()) / B
-                else:
-                    rec = _mse(pred, gt, mask)
-                    loss = rec
-            parts["rec"] += float(rec.detach().sum()) / B
-            per_clip.append(loss)
-        total = torch.cat(per_clip).sum() / B
-        return total, parts
+            out = outputs[space]
+            T = (out[1] if out[0] is None else out[0]).shape[1]
+            terms.append(self._frame_terms(space, out, g, T))
+            rows.append(g["rows"])
+            pw.append(self.param_weights.get(space, self.param_weight) * torch.ones(len(g["rows"])))
+        x = torch.cat(terms, 1) if len(terms) > 1 else terms[0]  # (3, B, T)
+        r = torch.cat(rows) if len(rows) > 1 else rows[0]
+        mask = (torch.arange(x.shape[-1], device=x.device)[None, :] < n_frames[r][:, None]).to(x.dtype)
+        per_clip = (x * mask).sum(-1) / mask.sum(-1).clamp(min=1)  # (3, B): each clip's mean over its frames
+        parts = per_clip.sum(1) / B  # unweighted, for the log
+        w = torch.stack([torch.ones(B), torch.full((B,), self.pca_weight), torch.cat(pw)]).to(per_clip)
+        return (per_clip * w).sum() / B, parts

@@ -214,14 +214,26 @@ class UniTalker(nn.Module):
     def pivot(self) -> int:
         return self.identity.num_embeddings - 1
 
-    def features(self, audio: torch.Tensor, n_samples: torch.Tensor, n_frames: torch.Tensor,
-                 identity: torch.Tensor) -> torch.Tensor:
-        """Shared trunk: (B, N) audio, (B,) samples, (B,) frames, (B,) identity rows -> (B, T, C)."""
-        audio = audio.to(self.identity.weight.dtype)  # bf16 inference casts the trunk's weights and input
+    def features(self, audio: Optional[torch.Tensor], n_samples: torch.Tensor, n_frames: torch.Tensor,
+                 identity: torch.Tensor, *, T: Optional[int] = None, all_full: Optional[bool] = None,
+                 cnn: Optional[tuple[torch.Tensor, torch.Tensor]] = None,
+                 flen_host: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Shared trunk: (B, N) audio, (B,) samples, (B,) frames, (B,) identity rows -> (B, T, C).
+
+        Host-side facts save reading them back from the device (a sync on CUDA): ``T`` (>= the longest clip's
+        frames; padded frames are masked), ``all_full`` (no padded audio or, with ``cnn``, no padded feature
+        frames), ``flen_host`` (the valid encoder frames, for SpecAugment's masks). ``cnn`` = (features (B, L, C'),
+        valid frames (B,)) of the frozen CNN, computed earlier (:mod:`unitalker.featcache`); ``audio`` is then
+        unused."""
         enc_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.encoder.parameters())
         with torch.set_grad_enabled(enc_grad):  # warm-up: a frozen encoder keeps no graph
-            h, flen = self.encoder(audio, n_samples)
-        T = int(n_frames.max())
+            if cnn is None:
+                audio = audio.to(self.identity.weight.dtype)  # bf16 inference casts the trunk's weights and input
+                h, flen = self.encoder(audio, n_samples, all_full, flen_host)
+            else:
+                flen = cnn[1]
+                h = self.encoder.from_features(cnn[0], flen, bool(all_full), flen_host)
+        T = int(n_frames.max()) if T is None else int(T)
         h = interpolate_frames(h, flen, n_frames, T)
         mask = torch.arange(T, device=h.device)[None, :] < n_frames[:, None]
         return self.decoder(h, self.identity(identity), mask)
@@ -231,8 +243,9 @@ class UniTalker(nn.Module):
         with torch.autocast(feats.device.type, enabled=False):
             return self.heads[space](feats.float(), decode)
 
-    def forward(self, audio: torch.Tensor, n_samples: torch.Tensor, n_frames: torch.Tensor, identity: torch.Tensor,
-                groups: dict[str, torch.Tensor], decode: bool = True) -> dict[str, tuple]:
-        """One call for DDP: ``groups[space]`` = the batch rows in that space -> {space: (offset (b, T, D), z)}."""
-        f = self.features(audio, n_samples, n_frames, identity)
+    def forward(self, audio: Optional[torch.Tensor], n_samples: torch.Tensor, n_frames: torch.Tensor,
+                identity: torch.Tensor, groups: dict[str, torch.Tensor], decode: bool = True, **host) -> dict[str, tuple]:
+        """One call for DDP: ``groups[space]`` = the batch rows in that space -> {space: (offset (b, T, D), z)}.
+        ``host``: :meth:`features`' keyword arguments (T, all_full, cnn, flen_host)."""
+        f = self.features(audio, n_samples, n_frames, identity, **host)
         return {space: self.head(space, f[rows], decode) for space, rows in groups.items()}

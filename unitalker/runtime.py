@@ -119,6 +119,16 @@ def barrier(d: Dist) -> None:
         dist.barrier()
 
 
+def check_ranks_in_sync(model: torch.nn.Module, device: torch.device) -> None:
+    """Every rank must end with the same weights (DDP averages gradients; Adam is deterministic)."""
+    sums = torch.stack([p.detach().double().sum() for p in model.parameters()]).to(device)
+    got = [torch.zeros_like(sums) for _ in range(dist.get_world_size())]
+    dist.all_gather(got, sums)
+    if any(not torch.equal(g, got[0]) for g in got):
+        raise RuntimeError("DDP ranks ended with different weights; this is a bug, please report it")
+    log.info("DDP: %d ranks hold identical weights", dist.get_world_size())
+
+
 # ---------------------------------------------------------------------------------- checkpoint models
 @dataclass
 class Loaded:

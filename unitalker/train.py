@@ -7,10 +7,13 @@ Order of events (UniTalker ``train.py`` / ``train_eval_loop.py``, with batching)
 2. Per epoch: phase 0 (epochs < ``train.warmup_epochs``) trains the decoder, identities and heads with the
    encoder frozen; phase 1 trains everything except the CNN feature extractor. The Adam optimiser is
    re-created when the phase changes (its state reset), as the reference does.
-3. Per batch: the step's RNGs are seeded from (seed, epoch, batch, rank), so a resumed run draws the same
-   pivot swaps, dropout masks and SpecAugment masks; identities are swapped for the pivot with probability
-   ``train.pivot_prob``; bf16 autocast on CUDA; loss of Eq. 2 (:mod:`unitalker.loss`); Adam step.
-4. After each epoch: validation LVE per dataset (native units, pooled over frames; with its static-template
+3. Before the first step: every clip's targets, and a frozen CNN's features (:mod:`unitalker.featcache`),
+   computed once; then the loader (workers fork after that, with no store open).
+4. Per batch (:mod:`unitalker.step`): the step's RNGs are seeded from (seed, epoch, batch, rank), so a resumed
+   run draws the same pivot swaps, dropout masks and SpecAugment masks; identities are swapped for the pivot
+   with probability ``train.pivot_prob``; bf16 autocast on CUDA; loss of Eq. 2 (:mod:`unitalker.loss`); fused
+   Adam step; the step's loss reaches the log one step later (no host read inside a step).
+5. After each epoch: validation LVE per dataset (native units, pooled over frames; with its static-template
    ratio), a checkpoint, a line in ``RUN/val.csv``. Every step goes to ``RUN/log.csv``.
 
 A killed run resumes from its latest checkpoint when the same command is run again, and ends with the same
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import json
 import logging
 import math
@@ -31,7 +35,6 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import yaml
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -41,40 +44,32 @@ from a2fbench.util.fsutil import atomic_path, write_json
 from a2fbench.util.progress import bar as progress_bar
 
 from . import checkpoint as ck
+from . import featcache
 from .assemble import aux_templates, build_heads, datasets_meta, flatten, run_identities, seed_step
+from .batches import BucketBatchSampler, collate, worker_init
 from .config import dump, with_defaults
-from .data import (
-    BucketBatchSampler,
-    ClipSet,
-    IdentityTable,
-    collate,
-    open_sources,
-)
+from .data import ClipSet, IdentityTable, open_sources
 from .finetune import limit_trainable, transfer
 from .loss import Eq2Loss, torch_converter
 from .model import ModelSpec, UniTalker
 from .runtime import (
     barrier,
+    check_ranks_in_sync,
     set_threads,
     setup_distributed,
     spec_from_meta,
     spec_to_meta,
 )
+from .step import DeviceBatches, StepLog, make_optimizer, train_step
 from .validate import Validator
 
 log = logging.getLogger(__name__)
 
 # Keys a resumed run may change (they do not change what is computed).
 RESUME_FREE = ("train.epochs", "train.device", "train.threads", "data.num_workers", "train.checkpoint_every_steps",
-               "train.keep_checkpoints")
+               "train.keep_checkpoints", "train.cache_features", "train.static_shapes")
 LOG_FIELDS = ["epoch", "batch", "step", "phase", "loss", "rec", "pca", "param", "lr", "clips", "audio_seconds",
-              "seconds"]
-
-
-# ----------------------------------------------------------------------------------------- building
-
-
-# --------------------------------------------------------------------------------------- validation
+              "seconds", "data_wait"]
 
 
 # ------------------------------------------------------------------------------------------ training
@@ -86,6 +81,7 @@ class Trainer:
         self.datasets = [str(d) for d in datasets]
         self.progress = progress
         self.max_steps = max_steps  # stop after this many optimizer steps in this process (tests, benchmarks)
+        self.step_context: Any = contextlib.nullcontext  # wraps each step (benchmarks count its operations)
         self.dist, self.device = setup_distributed(cfg["train"]["device"])
         resume_tag = self._check_run_dir()
         seed_step(int(cfg["train"]["seed"]), 10**9, 0, 0)  # initial weights: a function of the seed
@@ -190,7 +186,6 @@ class Trainer:
 
     def _write_run_files(self) -> None:
         self.out.mkdir(parents=True, exist_ok=True)
-
         with atomic_path(self.out / "config.yaml") as tmp:
             tmp.write_text(dump(self.cfg))
         write_json(self.out / "run.json", {"datasets": self.datasets, "data": str(self.data.resolve()),
@@ -205,11 +200,10 @@ class Trainer:
         if phase == 1 and self.cfg["model"]["encoder"]["freeze_feature_extractor"]:
             enc.freeze_feature_extractor()
         limit_trainable(self.model, self.cfg["train"]["trainable"])
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        self.opt = torch.optim.Adam(params, lr=float(self.cfg["train"]["lr"]))
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.opt = make_optimizer(self.params, float(self.cfg["train"]["lr"]))
         self.net: torch.nn.Module = self.model
         if self.dist.world > 1:
-
             self.net = DDP(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
                            find_unused_parameters=True)
 
@@ -269,9 +263,35 @@ class Trainer:
                 w.writerow([epoch, self.state["step"], d, f"{r['LVE']:.6e}", f"{r['static']:.6e}", f"{r['ratio']:.4f}"])
 
     # ---- the loop
-    def fit(self) -> Path:
+    def _loader(self) -> Any:
+        """One loader for the run (persistent workers keep no state between epochs but their start-up).
 
-        cfg, tc = self.cfg, self.cfg["train"]
+        Targets are computed here, once, before any worker starts; the frozen CNN's features too when they
+        are cached (then items carry no audio). Store handles are closed first, so no open HDF5 file crosses
+        the fork: workers (and later validation) reopen their own."""
+        tc, workers = self.cfg["train"], int(self.cfg["data"]["num_workers"])
+        self.buckets = self.device.type == "cuda" and bool(tc["static_shapes"])
+        self.clips.precompute_targets(self.progress and self.dist.main)
+        self.cache = None
+        if featcache.applies(self.cfg):
+            dtype = torch.bfloat16 if self.device.type == "cuda" and tc["amp"] == "bf16" else torch.float32
+            self.cache = featcache.FeatureCache.build(self.model.encoder, self.clips, self.device, dtype,
+                                                      self.progress and self.dist.main)
+            self.clips.load_audio = False
+        if workers:
+            for s in self.sources + (self.validator.sources if self.validator is not None else []):
+                s.ds.close()
+        cuda = self.device.type == "cuda"
+        if cuda:  # with bucketed shapes (collate) cuDNN tunes each shape once; with free lengths, every batch
+            torch.backends.cudnn.benchmark = self.buckets
+        return torch.utils.data.DataLoader(self.clips, batch_sampler=self.sampler, num_workers=workers,
+                                           collate_fn=functools.partial(collate, buckets=self.buckets),
+                                           persistent_workers=workers > 0, pin_memory=cuda,
+                                           worker_init_fn=worker_init if workers else None)
+
+    def fit(self) -> Path:
+        tc = self.cfg["train"]
+        logw = None
         if self.dist.main:
             if self.state["step"] == 0 and self.state["epoch"] == 0 and self.state["batch"] == 0:
                 self._write_run_files()
@@ -280,16 +300,12 @@ class Trainer:
         epochs = int(tc["epochs"])
         amp_on = self.device.type == "cuda" and tc["amp"] == "bf16"
         every = int(tc["checkpoint_every_steps"])
-        workers = int(cfg["data"]["num_workers"])
-        # one loader for the run: the batch sampler is read in this process each epoch (set_epoch), and
-        # persistent workers keep their per-clip target caches
-        loader = torch.utils.data.DataLoader(self.clips, batch_sampler=self.sampler, num_workers=workers,
-                                             collate_fn=collate, persistent_workers=workers > 0,
-                                             pin_memory=self.device.type == "cuda")
-        pivot = self.idt.pivot
+        loader = self._loader()
         steps_here = 0
         last = None
         epoch = int(self.state["epoch"])
+
+        steplog = StepLog((lambda row: (logw.writerow(row), logf.flush())) if self.dist.main else None)
         while epoch < epochs:
             phase = self.phase_of(epoch)
             if phase != self.state["phase"] or not hasattr(self, "opt"):
@@ -303,66 +319,52 @@ class Trainer:
             skip = int(self.state["batch"]) if epoch == int(self.state["epoch"]) else 0
             self.sampler.set_epoch(epoch, skip)
             self.model.train()
-            bar = progress_bar(total=len(self.sampler) + skip, initial=skip, desc=f"epoch {epoch + 1}/{epochs}",
-                       show=self.progress and self.dist.main, unit="batch", leave=False)
+            n_batches = len(self.sampler) + skip
+            bar = progress_bar(total=n_batches, initial=skip, desc=f"epoch {epoch + 1}/{epochs}",
+                               show=self.progress and self.dist.main, unit="batch", leave=False)
             t_epoch, audio_s = time.perf_counter(), 0.0
-            losses = []
+            steplog.losses = []
             t_prev = time.perf_counter()
-            for b, batch in enumerate(loader, start=skip):
-                rng = seed_step(int(tc["seed"]), epoch, b, self.dist.rank)
-                ident = batch["identity"].clone()
-                swap = torch.from_numpy(rng.random(len(ident)) < float(tc["pivot_prob"]))
-                ident[swap] = pivot
-                batch_dev = {"n_frames": batch["n_frames"].to(self.device, non_blocking=True),
-                             "groups": {sp: {k: v.to(self.device, non_blocking=True) for k, v in g.items()}
-                                        for sp, g in batch["groups"].items()}}
-                groups = {sp: g["rows"] for sp, g in batch_dev["groups"].items()}
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp_on) if self.device.type == "cuda" \
-                        else contextlib.nullcontext():
-                    nb = {"non_blocking": True}
-                    outputs = self.net(batch["audio"].to(self.device, **nb), batch["n_samples"].to(self.device, **nb),
-                                       batch_dev["n_frames"], ident.to(self.device, **nb), groups, decode=False)
-                loss, parts = self.loss_fn(outputs, batch_dev)
-                loss_v = float(loss.detach())
-                if not math.isfinite(loss_v):
-                    raise ConfigError(f"expected a finite loss, found {loss_v} at epoch {epoch + 1} batch {b}; "
-                                      "lower train.lr or check the data")
-                lr = self.lr_at(epoch, b, len(self.sampler) + skip)
+            batches = DeviceBatches(loader, self.device, seed=int(tc["seed"]), epoch=epoch, rank=self.dist.rank,
+                                    pivot_prob=float(tc["pivot_prob"]), pivot=self.idt.pivot, skip=skip,
+                                    cache=self.cache, buckets=self.buckets,
+                                    feature_lengths=self.model.encoder.feature_lengths)
+            for b, (x, batch, wait) in enumerate(batches, start=skip):
+                seed_step(int(tc["seed"]), epoch, b, self.dist.rank)  # dropout, SpecAugment, LayerDrop
+                lr = self.lr_at(epoch, b, n_batches)
                 for group in self.opt.param_groups:
                     group["lr"] = lr
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if float(tc["grad_clip"]) > 0:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), float(tc["grad_clip"]))
-                self.opt.step()
+                with self.step_context():
+                    loss, parts = train_step(self.net, self.loss_fn, self.opt, x, amp=amp_on,
+                                             grad_clip=float(tc["grad_clip"]), params=self.params)
                 self.state["step"] += 1
                 steps_here += 1
                 secs = float(batch["n_samples"].sum()) / SAMPLE_RATE
                 audio_s += secs
-                losses.append(loss_v)
-                if self.dist.main:
-                    logw.writerow({"epoch": epoch, "batch": b, "step": self.state["step"], "phase": phase,
-                                   "loss": f"{loss_v:.6e}", "rec": f"{parts['rec']:.6e}", "pca": f"{parts['pca']:.6e}",
-                                   "param": f"{parts['param']:.6e}", "lr": f"{lr:.4e}", "clips": len(ident),
-                                   "audio_seconds": f"{secs:.3f}", "seconds": f"{time.perf_counter() - t_prev:.4f}"})
-                    logf.flush()
+                steplog.push(loss, parts, {"epoch": epoch, "batch": b, "step": self.state["step"], "phase": phase,
+                                           "lr": f"{lr:.4e}", "clips": len(batch["n_frames"]),
+                                           "audio_seconds": f"{secs:.3f}", "data_wait": f"{wait:.4f}",
+                                           "seconds": f"{time.perf_counter() - t_prev:.4f}"})
                 t_prev = time.perf_counter()  # per-step wall time includes loading the next batch
                 bar.update(1)
-                bar.set_postfix(loss=f"{loss_v:.3e}")
-                done_epoch = b + 1 == len(self.sampler) + skip
+                done_epoch = b + 1 == n_batches
                 if every and self.state["step"] % every == 0 and not done_epoch:
+                    steplog.flush()
                     if self.dist.main:
                         last = self.save(epoch, b + 1)
                     barrier(self.dist)
                 if self.max_steps is not None and steps_here >= self.max_steps:
+                    steplog.flush()
                     bar.close()
                     if self.dist.main:
                         logf.close()
                     return self.out
+            steplog.flush()
             bar.close()
             dt = time.perf_counter() - t_epoch
             epoch += 1
             if self.dist.main:
+                losses = steplog.losses
                 msg = f"epoch {epoch}/{epochs}: loss {np.mean(losses) if losses else float('nan'):.4e}, " \
                       f"{audio_s / max(dt, 1e-9) * self.dist.world:.1f} audio-s/s"
                 best = None
@@ -382,18 +384,8 @@ class Trainer:
         if self.dist.main:
             logf.close()
         if self.dist.world > 1:
-            self._check_sync()
+            check_ranks_in_sync(self.model, self.device)
         return self.out / ck.CKPT_DIR / f"{last or ck.latest_tag(self.out)}.safetensors"
-
-    def _check_sync(self) -> None:
-        """Every rank must end with the same weights (DDP averages gradients; Adam is deterministic)."""
-
-        sums = torch.stack([p.detach().double().sum() for p in self.model.parameters()]).to(self.device)
-        got = [torch.zeros_like(sums) for _ in range(self.dist.world)]
-        dist.all_gather(got, sums)
-        if any(not torch.equal(g, got[0]) for g in got):
-            raise RuntimeError("DDP ranks ended with different weights; this is a bug, please report it")
-        log.info("DDP: %d ranks hold identical weights", self.dist.world)
 
 
 def train(data: str | Path, datasets: list[str], out: str | Path, cfg: dict, **kw: Any) -> Path:

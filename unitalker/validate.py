@@ -16,7 +16,8 @@ from a2fbench.registry import get_space
 from a2fbench.scoring.metrics.functional import lve_frames
 from a2fbench.spaces import converter
 
-from .data import ClipSet, IdentityTable, Source, collate, eval_batches, open_sources
+from .batches import collate, eval_batches
+from .data import ClipSet, IdentityTable, Source, open_sources
 from .model import UniTalker
 from .predict import amp_context
 
