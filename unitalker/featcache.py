@@ -22,7 +22,6 @@ from typing import Any
 
 import torch
 
-from a2fbench.util.constants import SAMPLE_RATE
 from a2fbench.util.progress import bar as progress_bar
 
 from .batches import bucket
@@ -60,8 +59,7 @@ class FeatureCache:
               progress: bool = False) -> "FeatureCache":
         """Run the CNN over every clip of ``clips`` once: float32, eval, no autograd, each clip alone (no padding,
         as a batch of one computes it: the cached features are bit for bit those of batch-1 training)."""
-        n_samples = [int(round(clips.frames[i] / clips.sources[clips.items[i][0]].fps * SAMPLE_RATE))
-                     for i in range(len(clips))]
+        n_samples = list(clips.samples)  # each clip's audio as training reads it (the shorter of recording, motion)
         lengths = torch.tensor([int(conv_out_length(n, encoder.kernels, encoder.strides)) for n in n_samples])
         starts = torch.zeros(len(lengths), dtype=torch.long)
         starts[1:] = torch.cumsum(lengths, 0)[:-1]

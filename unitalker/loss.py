@@ -26,6 +26,7 @@ from torch import nn
 from a2fbench.errors import ConfigError
 from a2fbench.registry import get_space
 from a2fbench.spaces import torch_converter as tc
+from a2fbench.spaces.torch_modules import TorchFlame
 
 
 def torch_converter(space: str, arrays: dict) -> Optional[nn.Module]:
@@ -82,7 +83,7 @@ class Eq2Loss(nn.Module):
         self.dims = dims  # space -> D
         self.pca_weight = float(pca_weight)
         self.param_weight = float(param_weight)
-        flame = {k for k in self.converters if get_space(k).kind == "flame"}
+        flame = {k for k, conv in self.converters.items() if isinstance(conv, TorchFlame)}
         fw = float(param_weight if flame_param_weight is None else flame_param_weight)
         self.param_weights = {k: (fw if k in flame else float(param_weight)) for k in self.converters}
         self.vertex_index = {k: torch.as_tensor(np.asarray(flame_index, np.int64))
@@ -130,11 +131,15 @@ class Eq2Loss(nn.Module):
             T = (out[1] if out[0] is None else out[0]).shape[1]
             terms.append(self._frame_terms(space, out, g, T))
             rows.append(g["rows"])
-            pw.append(self.param_weights.get(space, self.param_weight) * torch.ones(len(g["rows"])))
+            t = terms[-1]  # filled on the device: no host-to-device copy, no sync
+            pw.append(torch.full((t.shape[1],), self.param_weights.get(space, self.param_weight), dtype=t.dtype,
+                                 device=t.device))
         x = torch.cat(terms, 1) if len(terms) > 1 else terms[0]  # (3, B, T)
         r = torch.cat(rows) if len(rows) > 1 else rows[0]
         mask = (torch.arange(x.shape[-1], device=x.device)[None, :] < n_frames[r][:, None]).to(x.dtype)
         per_clip = (x * mask).sum(-1) / mask.sum(-1).clamp(min=1)  # (3, B): each clip's mean over its frames
         parts = per_clip.sum(1) / B  # unweighted, for the log
-        w = torch.stack([torch.ones(B), torch.full((B,), self.pca_weight), torch.cat(pw)]).to(per_clip)
+        # per clip: 1 x rec + pca_weight x pca + its space's parameter weight x param
+        p = torch.cat(pw) if len(pw) > 1 else pw[0]
+        w = torch.stack([torch.ones_like(p), torch.full_like(p, self.pca_weight), p]).to(per_clip.dtype)
         return (per_clip * w).sum() / B, parts
