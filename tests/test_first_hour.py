@@ -245,3 +245,23 @@ def test_plot_of_a_run_writes_a_png_with_both_panels(tmp_path: Path) -> None:
     shutil.rmtree(run)
     r = _run("unitalker.cli", "plot", str(run))
     assert r.returncode == 1 and "log.csv" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_cpu_threads_leave_busy_cores_to_their_owners() -> None:
+    """Item 4: torch threads = the cores other processes leave free, measured now (not the load average, which
+    counts this process's own past work)."""
+    from unitalker.runtime import auto_threads, busy_elsewhere
+
+    assert auto_threads(cores=2, busy=0.0) == 2 and auto_threads(cores=2, busy=2.0) == 1
+    assert auto_threads(cores=8, busy=2.6) == 5 and auto_threads(cores=1, busy=5.0) == 1
+    hog = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 20: pass"])
+    try:
+        import time
+
+        time.sleep(0.5)  # let it start spinning
+        seen = busy_elsewhere(window=0.5)
+        sum(i * i for i in range(3_000_000))  # our own work is not counted as a neighbour's
+        assert seen is not None and seen >= 0.5, seen
+    finally:
+        hog.kill()
+        hog.wait()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 import platform
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -56,29 +57,58 @@ def device_name(dev: torch.device) -> str:
     return f"CPU {cpu}, {torch.get_num_threads()} torch thread(s) of {os.cpu_count()} core(s)"
 
 
-def auto_threads(cores: Optional[int] = None, load: Optional[float] = None) -> int:
-    """CPU threads for torch when ``train.threads`` is 0: the cores not already busy (at least one).
+def busy_elsewhere(window: float = 0.3) -> Optional[float]:
+    """Cores kept busy by other processes right now: the machine's busy CPU time over ``window`` seconds
+    (``/proc/stat``) minus this process's own, divided by the window. None where ``/proc/stat`` is absent.
+
+    Not the load average: that counts the runnable tasks of the last minute, this process's own included, so
+    a training started right after this process prepared data would see its own past work as a neighbour.
+    """
+    def sample() -> tuple[int, int, float]:
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:9]]
+        t = os.times()
+        return sum(vals), vals[3] + vals[4], t.user + t.system  # total, idle + iowait (ticks); own CPU (s)
+
+    try:
+        t0, i0, o0 = sample()
+        time.sleep(window)
+        t1, i1, o1 = sample()
+    except (OSError, ValueError, IndexError):
+        return None
+    busy = ((t1 - t0) - (i1 - i0)) / os.sysconf("SC_CLK_TCK")
+    return max(0.0, busy - (o1 - o0)) / window
+
+
+def auto_threads(cores: Optional[int] = None, busy: Optional[float] = None) -> int:
+    """CPU threads for torch when ``train.threads`` is 0: the cores other processes leave free (at least one).
 
     torch's CPU kernels synchronise their threads at the end of every parallel region. When another process
     keeps a core busy, one of our threads is often descheduled and the others wait for it a whole time slice:
     measured on 2 cores with two busy processes beside the tiny config, 2 threads trained at 2.0 audio-s/s and
-    1 thread at 33 audio-s/s (docs/unitalker.md). So the count follows the 1-minute load average at start.
+    1 thread at 33 audio-s/s (docs/unitalker.md). ``busy``: cores busy elsewhere (default: measured now,
+    :func:`busy_elsewhere`; the 1-minute load average where that cannot be read).
     """
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if load is None:
+    if busy is None:
+        busy = busy_elsewhere()
+    if busy is None:
         try:
-            load = os.getloadavg()[0]
+            busy = os.getloadavg()[0]
         except OSError:
-            load = 0.0
-    return max(1, min(cores, int(round(cores - load))))
+            busy = 0.0
+    return max(1, min(cores, int(round(cores - busy))))
 
 
 def set_threads(n: int) -> int:
     """Set torch's CPU threads: ``n`` > 0 as given, 0 = :func:`auto_threads`. Returns the count."""
-    n = int(n) if int(n) > 0 else auto_threads()
-    torch.set_num_threads(n)
-    return n
+    if int(n) <= 0:
+        busy = busy_elsewhere()
+        n = auto_threads(busy=busy)
+        log.info("CPU threads: %d (%s)", n, "load average" if busy is None else f"{busy:.1f} cores busy elsewhere")
+    torch.set_num_threads(int(n))
+    return int(n)
 
 
 @dataclass
