@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import csv
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from _cli_helpers import run_a2fbench
 from _output_helpers import js_missing, rebuild, validate
 
 import a2fbench
@@ -20,15 +20,7 @@ from a2fbench.registry import get_space, space_channels
 from a2fbench.spaces import converter
 from a2fbench.spaces.pca import fit_dataset
 
-
-def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from a2fbench.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["a2fbench", *map(str, args)])
-    with pytest.raises(SystemExit) as e:
-        main()
-    out = capsys.readouterr()
-    return int(e.value.code or 0), out.out, out.err
+_cli = run_a2fbench
 
 
 def _one_error_line(rc: int, err: str) -> str:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import html
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
+from _cli_helpers import run_a2fbench
 
 import a2fbench
 from a2fbench.outputs import heads
@@ -18,15 +17,7 @@ from a2fbench.outputs.maps import vertex_stats
 from a2fbench.outputs.report import report_html, worst_rows
 from a2fbench.scoring.evaluate import evaluate
 
-
-def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    from a2fbench.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["a2fbench", *map(str, args)])
-    with pytest.raises(SystemExit) as e:
-        main()
-    out = capsys.readouterr()
-    return int(e.value.code or 0), out.out, out.err
+_cli = run_a2fbench
 
 
 def _predictions(data: Path, out: Path, fn) -> tuple[list[str], dict]:

@@ -27,14 +27,18 @@ MESH_OPT = click.option("--mesh", type=click.Path(dir_okay=False, path_type=Path
 PROGRESS_OPT = click.option("--no-progress", is_flag=True, help="No progress bar.")
 
 
+def _mesh(mesh: Optional[Path]) -> Optional[tuple]:
+    """The ``--mesh`` file's (vertices, faces), or None; an unreadable file is one line naming the option."""
+    if mesh is None:
+        return None
+    try:
+        return read_mesh(mesh)
+    except A2FBenchError as e:
+        raise OutputError(f"--mesh {e}") from None
+
+
 def _head(dataset: str, data: Optional[Path], mesh: Optional[Path]) -> Head:
-    m = None
-    if mesh is not None:
-        try:
-            m = read_mesh(mesh)
-        except A2FBenchError as e:
-            raise OutputError(f"--mesh {e}") from None
-    return open_head(data or paths.default_data(), dataset, m)
+    return open_head(data or paths.default_data(), dataset, _mesh(mesh))
 
 
 def _notes(notes: Iterable[str]) -> None:
@@ -148,12 +152,6 @@ def report_cmd(results: Path, pred: Optional[Path], data: Optional[Path], out: P
     """
     from ..outputs.report import write_report  # matplotlib takes 0.4 s to import; render and export need none
 
-    m = None
-    if mesh is not None:
-        try:
-            m = read_mesh(mesh)
-        except A2FBenchError as e:
-            raise OutputError(f"--mesh {e}") from None
     page = write_report(results, out, pred=pred, data=data or paths.default_data(), worst=worst, videos=videos,
-                        mesh=m, read_audio=_audio_reader, progress=False if no_progress else None)
+                        mesh=_mesh(mesh), read_audio=_audio_reader, progress=False if no_progress else None)
     click.echo(f"report written to {page}")
