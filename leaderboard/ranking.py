@@ -12,7 +12,8 @@ Rules (docs/leaderboard.md says the same in prose):
 * **Ties.** An entry is *tied with the best* when the 95% paired-bootstrap interval of the difference of the
   two aggregates contains zero. Paired: both aggregates are recomputed on the same resampled sequences
   (``n_boot`` replicates, fixed seed), which needs both entries to be scored on the same sequence set; the
-  statistic is the metric's own aggregate (frame-pooled for LVE/MVE/UFVE, sequence means for FDD/FDD_abs).
+  statistic is the metric's aggregate as the group's protocol defines it (by default frame-pooled for
+  LVE/MVE/UFVE, sequence means for FDD/FDD_abs; UniTalker's protocol takes LVE as a mean of sequence means).
   When the two entries were scored on different sequence sets (or one has no per-sequence scores), the
   fallback is overlap of the two 95% intervals stored in the results files.
 * **Overall.** Borda count over (group, metric) pairs for the rankable metrics of the metric table: in each pair, each
@@ -30,6 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from a2fbench.scoring.metrics import stats
 from a2fbench.scoring.metrics.table import METRICS, NAMES, RANKED
+from a2fbench.scoring.protocols import PROTOCOLS
 
 from .scores import SEQ_COLUMNS
 
@@ -76,24 +78,31 @@ def _single_threaded_blas() -> Any:
     return threadpool_limits(1, user_api="blas")
 
 
-def boot_stat(metric: str, w: np.ndarray, mats: np.ndarray) -> np.ndarray:
+def aggregation(protocol: str, metric: str) -> str:
+    """How ``metric`` is aggregated under ``protocol`` (a protocol may override the metric table: UniTalker's LVE
+    is a mean of per-sequence means); the metric table's rule for a protocol this version does not know."""
+    return PROTOCOLS[protocol].aggregation_of(metric) if protocol in PROTOCOLS else METRICS[metric].aggregation
+
+
+def boot_stat(metric: str, w: np.ndarray, mats: np.ndarray, how: Optional[str] = None) -> np.ndarray:
     """Bootstrap replicates (B, n) of ``metric``'s ranked aggregate for n entries; ``mats`` is (n, S, 1 + cols):
-    the metric's own aggregate on each resampled draw (:func:`a2fbench.scoring.metrics.stats.replicates`),
-    its absolute value for a metric ranked by distance from 0 (signed FDD)."""
+    the metric's aggregate (by ``how``, default the metric table's rule) on each resampled draw
+    (:func:`a2fbench.scoring.metrics.stats.replicates`), its absolute value for a metric ranked by distance from 0
+    (signed FDD)."""
     x = mats[:, :, _COL[METRICS[metric].per_sequence_key]].T   # (S, n)
     f = mats[:, :, 0].T                                         # (S, n) frame counts, per entry
-    reps = stats.replicates(metric, w, x, f)
+    reps = stats.replicates(metric, w, x, f, how)
     return np.abs(reps) if METRICS[metric].ranked_by_abs else reps
 
 
 def paired_ties(metric: str, best: np.ndarray, others: np.ndarray, n_boot: int = N_BOOT,
-                seed: int = SEED) -> np.ndarray:
+                seed: int = SEED, how: Optional[str] = None) -> np.ndarray:
     """For each of ``others`` (n, S, 1 + cols): does the paired 95% CI of (other - best) contain 0?"""
     w = stats.counts_matrix(best.shape[0], n_boot, seed)
-    b = boot_stat(metric, w, best[None])[:, 0]      # (B,)
+    b = boot_stat(metric, w, best[None], how)[:, 0]      # (B,)
     out = np.empty(others.shape[0], dtype=bool)
     for k in range(0, others.shape[0], _CHUNK):
-        out[k:k + _CHUNK] = stats.interval_contains_zero(boot_stat(metric, w, others[k:k + _CHUNK]) - b[:, None])
+        out[k:k + _CHUNK] = stats.interval_contains_zero(boot_stat(metric, w, others[k:k + _CHUNK], how) - b[:, None])
     return out
 
 
@@ -159,7 +168,8 @@ def _rank_group(members: list[dict], scores: dict, n_boot: int, seed: int) -> No
             if usable[pos_b] and mats.shape[1] >= 2:
                 usable[pos_b] = False
                 if usable.any():
-                    tied = paired_ties(metric, mats[pos_b], mats[usable], n_boot=n_boot, seed=seed)
+                    tied = paired_ties(metric, mats[pos_b], mats[usable], n_boot=n_boot, seed=seed,
+                                       how=aggregation(members[b]["protocol"], metric))
                     for i, t in zip(sel[usable].tolist(), tied.tolist()):
                         m = members[i]["metrics"][metric]
                         m["tied"], m["tie_test"] = t, "paired_bootstrap"

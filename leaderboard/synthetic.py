@@ -18,6 +18,7 @@ import numpy as np
 from a2fbench.registry import get_spec
 from a2fbench.scoring.metrics import stats
 from a2fbench.scoring.metrics.table import METRICS
+from a2fbench.scoring.protocols import PROTOCOLS
 from a2fbench.scoring.results import aggregate, finalize
 
 UNITS = {"LVE": "m^2", "MVE": "m", "UFVE": "m", "FDD": "m^2", "FDD_abs": "m^2"}
@@ -50,10 +51,11 @@ def make_results(*, dataset: str = "D1", split: str = "test", protocol: str = "a
         key = METRICS[m].per_sequence_key
         if key not in per_sequence[0]:  # metrics of other protocols (LVD)
             continue
+        how = PROTOCOLS[protocol].aggregation_of(m) if protocol in PROTOCOLS else METRICS[m].aggregation
         ci = stats.bootstrap_ci(m, [r[key] for r in per_sequence], [r["frames"] for r in per_sequence],
-                                n_resamples=n_boot, seed=seed)
-        metrics[m] = {"value": aggregate(m, per_sequence), "unit": UNITS[m], "ci95": list(ci),
-                      "aggregation": METRICS[m].aggregation, "higher_is_better": False, "version": 1}
+                                n_resamples=n_boot, seed=seed, how=how)
+        metrics[m] = {"value": aggregate(m, per_sequence, how), "unit": UNITS[m], "ci95": list(ci),
+                      "aggregation": how, "higher_is_better": False, "version": 1}
     fp_ds = "sha256:" + hashlib.sha256(f"synthetic {spec.id} {dataset_seed}".encode()).hexdigest()
     fp_pred = "sha256:" + hashlib.sha256(f"predictions {spec.id} {seed} {scale} {noise}".encode()).hexdigest()
     doc = {

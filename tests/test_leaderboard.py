@@ -228,9 +228,11 @@ def test_ci_overlap_fallback_when_sequences_differ():
     assert ranking.ci_overlap("LVE", [-0.3, 0.1], [0.25, 0.4]) is False
 
 
-def test_bootstrap_statistic_matches_results_aggregate_on_resampled_sequences():
-    """The vectorized replicate == results.aggregate on the explicitly resampled list (slow, obvious)."""
-    doc = make_results(seed=5, n_seq=9)
+@pytest.mark.parametrize("protocol", ["a2f", "unitalker"])
+def test_bootstrap_statistic_matches_results_aggregate_on_resampled_sequences(protocol):
+    """The vectorized replicate == results.aggregate on the explicitly resampled list (slow, obvious), under each
+    protocol's own aggregation (UniTalker's LVE: a mean of sequence means, not frame-pooled)."""
+    doc = make_results(seed=5, n_seq=9, protocol=protocol, length_policy="truncate_both")
     _, _, blob = db.score_blob(doc)
     mat = np.frombuffer(blob, np.float64).reshape(9, 1 + len(db.SEQ_COLUMNS))
     rows = sorted(doc["per_sequence"], key=lambda r: r["id"])
@@ -240,10 +242,54 @@ def test_bootstrap_statistic_matches_results_aggregate_on_resampled_sequences():
         w = np.bincount(idx, minlength=9).astype(float)[None]
         resampled = [rows[i] for i in idx]
         for m in ("LVE", "MVE", "UFVE", "FDD_abs"):
-            got = ranking.boot_stat(m, w, mat[None])[0, 0]
-            assert got == pytest.approx(aggregate(m, resampled), rel=1e-12)
+            how = doc["metrics"][m]["aggregation"]
+            assert how == ranking.aggregation(protocol, m)
+            got = ranking.boot_stat(m, w, mat[None], how)[0, 0]
+            assert got == pytest.approx(aggregate(m, resampled, how), rel=1e-12)
         assert ranking.boot_stat("FDD", w, mat[None])[0, 0] == pytest.approx(abs(aggregate("FDD", resampled)),
                                                                               rel=1e-12)
+    assert ranking.aggregation("unitalker", "LVE") == "mean_sequences"
+    assert ranking.aggregation("a2f", "LVE") == ranking.aggregation("no-such-protocol", "LVE") == "pooled_frames"
+
+
+def test_paired_ties_follow_the_protocols_aggregation(conn):
+    """Two UniTalker-protocol entries whose order differs by aggregation: B is worse by 0.5e-5 on one long
+    sequence and better by 0.5e-5 on eleven short ones. By sequence means (the protocol's rule) B is the best and A
+    clearly worse (the difference changes sign only if a resample draws the long sequence 6 times of 12); pooled
+    over frames A would look better. The tie test must use the protocol's rule and agree with ``compare``."""
+    from a2fbench.scoring.compare import compare
+
+    ids = [f"S{k:03d}_sentence{k + 1:02d}" for k in range(12)]
+    a = make_results(protocol="unitalker", length_policy="truncate_both", seq_ids=ids, seed=1, noise=0.0)
+    frames = [2000] + [20] * 11
+    rows_a = [dict(r, frames=f, LVE=1.0e-5) for r, f in zip(a["per_sequence"], frames)]
+    rows_b = [dict(r, frames=f, LVE=(1.5e-5 if k == 0 else 0.5e-5 * (1 + 0.01 * k)))
+              for k, (r, f) in enumerate(zip(a["per_sequence"], frames))]
+
+    b = make_results(protocol="unitalker", length_policy="truncate_both", seq_ids=ids, seed=2, noise=0.0)
+
+    def doc(rows, base):
+        d = copy.deepcopy(base)
+        d["per_sequence"] = rows
+        d["metrics"]["LVE"]["value"] = aggregate("LVE", rows, "mean_sequences")
+        d["metrics"]["LVE"]["ci95"] = list(stats.bootstrap_ci("LVE", [r["LVE"] for r in rows],
+                                                              [r["frames"] for r in rows], n_resamples=200,
+                                                              how="mean_sequences"))
+        d.pop("content_hash", None)
+        return finalize(d)
+
+    da, db_ = doc(rows_a, a), doc(rows_b, b)
+    # the premise: the order flips with the aggregation
+    assert aggregate("LVE", rows_b, "mean_sequences") < aggregate("LVE", rows_a, "mean_sequences")
+    assert aggregate("LVE", rows_b, "pooled_frames") > aggregate("LVE", rows_a, "pooled_frames")
+    ea = db.submit_doc(conn, da, method_meta(method="A")).entry_id
+    eb = db.submit_doc(conn, db_, method_meta(method="B")).entry_id
+    ranked, _ = render.load_ranked(conn, kind="evaluated")
+    by = {e["id"]: e["metrics"]["LVE"] for e in ranked}
+    assert by[eb]["best"] and by[ea]["tie_test"] == "paired_bootstrap"
+    c = compare(db_, da, n_resamples=2000)["metrics"]["LVE"]
+    assert not c["ci95"][0] <= 0 <= c["ci95"][1]       # compare: a real difference, by sequence means
+    assert by[ea]["tied"] is False
 
 
 def test_fast_interval_test_equals_numpy_percentile():
