@@ -31,7 +31,7 @@ from threadpoolctl import threadpool_limits
 
 from a2fbench.scoring.metrics import stats
 from a2fbench.scoring.metrics.table import METRICS, NAMES, RANKED
-from a2fbench.scoring.protocols import PROTOCOLS
+from a2fbench.scoring.protocols import aggregation
 
 from .scores import SEQ_COLUMNS
 
@@ -76,12 +76,6 @@ def ci_overlap(metric: str, a: Optional[list[float]], b: Optional[list[float]]) 
 def _single_threaded_blas() -> Any:
     """These products are small: on a loaded 2-core machine multi-threaded BLAS makes them 10-100x slower."""
     return threadpool_limits(1, user_api="blas")
-
-
-def aggregation(protocol: str, metric: str) -> str:
-    """How ``metric`` is aggregated under ``protocol`` (a protocol may override the metric table: UniTalker's LVE
-    is a mean of per-sequence means); the metric table's rule for a protocol this version does not know."""
-    return PROTOCOLS[protocol].aggregation_of(metric) if protocol in PROTOCOLS else METRICS[metric].aggregation
 
 
 def boot_stat(metric: str, w: np.ndarray, mats: np.ndarray, how: Optional[str] = None) -> np.ndarray:

@@ -18,7 +18,7 @@ import numpy as np
 from a2fbench.registry import get_spec
 from a2fbench.scoring.metrics import stats
 from a2fbench.scoring.metrics.table import METRICS
-from a2fbench.scoring.protocols import PROTOCOLS
+from a2fbench.scoring.protocols import aggregation
 from a2fbench.scoring.results import aggregate, finalize
 
 UNITS = {"LVE": "m^2", "MVE": "m", "UFVE": "m", "FDD": "m^2", "FDD_abs": "m^2"}
@@ -51,7 +51,7 @@ def make_results(*, dataset: str = "D1", split: str = "test", protocol: str = "a
         key = METRICS[m].per_sequence_key
         if key not in per_sequence[0]:  # metrics of other protocols (LVD)
             continue
-        how = PROTOCOLS[protocol].aggregation_of(m) if protocol in PROTOCOLS else METRICS[m].aggregation
+        how = aggregation(protocol, m)
         ci = stats.bootstrap_ci(m, [r[key] for r in per_sequence], [r["frames"] for r in per_sequence],
                                 n_resamples=n_boot, seed=seed, how=how)
         metrics[m] = {"value": aggregate(m, per_sequence, how), "unit": UNITS[m], "ci95": list(ci),

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from a2fbench.scoring.metrics import stats
+from a2fbench.scoring.protocols import aggregation
 from a2fbench.scoring.results import aggregate, finalize
 from a2fbench.util.fsutil import write_json
 from leaderboard import db, entries, ranking, render
@@ -243,13 +244,13 @@ def test_bootstrap_statistic_matches_results_aggregate_on_resampled_sequences(pr
         resampled = [rows[i] for i in idx]
         for m in ("LVE", "MVE", "UFVE", "FDD_abs"):
             how = doc["metrics"][m]["aggregation"]
-            assert how == ranking.aggregation(protocol, m)
+            assert how == aggregation(protocol, m)
             got = ranking.boot_stat(m, w, mat[None], how)[0, 0]
             assert got == pytest.approx(aggregate(m, resampled, how), rel=1e-12)
         assert ranking.boot_stat("FDD", w, mat[None])[0, 0] == pytest.approx(abs(aggregate("FDD", resampled)),
                                                                               rel=1e-12)
-    assert ranking.aggregation("unitalker", "LVE") == "mean_sequences"
-    assert ranking.aggregation("a2f", "LVE") == ranking.aggregation("no-such-protocol", "LVE") == "pooled_frames"
+    assert aggregation("unitalker", "LVE") == "mean_sequences"
+    assert aggregation("a2f", "LVE") == aggregation("no-such-protocol", "LVE") == "pooled_frames"
 
 
 def test_paired_ties_follow_the_protocols_aggregation(conn):

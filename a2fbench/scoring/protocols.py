@@ -87,6 +87,13 @@ def get_protocol(name: str) -> Protocol:
     return PROTOCOLS[name]
 
 
+def aggregation(protocol: str, metric: str) -> str:
+    """How ``metric`` is aggregated under the protocol named ``protocol``: its override (UniTalker's LVE is a mean of
+    per-sequence means) or the metric table's rule, which is also the answer for a name this version does not
+    know."""
+    return PROTOCOLS[protocol].aggregation_of(metric) if protocol in PROTOCOLS else METRICS[metric].aggregation
+
+
 def resolve_policy(proto: Protocol, policy: Optional[str]) -> str:
     """The length policy to use: ``policy`` (checked against what the protocol can honour) or its default."""
     if policy is None:
