@@ -227,9 +227,9 @@ def run_aggregates(proto: Protocol, seqs: list[dict]) -> list[dict[str, Any]]:
     return out
 
 
-def aggregates(proto: Protocol, seqs: list[dict]) -> dict[str, Any]:
-    """Each metric's headline: its aggregate (:func:`run_aggregates`), the mean over runs when there are several."""
-    per_run = run_aggregates(proto, seqs)
+def headline(proto: Protocol, per_run: list[dict[str, Any]]) -> dict[str, Any]:
+    """Each metric's headline from the per-run aggregates (:func:`run_aggregates`): the one run's own value, the
+    mean over runs when there are several."""
     if len(per_run) == 1:
-        return per_run[0]
+        return dict(per_run[0])
     return {m: F.mean_over_samples([r[m] for r in per_run]) for m in proto.metrics}

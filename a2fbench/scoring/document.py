@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from .accumulate import aggregates, run_aggregates
+from .accumulate import headline, run_aggregates
 from .metrics.stats import BOOTSTRAP_METHOD, bootstrap_ci
 from .metrics.table import METRICS
 from .predictions import PredictionSet
@@ -70,7 +70,8 @@ def results_doc(ctx: Any, split: str, regions: dict, preds: PredictionSet, seqs:
         units, show = "facediffuser_normalised", None
     else:
         units, show = scaled_units(vunits, opts.scale), opts.scale
-    head, runs = aggregates(proto, seqs), run_aggregates(proto, seqs)
+    runs = run_aggregates(proto, seqs)
+    head = headline(proto, runs)
     metrics: dict[str, dict] = {}
     for m in proto.metrics:
         info = METRICS[m]

@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import PredictionError, StoreError
 from ..store import open_dataset
 from ..util.progress import frames_bar
-from .accumulate import Chunk, Item, Scoring, aggregates, run_aggregates, score_chunks
+from .accumulate import Chunk, Item, Scoring, headline, run_aggregates, score_chunks
 from .document import results_doc
 from .metrics import functional as F
 from .options import cap_frames, load_region_file, protocol_options, training_subjects
@@ -167,8 +167,8 @@ def score_arrays(gts: list[np.ndarray], preds: list[np.ndarray], templates: list
                 yield Chunk(i, a, g[a:b], [x[a:b] for x in ps], tm if a == 0 else None, [item.sid] * len(ps))
 
     seqs, _ = score_chunks(scoring, items, chunks())
-    return {"metrics": aggregates(proto, seqs), "per_sequence": [s["row"] for s in seqs],
-            "runs": run_aggregates(proto, seqs)}
+    runs = run_aggregates(proto, seqs)
+    return {"metrics": headline(proto, runs), "per_sequence": [s["row"] for s in seqs], "runs": runs}
 
 
 def stamp_method(doc: dict, pred_dir: str | os.PathLike, method: Optional[str]) -> dict:
