@@ -3,7 +3,8 @@
 units of the protocol's coordinates, samples of a stochastic model and their spread, and what was scored.
 
 Takes: the evaluation's :class:`~.pipeline.Context`, the matched predictions and the scorer's per-sequence
-outputs. Gives: a finalized results dict."""
+outputs. Gives: the results dict, not yet finalized (the caller adds what made the predictions, then
+:func:`~.results.finalize` sets its content hash once)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from .metrics.stats import BOOTSTRAP_METHOD, bootstrap_ci
 from .metrics.table import METRICS
 from .predictions import PredictionSet
 from .protocols import CONDITIONS_RULE
-from .results import SCHEMA_VERSION, finalize
+from .results import SCHEMA_VERSION
 from .streams import fingerprint
 
 SAMPLES_RULE = ("each sample (_<k>) is scored as a whole run; every metric's value is the mean over runs of the "
@@ -61,7 +62,7 @@ def _spread(values: list[float]) -> dict[str, Any]:
 
 def results_doc(ctx: Any, split: str, regions: dict, preds: PredictionSet, seqs: list[dict], digests: dict,
                 dtypes: set, n_bootstrap: int, seed: int, policy: str) -> dict:
-    """The finalized results dict of one evaluation (see module doc)."""
+    """The results dict of one evaluation, without its content hash (see module doc)."""
     proto, card, opts = ctx.proto, ctx.ds.card, ctx.opts
     per_seq = [s["row"] for s in seqs]
     frames = [r["frames"] for r in per_seq]
@@ -120,5 +121,5 @@ def results_doc(ctx: Any, split: str, regions: dict, preds: PredictionSet, seqs:
         doc["samples"] = {"n": len(runs), "indices": list(preds.samples), "rule": SAMPLES_RULE,
                           "metrics": {m: _spread([r[m] for r in runs]) for m in proto.metrics}}
     doc["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    return finalize(doc)
+    return doc
 
