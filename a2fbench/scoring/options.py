@@ -9,6 +9,7 @@ for :mod:`.evaluate`."""
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,7 +83,7 @@ def load_region_file(path: str | os.PathLike, n_vertices: int, what: str, datase
     data = p.read_bytes()
     try:
         if p.suffix == ".npy":
-            a = np.load(p, allow_pickle=False)
+            a = np.load(io.BytesIO(data), allow_pickle=False)  # the bytes already read for the digest
             if a.dtype == bool:
                 if a.size != n_vertices:
                     raise ValueError(f"a boolean mask of {a.size} entries, not V={n_vertices}")
