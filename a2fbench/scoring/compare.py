@@ -28,7 +28,7 @@ from scipy import stats as sps
 from ..errors import ResultSchemaError
 from .metrics import stats
 from .metrics.table import METRICS
-from .results import AGGREGATIONS, load
+from .results import load, recorded_aggregation
 
 METHOD = ("paired percentile bootstrap over shared sequences (CI of B - A); two-sided paired permutation test "
           "swapping A and B within sequences (p-value)")
@@ -86,8 +86,7 @@ def compare(a: dict, b: dict, *, n_resamples: int = 10000, seed: int = 0, names:
         vb = np.array([rows_b[s][key] for s in shared], np.float64)
         fa = np.array([rows_a[s]["frames"] for s in shared], np.float64)
         fb = np.array([rows_b[s]["frames"] for s in shared], np.float64)
-        how = a["metrics"][m].get("aggregation")  # the protocol's (both files share it); None: the table's
-        how = how if how in AGGREGATIONS else None
+        how = recorded_aggregation(a["metrics"][m])  # the protocol's (both files share it); None: the table's
         pdiff = stats.paired_difference(m, va, vb, fa, fb, n_resamples=n_resamples, seed=seed, level=level, how=how)
         d, A = pdiff["diff"], pdiff["a"]
         if n < 2 or np.array_equal(va, vb):

@@ -31,15 +31,15 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, get_args
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import ResultSchemaError
 from .metrics.stats import aggregate as aggregate_values
-from .metrics.table import METRICS
+from .metrics.table import METRICS, Aggregation
 
-AGGREGATIONS = ("pooled_frames", "mean_sequences", "mean_abs_sequences")
+AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
 
 SCHEMA_VERSION = 1
 REL_TOL = 1e-9
@@ -107,6 +107,13 @@ def finalize(doc: dict) -> dict:
     return out
 
 
+def recorded_aggregation(entry: dict) -> Optional[str]:
+    """The aggregation a results file records for a metric (its ``metrics.<M>`` entry) when it is one of
+    :data:`AGGREGATIONS`; None otherwise (the metric table's rule then applies)."""
+    how = entry.get("aggregation")
+    return how if how in AGGREGATIONS else None
+
+
 def aggregate(metric: str, per_sequence: list[dict], how: Optional[str] = None,
               sample: Optional[int] = None) -> Optional[float]:
     """Recompute one aggregate from per-sequence scores (see module doc); None when no row has the metric.
@@ -142,7 +149,7 @@ def check_consistency(doc: dict, source: str = "results") -> None:
     for name, m in doc["metrics"].items():
         if name not in METRICS or m.get("value") is None:
             continue
-        how = m.get("aggregation") if m.get("aggregation") in AGGREGATIONS else None
+        how = recorded_aggregation(m)
         if n_runs > 1:
             runs = [aggregate(name, ps, how, k) for k in range(n_runs)]
             if any(r is None for r in runs):
