@@ -38,13 +38,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from a2fbench.store import UNITALKER_MAX_SECONDS
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from anatomy import StepInstruments  # noqa: E402  (the benchmark's own helper, beside it)
 
 DUPLICATE = {"D0": 10, "D1": 5, "D2": 4}
 
 
-def full_size_training_clips(max_seconds: float = 20.0) -> list[tuple[str, float]]:
+def full_size_training_clips(max_seconds: float = UNITALKER_MAX_SECONDS) -> list[tuple[str, float]]:
     """(dataset, seconds) of every full-size training clip, repeated by the paper's duplicate list, cut."""
     from a2fbench.registry import all_specs, assign_splits
     from a2fbench.sources.synth.plan import plan

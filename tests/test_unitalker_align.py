@@ -15,8 +15,10 @@ from _raw_helpers import clone, rewrite
 import a2fbench
 from a2fbench.prepare import prepare_dataset
 from a2fbench.registry import get_spec
+from a2fbench.scoring.protocols import PROTOCOLS
+from a2fbench.store import UNITALKER_MAX_SECONDS
 from unitalker import predict as P
-from unitalker.config import load_config
+from unitalker.config import load_config, shipped_configs
 from unitalker.data import ClipSet, identity_table, open_sources
 
 torch.set_num_threads(1)
@@ -73,6 +75,14 @@ def test_training_clips_are_cut_to_the_shorter_of_recording_and_motion(skewed, m
                 assert n_annot < s.n_frames and n_audio == s.n_samples
     if max_s > 2:
         assert seen["longer"] and seen["shorter"]
+
+
+def test_training_cut_is_the_unitalker_protocol_cut() -> None:
+    """One 20 s: the shipped configs' training cut (data.max_seconds, a YAML value) is the constant the
+    unitalker scoring protocol cuts to."""
+    assert PROTOCOLS["unitalker"].max_seconds == UNITALKER_MAX_SECONDS == 20.0
+    for name in (None, *shipped_configs()):
+        assert load_config(name)["data"]["max_seconds"] == UNITALKER_MAX_SECONDS, name
 
 
 def test_min_seconds_applies_to_training_only(skewed) -> None:

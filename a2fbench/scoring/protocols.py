@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..errors import A2FBenchError
+from ..store import UNITALKER_MAX_SECONDS
 from .metrics.table import METRICS
 
 #: the name of UniTalker's protocol (a protocol name, not the ``unitalker`` package; tests/test_layering.py)
@@ -70,8 +71,8 @@ PROTOCOLS: dict[str, Protocol] = {
         "UniTalker's in-loop metric (loss.mouth_metric, validate_epoch): per sequence the mean over frames of the "
         "max over lip vertices of the squared distance (LVE) and of the distance (LVD), then the mean over "
         "sequences; in UniTalker's scaled coordinates (x unitalker.scale); every sequence cut as "
-        "DataItem.truncate cuts it (the part its recording covers, at most 20 s)",
-        policies=("truncate_both",), aggregation=(("LVE", "mean_sequences"),), max_seconds=20.0,
+        f"DataItem.truncate cuts it (the part its recording covers, at most {UNITALKER_MAX_SECONDS:g} s)",
+        policies=("truncate_both",), aggregation=(("LVE", "mean_sequences"),), max_seconds=UNITALKER_MAX_SECONDS,
         cut_to_audio=True, scaled=True),
 }
 
