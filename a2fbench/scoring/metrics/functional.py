@@ -10,7 +10,7 @@ The split into steps is what makes the aggregation explicit:
 * per sequence: :func:`upper_dynamics` (``mean_u std_t``) and :func:`fdd_sequence`;
 * over sequences: :func:`pooled_mean` (LVE, MVE, UFVE: one mean over every frame of the split) and
   :func:`mean_over_sequences` / :func:`mean_abs_over_sequences` (FDD, FDD_abs; UniTalker's LVE and LVD);
-* over samples (several runs of a stochastic model): :func:`mean_over_samples`.
+* over samples (several runs of a stochastic model): :data:`mean_over_samples` (the same mean).
 
 Bit-exactness with CodeTalker's ``cal_metric.py`` (protocol ``codetalker``) rests on doing, per element,
 exactly the arithmetic numpy does there (checked against :mod:`a2fbench.metrics.reference` in the tests):
@@ -269,7 +269,8 @@ def pooled_mean(frame_values: Sequence[np.ndarray]) -> float:
 
 
 def mean_over_sequences(values: Iterable[float]) -> float:
-    """FDD: Python ``sum`` over the per-sequence values in split order, divided by their number."""
+    """FDD: Python ``sum`` over the per-sequence values in split order, divided by their number. The same mean
+    is the headline of several runs, as :data:`mean_over_samples`."""
     vals = list(values)
     return sum(vals) / len(vals)
 
@@ -280,8 +281,6 @@ def mean_abs_over_sequences(values: Iterable[float]) -> float:
     return sum(vals) / len(vals)
 
 
-def mean_over_samples(values: Sequence[float]) -> float:
-    """The headline of several runs (FaceDiffuser samples): Python ``sum`` over the runs in index order divided
-    by their number (one run: its own value, exactly)."""
-    vals = list(values)
-    return sum(vals) / len(vals)
+#: the headline of several runs (FaceDiffuser samples): :func:`mean_over_sequences` over the runs in index order
+#: (one run: its own value, exactly)
+mean_over_samples = mean_over_sequences
