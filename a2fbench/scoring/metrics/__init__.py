@@ -2,6 +2,6 @@
 per sequence and over sequences (:mod:`.functional`), the statistics over sequences (:mod:`.stats`), and
 slow reference oracles for tests and benchmarks (:mod:`.reference`). Definitions: ``docs/metrics.md``."""
 
-from .table import METRICS, NAMES, POOLED, RANKED, SEQUENCE_COLUMNS, Metric
+from .table import METRICS, NAMES, RANKED, SEQUENCE_COLUMNS, Metric
 
-__all__ = ["METRICS", "NAMES", "POOLED", "RANKED", "SEQUENCE_COLUMNS", "Metric"]
+__all__ = ["METRICS", "NAMES", "RANKED", "SEQUENCE_COLUMNS", "Metric"]

@@ -50,10 +50,6 @@ class Metric:
         u = vertex_units if vertex_units.isalnum() else f"({vertex_units})"
         return f"{u}^{self.power}"
 
-    @property
-    def pooled(self) -> bool:
-        return self.aggregation == "pooled_frames"
-
 
 METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("LVE", 2, "pooled_frames", "LVE",
@@ -75,8 +71,6 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
 
 #: metric names in table order (the columns everywhere)
 NAMES: tuple[str, ...] = tuple(METRICS)
-#: metrics kept as per-frame values and pooled over the frames of the split
-POOLED: tuple[str, ...] = tuple(n for n, m in METRICS.items() if m.pooled)
 #: metrics whose rank counts towards the overall rank
 RANKED: tuple[str, ...] = tuple(n for n, m in METRICS.items() if m.rankable)
 #: the per-sequence columns (results ``per_sequence`` rows, leaderboard storage), in table order
