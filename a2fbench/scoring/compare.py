@@ -43,12 +43,12 @@ def check_comparable(a: dict, b: dict, na: str = "A", nb: str = "B") -> None:
     field = stats.first_difference(stats.results_key(a), stats.results_key(b))
     if field is None or field == "split":  # a different split shows as no shared sequence, said below
         return
+    protocol = (f"{na} uses protocol {pa['name']} v{pa['version']} but {nb} uses {pb['name']} v{pb['version']}; "
+                f"re-evaluate one with --protocol {pa['name']}")
     why = {
         "dataset": f"{na} scores dataset {da['id']} but {nb} scores {db['id']}; compare results of the same dataset",
-        "protocol": f"{na} uses protocol {pa['name']} v{pa['version']} but {nb} uses {pb['name']} v{pb['version']}; "
-                    f"re-evaluate one with --protocol {pa['name']}",
-        "protocol_version": f"{na} uses protocol {pa['name']} v{pa['version']} but {nb} uses {pb['name']} "
-                            f"v{pb['version']}; re-evaluate one with --protocol {pa['name']}",
+        "protocol": protocol,
+        "protocol_version": protocol,
         "length_policy": f"{na} uses length policy {pa.get('length_policy')} but {nb} uses "
                          f"{pb.get('length_policy')}; re-evaluate one with --length-policy {pa.get('length_policy')}",
         "fingerprint": f"{na} and {nb} were scored against different prepared copies of {da['id']} (fingerprints "
