@@ -9,6 +9,7 @@ import re
 import statistics
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from a2fbench.scoring.metrics import reference as R
 from a2fbench.scoring.options import cap_frames
 from a2fbench.scoring.protocols import PROTOCOLS
 from a2fbench.scoring.results import validate
+from a2fbench.store import Sequence
 from a2fbench.util import safepickle
 
 SPEC = Path("/work/shared/spec/multiface-sentences.md")
@@ -179,9 +181,12 @@ def test_unitalker_cuts_as_dataitem_truncate(raw_tiny: Path, tmp_path: Path) -> 
     import soundfile as sf
     from _raw_helpers import rewrite
 
+    def seq(n_frames: int, n_samples: int, fps: float) -> Sequence:  # a stored sequence's lengths alone
+        return Sequence("s", "F1", n_frames, SimpleNamespace(card={"fps": fps}), n_samples=n_samples)
+
     proto = PROTOCOLS["unitalker"]
-    assert cap_frames(proto, 1000, 16000 * 60, 25.0) == 500 and cap_frames(proto, 90, 16000 * 2, 30.0) == 60
-    assert cap_frames(PROTOCOLS["a2f"], 1000, 16000 * 60, 25.0) is None
+    assert cap_frames(proto, seq(1000, 16000 * 60, 25.0)) == 500 and cap_frames(proto, seq(90, 16000 * 2, 30.0)) == 60
+    assert cap_frames(PROTOCOLS["a2f"], seq(1000, 16000 * 60, 25.0)) is None
     raw = clone(raw_tiny, tmp_path / "raw")
     wav = raw / "D0" / "wav" / "F2_e37.wav"
     x, sr = sf.read(str(wav), dtype="float32")

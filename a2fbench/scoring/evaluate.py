@@ -44,12 +44,11 @@ def _plan(ctx: Context, ids: list[str], preds: PredictionSet, policy: str) -> li
     """Per sequence the frames scored and the files; applies the length policy (and the protocol's cap) to the
     headers."""
     out = []
-    fps = float(ctx.ds.card["fps"])
     for sid in ids:
         seq = ctx.ds[sid]
         T_gt = seq.n_frames
         pfs = preds.files[sid]
-        cap = cap_frames(ctx.proto, T_gt, seq.n_samples, fps)
+        cap = cap_frames(ctx.proto, seq)
         T = frames_scored(policy, T_gt, [pf.n_frames for pf in pfs], cap)
         if T is None:
             pf = min(pfs, key=lambda f: f.n_frames)

@@ -18,7 +18,6 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import A2FBenchError, StoreError
-from ..store import common_length
 from .protocols import Protocol
 
 
@@ -44,14 +43,11 @@ def protocol_options(spec: Any, proto: Protocol) -> ProtocolOptions:
     return ProtocolOptions(scale, (tuple(fd.normalise.min), tuple(fd.normalise.max)), fd.regions)
 
 
-def cap_frames(proto: Protocol, n_frames: int, n_samples: int, fps: float) -> Optional[int]:
-    """The most frames ``proto`` scores of a sequence (None: no cap). ``unitalker``: what UniTalker's
-    ``DataItem.truncate`` keeps, ``round(min(audio s, motion s, 20 s) * fps)``."""
-    if proto.max_seconds is None:
-        return None
-    if proto.cut_to_audio:
-        return common_length(n_frames, n_samples, fps, proto.max_seconds)[0]
-    return min(n_frames, int(round(proto.max_seconds * fps)))
+def cap_frames(proto: Protocol, seq: Any) -> Optional[int]:
+    """The most frames ``proto`` scores of a :class:`~a2fbench.store.Sequence` (None: no cap). ``unitalker``:
+    what UniTalker's ``DataItem.truncate`` keeps, ``round(min(audio s, motion s, 20 s) * fps)``
+    (:meth:`~a2fbench.store.Sequence.common_length`)."""
+    return None if proto.max_seconds is None else seq.common_length(proto.max_seconds)[0]
 
 
 def training_subjects(ds: Any) -> list[str]:

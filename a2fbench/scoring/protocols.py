@@ -27,8 +27,8 @@ class Protocol:
     * ``length_policy``: its default (the reference script's); ``policies``: the ones it can honour;
     * ``float64``: compute in float64 (True) or in the inputs' promoted dtype, as the reference script (False);
     * ``aggregation``: metrics aggregated otherwise than the metric table says, ``((metric, aggregation), ...)``;
-    * ``max_seconds``: every sequence cut to its first ``max_seconds`` (and, with ``cut_to_audio``, to the part
-      its recording covers: UniTalker's ``DataItem.truncate``);
+    * ``max_seconds``: every sequence cut to the part its recording covers, at most its first ``max_seconds``
+      (UniTalker's ``DataItem.truncate``);
     * ``scaled``: values in UniTalker's scaled coordinates (motion x the manifest's ``unitalker.scale``);
     * ``normalised``: ground truth and templates in FaceDiffuser's min/max-normalised Multiface coordinates (the
       manifest's ``facediffuser`` block), where FaceDiffuser's predictions are.
@@ -43,7 +43,6 @@ class Protocol:
     policies: tuple[str, ...] = LENGTH_POLICIES
     aggregation: tuple[tuple[str, str], ...] = ()
     max_seconds: Optional[float] = None
-    cut_to_audio: bool = False
     scaled: bool = False
     normalised: bool = False
 
@@ -73,7 +72,7 @@ PROTOCOLS: dict[str, Protocol] = {
         "sequences; in UniTalker's scaled coordinates (x unitalker.scale); every sequence cut as "
         f"DataItem.truncate cuts it (the part its recording covers, at most {UNITALKER_MAX_SECONDS:g} s)",
         policies=("truncate_both",), aggregation=(("LVE", "mean_sequences"),), max_seconds=UNITALKER_MAX_SECONDS,
-        cut_to_audio=True, scaled=True),
+        scaled=True),
 }
 
 
