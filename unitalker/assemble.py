@@ -13,6 +13,7 @@ import torch
 
 from a2fbench.registry import get_space
 
+from .config import free_form
 from .data import IdentityTable, Source, identity_table, load_pca
 from .model import HeadSpec
 
@@ -21,7 +22,7 @@ def flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
         p = f"{prefix}{k}"
-        if isinstance(v, dict) and not p.startswith("model.encoder.arch"):
+        if isinstance(v, dict) and not free_form(p):
             out.update(flatten(v, p + "."))
         else:
             out[p] = v
