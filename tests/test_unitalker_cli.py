@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from _cli_helpers import run_unitalker
 
 from unitalker.config import load_config
 from unitalker.predict import AudioInputError, infer, run_batch, windows
@@ -51,17 +52,6 @@ def speech(seconds: float, sr: int = SR, seed: int = 0) -> np.ndarray:
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "unitalker.cli", *args], capture_output=True, text=True, env=ENV)
-
-
-def _inproc(capsys, monkeypatch, *args: str) -> tuple[int, str]:
-    """The console script's main() in this process (same error policy, no interpreter start-up)."""
-    from unitalker.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["unitalker", *args])
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        main()
-    return int(e.value.code or 0), capsys.readouterr().err
 
 
 def test_windows_follow_the_reference_demo():
@@ -141,7 +131,8 @@ def test_infer_bad_input_is_one_line_and_writes_nothing(run, tmp_path, capsys, m
     if not torch.cuda.is_available():
         cases.append(([str(tmp_path / "ok.wav"), "--device", "cuda"], "expected a CUDA GPU"))
     for args, msg in cases:
-        code, err = _inproc(capsys, monkeypatch, "infer", "--checkpoint", str(run), *args, "--out", str(tmp_path / "out"))
+        code, err = run_unitalker(monkeypatch, capsys, "infer", "--checkpoint", str(run), *args, "--out",
+                                  str(tmp_path / "out"))
         assert code == 1, (args, err)
         lines = [ln for ln in err.strip().splitlines() if ln.startswith("error:")]
         assert msg in err and "Traceback" not in err and len(lines) == 1, err

@@ -53,6 +53,18 @@ def test_config_errors_are_one_line(ov, match):
     assert "\n" not in str(e.value)
 
 
+def test_duplicate_takes_any_dataset_and_merges_with_the_default_mapping():
+    """docs/unitalker.md: data.duplicate is a mapping dataset -> passes for any dataset (absent: 1)."""
+    assert tiny_cfg("data.duplicate={D5: 2}")["data"]["duplicate"] == {"D0": 10, "D1": 5, "D2": 4, "D5": 2}
+    assert tiny_cfg("data.duplicate={D0: 3, D7: 1}")["data"]["duplicate"] == {"D0": 3, "D1": 5, "D2": 4, "D7": 1}
+    for bad, match in [("{D5: 0}", "positive integers"), ("{D5: 2.5}", "positive integers"),
+                       ("{D5: true}", "positive integers"), ("{D5: x}", "positive integers"),
+                       ("[1, 0]", "positive integers"), ("5", "expected a mapping"),
+                       ("{D9: 2}", "unknown config key 'data.duplicate.D9'"), ("{d5: 2}", "did you mean 'D5'")]:
+        with pytest.raises(ConfigError, match=match):
+            tiny_cfg(f"data.duplicate={bad}")
+
+
 def test_unknown_config_name():
     with pytest.raises(ConfigError, match="did you mean 'tiny'"):
         load_config("tinny")

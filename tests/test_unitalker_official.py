@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from _cli_helpers import run_unitalker
 from _official_helpers import ALL, ANNOT, K, official_state_dict, release
 
 from unitalker import checkpoint as ck
@@ -43,16 +43,6 @@ def speech(seconds: float, seed: int = 0) -> np.ndarray:
     t = np.arange(int(seconds * SR)) / SR
     return (0.3 * np.sin(2 * np.pi * 180 * t) * np.sin(2 * np.pi * 3 * t) + 0.01 * rng.standard_normal(t.size)
             ).astype(np.float32)
-
-
-def _main(capsys, monkeypatch, *args: str) -> tuple[int, str]:
-    from unitalker.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["unitalker", *args])
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as e:
-        main()
-    return int(e.value.code or 0), capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------------------ import
@@ -253,8 +243,8 @@ def bad_inputs(rel, tmp_path) -> dict:
 def test_import_bad_input_is_one_line_and_leaves_nothing(bad_inputs, ckpt, release_dir, msg, capsys, monkeypatch):
     tmp = bad_inputs["tmp"]
     rel = bad_inputs["rel"] if release_dir == "rel" else tmp / release_dir
-    code, err = _main(capsys, monkeypatch, "import-official", str(tmp / ckpt), "--release", str(rel),
-                      "--out", str(tmp / "run"))
+    code, err = run_unitalker(monkeypatch, capsys, "import-official", str(tmp / ckpt), "--release", str(rel),
+                              "--out", str(tmp / "run"))
     assert code == 1 and msg in err and "Traceback" not in err, err
     assert len([ln for ln in err.strip().splitlines() if ln.startswith("error:")]) == 1, err
     assert not (tmp / "run").exists() and not (tmp / "pwned").exists()
@@ -263,15 +253,15 @@ def test_import_bad_input_is_one_line_and_leaves_nothing(bad_inputs, ckpt, relea
 
 def test_other_models_keys_are_named_in_one_line(bad_inputs, capsys, monkeypatch):
     tmp = bad_inputs["tmp"]
-    code, err = _main(capsys, monkeypatch, "import-official", str(tmp / "wrong.pt"), "--release",
-                      str(bad_inputs["rel"]), "--out", str(tmp / "run"))
+    code, err = run_unitalker(monkeypatch, capsys, "import-official", str(tmp / "wrong.pt"), "--release",
+                              str(bad_inputs["rel"]), "--out", str(tmp / "run"))
     assert code == 1 and "decoder.audio_feature_map.weight shaped (16, 40), expected (16, 64)" in err
     sd = official_state_dict(["D1"])
     sd.pop("decoder.tcn.first_net.conv_layers.2.norm.bias")
     sd["decoder.extra.weight"] = torch.zeros(2)
     torch.save(sd, tmp / "keys.pt")
-    code, err = _main(capsys, monkeypatch, "import-official", str(tmp / "keys.pt"), "--release",
-                      str(bad_inputs["rel"]), "--out", str(tmp / "run"))
+    code, err = run_unitalker(monkeypatch, capsys, "import-official", str(tmp / "keys.pt"), "--release",
+                              str(bad_inputs["rel"]), "--out", str(tmp / "run"))
     assert code == 1 and "missing (e.g. decoder.tcn.first_net.conv_layers.2.norm.bias)" in err
     assert "unexpected key(s) found (e.g. decoder.extra.weight)" in err and len(err.strip().splitlines()) == 1
 
@@ -288,8 +278,8 @@ def test_infer_bad_template_and_identity(b_run, tmp_path, capsys, monkeypatch):
         (["--heads", "D1", "--identity", "D5/ff_0x1"], "did you mean 'D5/ff_"),
     ]
     for args, msg in cases:
-        code, err = _main(capsys, monkeypatch, "infer", "--checkpoint", run, str(tmp_path / "a.wav"), "--out",
-                          str(tmp_path / "out"), "--device", "cpu", *args)
+        code, err = run_unitalker(monkeypatch, capsys, "infer", "--checkpoint", run, str(tmp_path / "a.wav"),
+                                  "--out", str(tmp_path / "out"), "--device", "cpu", *args)
         assert code == 1 and msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
         assert not (tmp_path / "out" / "a").exists()
 

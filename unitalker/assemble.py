@@ -13,6 +13,7 @@ import torch
 
 from a2fbench.registry import get_space
 
+from .config import free_form
 from .data import IdentityTable, Source, identity_table, load_pca
 from .model import HeadSpec
 
@@ -21,7 +22,7 @@ def flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
         p = f"{prefix}{k}"
-        if isinstance(v, dict) and not p.startswith("model.encoder.arch"):
+        if isinstance(v, dict) and not free_form(p):
             out.update(flatten(v, p + "."))
         else:
             out[p] = v
@@ -37,13 +38,12 @@ def step_rng(seed: int, epoch: int, batch: int, rank: int) -> np.random.Generato
     return np.random.default_rng([seed, epoch, batch, rank, 1])
 
 
-def seed_step(seed: int, epoch: int, batch: int, rank: int) -> np.random.Generator:
-    """Seed the global RNGs (dropout, SpecAugment, LayerDrop) for one step; returns :func:`step_rng`."""
+def seed_step(seed: int, epoch: int, batch: int, rank: int) -> None:
+    """Seed the global RNGs (dropout, SpecAugment, LayerDrop) for one step (pivot swaps draw from :func:`step_rng`)."""
     s = _step_seed(seed, epoch, batch, rank)
     torch.manual_seed(s)
     np.random.seed(s)
     random.seed(s)
-    return step_rng(seed, epoch, batch, rank)
 
 
 def build_heads(data: str | Path, sources: list[Source], cfg: dict,

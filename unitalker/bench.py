@@ -20,7 +20,6 @@ import copy
 import functools
 import logging
 import statistics
-import time
 from typing import Any, Optional
 
 import numpy as np
@@ -31,7 +30,7 @@ from a2fbench.registry import all_spaces, all_specs
 from a2fbench.util.constants import SAMPLE_RATE
 
 from .config import load_config
-from .fastinfer import FastForward
+from .fastinfer import FastForward, time_calls
 from .model import HeadSpec, ModelSpec, UniTalker
 from .runtime import device_name, load_model, select_device, set_threads
 
@@ -71,34 +70,6 @@ def _model_for(checkpoint: Optional[str], config: Optional[str], device: torch.d
     return UniTalker(cfg, registry_spec(cfg)), cfg, f"config {config} (random weights)"
 
 
-class _Timer:
-    def __init__(self, device: torch.device):
-        self.device = device
-
-    def __call__(self, fn: Any, warmup: int, runs: int) -> list[float]:
-        for _ in range(warmup):
-            fn()
-        self._sync()
-        out = []
-        for _ in range(runs):
-            if self.device.type == "cuda":
-                a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                a.record()
-                fn()
-                b.record()
-                torch.cuda.synchronize(self.device)
-                out.append(a.elapsed_time(b) / 1000.0)
-            else:
-                t0 = time.perf_counter()
-                fn()
-                out.append(time.perf_counter() - t0)
-        return out
-
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-
 def reference_model(model: UniTalker, device: torch.device) -> UniTalker:
     """The reference mode: a float32 copy with transformers' eager attention."""
     m = copy.deepcopy(model).to(device).eval()
@@ -128,7 +99,6 @@ def bench(checkpoint: Optional[str] = None, config: Optional[str] = None, *, sec
     rows = []
     n_params = sum(p.numel() for p in model.parameters())
     n_enc = sum(p.numel() for p in model.encoder.parameters())
-    timer = _Timer(dev)
     batches = [1] + ([batch] if batch > 1 else [])
     ref = reference_model(model, dev)
     for B in batches:
@@ -153,7 +123,7 @@ def bench(checkpoint: Optional[str] = None, config: Optional[str] = None, *, sec
                 fn = functools.partial(ff, x)  # noqa: F811
                 extra = {**ff.describe(), "rel_err": rel_err(ff.features(x), ref_feats)}
                 dtype, attention = extra.pop("dtype"), "sdpa"
-            times = timer(fn, warmup if dev.type == "cpu" else max(warmup, 5), runs)
+            times = time_calls(fn, dev, warmup if dev.type == "cpu" else max(warmup, 5), runs)
             med = statistics.median(times)
             rows.append({"mode": mode, "batch": B, "median_ms": med * 1e3, "p10_ms": float(np.percentile(times, 10)) * 1e3,
                          "p90_ms": float(np.percentile(times, 90)) * 1e3, "audio_s_per_s": B * seconds / med,

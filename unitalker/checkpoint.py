@@ -160,11 +160,24 @@ def resolve(path: str | os.PathLike) -> Path:
 def read(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(metadata, model state dict, aux tensors) of a checkpoint file."""
 
+    meta, tensors = _open(path, tensors=True)
+    state = {k: v for k, v in tensors.items() if not k.startswith("aux.")}
+    aux = {k[4:]: v for k, v in tensors.items() if k.startswith("aux.")}
+    return meta, state, aux
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    """A checkpoint file's metadata (config, model spec, ...) as :func:`read` gives it, without reading the tensors."""
+    return _open(path, tensors=False)[0]
+
+
+def _open(path: str | os.PathLike, tensors: bool) -> tuple[dict, dict[str, torch.Tensor]]:
+    """(metadata with ``path``, all tensors if ``tensors`` else {}), the file's format checked."""
     p = resolve(path)
     try:
         with safe_open(str(p), framework="pt") as f:
             md = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            out = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
     except Exception as e:  # noqa: BLE001 - safetensors raises several types for damaged files
         raise StoreError(f"{p}: expected a readable safetensors checkpoint, found a damaged file ({e}); use "
                          "another checkpoint of the run") from None
@@ -173,9 +186,7 @@ def read(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], dict[s
                          f"{md.get('format')!r}; for UniTalker's released .pt run `unitalker import-official` first")
     meta = {k: json.loads(v) for k, v in md.items() if k != "format"}
     meta["path"] = str(p)
-    state = {k: v for k, v in tensors.items() if not k.startswith("aux.")}
-    aux = {k[4:]: v for k, v in tensors.items() if k.startswith("aux.")}
-    return meta, state, aux
+    return meta, out
 
 
 def read_state(ckpt: Path) -> Optional[dict]:

@@ -5,8 +5,10 @@
 (3, 32, 0.002)
 
 Every key must exist in ``configs/defaults.yaml`` (a typo is an error with did-you-mean), except under
-``model.encoder.arch``, which passes keys through to the transformers model config. Values are parsed as YAML
-(``train.lr=1e-4``, ``data.duplicate=[10,5,4,1,1,1,1,1]``) and must have the default's type.
+:data:`FREE_FORM`: ``model.encoder.arch`` passes keys through to the transformers model config, and
+``data.duplicate`` takes any dataset id (``data.duplicate={D5: 2}``; a mapping merges with the default one).
+Values are parsed as YAML (``train.lr=1e-4``, ``data.duplicate=[10,5,4,1,1,1,1,1]``) and must have the
+default's type.
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ from typing import Any, Iterable
 import yaml
 
 from a2fbench.errors import ConfigError
+from a2fbench.registry import all_specs, did_you_mean
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
-FREE_FORM = ("model.encoder.arch",)  # sub-trees whose keys are not checked against the defaults
+#: sub-trees whose keys are not checked against the defaults, not flattened, not filled in by :func:`with_defaults`
+#: (``data.duplicate``: its keys are dataset ids and its values positive integers, both checked by :func:`validate`)
+FREE_FORM = ("model.encoder.arch", "data.duplicate")
 
 
 def shipped_configs() -> list[str]:
@@ -67,12 +72,13 @@ def resolve_config_file(name_or_path: str | os.PathLike) -> Path:
     return cand
 
 
-def _free(path: str) -> bool:
+def free_form(path: str) -> bool:
+    """Whether a dotted config path is (inside) a :data:`FREE_FORM` sub-tree."""
     return any(path == f or path.startswith(f + ".") for f in FREE_FORM)
 
 
 def _check_type(path: str, default: Any, value: Any) -> Any:
-    if default is None or value is None or _free(path):
+    if default is None or value is None or free_form(path):
         return value
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -82,8 +88,6 @@ def _check_type(path: str, default: Any, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"config key {path}: expected a number, found {value!r}")
         return float(value) if isinstance(default, float) else (value if isinstance(value, int) else value)
-    if path == "data.duplicate" and isinstance(value, (list, str)):
-        return value  # an explicit list, one per dataset ("manifest": the paper's list, from configs before 0.2)
     if isinstance(default, dict):
         if not isinstance(value, dict):
             raise ConfigError(f"config key {path}: expected a mapping, found {value!r}")
@@ -98,13 +102,13 @@ def merge(base: dict, over: dict, prefix: str = "") -> dict:
     out = copy.deepcopy(base)
     for k, v in over.items():
         path = f"{prefix}{k}"
-        if k not in out and not _free(prefix.rstrip(".")):
+        if k not in out and not free_form(prefix.rstrip(".")):
             close = difflib.get_close_matches(str(k), [str(x) for x in out], n=1)
             hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
             where = prefix.rstrip(".") or "the top level"
             raise ConfigError(f"unknown config key {path!r}{hint}; known keys under {where}: "
                               f"{', '.join(map(str, out))}")
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and not _free(path):
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and not free_form(path):
             out[k] = merge(out[k], v, path + ".")
         elif isinstance(v, dict) and isinstance(out.get(k), dict):
             out[k] = {**out[k], **v}
@@ -147,15 +151,16 @@ def _looks_float(s: str) -> bool:
         return False
 
 
-def with_defaults(cfg: dict, _defaults: dict | None = None) -> dict:
+def with_defaults(cfg: dict, _defaults: dict | None = None, _prefix: str = "") -> dict:
     """A copy of ``cfg`` with the keys added since it was saved (an older checkpoint's config) at their defaults."""
     d = defaults() if _defaults is None else _defaults
     out = copy.deepcopy(cfg)
     for k, v in d.items():
+        path = f"{_prefix}{k}"
         if k not in out:
             out[k] = copy.deepcopy(v)
-        elif isinstance(v, dict) and isinstance(out[k], dict) and k != "arch":
-            out[k] = with_defaults(out[k], v)
+        elif isinstance(v, dict) and isinstance(out[k], dict) and not free_form(path):
+            out[k] = with_defaults(out[k], v, path + ".")
     return out
 
 
@@ -215,12 +220,24 @@ def validate(cfg: dict) -> None:
                           f"{get(cfg, 'train.trainable')!r}")
     if get(cfg, "model.identities") not in ("train", "all"):
         raise ConfigError(f"config key model.identities: expected train or all, found {get(cfg, 'model.identities')!r}")
-    dup = get(cfg, "data.duplicate")
+    _validate_duplicate(get(cfg, "data.duplicate"))
+
+
+def _validate_duplicate(dup: Any) -> None:
+    """``data.duplicate`` (free-form): "manifest" (configs before 0.2), a list of positive integers, or a mapping
+    dataset id -> positive integer (not a bool: true is no count)."""
     ok = (dup == "manifest" or (isinstance(dup, list) and all(isinstance(x, int) and x >= 1 for x in dup))
-          or (isinstance(dup, dict) and all(isinstance(x, int) and x >= 1 for x in dup.values())))
+          or (isinstance(dup, dict)
+              and all(isinstance(x, int) and not isinstance(x, bool) and x >= 1 for x in dup.values())))
     if not ok:
         raise ConfigError(f"config key data.duplicate: expected a mapping dataset -> passes ({{D0: 10, D1: 5}}) or "
                           f"a list of positive integers, one per dataset, found {dup!r}")
+    if isinstance(dup, dict):
+        ids = [s.id for s in all_specs()]
+        for k in dup:
+            if k not in ids:
+                raise ConfigError(f"unknown config key {f'data.duplicate.{k}'!r}{did_you_mean(str(k), ids)}; "
+                                  f"known keys under data.duplicate: the dataset ids {', '.join(ids)}")
 
 
 def dump(cfg: dict) -> str:

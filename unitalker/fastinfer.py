@@ -39,24 +39,28 @@ def _conv_cnn(fe: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
     return run
 
 
-def time_call(fn: Callable[[], Any], device: torch.device, warmup: int = 2, runs: int = 5) -> float:
-    """Median seconds of ``fn()`` (CUDA events on a GPU)."""
+def time_calls(fn: Callable[[], Any], device: torch.device, warmup: int, runs: int) -> list[float]:
+    """Seconds of each of ``runs`` calls of ``fn()`` after ``warmup`` untimed ones: on a GPU CUDA events around
+    each call, the device synchronised after the warm-up and after each call; on the CPU ``time.perf_counter``."""
+    cuda = device.type == "cuda"
     for _ in range(warmup):
         fn()
+    if cuda:
+        torch.cuda.synchronize(device)
     out = []
     for _ in range(runs):
-        if device.type == "cuda":
+        if cuda:
             a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             a.record()
             fn()
             b.record()
-            b.synchronize()
+            torch.cuda.synchronize(device)
             out.append(a.elapsed_time(b) / 1e3)
         else:
             t = time.perf_counter()
             fn()
             out.append(time.perf_counter() - t)
-    return statistics.median(out)
+    return out
 
 
 class FastForward:
@@ -88,7 +92,8 @@ class FastForward:
         with torch.inference_mode():
             if len(cands) > 1:
                 for name, c in cands.items():
-                    self.timings[name] = time_call(lambda: self._forward(c, self.x), device)
+                    times = time_calls(lambda: self._forward(c, self.x), device, warmup=2, runs=5)
+                    self.timings[name] = statistics.median(times)
             self.cnn_name = min(self.timings, key=self.timings.get) if self.timings else next(iter(cands))
         self._cnn = cands[self.cnn_name]
         del cands

@@ -61,7 +61,7 @@ def limit_trainable(model: UniTalker, trainable: str) -> None:
 
 def finetune_config(init_from: str, overrides: list[str]) -> dict:
     """The checkpoint's config with ``key=value`` overrides (the architecture may not change)."""
-    meta, _, _ = ck.read(init_from)
+    meta = ck.read_meta(init_from)  # the config only: the trainer reads the weights
     cfg = load_config(None, overrides, base=meta["config"])
     ck.check_compatible(meta["config"], cfg, f"finetune from {init_from}")
     return cfg

@@ -86,8 +86,12 @@ class Eq2Loss(nn.Module):
         flame = {k for k, conv in self.converters.items() if isinstance(conv, TorchFlame)}
         fw = float(param_weight if flame_param_weight is None else flame_param_weight)
         self.param_weights = {k: (fw if k in flame else float(param_weight)) for k in self.converters}
-        self.vertex_index = {k: torch.as_tensor(np.asarray(flame_index, np.int64))
-                             for k in flame if flame_index is not None}
+        # space -> the vertex indices its vertex term runs on, as non-persistent buffers: .to(device) moves them
+        # once with the module (not every step), and they stay out of state_dict
+        self.indexed = frozenset(flame if flame_index is not None else ())
+        for k in sorted(self.indexed):
+            self.register_buffer(f"vertex_index_{k}", torch.as_tensor(np.asarray(flame_index, np.int64)),
+                                 persistent=False)
 
     @classmethod
     def from_config(cls, converters: dict[str, Optional[nn.Module]], scales: dict[str, float], dims: dict[str, int],
@@ -102,8 +106,7 @@ class Eq2Loss(nn.Module):
         s = self.scales.get(space, 1.0)
         conv = self.converters[space]
         v = conv(x / s) * s if s != 1.0 else conv(x)
-        idx = self.vertex_index.get(space)
-        return v if idx is None else v[..., idx.to(v.device), :]
+        return v[..., getattr(self, f"vertex_index_{space}"), :] if space in self.indexed else v
 
     def _frame_terms(self, space: str, out: tuple, g: dict, T: int) -> torch.Tensor:
         """One group's per-frame (3, b, T) terms: vertex MSE, PCA MSE, parameter MSE."""

@@ -9,7 +9,6 @@ padded batch gives the same numbers as one clip at a time). Outputs are divided 
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import logging
 import os
@@ -23,7 +22,7 @@ import torch
 
 import a2fbench
 from a2fbench.errors import A2FBenchError, ConfigError, PredictionError, RawDataError
-from a2fbench.registry import get_space
+from a2fbench.registry import did_you_mean, get_space
 from a2fbench.scoring.predictions import write_prediction, write_provenance
 from a2fbench.sources.audio import read_audio
 from a2fbench.util.constants import SAMPLE_RATE
@@ -170,11 +169,8 @@ def head_for(loaded: Loaded, dataset: str) -> dict:
         return {"id": spec.id, "space": spec.space, "fps": None, "scale": float(spec.unitalker.scale)}
     names = [d["id"] for d in loaded.datasets] + spaces
     aliases = {a: d["id"] for d in loaded.datasets for a in a2fbench.get_spec(d["id"]).aliases}
-    lower = {n.lower(): n for n in names} | {a.lower(): a for a in aliases}
-    close = difflib.get_close_matches(dataset.lower(), list(lower), n=1, cutoff=0.5)
-    hint = f" (did you mean {lower[close[0]]!r}?)" if close else ""
-    raise ConfigError(f"unknown head {dataset!r}{hint}; expected a dataset id or space of the checkpoint: "
-                      f"{', '.join(names)}")
+    raise ConfigError(f"unknown head {dataset!r}{did_you_mean(dataset, names + list(aliases))}; expected a dataset "
+                      f"id or space of the checkpoint: {', '.join(names)}")
 
 
 def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: str, device: torch.device,

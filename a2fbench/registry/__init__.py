@@ -10,6 +10,7 @@ id, alias, list or range with did-you-mean (:mod:`.catalog`), and the standard s
 from .catalog import (
                       all_spaces,
                       all_specs,
+                      did_you_mean,
                       get_space,
                       get_spec,
                       manifests_dir,
@@ -29,6 +30,6 @@ from .schema import (
 )
 from .splits import assign_splits
 
-__all__ = ["all_spaces", "all_specs", "get_space", "get_spec", "manifests_dir", "match_channels", "resolve",
-           "space_channels", "Archive", "DatasetSpec", "FileEntry", "RegionSource", "Source", "Space",
+__all__ = ["all_spaces", "all_specs", "did_you_mean", "get_space", "get_spec", "manifests_dir", "match_channels",
+           "resolve", "space_channels", "Archive", "DatasetSpec", "FileEntry", "RegionSource", "Source", "Space",
            "SynthSize", "UnitalkerInfo", "assign_splits"]

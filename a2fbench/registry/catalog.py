@@ -102,11 +102,12 @@ def all_spaces() -> dict[str, Space]:
 def get_space(name: str) -> Space:
     spaces = all_spaces()
     if name not in spaces:
-        raise UnknownNameError(f"unknown output space {name!r}{_did_you_mean(name, spaces)}; known: {', '.join(spaces)}")
+        raise UnknownNameError(f"unknown output space {name!r}{did_you_mean(name, spaces)}; known: {', '.join(spaces)}")
     return spaces[name]
 
 
-def _did_you_mean(name: str, options: Any) -> str:
+def did_you_mean(name: str, options: Any) -> str:
+    """' (did you mean 'X'?)' for the closest of ``options`` to ``name`` (case-insensitive), or ''."""
     lower = {str(o).lower(): str(o) for o in options}
     close = difflib.get_close_matches(name.lower(), list(lower), n=1, cutoff=0.5)
     return f" (did you mean {lower[close[0]]!r}?)" if close else ""
@@ -121,7 +122,7 @@ def get_spec(name: str) -> DatasetSpec:
             return s
     names = [n for s in specs.values() for n in (s.id, *s.aliases)]
     raise UnknownNameError(
-        f"unknown dataset {name!r}{_did_you_mean(name, names)}; expected one of {', '.join(specs)} "
+        f"unknown dataset {name!r}{did_you_mean(name, names)}; expected one of {', '.join(specs)} "
         f"or an alias ({', '.join(a for s in specs.values() for a in s.aliases)}); see `a2fbench list`"
     )
 
