@@ -9,7 +9,6 @@ from typing import Optional
 
 from a2fbench.errors import A2FBenchError, ResultSchemaError
 from a2fbench.registry import get_spec
-from a2fbench.scoring.evaluate import evaluate
 from a2fbench.scoring.results import load
 from a2fbench.util.paths import default_data
 
@@ -86,6 +85,8 @@ def compare_docs(submitted: dict, fresh: dict) -> list[str]:
 
 def verify(doc: dict, pred: Path, data: Path) -> None:
     """Re-run the evaluation on the local store; raise :class:`LeaderboardError` unless the numbers agree."""
+    # imported here: it takes 0.35 s (measured) and only `submit --verify` re-runs an evaluation
+    from a2fbench.scoring.evaluate import evaluate
 
     fresh = evaluate(doc["dataset"]["id"], pred, data, split=doc["dataset"]["split"],
                      protocol=doc["protocol"]["name"], length_policy=doc["protocol"].get("length_policy"),
