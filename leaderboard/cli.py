@@ -93,15 +93,18 @@ def submit_cmd(results: Path, method: Optional[str], version: Optional[str], par
       a2fbench leaderboard submit results.json --method MyTalker --verify PRED --data DATA
     """
     from .model import method_meta
-    from .submit import recorded_method, submit_file
+    from .submit import load_results, recorded_method, submit_file
 
     if data is not None and verify_pred is None:
         raise click.UsageError("--data is only used with --verify PRED")
-    method = method or recorded_method(results)
+    doc = None
+    if not method:  # the name the file records: load it here, once, and hand it to submit_file
+        doc = load_results(results)
+        method = recorded_method(doc, results)
     meta = method_meta(method=method, version=version, params=params, inference_s=inference_time,
                        inference_device=inference_device, training_data=training_data, code_url=code_url,
                        trained_on_test_ids=trained_on_test_ids)
-    outcome = submit_file(_db(db_path), results, meta, verify_pred=verify_pred, data=data)
+    outcome = submit_file(_db(db_path), results, meta, verify_pred=verify_pred, data=data, doc=doc)
     click.echo(outcome.message)
 
 

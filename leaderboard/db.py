@@ -55,9 +55,6 @@ __all__ = ["Outcome", "add_reported", "check_consistency", "edit_entry", "eval_k
            "generation", "immediate", "connect", "schema_version", "seed_reported"]
 
 
-# ------------------------------------------------------------------------------------------ migrations
-
-
 # ------------------------------------------------------------------------------------------ connection
 
 
@@ -146,11 +143,3 @@ def seed_reported(conn: sqlite3.Connection, path: Optional[Path] = None) -> None
         conn.executemany("DELETE FROM entries WHERE id = ?", [(i,) for i in stale])
         conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('seed_sha256', ?)", (sha,))
         bump(conn)
-
-
-# ------------------------------------------------------------------------------------------ writing
-
-
-# ------------------------------------------------------------------------------------------ reading
-
-

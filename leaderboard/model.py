@@ -27,12 +27,10 @@ from pydantic import (
 
 from a2fbench.errors import A2FBenchError, UnknownNameError
 from a2fbench.registry import get_spec
-from a2fbench.scoring.metrics.table import NAMES, RANKED
+from a2fbench.scoring.metrics.table import NAMES
 
 #: Metrics shown as columns, in order (the metric table's). Reported rows may only use these names.
 METRICS = NAMES
-#: Metrics whose rank counts towards the overall (Borda) rank: one per thing measured (FDD_abs, not FDD).
-RANK_METRICS = RANKED
 MAX_NAME = 200
 MAX_TEXT = 2000
 

@@ -85,6 +85,8 @@ def boot_stat(metric: str, w: np.ndarray, mats: np.ndarray, how: Optional[str] =
     (signed FDD)."""
     x = mats[:, :, _COL[METRICS[metric].per_sequence_key]].T   # (S, n)
     f = mats[:, :, 0].T                                         # (S, n) frame counts, per entry
+    if (f == f[:, :1]).all():  # the usual case, every entry scored the same frames: one (B,) denominator, not (B, n)
+        f = f[:, 0]
     reps = stats.replicates(metric, w, x, f, how)
     return np.abs(reps) if METRICS[metric].ranked_by_abs else reps
 

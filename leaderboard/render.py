@@ -20,7 +20,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from a2fbench.outputs.report import report_html
 from a2fbench.util.fsutil import atomic_path
 
 from . import db, ranking, units
@@ -284,6 +283,9 @@ def entry_detail(conn: sqlite3.Connection, entry_id: int) -> Optional[dict]:
 
 def entry_report(conn: sqlite3.Connection, entry_id: int) -> Optional[str]:
     """The report page of an evaluated entry, from its stored results (``a2fbench report`` without --pred)."""
+    # imported here: it pulls matplotlib, PyAV and scipy.optimize (0.9 s measured), which `show` never uses
+    from a2fbench.outputs.report import report_html
+
     doc = db.fetch_document(conn, entry_id)
     return None if doc is None else report_html(doc)
 
@@ -292,6 +294,8 @@ def export_html(conn: sqlite3.Connection, out: Path, *, reports: bool = False) -
     """Write the self-contained page (per-sequence scores embedded for the drill-down) and, with ``reports``, one
     report page per evaluated entry in the folder ``<OUT stem>_reports/`` beside it, linked from the drill-down
     (a report draws a plot: 0.2-0.6 s each, so a 10,000-entry export skips them by default). Returns entry count."""
+    if reports:  # imported only then: it pulls matplotlib, PyAV and scipy.optimize (0.9 s measured)
+        from a2fbench.outputs.report import report_html
 
     entries, overall = load_ranked(conn)
     per_seq, pages = {}, {}

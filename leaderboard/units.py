@@ -5,7 +5,9 @@ A unit string is ``[FACTOR] BASE[^POWER]``: ``m^2``, ``1e-5 m^2`` (a paper's "x1
 carries the unit its source printed, factor included, so ``{value: 0.9626, unit: "1e-5 m^2"}`` is 9.626e-6 m².
 
 Each dataset's display unit is its manifest's vertex unit at the power of the metric, times the manifest's
-``display`` scale (VOCASET LVE: ``1e-5 m^2``). A value converts when its base is the same name, or both are
+``display`` scale (VOCASET LVE: ``1e-5 m^2``; a metric the manifest does not list, such as LVD, takes MVE's for a
+distance and LVE's for a squared distance: :func:`a2fbench.scoring.metrics.table.display_scale`, the rule the
+results files follow). A value converts when its base is the same name, or both are
 lengths (m, cm, mm) at the same power; a value that does not convert (a source that did not state its scale,
 a unit of another kind) is shown as printed, marked, and never compared.
 """
@@ -18,7 +20,7 @@ from typing import Optional
 
 from a2fbench.errors import A2FBenchError
 from a2fbench.registry import get_spec
-from a2fbench.scoring.metrics.table import METRICS
+from a2fbench.scoring.metrics.table import METRICS, display_scale
 
 LENGTHS = {"m": 1.0, "cm": 1e-2, "mm": 1e-3}
 _UNIT = re.compile(r"^\s*(?:(?P<f>[0-9.]+(?:e[+-]?\d+)?)\s*(?:x|\*|×)?\s*)?(?P<b>\([^()]+\)|[A-Za-z_][\w]*)"
@@ -64,7 +66,7 @@ def display_units(dataset: str) -> dict[str, str]:
     except A2FBenchError:
         return {}
     vertex_units = spec.vertex_units or spec.units
-    return {m: _fmt_scale(float(spec.display.get(m, 1.0))) + info.unit(vertex_units) for m, info in METRICS.items()}
+    return {m: _fmt_scale(display_scale(spec.display, m)) + info.unit(vertex_units) for m, info in METRICS.items()}
 
 
 def to_display(value: Optional[float], unit: Optional[str], dataset: str, metric: str) -> Optional[float]:

@@ -154,6 +154,23 @@ def test_values_show_in_the_dataset_display_unit_and_unconvertible_ones_are_mark
     conn.close()
 
 
+def test_the_board_shows_each_metric_in_the_unit_of_its_results_file(data_tiny: Path, tmp_path: Path) -> None:
+    """One display-scale rule: LVD, which the manifest's display table does not list, is shown like MVE on the
+    board (1e-3 m on D1), as the results file says, not in plain m."""
+    ds = a2fbench.open_dataset(data_tiny, "D1")
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for sid in ds.split("test"):
+        np.save(pred / f"{sid}.npy", np.asarray(ds[sid].motion, np.float32) * 1.01)
+    board = units.display_units("D1")
+    for protocol in ("a2f", "unitalker"):  # unitalker scores LVD
+        for name, m in evaluate("D1", pred, data_tiny, protocol=protocol, progress=False)["metrics"].items():
+            factor, base, power = units.parse(board[name])
+            assert (base, power) == units.parse(m["unit"])[1:], name
+            assert factor == pytest.approx(m["display_scale"], rel=1e-12), name
+    assert board["LVD"] == "1e-3 m"
+
+
 # ------------------------------------------------------------------------------------ 3, 5. README's pca line, quiet logs
 def test_pca_default_fits_the_tiny_stand_ins_and_prepare_logs_are_plain_text(raw_tiny: Path, tmp_path: Path) -> None:
     r = _run("a2fbench.cli", "prepare", "D0", "--raw", str(raw_tiny), "--out", str(tmp_path / "data"))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,3 +112,25 @@ def test_single_file_atomic(tmp_path, mesh, monkeypatch):
     with pytest.raises(OSError):
         write_obj(p, verts, faces)
     assert p.read_text() == "old" and [q.name for q in tmp_path.iterdir()] == ["x.obj"]
+
+
+def test_failed_rename_puts_the_previous_folder_back(tmp_path, mesh, monkeypatch):
+    verts, faces = mesh
+    out = tmp_path / "objs"
+    write_obj_sequence(out, np.stack([verts] * 2), faces, fsync=True)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_replace, real_rename = os.replace, os.rename
+
+    def fail_from_temp(real):
+        def move(src, dst, *a, **kw):
+            if Path(src).name.startswith(".objs.") and ".old" not in Path(src).name and Path(dst) == out:
+                raise OSError("rename refused")
+            return real(src, dst, *a, **kw)
+        return move
+
+    monkeypatch.setattr(os, "replace", fail_from_temp(real_replace))
+    monkeypatch.setattr(os, "rename", fail_from_temp(real_rename))
+    with pytest.raises(OSError, match="rename refused"):
+        write_obj_sequence(out, np.stack([verts] * 3), faces, overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the user's folder, back in place
+    assert [p.name for p in tmp_path.iterdir()] == ["objs"]  # no temporary or set-aside folder left

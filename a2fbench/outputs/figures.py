@@ -18,7 +18,9 @@ from matplotlib.figure import Figure
 
 from .raster import Camera, Renderer
 
-_METRIC_KEYS = ("LVE", "MVE", "UFVE", "FDD")  # one panel per per-sequence column (FDD_abs is |FDD|)
+#: the metrics the report shows per sequence (a distribution panel each, a column of the worst-sequences table);
+#: FDD_abs is |FDD|
+REPORT_METRICS = ("LVE", "MVE", "UFVE", "FDD")
 
 
 def png(fig: Figure, dpi: int = 100) -> bytes:
@@ -30,7 +32,7 @@ def png(fig: Figure, dpi: int = 100) -> bytes:
 
 def distributions(doc: dict) -> bytes:
     """One panel per metric: every sequence's score (jittered dots) over a box plot, in display units."""
-    metrics = [m for m in _METRIC_KEYS if m in doc["metrics"]]
+    metrics = [m for m in REPORT_METRICS if m in doc["metrics"]]
     fig = Figure(figsize=(3.2 * max(len(metrics), 1), 3.4), layout="constrained")
     rng = np.random.default_rng(0)
     for i, name in enumerate(metrics):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from ..errors import OutputError
+from ..util.fsutil import fsync_dir
 
 
 def temp_beside(path: Path, suffix: str = "tmp") -> Path:
@@ -52,15 +53,6 @@ def atomic_file(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Bina
                 os.fsync(fh.fileno())
     if fsync and hasattr(os, "O_DIRECTORY"):
         fsync_dir(path.parent)
-
-
-def fsync_dir(d: Path) -> None:
-    if hasattr(os, "O_DIRECTORY"):
-        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def check_parent(path: str | os.PathLike, option: str = "--out") -> Path:

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import OutputError
 from ..scoring.predictions import scan
-from .heads import Frames, Head, InputItem, gt_frames, load_frames
+from .heads import Head, InputItem, gt_frames, load_frames
 
 
 @dataclass
@@ -58,14 +58,12 @@ class _Moments:
         return m, np.sqrt(np.maximum(self.s2 / n - m * m, 0.0))
 
 
-def _speeds(frames: Frames, fps: float) -> Any:
-    """(n, V) speeds of consecutive frames, block by block (the pair across a block boundary included)."""
-    last = None
-    for blk in frames.blocks():
-        x = blk if last is None else np.concatenate([last[None], blk])
-        if len(x) > 1:
-            yield np.sqrt(((x[1:] - x[:-1]) ** 2).sum(-1, dtype=np.float32)) * np.float32(fps)
-        last = blk[-1]
+def _add_speeds(acc: _Moments, blk: np.ndarray, last: Optional[np.ndarray], fps: float) -> None:
+    """Add the (n, V) speeds of consecutive frames of ``blk`` to ``acc``; ``last``: the previous block's final frame
+    (None at a clip's start), so the pair across a block boundary counts too."""
+    x = blk if last is None else np.concatenate([last[None], blk])
+    if len(x) > 1:
+        acc.add(np.sqrt(((x[1:] - x[:-1]) ** 2).sum(-1, dtype=np.float32)) * np.float32(fps))
 
 
 def vertex_stats(doc: dict, pred_dir: str | os.PathLike, head: Head,
@@ -90,14 +88,14 @@ def vertex_stats(doc: dict, pred_dir: str | os.PathLike, head: Head,
             gt = gt_frames(head, sid)
             n = min(len(pred), len(gt))
             pred, gt = pred.truncated(n), gt.truncated(n)
-            for bp, bg in zip(pred.blocks(), gt.blocks()):
+            lp = lg = None
+            for bp, bg in zip(pred.blocks(), gt.blocks()):  # one pass: each block is read (and converted) once
                 err.add(np.sqrt(((bp - bg) ** 2).sum(-1, dtype=np.float32)))
+                _add_speeds(pv, bp, lp, head.fps)
+                _add_speeds(gv, bg, lg, head.fps)
+                lp, lg = bp[-1], bg[-1]
                 if progress is not None:
                     progress(len(bp))
-            for sp in _speeds(pred, head.fps):
-                pv.add(sp)
-            for sg in _speeds(gt, head.fps):
-                gv.add(sg)
             n_files += 1
     s = head.error_scale
     (pm, ps), (gm, gs) = pv.mean_std(), gv.mean_std()

@@ -15,13 +15,13 @@ numpy and the standard library only.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
-from .files import atomic_file, fsync_dir, temp_beside
+from ..util.fsutil import atomic_path
+from .files import atomic_file
 
 __all__ = ["ObjSequence", "format_faces", "format_vertices", "write_obj", "write_obj_sequence"]
 
@@ -125,9 +125,10 @@ def write_obj_sequence(out_dir: str | os.PathLike, frames: Any, faces: np.ndarra
     ``frames``: an array, or any sequence of (V, 3) frames (``len`` and ``[t]``), read one frame at a time.
     ``progress``: called with 1 after each file.
 
-    The folder is built as ``.{name}.<random>.tmp`` beside ``out_dir`` and renamed to ``out_dir``. An
-    existing ``out_dir`` raises FileExistsError unless ``overwrite``: then it is first renamed aside and
-    removed after the new folder is in place (``out_dir`` is missing only between those two renames).
+    The folder is built beside ``out_dir`` and renamed to ``out_dir`` (:func:`a2fbench.util.fsutil.atomic_path`).
+    An existing ``out_dir`` raises FileExistsError unless ``overwrite``: then it is first renamed aside and
+    removed after the new folder is in place (``out_dir`` is missing only between those two renames; put back
+    if the second fails). The folder holding ``out_dir`` must exist.
     fsync: flush every file and the folders to disk before the rename (durable, slower).
     """
     out = Path(out_dir)
@@ -139,10 +140,10 @@ def write_obj_sequence(out_dir: str | os.PathLike, frames: Any, faces: np.ndarra
         raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
     width = max(int(digits), len(str(n - 1)))
     face_block = format_faces(faces, first.shape[0])  # identical for every frame: format once
-    tmp = temp_beside(out)
     names = [f"{prefix}{i:0{width}d}.obj" for i in range(n)]
-    os.mkdir(tmp)
-    try:
+    if not out.absolute().parent.is_dir():  # atomic_path would create it; this package never creates folders
+        raise FileNotFoundError(f"{out.absolute().parent}: expected an existing folder, found none")
+    with atomic_path(out, is_dir=True, fsync=fsync) as tmp:
         for i, name in enumerate(names):
             v = np.asarray(frames[i])
             if v.shape != first.shape:
@@ -150,24 +151,5 @@ def write_obj_sequence(out_dir: str | os.PathLike, frames: Any, faces: np.ndarra
             _write_file(tmp / name, format_vertices(v, decimals), face_block, fsync=fsync)
             if progress is not None:
                 progress(1)
-        if fsync:
-            fsync_dir(tmp)
-        old = None
-        if out.exists():
-            old = temp_beside(out, "old")
-            os.rename(out, old)
-        try:
-            os.rename(tmp, out)
-        except BaseException:
-            if old is not None:
-                os.rename(old, out)
-            raise
-        if fsync:
-            fsync_dir(out.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return ObjSequence(out, [out / n for n in names])
 

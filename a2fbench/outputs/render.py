@@ -115,7 +115,7 @@ def render(src: str | os.PathLike, head: Head, out: str | os.PathLike, *, gt: bo
                     warnings.simplefilter("ignore", UserWarning)  # the short-audio warning becomes a note below
                     info = video.write_mp4(job.out, frames, head.fps, wav, SAMPLE_RATE, **encode)
                 done.append(job.out)
-                if info.audio_padded_s * head.fps > 0.5:
+                if info.warnings:  # write_mp4's only warning: audio short by half a frame or more
                     notes.append(f"{job.item.name}: audio ({len(wav) / SAMPLE_RATE:.2f} s) is shorter than the motion "
                                  f"({info.duration_s:.2f} s): all {info.frames} frames rendered, the last "
                                  f"{info.audio_padded_s:.2f} s are silent")

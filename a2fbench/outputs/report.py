@@ -24,6 +24,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..errors import OutputError
+from ..scoring.metrics.table import METRICS
 from ..scoring.results import load as load_results
 from ..util.fsutil import atomic_path
 from ..util.progress import bar
@@ -58,7 +59,8 @@ def metric_table(doc: dict) -> str:
         s = float(m.get("display_scale") or 1.0)
         ci = m.get("ci95") or (None, None)
         unit = f"x{s:.0e} {m['unit']}" if s != 1.0 else m["unit"]
-        better = "higher" if m.get("higher_is_better") else ("closer to 0" if name == "FDD" else "lower")
+        by_abs = name in METRICS and METRICS[name].ranked_by_abs  # a signed metric: its distance from 0 counts
+        better = "higher" if m.get("higher_is_better") else ("closer to 0" if by_abs else "lower")
         rows.append(f"<tr><td class=l>{_e(name)}</td><td>{_num(m.get('value'), s)}</td><td>[{_num(ci[0], s)}, "
                     f"{_num(ci[1], s)}]</td><td class=l>{_e(unit)}</td><td class=l>{_e(m.get('aggregation', ''))}"
                     f"</td><td class=l>{better}</td></tr>")
@@ -72,7 +74,7 @@ def worst_rows(doc: dict, n: int, metric: str = "LVE") -> list[dict]:
 
 
 def _worst_table(doc: dict, rows: list[dict], commands: dict[str, str], videos: dict[str, str]) -> str:
-    metrics = [m for m in ("LVE", "MVE", "UFVE", "FDD") if m in doc["metrics"]]
+    metrics = [m for m in figures.REPORT_METRICS if m in doc["metrics"]]
     head = "".join(f"<th>{m}</th>" for m in metrics)
     out = [f"<table><tr><th class=l>sequence</th><th>frames</th>{head}<th class=l>render</th></tr>"]
     for r in rows:

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import uuid
 import warnings
 from fractions import Fraction
 from typing import Iterable
 
 import av
 import numpy as np
+
+from .files import atomic_target
 
 __all__ = ["VideoInfo", "write_mp4", "probe"]
 
@@ -94,52 +95,44 @@ def write_mp4(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float,
         raise ValueError("fps must be positive")
     rate = Fraction(fps).limit_denominator(1001)
     wav = None if audio is None else _mono(audio, sample_rate)
-    directory, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{name}.{uuid.uuid4().hex[:12]}.part")
-
-    container = None
-    try:
-        container = av.open(tmp, mode="w", format="mp4",
+    with atomic_target(path, "part") as tmp:
+        container = av.open(os.fspath(tmp), mode="w", format="mp4",
                             options={"movflags": "+faststart"} if faststart else {})
-        vstream = astream = None
-        shape, n, fed = None, 0, 0
-        for frame in frames:
-            frame = _check_frame(frame, shape)
+        try:
+            vstream = astream = None
+            shape, n, fed = None, 0, 0
+            for frame in frames:
+                frame = _check_frame(frame, shape)
+                if vstream is None:
+                    shape = frame.shape
+                    vstream = container.add_stream("libx264", rate=rate, options={
+                        "crf": str(crf), "preset": preset})
+                    vstream.height, vstream.width = _even(frame).shape[:2]
+                    vstream.pix_fmt = "yuv420p"
+                    vstream.codec_context.thread_count = threads
+                    if wav is not None:
+                        astream = container.add_stream("aac", rate=sample_rate, layout="mono")
+                        astream.bit_rate = audio_bitrate
+                vf = av.VideoFrame.from_ndarray(_even(frame), format="rgb24" if
+                                                frame.shape[2] == 3 else "rgba")
+                vf.pts = n
+                container.mux(vstream.encode(vf))
+                n += 1
+                if astream is not None:  # audio up to the end of this video frame
+                    target = int(round(n * sample_rate / rate))
+                    fed = _feed_audio(container, astream, wav, fed, target, sample_rate)
             if vstream is None:
-                shape = frame.shape
-                vstream = container.add_stream("libx264", rate=rate, options={
-                    "crf": str(crf), "preset": preset})
-                vstream.height, vstream.width = _even(frame).shape[:2]
-                vstream.pix_fmt = "yuv420p"
-                vstream.codec_context.thread_count = threads
-                if wav is not None:
-                    astream = container.add_stream("aac", rate=sample_rate, layout="mono")
-                    astream.bit_rate = audio_bitrate
-            vf = av.VideoFrame.from_ndarray(_even(frame), format="rgb24" if
-                                            frame.shape[2] == 3 else "rgba")
-            vf.pts = n
-            container.mux(vstream.encode(vf))
-            n += 1
-            if astream is not None:  # audio up to the end of this video frame
-                target = int(round(n * sample_rate / rate))
-                fed = _feed_audio(container, astream, wav, fed, target, sample_rate)
-        if vstream is None:
-            raise ValueError("no frames to encode")
-        container.mux(vstream.encode(None))
-        if astream is not None:
-            container.mux(astream.encode(None))
-        container.close()
-        container = None
-        os.replace(tmp, path)
-    except BaseException:
-        if container is not None:
+                raise ValueError("no frames to encode")
+            container.mux(vstream.encode(None))
+            if astream is not None:
+                container.mux(astream.encode(None))
+        except BaseException:
             try:
                 container.close()
             except Exception:  # noqa: BLE001 - already failing; the file goes anyway
                 pass
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+            raise
+        container.close()
     info = VideoInfo(path, n, float(rate), vstream.width, vstream.height, float(n / rate),
                      has_audio=wav is not None)
     if wav is not None:

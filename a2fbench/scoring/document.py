@@ -18,7 +18,7 @@ import numpy as np
 from .. import __version__
 from .accumulate import headline, run_aggregates
 from .metrics.stats import BOOTSTRAP_METHOD, bootstrap_ci
-from .metrics.table import METRICS
+from .metrics.table import METRICS, display_scale
 from .predictions import PredictionSet
 from .protocols import CONDITIONS_RULE
 from .results import SCHEMA_VERSION
@@ -48,11 +48,9 @@ def scaled_units(units: str, scale: float) -> str:
 
 
 def _display(card: dict, metric: str, scale: float) -> float:
-    """Display scale of a metric (the card's; LVD like MVE) in coordinates multiplied by ``scale``."""
-    d = card.get("display") or {}
-    power = METRICS[metric].power
-    base = d.get(metric) or d.get("MVE" if power == 1 else "LVE") or 1.0
-    return float(base) * float(scale) ** power
+    """Display scale of a metric (the card's, by :func:`.metrics.table.display_scale`) in coordinates multiplied
+    by ``scale``."""
+    return display_scale(card.get("display") or {}, metric) * float(scale) ** METRICS[metric].power
 
 
 def _spread(values: list[float]) -> dict[str, Any]:

@@ -34,11 +34,14 @@ def temp_name(target: Path) -> Path:
 
 
 @contextlib.contextmanager
-def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
+def atomic_path(target: str | os.PathLike, *, is_dir: bool = False, fsync: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` on success, delete it on failure.
 
     With ``is_dir=True`` the temporary path is created as an empty directory and an existing ``target``
-    directory is replaced only after the new one is complete.
+    directory is replaced only after the new one is complete: it is renamed aside, the new one renamed in, and
+    only then removed; if the new one cannot be renamed in, the old one is put back. ``fsync``: flush the
+    finished directory's entries (``is_dir``) before the rename and the parent's after it (the files written
+    inside are the caller's to flush).
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -46,18 +49,37 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False) -> Iterator[
     _remove(tmp)
     if is_dir:
         tmp.mkdir()
+    old = None
     try:
         yield tmp
+        if fsync and is_dir:
+            fsync_dir(tmp)
+        if is_dir and target.exists():
+            old = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, old)
+        try:
+            os.replace(tmp, target)
+        except BaseException:
+            if old is not None:
+                os.replace(old, target)
+            raise
     except BaseException:
         _remove(tmp)
         raise
-    if is_dir and target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-        os.replace(tmp, target)
+    if fsync:
+        fsync_dir(target.parent)
+    if old is not None:
         _remove(old)
-    else:
-        os.replace(tmp, target)
+
+
+def fsync_dir(d: Path) -> None:
+    """Flush a directory's entries (renames, new files) to disk; a no-op where directories cannot be opened."""
+    if hasattr(os, "O_DIRECTORY"):
+        fd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
 
 def _remove(p: Path) -> None:

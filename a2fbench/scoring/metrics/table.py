@@ -9,7 +9,7 @@ per-sequence function in :mod:`.functional`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Mapping
 
 Aggregation = Literal["pooled_frames", "mean_sequences", "mean_abs_sequences"]
 
@@ -75,3 +75,11 @@ NAMES: tuple[str, ...] = tuple(METRICS)
 RANKED: tuple[str, ...] = tuple(n for n, m in METRICS.items() if m.rankable)
 #: the per-sequence columns (results ``per_sequence`` rows, leaderboard storage), in table order
 SEQUENCE_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys(m.per_sequence_key for m in METRICS.values()))
+
+
+def display_scale(display: Mapping[str, float], metric: str) -> float:
+    """The factor ``metric`` is shown in, from a dataset's ``display`` table (its manifest, or its store card):
+    the metric's own entry, else MVE's for a distance and LVE's for a squared distance (LVD is shown like
+    MVE), else 1. Results files (``display_scale``) and the leaderboard's display units both use this rule."""
+    power = METRICS[metric].power
+    return float(display.get(metric) or display.get("MVE" if power == 1 else "LVE") or 1.0)
