@@ -14,6 +14,7 @@ from ..registry import all_specs, get_space, resolve
 from ..util import paths
 from ..util.constants import SAMPLE_RATE
 from ..util.fsutil import atomic_path
+from . import DATA_OPT
 
 # prepare, sources.download, sources.synth and store are imported inside the commands that use them, not here:
 # they load scipy, h5py and the raw readers. Measured (median of 5): this module imports in 0.006 s instead of
@@ -21,8 +22,6 @@ from ..util.fsutil import atomic_path
 
 RAW_OPT = click.option("--raw", type=click.Path(file_okay=False, path_type=Path), default=None,
                        help="Raw downloads root (RAW/<id>/). Default: $A2FBENCH_HOME/raw.")
-DATA_OPT = click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
-                        help="Prepared store root (DATA/<id>/). Default: $A2FBENCH_HOME/data.")
 
 
 @click.command("list")

@@ -12,6 +12,7 @@ from ..errors import A2FBenchError, OutputError
 from ..outputs import FORMATS
 from ..registry import get_space
 from ..util import paths
+from . import DATA_OPT
 
 # numpy, outputs.export, .heads, .render, sources.audio, .meshes and spaces are imported inside the functions
 # that use them, not here: they load scipy, h5py and PyAV, and `a2fbench --help` imports every command module.
@@ -21,8 +22,6 @@ if TYPE_CHECKING:
 
     from ..outputs.heads import Head
 
-DATA_OPT = click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
-                        help="Prepared store root (DATA/<id>/). Default: $A2FBENCH_HOME/data.")
 DATASET_OPT = click.option("--dataset", required=True, help="Dataset id or alias whose head made INPUT (D0..D7).")
 MESH_OPT = click.option("--mesh", type=click.Path(dir_okay=False, path_type=Path), default=None,
                         help="A .ply/.obj with the dataset's topology, used instead of the store's faces.")

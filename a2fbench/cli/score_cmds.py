@@ -11,6 +11,7 @@ import click
 from ..scoring.protocols import LENGTH_POLICIES, PROTOCOLS
 from ..util import paths
 from ..util.fsutil import write_json
+from . import DATA_OPT
 
 # scoring.compare, .evaluate and .options are imported inside the commands that use them, not here: they load
 # numpy, scipy and h5py, and `a2fbench --help` imports every command module. Measured (python -X importtime,
@@ -57,8 +58,7 @@ def results_table(doc: dict) -> str:
 @click.command("evaluate")
 @click.argument("pred", type=click.Path(path_type=Path))
 @click.option("--dataset", required=True, help="Dataset id or alias (D0..D7, vocaset, ...).")
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Prepared store root (DATA/<id>/). Default: $A2FBENCH_HOME/data.")
+@DATA_OPT
 @click.option("--split", default=None, help="Split to score (BIWI Test-B: test_b). Default: the manifest's evaluation split, test.")
 @click.option("--protocol", type=click.Choice(list(PROTOCOLS)), default="a2f",
               show_default=True, help="Metric protocol (docs/metrics.md).")
