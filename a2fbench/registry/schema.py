@@ -405,6 +405,3 @@ class DatasetSpec(_Strict):
         """The inverse of the sentence table (None without one or for a number not in it)."""
         table = self.naming.sentences if self.naming else None
         return next((k for k, v in table.items() if v == number), None) if table else None
-
-
-# ---------------------------------------------------------------------------------------- loading
