@@ -11,6 +11,7 @@ import importlib
 import logging
 import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 from typing import Any
 
 import click
@@ -36,6 +37,9 @@ COMMANDS = {
 #: commands other installed packages add to ``a2fbench`` (the leaderboard adds ``leaderboard``); a2fbench never
 #: names them itself, so it depends on no package above it
 PLUGIN_GROUP = "a2fbench.commands"
+#: the --data option of every command that reads prepared stores
+DATA_OPT = click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help="Prepared store root (DATA/<id>/). Default: $A2FBENCH_HOME/data.")
 
 
 class LazyGroup(click.Group):

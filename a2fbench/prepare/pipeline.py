@@ -133,13 +133,11 @@ def _prepare(spec: DatasetSpec, root: Path, data: Path, work: Path, progress: bo
     try:
         items = [i for i in raw.items if i.id in keep]
         train = set(splits.get("train", ()))  # the minimum length applies to training clips only
-        mismatches: list[float] = []
         dtype: Optional[np.dtype] = writer.dtype()  # one dtype per dataset (the source's); kept on resume
         with progress_bar(total=len(items), desc=f"prepare {spec.id}", unit="seq", show=progress, position=position,
                   leave=False) as bar:
             for it in items:
                 if writer.done(it.id):
-                    mismatches.append(float(writer.meta(it.id).get("av_mismatch_s", 0.0)))
                     bar.update(1)
                     continue
                 res = _process(spec, it, it.id in train)
@@ -155,7 +153,6 @@ def _prepare(spec: DatasetSpec, root: Path, data: Path, work: Path, progress: bo
                     log.info("%s: dropped %s: %s", spec.id, it.id, why)
                 else:
                     motion, audio, mismatch = res
-                    mismatches.append(mismatch)
                     writer.add_sequence(it.id, motion, audio, subject=it.subject, av_mismatch_s=mismatch,
                                         source=str(it.files[0].relative_to(root)))
                 bar.update(1)
@@ -179,8 +176,8 @@ def _prepare(spec: DatasetSpec, root: Path, data: Path, work: Path, progress: bo
         writer.put_splits(splits)
         writer.drop_sequences_except({i.id for i in kept})
         input_list = [{"path": p, "size": s, "sha256": h} for p, s, h in hashes]
-        card = _card(spec, raw, writer, splits, kept, input_list, pinned, dropped, mismatches, synthetic,
-                     split_source, regions, region_notes, n_v, str(spec.dtype if dtype is None else dtype))
+        card = _card(spec, raw, writer, splits, kept, input_list, pinned, dropped, synthetic, split_source, regions,
+                     region_notes, n_v, str(spec.dtype if dtype is None else dtype))
         card["mesh"] = mesh_note
         writer.finalize(card)
     finally:
@@ -269,8 +266,8 @@ def _process(spec: DatasetSpec, it: RawItem, training: bool) -> Optional[tuple[n
 
 
 def _card(spec: DatasetSpec, raw: RawData, writer: StoreWriter, splits: dict, kept: list, inputs: list, pinned: list,
-          dropped: list, mismatches: list[float], synthetic: Optional[dict], split_source: str, regions: dict,
-          region_notes: dict, n_v: int, dtype: str) -> dict:
+          dropped: list, synthetic: Optional[dict], split_source: str, regions: dict, region_notes: dict, n_v: int,
+          dtype: str) -> dict:
     metas = {i.id: writer.meta(i.id) for i in kept}
     frames = {k: int(m["n_frames"]) for k, m in metas.items()}
     samples = {k: int(m["n_samples"]) for k, m in metas.items()}
@@ -282,7 +279,7 @@ def _card(spec: DatasetSpec, raw: RawData, writer: StoreWriter, splits: dict, ke
                 "audio_hours": round(sum(samples[s] for s in ids) / SAMPLE_RATE / 3600, 4),
                 "n_subjects": len({subj[s] for s in ids})}
 
-    mm = np.asarray(mismatches, np.float64)
+    mm = np.asarray([float(m.get("av_mismatch_s", 0.0)) for m in metas.values()], np.float64)
     one = 1.0 / spec.fps
     av = {"rule": "audio is the whole recording; motion and audio keep their own lengths (seq.motion_seconds, "
                   "seq.audio_seconds); av_mismatch_s = audio seconds - motion seconds",

@@ -18,6 +18,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _leaves_root(v: str) -> bool:
+    """Whether a manifest path could point outside the folder it is relative to (absolute, or a ``..`` part)."""
+    return v.startswith("/") or ".." in Path(v).parts
+
+
 # --------------------------------------------------------------------------------------------- spaces
 class Space(_Strict):
     """An output space: what a motion vector means and how it becomes vertices."""
@@ -81,7 +86,7 @@ class FileEntry(_Strict):
     @field_validator("path")
     @classmethod
     def _relpath(cls, v: str) -> str:
-        if v.startswith("/") or ".." in Path(v).parts:
+        if _leaves_root(v):
             raise ValueError("file paths are relative to RAW/<id>/ and may not leave it")
         return v
 
@@ -96,7 +101,7 @@ class Archive(_Strict):
     @field_validator("file")
     @classmethod
     def _relative(cls, v: str) -> str:
-        if v.startswith("/") or ".." in Path(v).parts:
+        if _leaves_root(v):
             raise ValueError("archive.file must be a plain relative name")
         return v
 
@@ -205,7 +210,7 @@ class MeshSource(_Strict):
     @field_validator("file")
     @classmethod
     def _mesh_file(cls, v: str) -> str:
-        if v.startswith("/") or ".." in Path(v).parts or Path(v).suffix.lower() not in (".ply", ".obj"):
+        if _leaves_root(v) or Path(v).suffix.lower() not in (".ply", ".obj"):
             raise ValueError("mesh.file must be a relative .ply or .obj path inside RAW/<id>/")
         return v
 
@@ -400,6 +405,3 @@ class DatasetSpec(_Strict):
         """The inverse of the sentence table (None without one or for a number not in it)."""
         table = self.naming.sentences if self.naming else None
         return next((k for k, v in table.items() if v == number), None) if table else None
-
-
-# ---------------------------------------------------------------------------------------- loading

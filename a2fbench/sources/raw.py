@@ -102,9 +102,6 @@ def subject_of(spec: DatasetSpec, seq_id: str) -> Optional[str]:
     return parts["subject"] if parts else None
 
 
-# ---------------------------------------------------------------------------------------------- layouts
-
-
 def check_audio_header(path: Path) -> None:
     if path.suffix.lower() == ".npy":
         try:

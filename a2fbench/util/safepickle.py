@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -139,10 +139,10 @@ def _convert(obj: Any, depth: int = 0) -> Any:
     return obj
 
 
-def loads(data: bytes, source: str = "<bytes>") -> Any:
-    """Unpickle ``data`` admitting only numpy arrays and plain containers (see module doc)."""
+def _load(stream: IO[bytes], source: str) -> Any:
+    """Unpickle ``stream`` with the restricted unpickler and convert the stubs; ``source`` names it in errors."""
     try:
-        obj = _RestrictedUnpickler(io.BytesIO(data), source).load()
+        obj = _RestrictedUnpickler(stream, source).load()
     except UnsafePickleError:
         raise
     except Exception as e:  # noqa: BLE001 - truncated or corrupt pickles raise many types
@@ -153,16 +153,12 @@ def loads(data: bytes, source: str = "<bytes>") -> Any:
     return _convert(obj)
 
 
+def loads(data: bytes, source: str = "<bytes>") -> Any:
+    """Unpickle ``data`` admitting only numpy arrays and plain containers (see module doc)."""
+    return _load(io.BytesIO(data), source)
+
+
 def load(path: str | os.PathLike) -> Any:
     """Safely unpickle a file, streaming it (no copy of the whole file in memory). See :func:`loads`."""
     with open(path, "rb") as f:
-        try:
-            obj = _RestrictedUnpickler(f, str(path)).load()
-        except UnsafePickleError:
-            raise
-        except Exception as e:  # noqa: BLE001 - truncated or corrupt pickles raise many types
-            raise UnsafePickleError(
-                f"{path}: expected a readable pickle, found a corrupt or truncated file ({type(e).__name__}: {e}); "
-                "re-download it"
-            ) from None
-    return _convert(obj)
+        return _load(f, str(path))

@@ -115,8 +115,6 @@ def _sentence_id(spec: DatasetSpec, subj: str, sent: int) -> str:
     name = spec.sentence_name(sent)
     if name is not None:  # a sentence table (Multiface SEN_<text>)
         return f"{subj}_{name}"
-    if "_SEN_(?P<sentence>" in pat:
-        return f"{subj}_SEN_{sent:02d}"
     raise A2FBenchError(f"{spec.id}: synth cannot build names for pattern {pat!r}")
 
 
