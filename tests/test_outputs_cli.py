@@ -222,6 +222,31 @@ def test_unreadable_audio_is_one_line(data_tiny, tmp_path, monkeypatch, capsys):
     assert _listing(tmp_path) == ["bad.wav", "pred"]
 
 
+@pytest.mark.parametrize("k", [52, 51])
+def test_export_arkit_csv_through_a_basis_on_a_vertex_topology(data_tiny, tmp_path, monkeypatch, capsys, k):
+    """``--basis`` on D1's topology: vertices made from known weights through a 52- or 51-channel basis come back
+    as those weights (the channel count picks arkit52 or arkit51); a damaged basis file is one line, no CSV."""
+    ds = a2fbench.open_dataset(data_tiny, "D1")
+    mean = np.asarray(ds.template(ds.subjects[0]), np.float32).reshape(-1, 3)
+    ds.close()
+    rng = np.random.default_rng(k)
+    B = (rng.standard_normal((k, mean.size)) * 1e-3).astype(np.float32)
+    np.savez(tmp_path / "basis.npz", meanshape=mean, blendshape=B)
+    w = rng.uniform(0.05, 0.95, (10, k))
+    np.save(tmp_path / "verts.npy", (mean.reshape(1, -1) + w @ B.astype(np.float64)).astype(np.float32))
+    rc, out, err = _cli(monkeypatch, capsys, "export", tmp_path / "verts.npy", "--dataset", "D1", "--data", data_tiny,
+                        "--format", "arkit-csv", "--basis", tmp_path / "basis.npz", "--out", tmp_path / "a.csv")
+    assert rc == 0, err
+    _, back, _ = read_arkit_csv(tmp_path / "a.csv")
+    # float32 vertices (relative rounding 6e-8 of coordinates ~0.1) through a random, well-conditioned basis
+    assert np.abs(back[:, :k] - w).max() < 1e-3
+    (tmp_path / "bad.npz").write_bytes((tmp_path / "basis.npz").read_bytes()[:200])
+    rc, out, err = _cli(monkeypatch, capsys, "export", tmp_path / "verts.npy", "--dataset", "D1", "--data", data_tiny,
+                        "--format", "arkit-csv", "--basis", tmp_path / "bad.npz", "--out", tmp_path / "b.csv")
+    assert "bad.npz" in _one_error_line(rc, err)
+    assert not (tmp_path / "b.csv").exists()
+
+
 @pytest.mark.parametrize("cmd", [["render"], ["export", "--format", "gltf"], ["export", "--format", "obj"]])
 def test_output_in_a_missing_folder_is_one_line(data_tiny, tmp_path, monkeypatch, capsys, cmd):
     ids, pred = _pred(data_tiny, "D1", tmp_path / "pred")

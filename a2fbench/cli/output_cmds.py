@@ -123,16 +123,12 @@ def export_cmd(input_path: Path, dataset: str, data: Optional[Path], fmt: str, o
       a2fbench export pred/clip.npy --dataset D1 --format gltf --out clip.glb
       a2fbench export pred/clip.npy --dataset D1 --format obj --out clip_obj/
     """
-    import numpy as np
-
     from ..outputs.export import export
     from ..spaces import read_blendshape_basis
 
     b = None
     if basis is not None:
-        z = np.load(basis, allow_pickle=False)
-        k = z["blendshape"].shape[0] if "blendshape" in z.files else 52
-        b = read_blendshape_basis(basis, get_space("arkit51" if k == 51 else "arkit52"))
+        b = read_blendshape_basis(basis, (get_space("arkit52"), get_space("arkit51")))
     head = _head(dataset, data, mesh)
     try:
         done = export(input_path, head, fmt, out, basis=b, progress=False if no_progress else None)

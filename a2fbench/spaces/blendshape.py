@@ -5,7 +5,7 @@ re-ordering between spaces."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -66,9 +66,14 @@ class BlendshapeConverter:
         return (w, info) if return_info else w
 
 
-def read_blendshape_basis(path: Path, space: Space) -> dict[str, np.ndarray]:
-    """``meanshape`` (V, 3) and ``blendshape`` (K, 3V) float32 from a basis npz, checked against the space."""
+def read_blendshape_basis(path: Path, space: "Space | Sequence[Space]") -> dict[str, np.ndarray]:
+    """``meanshape`` (V, 3) and ``blendshape`` (K, 3V) float32 from a basis npz, checked against the space.
+
+    ``space`` may be several spaces (e.g. arkit52 and arkit51): the file is checked against the one whose
+    channel count its ``blendshape`` has, the first when none has it."""
     path = Path(path)
+    candidates = [space] if isinstance(space, Space) else list(space)
+    space = candidates[0]
     if not path.is_file():
         raise RawDataError(f"{path}: expected the {space.name} blendshape basis ({space.basis_file}), found nothing; "
                            "see `a2fbench info` for where to get it")
@@ -84,6 +89,7 @@ def read_blendshape_basis(path: Path, space: Space) -> dict[str, np.ndarray]:
         mean, B = np.asarray(z["meanshape"]), np.asarray(z["blendshape"])
     except Exception as e:  # noqa: BLE001 - object arrays, truncated members
         raise RawDataError(f"{path}: expected numeric meanshape and blendshape arrays, found unreadable ones ({e})") from None
+    space = next((c for c in candidates if B.ndim in (2, 3) and B.shape[0] == c.n_params), space)
     if mean.size % 3 or mean.ndim not in (1, 2) or (mean.ndim == 2 and mean.shape[1] != 3) or mean.size == 0:
         raise RawDataError(f"{path}: expected meanshape shaped (V, 3) or (3V,), found {mean.shape}")
     V = mean.size // 3
