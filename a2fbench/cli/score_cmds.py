@@ -49,7 +49,7 @@ def results_table(doc: dict) -> str:
         ci = m.get("ci95")
         ci_s = f"[{_fmt(ci[0], s)}, {_fmt(ci[1], s)}]" if ci else ""
         unit = f"x{s:.0e} {m['unit']}" if s != 1.0 else m["unit"]
-        spread = samples["metrics"][name]["std"] if samples else None
+        spread = (samples["metrics"].get(name) or {}).get("std") if samples else None
         extra = f"  (spread {_fmt(spread, s)})" if spread is not None else ""
         lines.append(f"{name:<8} {_fmt(m['value'], s):>10} {ci_s:>22}  {unit}{extra}")
     return "\n".join(lines)
@@ -84,12 +84,20 @@ def results_table(doc: dict) -> str:
 @click.option("--method", default=None,
               help="What made the predictions, recorded in the results (default: the method named by the folder's "
                    "provenance file, which `unitalker predict` writes).")
+@click.option("--metrics", "metric_names", default=None, metavar="NAMES",
+              help="Comma list of what to compute (default: the protocol's set): the protocol's metrics (lve, mve, "
+                   "ufve, fdd, fdd-abs, lvd) and the axes mtm, lip-lag, silence-opening, slcc, diversity "
+                   "(docs/metrics.md).")
+@click.option("--mouth-pair", default=None, metavar="UPPER,LOWER",
+              help="Vertex indices of the upper and lower lip whose distance is the mouth opening (mtm, lip-lag, "
+                   "silence-opening). Default: the manifest's regions.mouth_pair.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results JSON instead of the table.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (bars show on a terminal only anyway).")
 def evaluate_cmd(pred: Path, dataset: str, data: Optional[Path], split: Optional[str], protocol: str,
                  length_policy: Optional[str], regions: Optional[str], region_files: tuple[str, ...],
                  prefix: Optional[str], out: Optional[Path], ignore_extra: bool, n_bootstrap: int, seed: int,
-                 workers: Optional[int], method: Optional[str], as_json: bool, no_progress: bool) -> None:
+                 workers: Optional[int], method: Optional[str], metric_names: Optional[str],
+                 mouth_pair: Optional[str], as_json: bool, no_progress: bool) -> None:
     """Score a predictions folder (one <seq_id>.npy per sequence) and write a results JSON.
 
     \b
@@ -99,6 +107,7 @@ def evaluate_cmd(pred: Path, dataset: str, data: Optional[Path], split: Optional
       a2fbench evaluate fd_result --dataset biwi --protocol facediffuser --prefix face_diffuser
       a2fbench evaluate ut_pred --dataset biwi --protocol unitalker --region lips=04_BIWI_mouth_idx.npy
       a2fbench evaluate pred_voca --dataset vocaset --regions flame --length-policy truncate_both
+      a2fbench evaluate runs/pred/D1 --dataset D1 --metrics lve,fdd,mtm,lip-lag,silence-opening,slcc
     """
     from ..scoring.evaluate import evaluate
     from ..scoring.options import parse_region_args
@@ -106,7 +115,7 @@ def evaluate_cmd(pred: Path, dataset: str, data: Optional[Path], split: Optional
     doc = evaluate(dataset, pred, data or paths.default_data(), split=split, protocol=protocol, regions=regions,
                    length_policy=length_policy, region_files=parse_region_args(list(region_files)), prefix=prefix,
                    ignore_extra=ignore_extra, n_bootstrap=n_bootstrap, seed=seed, workers=workers, method=method,
-                   progress=not no_progress)
+                   progress=not no_progress, metrics=metric_names, mouth_pair=_pair(mouth_pair))
     target = out or default_out(pred, protocol, length_policy)
     write_json(target, doc)
     if as_json:
@@ -114,6 +123,17 @@ def evaluate_cmd(pred: Path, dataset: str, data: Optional[Path], split: Optional
     else:
         click.echo(results_table(doc))
     click.echo(f"results written to {target}", err=True)
+
+
+def _pair(text: Optional[str]) -> Optional[tuple[int, int]]:
+    """``"3531,3504"`` -> (3531, 3504); anything else a one-line usage error."""
+    if text is None:
+        return None
+    parts = text.replace(" ", "").split(",")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise click.BadParameter(f"expected UPPER,LOWER (two vertex indices), found {text!r}; e.g. 3531,3504",
+                                 param_hint="--mouth-pair")
+    return int(parts[0]), int(parts[1])
 
 
 @click.command("compare")
