@@ -15,6 +15,7 @@ from a2fbench.errors import ResultSchemaError
 from a2fbench.registry import get_spec
 from a2fbench.scoring.results import check_consistency as doc_consistency
 
+from .axes import column, stored as stored_metrics
 from .model import LeaderboardError, MethodMeta, ReportedEntry
 from .scores import decode, score_blob
 from .transactions import bump, immediate, now
@@ -53,7 +54,7 @@ def _insert_metrics(conn: sqlite3.Connection, entry_id: int, metrics: dict[str, 
     for name, m in metrics.items():
         ci = m.get("ci95") or (None, None)
         conn.execute("INSERT INTO metrics (entry_id, metric, value, unit, ci_lo, ci_hi) VALUES (?, ?, ?, ?, ?, ?)",
-                     (entry_id, name, m.get("value"), m.get("unit"), ci[0], ci[1]))
+                     (entry_id, column(name, m), m.get("value"), m.get("unit"), ci[0], ci[1]))
 
 
 def _insert_document(conn: sqlite3.Connection, entry_id: int, doc: dict) -> None:
@@ -144,12 +145,12 @@ def _resubmit(conn: sqlite3.Connection, row: tuple, doc: dict, meta: MethodMeta,
                                f"leaderboard edit {eid} --method NAME`)")
     said = []
     stored = {n: v for n, v in conn.execute("SELECT metric, value FROM metrics WHERE entry_id = ?", (eid,))}
-    differ = sorted(n for n, m in doc["metrics"].items() if stored.get(n) != m.get("value")) + sorted(
-        set(stored) - set(doc["metrics"]))
+    docm = stored_metrics(doc["metrics"])
+    differ = sorted(n for n, m in docm.items() if stored.get(n) != m.get("value")) + sorted(set(stored) - set(docm))
     if old_fp != fp and differ:  # a re-made file with other numbers (the same numbers: nothing to replace)
         if was_verified:
             raise LeaderboardError(f"entry #{eid} ({method}) is verified and these results change its {differ[0]} "
-                                   f"({stored.get(differ[0])!r} -> {doc['metrics'].get(differ[0], {}).get('value')!r}); "
+                                   f"({stored.get(differ[0])!r} -> {docm.get(differ[0], {}).get('value')!r}); "
                                    f"a verified entry's numbers never change: remove it (`a2fbench leaderboard remove "
                                    f"{eid}`) and submit again with --verify")
         conn.execute("DELETE FROM metrics WHERE entry_id = ?", (eid,))
@@ -327,11 +328,12 @@ def check_consistency(conn: sqlite3.Connection) -> list[str]:
             continue
         doc = json.loads(text)
         stored = {name: v for name, v in conn.execute("SELECT metric, value FROM metrics WHERE entry_id = ?", (eid,))}
-        if set(stored) != set(doc["metrics"]):
+        docm = stored_metrics(doc["metrics"])
+        if set(stored) != set(docm):
             problems.append(f"entry #{eid}: metrics rows {sorted(stored)} differ from its document")
             continue
         for name, v in stored.items():
-            if v != doc["metrics"][name].get("value"):
+            if v != docm[name].get("value"):
                 problems.append(f"entry #{eid}: stored {name} {v!r} differs from its document")
         try:
             doc_consistency(doc, f"entry #{eid}")  # aggregates follow from per-sequence scores (results' tolerance)
