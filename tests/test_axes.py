@@ -339,3 +339,18 @@ def test_leaderboard_shows_axes_by_version_and_never_mixes_them(tmp_path: Path) 
         assert page["metrics"][-3:] == ["MTM v1", "MTM v2", "SLCC v1"] and page["display"]["D1"]["MTM v1"] == "ms"
     finally:
         conn.close()
+
+
+def test_report_plots_mouth_opening_with_lag(data_tiny: Path, tmp_path: Path) -> None:
+    from a2fbench.outputs.report import write_report
+    from a2fbench.util.fsutil import write_json
+
+    ds = a2fbench.open_dataset(data_tiny, "D1")
+    pred = _write(tmp_path / "late", ds, lambda m, s: _shift(m, 3))
+    doc = evaluate("D1", pred, data_tiny, metrics="lve,mtm,lip-lag,silence-opening", n_bootstrap=100, progress=False)
+    write_json(tmp_path / "r.json", doc)
+    page = write_report(tmp_path / "r.json", tmp_path / "r.html", pred=pred, data=data_tiny, progress=False)
+    text = page.read_text()
+    assert "Mouth opening over time" in text and "3531 (upper lip)" in text and "Lip lag &gt; 0" in text
+    bare = write_report(tmp_path / "r.json", tmp_path / "bare.html").read_text()
+    assert "Mouth opening over time" not in bare and "MTM" in bare
