@@ -130,8 +130,6 @@ class SequenceAccumulator:
         touched = ch.gt.shape[1] if "MVE" in sc.framewise or "UFVE" in sc.framewise else len(sc.lips) + len(sc.upper)
         step = max(1, SUBCHUNK_BYTES // (touched * 3 * 8))  # vertices worked on per frame, 3 coords, float64
         run = sc.proto.float64
-        if self.axes is not None:
-            self.axes.add(ch.gt, ch.preds)
         for c, p in enumerate(ch.preds):
             dtypes.add(str(np.dtype(sc.dtype) if sc.dtype is not None else np.result_type(ch.gt.dtype, p.dtype)))
         for s0 in range(0, ch.gt.shape[0], step):
@@ -156,6 +154,8 @@ class SequenceAccumulator:
                     self._disp(p, a, None if run else self.d_pred[c], self.run_pred[c] if run else None)
             if sc.fdd:
                 self._disp(g, a, None if run else self.d_gt, self.run_gt if run else None)
+            if self.axes is not None:  # on the same cache-resident sub-chunk
+                self.axes.add(g, [p[s0:s0 + step] for p in ch.preds])
 
     def close(self) -> dict:
         """{row: per_sequence dict, runs: per sample {frames: {metric: (T,) vector}, fdd: scalar}}; conditions

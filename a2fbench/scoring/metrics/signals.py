@@ -48,17 +48,32 @@ def mouth_opening(x: np.ndarray, upper: int, lower: int) -> np.ndarray:
     return np.sqrt(np.einsum("ij,ij->i", d, d))
 
 
-def lip_speed(lips: np.ndarray, previous: Optional[np.ndarray]) -> np.ndarray:
+def lip_speed(lips: np.ndarray, previous: Optional[np.ndarray], block_bytes: int = 512 << 10) -> np.ndarray:
     """Per frame step ``mean_{v in lips} ||x_{t+1,v} - x_{t,v}||`` of a chunk of lip vertices ``(t, L, 3)``.
 
     ``previous``: the last lip frame of the chunk before (None on the first chunk); returns ``t`` values, or
-    ``t - 1`` on the first chunk (a sequence of T frames has T - 1 steps).
+    ``t - 1`` on the first chunk (a sequence of T frames has T - 1 steps). Differences in float64, a few frames
+    at a time into one cache-sized buffer (``block_bytes``); the squares are summed ``(x + y) + z``.
     """
-    x = np.asarray(lips, np.float64)
-    if previous is not None:
-        x = np.concatenate([np.asarray(previous, np.float64)[None], x])
-    d = np.diff(x, axis=0)
-    return np.sqrt(np.einsum("tvk,tvk->tv", d, d)).mean(axis=1)
+    x = np.asarray(lips)
+    n, L = x.shape[0], x.shape[1]
+    first = 0 if previous is not None else 1
+    out = np.empty(max(n - first, 0))
+    step = max(1, block_bytes // max(1, L * 3 * 8))
+    buf, sq = np.empty((step, L, 3)), np.empty((step, L))
+    for a in range(first, n, step):
+        b = min(n, a + step)
+        d = buf[:b - a]
+        if a == 0:  # the step from the previous chunk's last frame
+            np.subtract(x[0], previous, out=d[0], dtype=np.float64)
+            np.subtract(x[1:b], x[:b - 1], out=d[1:], dtype=np.float64)
+        else:
+            np.subtract(x[a:b], x[a - 1:b - 1], out=d, dtype=np.float64)
+        np.multiply(d, d, out=d)
+        s = np.add(d[..., 0], d[..., 1], out=sq[:b - a])
+        s += d[..., 2]
+        out[a - first:b - first] = np.sqrt(s, out=s).mean(axis=1)
+    return out
 
 
 def mean_pair_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -133,29 +148,36 @@ def ddtw_path(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Derivative DTW path between two 1-D signals: ``(k, 2)`` index pairs from (0, 0) to (n-1, m-1).
 
     Derivatives are first differences with the first value prepended (first derivative 0); local cost
-    ``|dx_i - dy_j|``; unconstrained DTW (steps diagonal, up, left). The cumulative cost is filled one
-    anti-diagonal at a time (vectorised; equal to the cell-by-cell recursion, which
-    :func:`a2fbench.scoring.metrics.reference.ddtw_path` runs). Backtracking from (n, m) takes the first
+    ``|dx_i - dy_j|``; unconstrained DTW (steps diagonal, up, left). Backtracking from (n, m) takes the first
     minimum among (diagonal, up, left).
+
+    The cumulative cost ``D[i, j]`` (1-based cells, ``D[0, 0] = 0``, other borders infinite) is kept by
+    anti-diagonal, ``E[i + j, i] = D[i, j]``, so each diagonal is one vectorised step over contiguous slices: the
+    same additions and minima as the cell-by-cell recursion, hence the same bits and the same path as
+    :func:`a2fbench.scoring.metrics.reference.ddtw_path` (tested).
     """
     dx, dy = np.diff(np.asarray(x, np.float64), prepend=x[0]), np.diff(np.asarray(y, np.float64), prepend=y[0])
     n, m = len(dx), len(dy)
-    D = np.full((n + 1, m + 1), np.inf)
-    D[0, 0] = 0.0
-    for s in range(2, n + m + 1):  # cells (i, j), 1-based, with i + j = s
-        i = np.arange(max(1, s - m), min(n, s - 1) + 1)
-        j = s - i
-        best = np.minimum(np.minimum(D[i - 1, j - 1], D[i - 1, j]), D[i, j - 1])
-        D[i, j] = np.abs(dx[i - 1] - dy[j - 1]) + best
+    E = np.full((n + m + 1, n + 1), np.inf)
+    E[0, 0] = 0.0
+    # every local cost at once, in the same layout: C[s, i] = |dx[i - 1] - dy[s - i - 1]| (cells outside: unused)
+    s_i = np.arange(n + m + 1)[:, None] - np.arange(n + 1)[None, :]
+    C = np.abs(dx[np.clip(np.arange(n + 1) - 1, 0, n - 1)][None, :] - dy[np.clip(s_i - 1, 0, m - 1)])
+    best = np.empty(n + 1)
+    for s in range(2, n + m + 1):
+        lo, hi = max(1, s - m), min(n, s - 1)  # cells (i, s - i) with 1 <= i <= n, 1 <= s - i <= m
+        b = best[:hi + 1 - lo]
+        np.minimum(E[s - 2, lo - 1:hi], E[s - 1, lo - 1:hi], out=b)
+        np.minimum(b, E[s - 1, lo:hi + 1], out=b)
+        np.add(C[s, lo:hi + 1], b, out=E[s, lo:hi + 1])
     path = []
     i, j = n, m
     while i > 0 and j > 0:
         path.append((i - 1, j - 1))
-        steps = (D[i - 1, j - 1], D[i - 1, j], D[i, j - 1])
-        k = 0 if steps[0] <= steps[1] and steps[0] <= steps[2] else (1 if steps[1] <= steps[2] else 2)
-        if k == 0:
+        diag, up, left = E[i + j - 2, i - 1], E[i + j - 1, i - 1], E[i + j - 1, i]
+        if diag <= up and diag <= left:
             i, j = i - 1, j - 1
-        elif k == 1:
+        elif up <= left:
             i -= 1
         else:
             j -= 1
