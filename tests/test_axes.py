@@ -12,12 +12,13 @@ import numpy as np
 import pytest
 
 import a2fbench
-from a2fbench.errors import A2FBenchError
+from a2fbench.errors import A2FBenchError, ResultSchemaError
 from a2fbench.scoring.evaluate import _check_audio, evaluate, score_arrays
 from a2fbench.scoring.metrics import reference as R
 from a2fbench.scoring.metrics import signals as S
 from a2fbench.scoring.metrics.axes import parse_metrics
 from a2fbench.scoring.metrics.stats import ratio_ci
+from a2fbench.scoring.results import finalize, validate
 
 from _cli_helpers import run_a2fbench
 
@@ -179,6 +180,10 @@ def test_exact_and_delayed_predictions(data_tiny: Path, tmp_path: Path) -> None:
     assert all({"MTM", "LipLag", "speech_rms", "lip_intensity"} <= set(r) for r in doc["per_sequence"])
     late = evaluate("D1", _write(tmp_path / "late", ds, lambda m, s: _shift(m, 3)), data_tiny, metrics="mtm,lip-lag",
                     progress=False)
+    validate(late)  # the axes follow from their per-sequence scores; an edited value does not
+    bad = finalize({**late, "metrics": {**late["metrics"], "MTM": {**late["metrics"]["MTM"], "value": 1.0}}})
+    with pytest.raises(ResultSchemaError, match="MTM is 1.0 but its per-sequence scores give"):
+        validate(bad)
     assert late["metrics"]["LipLag"]["value"] == pytest.approx(3 * ms, abs=1e-9)
     assert late["metrics"]["MTM"]["value"] == pytest.approx(3 * ms, abs=0.5 * ms)
     early = evaluate("D1", _write(tmp_path / "early", ds, lambda m, s: _shift(m, -2)), data_tiny,
@@ -305,7 +310,6 @@ def test_fdd_equals_torchmetrics_when_it_ships() -> None:
 
 
 def test_leaderboard_shows_axes_by_version_and_never_mixes_them(tmp_path: Path) -> None:
-    from a2fbench.scoring.results import finalize
     from leaderboard import axes as lb_axes
     from leaderboard import db, render
     from leaderboard.model import method_meta
