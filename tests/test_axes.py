@@ -98,6 +98,22 @@ def test_silence_rule_on_a_tone_gap_tone() -> None:
     assert np.isnan(lv[30:]).all() and not S.silent_frames(lv, FPS)[30:].any()
 
 
+@pytest.mark.parametrize("sr,fps,n", [(16000, 30.0, 75), (22050, 25.0, 40), (16000, 29.97, 10)])
+def test_frame_levels_equal_a_window_by_window_loop(sr: int, fps: float, n: int) -> None:
+    """One reduceat over consecutive windows = each window's mean square, frame by frame (float64 sums of a few
+    hundred terms in another order: 1e-12 relative), the audio ending mid-way."""
+    a = np.random.default_rng(0).standard_normal(int(sr * (n - 2.5) / fps))
+    a[len(a) // 2:] *= 1e-3  # a quiet second half (-60 dB)
+    got = S.frame_levels(a, sr, fps, n)
+    rms = []
+    for t in range(n):
+        lo, hi = math.floor(t * sr / fps + 1e-9), min(math.floor((t + 1) * sr / fps + 1e-9), len(a))
+        rms.append(math.sqrt(float(np.mean(a[lo:hi] ** 2))) if hi > lo else math.nan)
+    want = 20 * np.log10(np.array(rms) / np.nanmax(rms))
+    assert np.array_equal(np.isnan(got), np.isnan(want))
+    assert np.allclose(got[~np.isnan(got)], want[~np.isnan(want)], rtol=0, atol=1e-10)
+
+
 def test_lip_intensity_and_slcc_closed_forms() -> None:
     x = np.zeros((9, 4, 3))
     x[1::2, :, 0] = 0.25  # every vertex moves by 0.25 between consecutive frames

@@ -96,11 +96,12 @@ def frame_levels(audio: np.ndarray, sample_rate: float, fps: float, n_frames: in
     edges = np.floor(np.arange(n_frames + 1) * (float(sample_rate) / float(fps)) + _EPS).astype(np.int64)
     edges = np.minimum(edges, len(a))
     rms = np.full(n_frames, np.nan)
-    for t in range(n_frames):
-        lo, hi = edges[t], edges[t + 1]
-        if hi > lo:
-            w = a[lo:hi]
-            rms[t] = math.sqrt(float(np.dot(w, w)) / (hi - lo))
+    lo, hi = edges[:-1], edges[1:]
+    full = hi > lo  # frames with audio; their windows are consecutive, so one reduceat sums them all
+    if full.any():
+        sq = np.square(a[lo[full][0]:hi[full][-1]])
+        sums = np.add.reduceat(sq, lo[full] - lo[full][0])
+        rms[full] = np.sqrt(sums / (hi[full] - lo[full]))
     top = np.nanmax(rms) if np.isfinite(rms).any() else 0.0
     if not top >= MIN_PEAK_RMS:
         return np.full(n_frames, np.nan)
