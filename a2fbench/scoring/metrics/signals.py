@@ -5,7 +5,7 @@ distance between samples. Pure functions on small per-frame vectors; the per-chu
 (:func:`mouth_opening`, :func:`lip_speed`, :func:`mean_pair_distance`) are what the streamed scorer calls on
 each chunk, so no sequence is ever held whole for them.
 
-All arithmetic is float64. Constants are module-level and recorded in every results file by
+Arithmetic is float64 (lip steps of float32 inputs: float32, see :func:`lip_speed`). Constants are module-level and recorded in every results file by
 :mod:`.axes`.
 """
 
@@ -52,27 +52,31 @@ def lip_speed(lips: np.ndarray, previous: Optional[np.ndarray], block_bytes: int
     """Per frame step ``mean_{v in lips} ||x_{t+1,v} - x_{t,v}||`` of a chunk of lip vertices ``(t, L, 3)``.
 
     ``previous``: the last lip frame of the chunk before (None on the first chunk); returns ``t`` values, or
-    ``t - 1`` on the first chunk (a sequence of T frames has T - 1 steps). Differences in float64, a few frames
-    at a time into one cache-sized buffer (``block_bytes``); the squares are summed ``(x + y) + z``.
+    ``t - 1`` on the first chunk (a sequence of T frames has T - 1 steps). The steps are taken in the input's
+    precision (float32 for float32 predictions: the difference of two nearby float32 values is exact, the squared
+    norm carries ~1e-7 relative rounding, far below anything a correlation over clips can see; float64 otherwise),
+    a few frames at a time in one cache-sized buffer (``block_bytes``); squares summed ``(x + y) + z``; the mean
+    over lips in float64.
     """
     x = np.asarray(lips)
+    dt = np.float32 if x.dtype == np.float32 else np.float64
     n, L = x.shape[0], x.shape[1]
     first = 0 if previous is not None else 1
     out = np.empty(max(n - first, 0))
     step = max(1, block_bytes // max(1, L * 3 * 8))
-    buf, sq = np.empty((step, L, 3)), np.empty((step, L))
+    buf, sq = np.empty((step, L, 3), dt), np.empty((step, L), dt)
     for a in range(first, n, step):
         b = min(n, a + step)
         d = buf[:b - a]
         if a == 0:  # the step from the previous chunk's last frame
-            np.subtract(x[0], previous, out=d[0], dtype=np.float64)
-            np.subtract(x[1:b], x[:b - 1], out=d[1:], dtype=np.float64)
+            np.subtract(x[0], previous, out=d[0], dtype=dt, casting="unsafe")
+            np.subtract(x[1:b], x[:b - 1], out=d[1:], dtype=dt)
         else:
-            np.subtract(x[a:b], x[a - 1:b - 1], out=d, dtype=np.float64)
+            np.subtract(x[a:b], x[a - 1:b - 1], out=d, dtype=dt)
         np.multiply(d, d, out=d)
         s = np.add(d[..., 0], d[..., 1], out=sq[:b - a])
         s += d[..., 2]
-        out[a - first:b - first] = np.sqrt(s, out=s).mean(axis=1)
+        out[a - first:b - first] = np.sqrt(s, out=s).mean(axis=1, dtype=np.float64)
     return out
 
 
