@@ -8,7 +8,6 @@ padded batch gives the same numbers as one clip at a time). Outputs are divided 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -29,8 +28,8 @@ from a2fbench.util.constants import SAMPLE_RATE
 from a2fbench.util.fsutil import atomic_path
 from a2fbench.util.progress import bar as progress_bar
 
-from .encoder import frames_for_samples, normalize_audio
-from .runtime import Loaded, load_model, select_device
+from ..model.encoder import frames_for_samples, normalize_audio
+from ..model.runtime import Loaded, amp_context, load_model, select_device
 from .template import read_template
 
 log = logging.getLogger(__name__)
@@ -57,11 +56,6 @@ def windows(n_samples: int, window_s: float = WINDOW_S, overlap_s: float = OVERL
         a = out[-1][0] + hop
         out.append((a, min(a + win, n_samples)))
     return out
-
-
-def amp_context(device: torch.device, amp: str) -> Any:
-    on = device.type == "cuda" and amp == "bf16"
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=on) if device.type == "cuda" else contextlib.nullcontext()
 
 
 @torch.no_grad()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -16,10 +17,16 @@ from a2fbench.errors import ConfigError
 
 from . import checkpoint as ck
 from .config import with_defaults
-from .data import IdentityTable
+from .identity import IdentityTable
 from .model import HeadSpec, ModelSpec, UniTalker
 
 log = logging.getLogger(__name__)
+
+
+def amp_context(device: torch.device, amp: str) -> Any:
+    """bf16 autocast on CUDA when ``amp == "bf16"`` (inference and validation); a no-op elsewhere."""
+    on = device.type == "cuda" and amp == "bf16"
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=on) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def select_device(name: str = "auto") -> torch.device:

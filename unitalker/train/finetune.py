@@ -7,9 +7,9 @@ import torch
 
 from a2fbench.errors import ConfigError
 
-from . import checkpoint as ck
-from .config import load_config
-from .model import UniTalker
+from ..model import checkpoint as ck
+from ..model.config import load_config
+from ..model.model import UniTalker
 
 
 def transfer(model: UniTalker, meta: dict, state: dict[str, torch.Tensor], reinit_decoder: bool) -> list[str]:

@@ -7,11 +7,11 @@ Order of events (UniTalker ``train.py`` / ``train_eval_loop.py``, with batching)
 2. Per epoch: phase 0 (epochs < ``train.warmup_epochs``) trains the decoder, identities and heads with the
    encoder frozen; phase 1 trains everything except the CNN feature extractor. The Adam optimiser is
    re-created when the phase changes (its state reset), as the reference does.
-3. Before the first step: every clip's targets, and a frozen CNN's features (:mod:`unitalker.featcache`),
+3. Before the first step: every clip's targets, and a frozen CNN's features (:mod:`unitalker.train.featcache`),
    computed once; then the loader (workers fork after that, with no store open).
-4. Per batch (:mod:`unitalker.step`): the step's RNGs are seeded from (seed, epoch, batch, rank), so a resumed
+4. Per batch (:mod:`unitalker.train.step`): the step's RNGs are seeded from (seed, epoch, batch, rank), so a resumed
    run draws the same pivot swaps, dropout masks and SpecAugment masks; identities are swapped for the pivot
-   with probability ``train.pivot_prob``; bf16 autocast on CUDA; loss of Eq. 2 (:mod:`unitalker.loss`); fused
+   with probability ``train.pivot_prob``; bf16 autocast on CUDA; loss of Eq. 2 (:mod:`unitalker.model.loss`); fused
    Adam step; the step's loss reaches the log one step later (no host read inside a step).
 5. After each epoch: validation LVE per dataset (native units, pooled over frames; with its static-template
    ratio), a checkpoint, a line in ``RUN/val.csv``. Every step goes to ``RUN/log.csv``.
@@ -43,16 +43,16 @@ from a2fbench.util.constants import SAMPLE_RATE
 from a2fbench.util.fsutil import atomic_path, write_json
 from a2fbench.util.progress import bar as progress_bar
 
-from . import checkpoint as ck
+from ..model import checkpoint as ck
 from . import featcache
 from .assemble import aux_templates, build_heads, datasets_meta, flatten, run_identities, seed_step
 from .batches import BucketBatchSampler, collate, worker_init
-from .config import dump, with_defaults
+from ..model.config import dump, with_defaults
 from .data import ClipSet, IdentityTable, open_sources
 from .finetune import limit_trainable, transfer
-from .loss import Eq2Loss, torch_converter
-from .model import ModelSpec, UniTalker
-from .runtime import (
+from ..model.loss import Eq2Loss, torch_converter
+from ..model.model import ModelSpec, UniTalker
+from ..model.runtime import (
     barrier,
     check_ranks_in_sync,
     set_threads,
