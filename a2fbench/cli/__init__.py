@@ -68,8 +68,7 @@ def run_cli(group: click.Group, prog: str) -> None:
     """Run a click group with the project's error policy (one line, exit 1; usage exit 2): user errors and OS
     errors (permission, read-only or full disk, missing folder) print one line; SIGTERM/SIGHUP stop like Ctrl-C
     (temporaries removed); everything printed has its control characters escaped (:mod:`a2fbench.util.guard`)."""
-    stop_on_signals()
-    with safe_streams():
+    with stop_on_signals(), safe_streams():
         code = _run(group, prog)
     sys.exit(code)
 
@@ -81,7 +80,10 @@ def _run(group: click.Group, prog: str) -> int:
     except A2FBenchError as e:
         click.echo(f"error: {printable(e)}", err=True)
         return e.exit_code
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as e:  # click turns KeyboardInterrupt (and so Terminated) into Abort
+        if isinstance(e.__cause__, Terminated):
+            click.echo(f"stopped by {e.__cause__}; temporary files removed, no partial output left", err=True)
+            return 128 + e.__cause__.signum
         click.echo("aborted", err=True)
         return 130
     except click.UsageError as e:  # click writes "Error:"; every message of ours starts "error:"

@@ -140,13 +140,21 @@ def _raise_terminated(signum: int, frame: Any) -> None:
 _SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 
-def stop_on_signals() -> None:
-    """Turn SIGTERM and SIGHUP into :class:`Terminated` (main thread only; elsewhere a no-op)."""
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Within the block, SIGTERM and SIGHUP raise :class:`Terminated` (main thread only; elsewhere a no-op);
+    the previous handlers come back after it."""
+    saved = {}
     try:
         for s in _SIGNALS:
-            signal.signal(s, _raise_terminated)
-    except ValueError:  # not the main thread (an in-process test runner)
+            saved[s] = signal.signal(s, _raise_terminated)
+    except ValueError:  # not the main thread
         pass
+    try:
+        yield
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
 
 
 # ------------------------------------------------------------------------------------------ OS errors
