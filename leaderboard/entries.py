@@ -123,7 +123,7 @@ def submit_doc(conn: sqlite3.Connection, doc: dict, meta: MethodMeta, *, verifie
             conn.execute("UPDATE entries SET disputed_by = ? WHERE id = ?", (eid, displaced[0]))
         bump(conn)
     msg = (f"added entry #{eid}: {show(meta.method)} on {ds['id']}/{show(ds['split'])} ({proto['name']})"
-           + (f" [verified: {verified_by}]" if verified else "")
+           + (f" [verified] ({verified_by})" if verified else "")
            + (" [scored on a synthetic stand-in]" if ds.get("synthetic") else ""))
     if displaced is not None:
         msg += (f"; conflict: unverified entry #{displaced[0]} ({show(displaced[1])}, from "

@@ -260,7 +260,7 @@ def test_a_file_signed_here_is_verified_and_an_edited_copy_is_refused(world, tmp
     db = tmp_path / "lb.sqlite"
     code, out, err = run_a2fbench(monkeypatch, capsys, "leaderboard", "submit", str(world["res"]), "--method", "G",
                                   "--db", str(db))
-    assert code == 0 and "[verified: signature]" in out, err
+    assert code == 0 and "[verified] (signature)" in out, err
     edited = _edited(world["res"], tmp_path / "edited.json")
     code, _, err = run_a2fbench(monkeypatch, capsys, "leaderboard", "submit", str(edited), "--method", "F",
                                 "--db", str(db))

@@ -25,7 +25,7 @@ from ..errors import OutputError, StoreError
 from ..registry import get_space, space_channels
 from ..spaces import BlendshapeConverter
 from ..spaces.pca import load_for, pca_path
-from ..util.guard import check_output, make_parent, show
+from ..util.guard import check_output, show
 from ..util.progress import bar
 from . import FORMATS, arkit_csv, gltf, obj
 from .heads import Frames, Head, collect_inputs, load_frames
@@ -72,7 +72,7 @@ def export(src: str | os.PathLike, head: Head, fmt: str, out: str | os.PathLike,
     solver = arkit_solver(head, basis) if fmt == "arkit-csv" else None  # a meaningless CSV fails before any work
     inputs = [src, head.ds.path, *inputs]
     if fmt == "obj" and one_file:
-        targets = [make_parent(check_output(out, [*inputs, items[0].path], force=force))]
+        targets = [check_output(out, [*inputs, items[0].path], force=force)]
         _check_obj_folder(targets[0])
     else:
         targets = plan_outputs(items, one_file, out, FORMATS[fmt], inputs=inputs, force=force)
@@ -82,7 +82,7 @@ def export(src: str | os.PathLike, head: Head, fmt: str, out: str | os.PathLike,
     # float64 for the ARKit solve and OBJ text; glTF stores float32 (and projects in float32)
     frames = [load_frames(it, head, np.float32 if fmt == "gltf" else np.float64) for it in items]
     done: list[Path] = []
-    undo = written_together(done, None if one_file else Path(out))
+    undo = written_together(done, None if one_file else Path(out), targets[0] if one_file else None)
     results = []
     try:
         with bar(total=sum(len(f) for f in frames), desc=f"export {head.id} {fmt}", unit="frame", show=progress) as pbar:

@@ -50,14 +50,15 @@ def plan_outputs(items: list[InputItem], one_file: bool, out: str | os.PathLike,
                  inputs: Sequence[Any] = (), force: bool = False) -> list[Path]:
     """The output path of each item: ``out`` itself for one file, else ``out/<name><suffix>``; before any work,
     checks each against the command's ``inputs`` (never written over, not even with ``force``) and refuses an
-    existing one unless ``force`` (:func:`a2fbench.util.guard.check_output`); creates a missing parent folder."""
+    existing one unless ``force`` (:func:`a2fbench.util.guard.check_output`). Missing folders are made when
+    writing starts (:func:`written_together`)."""
     out = Path(out)
     inputs = [*inputs, *(it.path for it in items)]
     if one_file:
         if out.is_dir():
             raise OutputError(f"--out {show(out)}: expected a {suffix} file path for one INPUT file, found a folder; "
                               f"name the file, e.g. {show(out / (items[0].name + suffix))}")
-        return [make_parent(check_output(out, inputs, force=force))]
+        return [check_output(out, inputs, force=force)]
     check_apart(out, inputs)
     if out.exists() and not out.is_dir():
         raise OutputError(f"--out {show(out)}: expected a folder for {len(items)} outputs, found a file; pass a folder")
@@ -68,12 +69,15 @@ def plan_outputs(items: list[InputItem], one_file: bool, out: str | os.PathLike,
     return [check_output(out / f"{n}{suffix}", inputs, force=force) for n in names]
 
 
-def written_together(paths: list[Path], folder: Optional[Path]) -> Callable[[], None]:
-    """A clean-up for a failed multi-file output: remove the files written so far (and ``folder`` if this call
-    created it)."""
+def written_together(paths: list[Path], folder: Optional[Path], one: Optional[Path] = None) -> Callable[[], None]:
+    """Make the output folder (``folder``, else the folder of the one output file ``one``: ``mkdir -p``, the one
+    rule) and return the clean-up for a failed output: remove the files written so far (and ``folder`` if this
+    call created it)."""
     made = folder is not None and not folder.exists()
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
+    elif one is not None:
+        make_parent(one)
 
     def undo() -> None:
         for p in paths:
@@ -103,7 +107,7 @@ def render(src: str | os.PathLike, head: Head, out: str | os.PathLike, *, gt: bo
     targets = plan_outputs(items, one_file, out, ".mp4", inputs=[src, head.ds.path, *inputs], force=force)
     jobs = [_job(it, t, head, gt, errors) for it, t in zip(items, targets)]  # all checked before drawing
     done: list[Path] = []
-    undo = written_together(done, None if one_file else Path(out))
+    undo = written_together(done, None if one_file else Path(out), targets[0] if one_file else None)
     results = []
     total = sum(len(j.pred) for j in jobs)
     try:

@@ -29,7 +29,7 @@ from ..scoring.results import load as load_results
 from ..util.fsutil import atomic_path
 from ..util.progress import bar
 from . import figures
-from ..util.guard import check_output, make_parent
+from ..util.guard import check_output
 from .heads import AudioReader, Head, open_head
 from .maps import VertexStats, vertex_stats
 from .render import render
@@ -162,7 +162,7 @@ def write_report(results: str | os.PathLike, out: str | os.PathLike, *, pred: Op
                  progress: Optional[bool] = None, force: bool = False, inputs: Sequence[Any] = ()) -> Path:
     """Write the report page for a results file (see module doc); returns its path. ``force``: replace an
     existing page (and videos); ``inputs``: further files read (never written over, like results, pred, data)."""
-    out = make_parent(check_output(out, [results, pred, data, *inputs], force=force))
+    out = check_output(out, [results, pred, data, *inputs], force=force)
     doc = load_results(results)
     if videos and pred is None:
         raise OutputError("--videos: expected --pred (the predictions to render), found none")
@@ -201,7 +201,7 @@ def _worst_commands(doc: dict, n: int, pred: Path, data: Any, out: Path, head: H
         cmds[r["id"]] = " ".join(shlex.quote(str(a)) for a in (
             "a2fbench", "render", src, "--dataset", head.id, "--data", data, "--gt", "--errors", "--out", target))
         if videos and files:
-            folder.mkdir(exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
             render(src, head, target, gt=True, errors=True, size=384, read_audio=read_audio, progress=progress,
                    force=force, inputs=[pred, data, out])
             links[r["id"]] = f"{folder.name}/{target.name}"
