@@ -154,7 +154,8 @@ def download_cmd(datasets: str, raw: Path | None, no_verify: bool, retries: int)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="RAW root to write.")
 @click.option("--size", type=click.Choice(["tiny", "small", "full"]), default="tiny", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--layout", default=None, help="Write another accepted layout (e.g. vertices_npy for D1).")
+@click.option("--layout", default=None, help="Write another accepted layout (e.g. vertices_npy for D1; raw: the "
+              "corpus as its authors ship it, e.g. D0's rigid_scans/faces/videos).")
 @click.option("--splits", default=None, help="Only these splits, comma-separated (e.g. train).")
 @click.option("--dry-run", is_flag=True, help="Print what would be written (sequences, hours, GB); write nothing.")
 def synth_cmd(datasets: str, out: Path, size: str, seed: int, layout: str | None, splits: str | None,
@@ -165,6 +166,7 @@ def synth_cmd(datasets: str, out: Path, size: str, seed: int, layout: str | None
     Example:
       a2fbench synth D0..D7 --out raw --size tiny
       a2fbench synth vocaset --out raw --size small --layout vertices_npy
+      a2fbench synth D0 --out raw --layout raw
       a2fbench synth D0..D7 --out raw --size full --dry-run
     """
     from ..sources.synth import plan_stats, synth_dataset

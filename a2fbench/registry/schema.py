@@ -273,7 +273,7 @@ class FaceDiffuserInfo(_Strict):
     regions: str
 
 
-Layout = Literal["vertices_npy", "vocaset_release", "clip_pairs", "unitalker_release"]
+Layout = Literal["vertices_npy", "vocaset_release", "clip_pairs", "unitalker_release", "biwi_raw"]
 
 
 class DatasetSpec(_Strict):
