@@ -153,10 +153,15 @@ def read_take(src: Path, n_vertices: int = N_VERTICES) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ processing
 def triangle_area_total(X: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Total triangle area of each frame of (..., N, 3) float64 points: the total of the mixed-Voronoi vertex
-    areas of ``cotLaplacian.m`` (module doc). Computed as there: |(p1 - p2) x (p1 - p3)| / 2 per triangle."""
-    a, b, c = X[..., faces[:, 0], :], X[..., faces[:, 1], :], X[..., faces[:, 2], :]
-    n = np.cross(a - b, a - c)
-    return np.sqrt((n * n).sum(-1)).sum(-1) / 2
+    areas of ``cotLaplacian.m`` (module doc). Computed as there: |(p1 - p2) x (p1 - p3)| / 2 per triangle,
+    on coordinate-major copies (one contiguous gather per corner: ~3x faster than gathering xyz rows)."""
+    C = np.ascontiguousarray(np.moveaxis(np.asarray(X, np.float64), -1, -2))  # (..., 3, N)
+    a, b, c = (np.take(C, faces[:, k], axis=-1) for k in range(3))
+    u, v = a - b, a - c
+    nx = u[..., 1, :] * v[..., 2, :] - u[..., 2, :] * v[..., 1, :]
+    ny = u[..., 2, :] * v[..., 0, :] - u[..., 0, :] * v[..., 2, :]
+    nz = u[..., 0, :] * v[..., 1, :] - u[..., 1, :] * v[..., 0, :]
+    return np.sqrt(nx * nx + ny * ny + nz * nz).sum(-1) / 2
 
 
 def codetalker_normalise(V: np.ndarray, faces: np.ndarray) -> np.ndarray:
