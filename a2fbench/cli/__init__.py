@@ -25,6 +25,7 @@ COMMANDS = {
     "download": "a2fbench.cli.data_cmds:download_cmd",
     "synth": "a2fbench.cli.data_cmds:synth_cmd",
     "prepare": "a2fbench.cli.data_cmds:prepare_cmd",
+    "doctor": "a2fbench.cli.data_cmds:doctor_cmd",
     "export-hf": "a2fbench.cli.data_cmds:export_hf_cmd",
     "pca": "a2fbench.cli.space_cmds:pca_cmd",
     "convert-flame": "a2fbench.cli.space_cmds:convert_flame_cmd",
