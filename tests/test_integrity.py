@@ -413,3 +413,13 @@ def test_wild_geometry_renders_under_an_address_space_limit() -> None:
     assert r.returncode == 0, r.stderr[-2000:]
     shape, covered = r.stdout.split(")")
     assert shape == "(256, 256, 3" and int(covered) > 0
+
+
+def test_prepare_never_replaces_its_raw_download(world, tmp_path, monkeypatch, capsys) -> None:
+    raw = world["root"] / "raw"
+    before = _snap(raw)
+    link = tmp_path / "same"
+    link.symlink_to(raw)
+    code, _, err = run_a2fbench(monkeypatch, capsys, "prepare", "D1", "--raw", str(raw), "--out", str(link))
+    _one_line_refusal(code, err)
+    assert "apart from --raw" in err and _snap(raw) == before
