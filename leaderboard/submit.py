@@ -9,7 +9,7 @@ from typing import Optional
 
 from a2fbench.errors import A2FBenchError, ResultSchemaError
 from a2fbench.registry import get_spec
-from a2fbench.scoring.results import load
+from a2fbench.scoring.results import load, signature_status
 from a2fbench.util.paths import default_data
 
 from . import db
@@ -88,9 +88,12 @@ def verify(doc: dict, pred: Path, data: Path) -> None:
     # imported here: it takes 0.35 s (measured) and only `submit --verify` re-runs an evaluation
     from a2fbench.scoring.evaluate import evaluate
 
+    selected = doc["protocol"].get("metrics_selected")  # `evaluate --metrics` (axes included)
+    mouth = (doc["dataset"].get("regions") or {}).get("mouth_pair") or {}
     fresh = evaluate(doc["dataset"]["id"], pred, data, split=doc["dataset"]["split"],
                      protocol=doc["protocol"]["name"], length_policy=doc["protocol"].get("length_policy"),
-                     prefix=doc["predictions"].get("prefix"))
+                     prefix=doc["predictions"].get("prefix"), metrics=",".join(selected) if selected else None,
+                     mouth_pair=(mouth["upper"], mouth["lower"]) if mouth.get("source") == "--mouth-pair" else None)
     problems = compare_docs(doc, fresh)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -105,15 +108,17 @@ def submit_file(db_path: str | os.PathLike, results_path: str | os.PathLike, met
     the file as :func:`load_results` returned it, when the caller has loaded it already."""
     if doc is None:
         doc = load_results(results_path)
-    verified = False
+    status = signature_status(doc)
+    verified_by = "signature" if status == "valid" else None
     if verify_pred is not None:
         if data is None:
-
             data = default_data()
         verify(doc, Path(verify_pred), Path(data))
-        verified = True
+        verified_by = "rescored"
     conn = db.connect(db_path)
     try:
-        return db.submit_doc(conn, doc, meta, verified=verified)
+        return db.submit_doc(conn, doc, meta, verified=verified_by is not None, verified_by=verified_by,
+                             source=str(Path(results_path).resolve()),
+                             tampered=status == "invalid" and verified_by is None)
     finally:
         conn.close()

@@ -18,6 +18,7 @@ from typing import Optional
 import click
 
 from a2fbench.util import paths
+from a2fbench.util.guard import FORCE_HELP, check_output, show
 
 log = logging.getLogger("unitalker")
 CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
@@ -63,8 +64,8 @@ def train_cmd(data: Optional[Path], datasets: str, out: Path, config: Optional[s
       unitalker train --data data --datasets D0..D7 --out run --config tiny
       torchrun --standalone --nproc_per_node 2 -m unitalker.cli train --data data --datasets D0..D7 --out run --config tiny
     """
-    from .config import load_config
-    from .train import train
+    from .model.config import load_config
+    from .train.loop import train
 
     cfg = load_config(config or None, overrides)
     ckpt = train(data or paths.default_data(), _ids(datasets), out, cfg, progress=not no_progress)
@@ -98,8 +99,8 @@ def finetune_cmd(init_from: str, data: Optional[Path], datasets: str, out: Path,
       unitalker finetune --from run --data data --datasets D1 --out ft --fraction 0.5 train.epochs=5
       unitalker finetune --from imported --data data --datasets D1 --out ft1 --fraction 0.001 --trainable heads,identity
     """
-    from .finetune import finetune_config
-    from .train import train
+    from .train.finetune import finetune_config
+    from .train.loop import train
 
     ov = list(overrides) + ([f"data.fraction={fraction}"] if fraction is not None else [])
     ov += [f"train.trainable={trainable}"] if trainable is not None else []
@@ -120,8 +121,9 @@ def finetune_cmd(init_from: str, data: Optional[Path], datasets: str, out: Path,
               help="gt: each clip's own subject when seen in training (else the pivot); pivot: the pivot for all.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--force", is_flag=True, help=FORCE_HELP)
 def predict_cmd(checkpoint: str, data: Optional[Path], dataset: str, split: str, out: Path, identity: str,
-                device: str, no_progress: bool) -> None:
+                device: str, no_progress: bool, force: bool) -> None:
     """Write a2fbench predictions (native units, one .npy per clip, T = ground-truth frames) for a split.
 
     \b
@@ -129,15 +131,15 @@ def predict_cmd(checkpoint: str, data: Optional[Path], dataset: str, split: str,
       unitalker predict --checkpoint run --data data --dataset D1 --split test --out pred
       a2fbench evaluate pred --dataset D1 --data data
     """
-    from .predict import predict
+    from .infer.predict import predict
 
     ids = _ids(dataset)  # an unknown name fails here, with did-you-mean, before the model is loaded
     if len(ids) != 1:
         raise click.UsageError(f"--dataset: expected one dataset, found {len(ids)} ({', '.join(ids)})")
     dataset = ids[0]
     p = predict(checkpoint, data or paths.default_data(), dataset, out, split=split, identity=identity, device=device,
-                progress=not no_progress)
-    click.echo(f"predictions: {p}")
+                progress=not no_progress, force=force)
+    click.echo(f"predictions: {show(p)}")
 
 
 @cli.command("infer", context_settings=CTX)
@@ -150,8 +152,9 @@ def predict_cmd(checkpoint: str, data: Optional[Path], dataset: str, split: str,
 @click.option("--template", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Your own neutral mesh (.npy (V,3) or (3V,), .obj, .ply; native units) for one vertex head.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--force", is_flag=True, help=FORCE_HELP)
 def infer_cmd(checkpoint: str, audio: tuple[Path, ...], out: Path, heads: str, identity: str,
-              template: Optional[Path], device: str) -> None:
+              template: Optional[Path], device: str, force: bool) -> None:
     """Animate audio files (wav, flac, mp3, ogg; any rate, mono or stereo; any length) under each head.
 
     Clips longer than 25 s run in 25 s windows cross-faded over 5 s (the reference demo). Each output is
@@ -163,10 +166,11 @@ def infer_cmd(checkpoint: str, audio: tuple[Path, ...], out: Path, heads: str, i
       unitalker infer --checkpoint run speech.wav song.mp3 --out anim --heads D1,D3
       unitalker infer --checkpoint run speech.wav --out anim --heads D1 --template my_flame_head.obj
     """
-    from .predict import infer
+    from .infer.predict import infer
 
-    for p in infer(checkpoint, list(audio), out, heads=heads, identity=identity, device=device, template=template):
-        click.echo(str(p))
+    for p in infer(checkpoint, list(audio), out, heads=heads, identity=identity, device=device, template=template,
+                   force=force):
+        click.echo(show(p))
 
 
 @cli.command("import-official", context_settings=CTX)
@@ -187,7 +191,7 @@ def import_official_cmd(checkpoint: Path, release: Path, out: Path, datasets: Op
     Example:
       unitalker import-official UniTalker-B-D0-D7.pt --release unitalker_data_release_V1 --out unitalker-b
     """
-    from .convert import import_official
+    from .release.convert import import_official
 
     click.echo(f"imported: {import_official(checkpoint, release, out, _ids(datasets) if datasets else None)}")
 
@@ -198,16 +202,18 @@ def import_official_cmd(checkpoint: Path, release: Path, out: Path, datasets: Op
 @click.option("--weight-norm", type=click.Choice(["auto", "parametrizations", "weight_g"]), default="auto",
               show_default=True, help="Spelling of the positional conv's weight norm (auto: as imported, else "
               "current torch's); older torch/transformers need weight_g.")
-def export_official_cmd(run: str, out: Path, weight_norm: str) -> None:
+@click.option("--force", is_flag=True, help=FORCE_HELP)
+def export_official_cmd(run: str, out: Path, weight_norm: str, force: bool) -> None:
     """Write a checkpoint (run folder or file) as an official UniTalker state dict (.pt) for the official code.
 
     \b
     Example:
       unitalker export-official ft --out UniTalker-B-finetuned.pt
     """
-    from .convert import export_official
+    from .release.convert import export_official
 
-    click.echo(f"exported: {export_official(run, out, None if weight_norm == 'auto' else weight_norm)}")
+    check_output(out, [run], force=force)  # never over the run's own files; an existing .pt needs --force
+    click.echo(f"exported: {show(export_official(run, out, None if weight_norm == 'auto' else weight_norm))}")
 
 
 @cli.command("bench", context_settings=CTX)
@@ -232,7 +238,7 @@ def bench_cmd(checkpoint: Optional[str], config: Optional[str], seconds: float, 
     Example:
       unitalker bench --config unitalker-b --seconds 10 --device cuda
     """
-    from .bench import bench, format_report
+    from .infer.bench import bench, format_report
 
     rep = bench(checkpoint, config, seconds=seconds, device=device, batch=batch, runs=runs, use_compile=use_compile)
     click.echo(format_report(rep))
@@ -253,7 +259,7 @@ def plot_cmd(run: Path, out: Optional[Path]) -> None:
     Example:
       unitalker plot runs/tiny --out tiny.png
     """
-    from .plot import plot_run
+    from .train.plot import plot_run
 
     click.echo(f"wrote {plot_run(run, out)}")
 

@@ -8,7 +8,6 @@ padded batch gives the same numbers as one clip at a time). Outputs are divided 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -25,13 +24,16 @@ from a2fbench.errors import A2FBenchError, ConfigError, PredictionError, RawData
 from a2fbench.registry import did_you_mean, get_space
 from a2fbench.scoring.predictions import write_prediction, write_provenance
 from a2fbench.sources.audio import read_audio
+from a2fbench.sources.meshes import read_template_file
+from a2fbench.store.templates import choose_template
 from a2fbench.util.constants import SAMPLE_RATE
 from a2fbench.util.fsutil import atomic_path
+from a2fbench.util.guard import check_apart, check_output, show
 from a2fbench.util.progress import bar as progress_bar
 
-from .encoder import frames_for_samples, normalize_audio
-from .runtime import Loaded, load_model, select_device
-from .template import read_template
+from ..model.encoder import frames_for_samples, normalize_audio
+from ..model.load import Loaded, load_model
+from ..model.runtime import amp_context, select_device
 
 log = logging.getLogger(__name__)
 WINDOW_S = 25.0
@@ -57,11 +59,6 @@ def windows(n_samples: int, window_s: float = WINDOW_S, overlap_s: float = OVERL
         a = out[-1][0] + hop
         out.append((a, min(a + win, n_samples)))
     return out
-
-
-def amp_context(device: torch.device, amp: str) -> Any:
-    on = device.type == "cuda" and amp == "bf16"
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=on) if device.type == "cuda" else contextlib.nullcontext()
 
 
 @torch.no_grad()
@@ -137,14 +134,19 @@ def motion_audio(seq: Any, fps: float) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ predict
-def _check_out_dir(out: Path) -> None:
+def _check_out_dir(out: Path, inputs: Sequence[Any], force: bool) -> None:
+    check_apart(out, inputs)
     if out.exists():
         if not out.is_dir():
-            raise PredictionError(f"--out {out}: expected a folder for predictions, found a file; choose another path")
+            raise PredictionError(f"--out {show(out)}: expected a folder for predictions, found a file; choose another "
+                                  "path")
         other = [p.name for p in out.iterdir() if p.suffix != ".npy"]
         if other:
-            raise PredictionError(f"--out {out}: expected a new folder or an old predictions folder (only .npy "
-                                  f"files), found {other[0]!r}; choose an empty or new folder")
+            raise PredictionError(f"--out {show(out)}: expected a new folder or an old predictions folder (only .npy "
+                                  f"files), found {show(other[0])!r}; choose an empty or new folder")
+        if not force and any(out.iterdir()):
+            raise PredictionError(f"--out {show(out)}: expected a new or empty folder, found earlier predictions; pass "
+                                  "--force to replace them, or choose another folder")
 
 
 def head_for(loaded: Loaded, dataset: str) -> dict:
@@ -205,7 +207,7 @@ def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: 
         offs = run_batch(loaded.model, audios, [s.n_frames for s in seqs], [rows[i] for i in batch], [space], device,
                          amp)[space]
         for i, s, o in zip(batch, seqs, offs):
-            yield ids[i], _native(o, ds.template(s.subject), scale, space)
+            yield ids[i], _native(o, choose_template(ds, subject=s.subject).values, scale, space)
 
     max_batch_s = 60.0 if device.type == "cpu" else 320.0
     for i in order:
@@ -214,7 +216,7 @@ def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: 
             a = _prep_audio(motion_audio(seq, fps), norm)
             off = animate(loaded.model, a, seq.n_frames, fps, rows[i], [space], device, amp, norm)[space]
             bar.update(1)
-            yield ids[i], _native(off, ds.template(seq.subject), scale, space)
+            yield ids[i], _native(off, choose_template(ds, subject=seq.subject).values, scale, space)
             continue
         if batch and (len(batch) + 1) * seq.n_frames / fps > max_batch_s:
             yield from flush(batch)
@@ -249,15 +251,17 @@ def clamp_weights(x: np.ndarray, space: str) -> np.ndarray:
 
 
 def predict(checkpoint: str | os.PathLike, data: str | os.PathLike, dataset: str, out: str | os.PathLike,
-            split: str = "test", identity: str = "gt", device: str = "auto", progress: bool = True) -> Path:
-    """Write ``out/<seq_id>.npy`` for every clip of the split (atomically: all or nothing)."""
+            split: str = "test", identity: str = "gt", device: str = "auto", progress: bool = True,
+            force: bool = False) -> Path:
+    """Write ``out/<seq_id>.npy`` for every clip of the split (atomically: all or nothing). Earlier predictions
+    in ``out`` are replaced only with ``force``."""
 
     if identity not in ("gt", "pivot"):
         raise ConfigError(f"--identity: expected gt or pivot, found {identity!r}")
     dev = select_device(device)
     loaded = load_model(checkpoint, dev)
     out = Path(out)
-    _check_out_dir(out)
+    _check_out_dir(out, [checkpoint, data], force)
     with atomic_path(out, is_dir=True) as tmp:
         n = 0
         for sid, arr in predict_split(loaded, data, dataset, split, dev, identity, loaded.cfg["train"]["amp"], progress):
@@ -289,8 +293,9 @@ def read_input_audio(path: str | os.PathLike) -> np.ndarray:
 
 def infer(checkpoint: str | os.PathLike, audio_files: Sequence[str | os.PathLike], out: str | os.PathLike,
           heads: str = "all", identity: str = "pivot", device: str = "auto",
-          template: Optional[str | os.PathLike] = None) -> list[Path]:
+          template: Optional[str | os.PathLike] = None, force: bool = False) -> list[Path]:
     """Animate audio files under each requested head: ``out/<stem>/<dataset>.npy`` (T, D) in native units.
+    An existing ``out/<stem>/`` is replaced only with ``force``; no input is ever written over.
 
     ``template``: a neutral mesh of one vertex head's topology (native units); outputs are it plus the
     predicted offsets (the official demo adds its template the same way)."""
@@ -314,7 +319,13 @@ def infer(checkpoint: str | os.PathLike, audio_files: Sequence[str | os.PathLike
             raise AudioInputError(f"{f}: two inputs share the name {stem!r} ({stems[stem]}); rename one")
         stems[stem] = Path(f)
         clips.append((stem, read_input_audio(f)))
-    out = Path(out)
+    inputs = [checkpoint, *audio_files, template]
+    out = check_apart(out, inputs)
+    if out.exists() and not out.is_dir():
+        raise AudioInputError(f"--out {show(out)}: expected a folder (OUT/<audio name>/), found a file; choose "
+                              "another path")
+    for stem in stems:
+        check_output(out / stem, inputs, force=force)
     out.mkdir(parents=True, exist_ok=True)
     norm = loaded.model.encoder.normalize
     written = []
@@ -346,7 +357,7 @@ def _user_template(path: str | os.PathLike, targets: list[dict]) -> np.ndarray:
         raise ConfigError(f"--template: expected exactly one vertex head (e.g. --heads D1), found "
                           f"{', '.join(d['id'] for d in targets) or 'none'}; pick the head whose topology the mesh has")
     sp = get_space(verts[0]["space"])
-    return read_template(path, int(sp.n_vertices or 0), f"{sp.name}, the {verts[0]['id']} head")
+    return read_template_file(path, int(sp.n_vertices or 0), f"{sp.name}, the {verts[0]['id']} head").values
 
 
 def template_for(loaded: Loaded, dataset: str, row: int) -> np.ndarray:
