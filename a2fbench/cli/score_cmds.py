@@ -53,6 +53,8 @@ def results_table(doc: dict) -> str:
         spread = (samples["metrics"].get(name) or {}).get("std") if samples else None
         extra = f"  (spread {_fmt(spread, s)})" if spread is not None else ""
         lines.append(f"{name:<8} {_fmt(m['value'], s):>10} {ci_s:>22}  {unit}{extra}")
+        if m.get("value") is None and m.get("reason"):
+            lines.append(f"{'':<8} not computed: {show(str(m['reason']))}")
     return "\n".join(lines)
 
 
