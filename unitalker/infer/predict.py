@@ -168,8 +168,10 @@ def head_for(loaded: Loaded, dataset: str) -> dict:
 
 
 def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: str, device: torch.device,
-                  identity: str = "gt", amp: str = "none", progress: bool = True) -> Iterator[tuple[str, np.ndarray]]:
-    """(seq_id, prediction (T, D) in native units, T = the ground-truth frame count) for every clip of a split."""
+                  identity: str = "gt", amp: str = "none", progress: bool = True,
+                  stream: Any = None) -> Iterator[tuple[str, np.ndarray]]:
+    """(seq_id, prediction (T, D) in native units, T = the ground-truth frame count) for every clip of a split.
+    ``stream``: :class:`~unitalker.infer.stream.StreamSettings`, each clip fed chunk by chunk (streaming mode)."""
 
     head = head_for(loaded, dataset)
     ds = a2fbench.open_dataset(data, dataset)
@@ -201,6 +203,18 @@ def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: 
         for i, s, o in zip(batch, seqs, offs):
             yield ids[i], _native(o, ds.template(s.subject), scale, space)
 
+    if stream is not None:
+        from .stream import stream_offsets
+
+        stream.check(fps)
+        for i in order:
+            seq = ds[ids[i]]
+            off, _ = stream_offsets(loaded.model, motion_audio(seq, fps), space, fps, rows[i], stream, device, amp)
+            bar.update(1)
+            yield ids[i], _native(off, ds.template(seq.subject), scale, space)
+        bar.close()
+        ds.close()
+        return
     max_batch_s = 60.0 if device.type == "cpu" else 320.0
     for i in order:
         seq = ds[ids[i]]
@@ -243,8 +257,10 @@ def clamp_weights(x: np.ndarray, space: str) -> np.ndarray:
 
 
 def predict(checkpoint: str | os.PathLike, data: str | os.PathLike, dataset: str, out: str | os.PathLike,
-            split: str = "test", identity: str = "gt", device: str = "auto", progress: bool = True) -> Path:
-    """Write ``out/<seq_id>.npy`` for every clip of the split (atomically: all or nothing)."""
+            split: str = "test", identity: str = "gt", device: str = "auto", progress: bool = True,
+            stream: Any = None) -> Path:
+    """Write ``out/<seq_id>.npy`` for every clip of the split (atomically: all or nothing); ``stream``:
+    streaming mode (:class:`~unitalker.infer.stream.StreamSettings`), recorded as ``streaming`` in the record."""
 
     if identity not in ("gt", "pivot"):
         raise ConfigError(f"--identity: expected gt or pivot, found {identity!r}")
@@ -254,11 +270,13 @@ def predict(checkpoint: str | os.PathLike, data: str | os.PathLike, dataset: str
     _check_out_dir(out)
     with atomic_path(out, is_dir=True) as tmp:
         n = 0
-        for sid, arr in predict_split(loaded, data, dataset, split, dev, identity, loaded.cfg["train"]["amp"], progress):
+        for sid, arr in predict_split(loaded, data, dataset, split, dev, identity, loaded.cfg["train"]["amp"], progress,
+                                      stream):
             write_prediction(tmp, sid, arr)
             n += 1
         write_provenance(tmp, method="UniTalker", checkpoint=str(loaded.meta["path"]),
                          encoder=loaded.cfg["model"]["encoder"]["name"], dataset=dataset, split=split, identity=identity,
+                         streaming=None if stream is None else stream.record(),
                          created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     log.info("wrote %d predictions to %s (checkpoint %s)", n, out, loaded.meta["path"])
     return out
