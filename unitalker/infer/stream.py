@@ -98,7 +98,7 @@ def grid_samples(fps: float, hop: int, sr: int = SAMPLE_RATE) -> tuple[int, int]
     """(Q samples, frames per Q): the least multiple of the CNN hop that is a whole number of motion frames.
 
     >>> grid_samples(30.0, 320), grid_samples(25.0, 320)
-    ((1600, 3), (640, 2))
+    ((1600, 3), (640, 1))
     """
     per_hop = Fraction(hop) * Fraction(fps).limit_denominator(1000) / sr  # motion frames per CNN hop
     m = per_hop.denominator
@@ -146,7 +146,10 @@ class Streamer:
         return self._cat(outs)
 
     def flush(self, samples: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
-        """Add the last audio (optional) and emit every remaining frame; the stream is then closed."""
+        """Add the last audio (optional) and emit every remaining frame; the stream is then closed.
+
+        Pass the last piece here rather than to :meth:`push`: when it completes a chunk, ``push`` runs that chunk
+        as one more of an open stream and ``flush`` then needs a step of its own for the frames still owed."""
         if samples is not None:
             self._append(samples)
         outs = [self._step(self.n_run + self.chunk, False) for _ in range((self.n_in - self.n_run - 1) // self.chunk)]
