@@ -145,8 +145,14 @@ def predict_cmd(checkpoint: str, data: Optional[Path], dataset: str, split: str,
     if len(ids) != 1:
         raise click.UsageError(f"--dataset: expected one dataset, found {len(ids)} ({', '.join(ids)})")
     dataset = ids[0]
-    p = predict(checkpoint, data or paths.default_data(), dataset, out, split=split, identity=identity, device=device,
-                progress=not no_progress, stream=stream)
+    if stream is not None:
+        from .infer.stream import predict_streaming
+
+        p = predict_streaming(checkpoint, data or paths.default_data(), dataset, out, stream, split=split,
+                              identity=identity, device=device, progress=not no_progress)
+    else:
+        p = predict(checkpoint, data or paths.default_data(), dataset, out, split=split, identity=identity,
+                    device=device, progress=not no_progress)
     click.echo(f"predictions: {p}")
 
 

@@ -302,13 +302,25 @@ def stream_offsets(model: nn.Module, audio: np.ndarray, space: str, fps: float, 
     return np.concatenate(parts, 0), s.record()
 
 
+def predict_streaming(checkpoint, data, dataset: str, out, settings: StreamSettings, **kw):
+    """``unitalker predict --chunk-ms``: :func:`unitalker.infer.predict.predict` with every clip streamed, the
+    settings recorded as ``streaming`` in the predictions record (``kw``: split, identity, device, progress)."""
+    from .predict import predict
+
+    def clip(model, audio, space, fps, row, device, amp):
+        settings.check(fps)
+        return stream_offsets(model, audio, space, fps, row, settings, device, amp)[0]
+
+    return predict(checkpoint, data, dataset, out, clip_fn=clip, record={"streaming": settings.record()}, **kw)
+
+
 def open_streamer(checkpoint, head: str, *, identity: str = "pivot", chunk_ms: float = 200.0,
                   lookahead_ms: float = 0.0, context_ms: float = DEFAULT_CONTEXT_MS, cache: bool = True,
                   device: str = "auto", template=None) -> Streamer:
     """A :class:`Streamer` on a checkpoint (file, run folder or a loaded model) for the heads ``head`` names
     (``D1`` or ``D1,D5``, one frame rate); frames come out in native units (``template``: your neutral mesh)."""
     from ..model.runtime import Loaded, load_model, select_device
-    from .predict import _native, _user_template, head_for, template_for
+    from .predict import head_for, template_for, to_native, user_template
 
     dev = select_device(device) if not isinstance(checkpoint, Loaded) else next(checkpoint.model.parameters()).device
     loaded = checkpoint if isinstance(checkpoint, Loaded) else load_model(checkpoint, dev)
@@ -319,12 +331,12 @@ def open_streamer(checkpoint, head: str, *, identity: str = "pivot", chunk_ms: f
     if len(fps) != 1:
         raise ConfigError(f"expected heads of one frame rate in one streamer, found {sorted(fps)} fps; open one per rate")
     row = loaded.identities.lookup(identity)
-    own = _user_template(template, targets) if template is not None else None
+    own = user_template(template, targets) if template is not None else None
     outs = []
     for d in targets:
         tmpl = own if own is not None else template_for(loaded, d["id"], row) / float(d["scale"])
         outs.append(HeadOut(d["id"], d["space"],
-                            lambda off, t=tmpl, d=d: _native(off, t, float(d["scale"]), d["space"])))
+                            lambda off, t=tmpl, d=d: to_native(off, t, float(d["scale"]), d["space"])))
     settings = StreamSettings(float(chunk_ms), float(lookahead_ms), float(context_ms), bool(cache))
     return Streamer(loaded.model, outs, fps.pop(), row, settings, dev, loaded.cfg["train"]["amp"])
 
