@@ -319,7 +319,8 @@ def open_streamer(checkpoint, head: str, *, identity: str = "pivot", chunk_ms: f
                   device: str = "auto", template=None) -> Streamer:
     """A :class:`Streamer` on a checkpoint (file, run folder or a loaded model) for the heads ``head`` names
     (``D1`` or ``D1,D5``, one frame rate); frames come out in native units (``template``: your neutral mesh)."""
-    from ..model.runtime import Loaded, load_model, select_device
+    from ..model.load import Loaded, load_model
+    from ..model.runtime import select_device
     from .predict import head_for, template_for, to_native, user_template
 
     dev = select_device(device) if not isinstance(checkpoint, Loaded) else next(checkpoint.model.parameters()).device
@@ -366,7 +367,8 @@ def stream_files(checkpoint, audio_files, out, *, heads: str = "all", identity: 
 
     from a2fbench.util.fsutil import atomic_path
 
-    from ..model.runtime import load_model, select_device, set_threads
+    from ..model.load import load_model
+    from ..model.runtime import select_device, set_threads
     from .predict import AudioInputError, head_for, read_input_audio
 
     if not audio_files:
