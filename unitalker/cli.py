@@ -18,6 +18,7 @@ from typing import Optional
 import click
 
 from a2fbench.util import paths
+from a2fbench.util.guard import FORCE_HELP, check_output, show
 
 log = logging.getLogger("unitalker")
 CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
@@ -124,9 +125,10 @@ def finetune_cmd(init_from: str, data: Optional[Path], datasets: str, out: Path,
 @click.option("--lookahead-ms", type=float, default=0.0, show_default=True, help="Streaming mode: look-ahead.")
 @click.option("--context-ms", type=float, default=None, help="Streaming mode: left context. Default: 2000.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--force", is_flag=True, help=FORCE_HELP)
 def predict_cmd(checkpoint: str, data: Optional[Path], dataset: str, split: str, out: Path, identity: str,
                 device: str, chunk_ms: Optional[float], lookahead_ms: float, context_ms: Optional[float],
-                no_progress: bool) -> None:
+                no_progress: bool, force: bool) -> None:
     """Write a2fbench predictions (native units, one .npy per clip, T = ground-truth frames) for a split.
 
     \b
@@ -149,11 +151,11 @@ def predict_cmd(checkpoint: str, data: Optional[Path], dataset: str, split: str,
         from .infer.stream import predict_streaming
 
         p = predict_streaming(checkpoint, data or paths.default_data(), dataset, out, stream, split=split,
-                              identity=identity, device=device, progress=not no_progress)
+                              identity=identity, device=device, progress=not no_progress, force=force)
     else:
         p = predict(checkpoint, data or paths.default_data(), dataset, out, split=split, identity=identity,
-                    device=device, progress=not no_progress)
-    click.echo(f"predictions: {p}")
+                    device=device, progress=not no_progress, force=force)
+    click.echo(f"predictions: {show(p)}")
 
 
 @cli.command("infer", context_settings=CTX)
@@ -166,8 +168,9 @@ def predict_cmd(checkpoint: str, data: Optional[Path], dataset: str, split: str,
 @click.option("--template", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Your own neutral mesh (.npy (V,3) or (3V,), .obj, .ply; native units) for one vertex head.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--force", is_flag=True, help=FORCE_HELP)
 def infer_cmd(checkpoint: str, audio: tuple[Path, ...], out: Path, heads: str, identity: str,
-              template: Optional[Path], device: str) -> None:
+              template: Optional[Path], device: str, force: bool) -> None:
     """Animate audio files (wav, flac, mp3, ogg; any rate, mono or stereo; any length) under each head.
 
     Clips longer than 25 s run in 25 s windows cross-faded over 5 s (the reference demo). Each output is
@@ -181,8 +184,9 @@ def infer_cmd(checkpoint: str, audio: tuple[Path, ...], out: Path, heads: str, i
     """
     from .infer.predict import infer
 
-    for p in infer(checkpoint, list(audio), out, heads=heads, identity=identity, device=device, template=template):
-        click.echo(str(p))
+    for p in infer(checkpoint, list(audio), out, heads=heads, identity=identity, device=device, template=template,
+                   force=force):
+        click.echo(show(p))
 
 
 def _stream_settings(chunk_ms: float, lookahead_ms: float, context_ms: Optional[float], cache: bool):
@@ -209,7 +213,7 @@ def _stream_settings(chunk_ms: float, lookahead_ms: float, context_ms: Optional[
 @click.option("--template", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Your own neutral mesh (.npy, .obj, .ply; native units) for one vertex head.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--force", is_flag=True, help="Replace an existing OUT/<audio name>.")
+@click.option("--force", is_flag=True, help=FORCE_HELP)
 def stream_cmd(checkpoint: str, audio: tuple[Path, ...], out: Path, heads: str, chunk_ms: float, lookahead_ms: float,
                context_ms: Optional[float], no_cache: bool, identity: str, template: Optional[Path], device: str,
                force: bool) -> None:
@@ -228,7 +232,7 @@ def stream_cmd(checkpoint: str, audio: tuple[Path, ...], out: Path, heads: str, 
     settings = _stream_settings(chunk_ms, lookahead_ms, context_ms, not no_cache)
     for p in stream_files(checkpoint, list(audio), out, heads=heads, identity=identity, settings=settings,
                           device=device, template=template, force=force):
-        click.echo(str(p))
+        click.echo(show(p))
 
 
 @cli.command("import-official", context_settings=CTX)
@@ -260,7 +264,8 @@ def import_official_cmd(checkpoint: Path, release: Path, out: Path, datasets: Op
 @click.option("--weight-norm", type=click.Choice(["auto", "parametrizations", "weight_g"]), default="auto",
               show_default=True, help="Spelling of the positional conv's weight norm (auto: as imported, else "
               "current torch's); older torch/transformers need weight_g.")
-def export_official_cmd(run: str, out: Path, weight_norm: str) -> None:
+@click.option("--force", is_flag=True, help=FORCE_HELP)
+def export_official_cmd(run: str, out: Path, weight_norm: str, force: bool) -> None:
     """Write a checkpoint (run folder or file) as an official UniTalker state dict (.pt) for the official code.
 
     \b
@@ -269,7 +274,8 @@ def export_official_cmd(run: str, out: Path, weight_norm: str) -> None:
     """
     from .release.convert import export_official
 
-    click.echo(f"exported: {export_official(run, out, None if weight_norm == 'auto' else weight_norm)}")
+    check_output(out, [run], force=force)  # never over the run's own files; an existing .pt needs --force
+    click.echo(f"exported: {show(export_official(run, out, None if weight_norm == 'auto' else weight_norm))}")
 
 
 @cli.command("bench", context_settings=CTX)

@@ -342,21 +342,6 @@ def open_streamer(checkpoint, head: str, *, identity: str = "pivot", chunk_ms: f
     return Streamer(loaded.model, outs, fps.pop(), row, settings, dev, loaded.cfg["train"]["amp"])
 
 
-def _guard_output(target, inputs, force: bool) -> None:
-    """The output convention of the write commands: an existing output needs ``--force``; an output is never an
-    input (kept local until a shared helper lands in a2fbench.util)."""
-    from pathlib import Path
-
-    target = Path(target).resolve()
-    for f in inputs:
-        p = Path(f).resolve()
-        if p == target or target in p.parents:
-            raise ConfigError(f"--out: expected an output apart from the inputs, found input {f} inside {target}; "
-                              "choose another --out")
-    if target.exists() and not force:
-        raise ConfigError(f"--out: {target} exists; pass --force to replace it, or choose another --out")
-
-
 def stream_files(checkpoint, audio_files, out, *, heads: str = "all", identity: str = "pivot",
                  settings: StreamSettings, device: str = "auto", template=None, force: bool = False) -> list:
     """``unitalker stream``: ``out/<stem>/<dataset>.npy`` (the frames ``unitalker infer`` writes) and
@@ -366,6 +351,7 @@ def stream_files(checkpoint, audio_files, out, *, heads: str = "all", identity: 
     from pathlib import Path
 
     from a2fbench.util.fsutil import atomic_path
+    from a2fbench.util.guard import check_output
 
     from ..model.load import load_model
     from ..model.runtime import select_device, set_threads
@@ -393,8 +379,8 @@ def stream_files(checkpoint, audio_files, out, *, heads: str = "all", identity: 
             raise AudioInputError(f"{f}: two inputs share the name {stem!r} ({stems[stem]}); rename one")
         stems[stem] = Path(f)
         clips.append((stem, read_input_audio(f)))
-    for stem, _ in clips:
-        _guard_output(out / stem, audio_files, force)
+    for stem, _ in clips:  # the output rule of every write command (a2fbench.util.guard)
+        check_output(out / stem, [checkpoint, *audio_files], force=force)
     written = []
     for stem, x in clips:
         records = []
