@@ -12,6 +12,7 @@ import click
 from ..errors import A2FBenchError
 from ..registry import all_specs, get_space, resolve
 from ..util import paths
+from ..util.guard import real, show
 from ..util.constants import SAMPLE_RATE
 from ..util.fsutil import atomic_path
 from . import DATA_OPT
@@ -202,6 +203,9 @@ def prepare_cmd(datasets: str, raw: Path | None, data: Path | None, workers: int
 
     raw = raw or paths.default_raw()
     data = data or paths.default_data()
+    if real(data) == real(raw):  # DATA/<id>/ would replace RAW/<id>/, the download (beside or inside: no clash)
+        raise A2FBenchError(f"--out {show(data)}: expected a folder apart from --raw, found the same folder; "
+                            "prepared stores never replace the raw files; pass another --out")
     res = prepare_many(resolve(datasets), raw, data, workers=workers)
     failed = 0
     for sid, (card, err) in res.items():

@@ -28,6 +28,7 @@ from a2fbench.sources.meshes import read_template_file
 from a2fbench.store.templates import choose_template
 from a2fbench.util.constants import SAMPLE_RATE
 from a2fbench.util.fsutil import atomic_path
+from a2fbench.util.guard import check_apart, check_output, show
 from a2fbench.util.progress import bar as progress_bar
 
 from ..model.encoder import frames_for_samples, normalize_audio
@@ -133,14 +134,19 @@ def motion_audio(seq: Any, fps: float) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ predict
-def _check_out_dir(out: Path) -> None:
+def _check_out_dir(out: Path, inputs: Sequence[Any], force: bool) -> None:
+    check_apart(out, inputs)
     if out.exists():
         if not out.is_dir():
-            raise PredictionError(f"--out {out}: expected a folder for predictions, found a file; choose another path")
+            raise PredictionError(f"--out {show(out)}: expected a folder for predictions, found a file; choose another "
+                                  "path")
         other = [p.name for p in out.iterdir() if p.suffix != ".npy"]
         if other:
-            raise PredictionError(f"--out {out}: expected a new folder or an old predictions folder (only .npy "
-                                  f"files), found {other[0]!r}; choose an empty or new folder")
+            raise PredictionError(f"--out {show(out)}: expected a new folder or an old predictions folder (only .npy "
+                                  f"files), found {show(other[0])!r}; choose an empty or new folder")
+        if not force and any(out.iterdir()):
+            raise PredictionError(f"--out {show(out)}: expected a new or empty folder, found earlier predictions; pass "
+                                  "--force to replace them, or choose another folder")
 
 
 def head_for(loaded: Loaded, dataset: str) -> dict:
@@ -245,15 +251,17 @@ def clamp_weights(x: np.ndarray, space: str) -> np.ndarray:
 
 
 def predict(checkpoint: str | os.PathLike, data: str | os.PathLike, dataset: str, out: str | os.PathLike,
-            split: str = "test", identity: str = "gt", device: str = "auto", progress: bool = True) -> Path:
-    """Write ``out/<seq_id>.npy`` for every clip of the split (atomically: all or nothing)."""
+            split: str = "test", identity: str = "gt", device: str = "auto", progress: bool = True,
+            force: bool = False) -> Path:
+    """Write ``out/<seq_id>.npy`` for every clip of the split (atomically: all or nothing). Earlier predictions
+    in ``out`` are replaced only with ``force``."""
 
     if identity not in ("gt", "pivot"):
         raise ConfigError(f"--identity: expected gt or pivot, found {identity!r}")
     dev = select_device(device)
     loaded = load_model(checkpoint, dev)
     out = Path(out)
-    _check_out_dir(out)
+    _check_out_dir(out, [checkpoint, data], force)
     with atomic_path(out, is_dir=True) as tmp:
         n = 0
         for sid, arr in predict_split(loaded, data, dataset, split, dev, identity, loaded.cfg["train"]["amp"], progress):
@@ -285,8 +293,9 @@ def read_input_audio(path: str | os.PathLike) -> np.ndarray:
 
 def infer(checkpoint: str | os.PathLike, audio_files: Sequence[str | os.PathLike], out: str | os.PathLike,
           heads: str = "all", identity: str = "pivot", device: str = "auto",
-          template: Optional[str | os.PathLike] = None) -> list[Path]:
+          template: Optional[str | os.PathLike] = None, force: bool = False) -> list[Path]:
     """Animate audio files under each requested head: ``out/<stem>/<dataset>.npy`` (T, D) in native units.
+    An existing ``out/<stem>/`` is replaced only with ``force``; no input is ever written over.
 
     ``template``: a neutral mesh of one vertex head's topology (native units); outputs are it plus the
     predicted offsets (the official demo adds its template the same way)."""
@@ -310,7 +319,13 @@ def infer(checkpoint: str | os.PathLike, audio_files: Sequence[str | os.PathLike
             raise AudioInputError(f"{f}: two inputs share the name {stem!r} ({stems[stem]}); rename one")
         stems[stem] = Path(f)
         clips.append((stem, read_input_audio(f)))
-    out = Path(out)
+    inputs = [checkpoint, *audio_files, template]
+    out = check_apart(out, inputs)
+    if out.exists() and not out.is_dir():
+        raise AudioInputError(f"--out {show(out)}: expected a folder (OUT/<audio name>/), found a file; choose "
+                              "another path")
+    for stem in stems:
+        check_output(out / stem, inputs, force=force)
     out.mkdir(parents=True, exist_ok=True)
     norm = loaded.model.encoder.normalize
     written = []
