@@ -130,6 +130,76 @@ def test_lip_intensity_and_slcc_closed_forms() -> None:
     assert S.slcc(rms[:2] + [1.0], li[:2] + [1.0], ["a", "a", "c"])[0] is None  # < 3 usable clips
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+@pytest.mark.parametrize("kind", ["runs", "scattered"])
+def test_streamed_lip_steps_equal_lip_speed_bit_for_bit(dtype: type, kind: str) -> None:
+    """LipSteps (no gather: one subtraction per run of consecutive lip indices; or one gather for scattered
+    lists) over chunks of any size = lip_speed on the gathered whole sequence, bit for bit (same arithmetic per
+    element); the lip list order is kept (a list in another order gives the same steps, since the mean over lips
+    is taken in list order on both sides)."""
+    rng = np.random.default_rng(1)
+    V, T = 400, 53
+    x = (rng.standard_normal((T, V, 3)) * 0.1 + 1.0).astype(dtype)
+    lips = (np.r_[np.arange(10, 60), np.arange(100, 180), 250, np.arange(300, 340)] if kind == "runs"
+            else rng.choice(V, 90, replace=False))
+    st = S.LipSteps(lips)
+    assert (len(st.runs) > 0) == (kind == "runs")
+    want = S.lip_speed(x[:, lips], None)
+    got, a = [], 0
+    for n in [1, 1, 2, 7, 3, 1, 20, 5, 13]:  # chunk sizes, a 1-frame chunk first (no step yet)
+        got.append(st.add(x[a:a + n]))
+        a += n
+    assert a == T and np.array_equal(np.concatenate(got), want) and len(want) == T - 1
+    assert np.array_equal(S.LipSteps(lips).add(x.reshape(T, -1)), want)  # (T, 3V) rows alike
+
+
+def test_score_arrays_axes_known_answers() -> None:
+    """score_arrays takes the axes' names: a 3-frame-late copy gives LipLag +3 frames and MTM 3 frames (within
+    its half-frame matching slack); silence from the recordings; SLCC of a prediction equal to the ground truth
+    equals the ground truth's own value; diversity of samples offset by 0, 1, 3 along x is the mean pairwise
+    offset 2; axes that need a mouth pair are null with their reason without one."""
+    rng = np.random.default_rng(0)
+    T, V, sr = 150, 30, 16000
+    gts, preds, audio = [], [], []
+    for i in range(4):
+        g = rng.standard_normal((T, V, 3)) * 0.01
+        g[:, 1, 1] += 0.5 * _curve(T, seed=i)  # vertex 1 (upper lip) moves like a mouth opening
+        gts.append(g)
+        preds.append(_shift(g, 3))
+        tone = np.sin(2 * np.pi * 220 * np.arange(T * sr // 30) / sr) * (0.2 + 0.1 * i)
+        tone[sr:sr + sr // 2] = 0.0  # half a second of silence
+        audio.append((tone, sr))
+    tms = [np.zeros((V, 3))] * 4
+    lips, upper = np.arange(0, 10), np.arange(10, 30)
+    names = "lve,fdd,mtm,lip-lag,silence-opening,slcc"
+    kw = dict(fps=FPS, audio=audio, subjects=["a", "a", "b", "b"], chunk_frames=17)
+    out = score_arrays(gts, preds, tms, lips, upper, metrics=names, mouth_pair=(1, 2), **kw)
+    m = out["metrics"]
+    assert m["LipLag"] == pytest.approx(3 * 1000 / FPS, abs=1e-9) and m["MTM"] == pytest.approx(100, abs=1000 / 60)
+    assert set(m) == {"LVE", "FDD", "MTM", "LipLag", "SilenceOpening", "SLCC"} and "MVE" not in m
+    assert out["axes"]["SilenceOpening"]["silence_frames"] > 0 and out["axes"]["MTM"]["version"] == 1
+    same = score_arrays(gts, gts, tms, lips, upper, metrics=names, mouth_pair=(1, 2), **kw)
+    assert same["metrics"]["LVE"] == 0.0 and same["metrics"]["SilenceOpening"] == 1.0
+    assert same["metrics"]["LipLag"] == 0.0 and same["metrics"]["MTM"] == 0.0
+    sl = same["axes"]["SLCC"]
+    assert (sl["value"] is None and sl["gt"] is None) or (sl["value"] == sl["gt"] and sl["delta"] == 0.0)
+    # no mouth pair: null with a reason; the table metrics unchanged
+    none = score_arrays(gts, preds, tms, lips, upper, metrics="lve,mtm", fps=FPS)
+    assert none["metrics"]["MTM"] is None and "mouth pair" in none["axes"]["MTM"]["reason"]
+    assert none["metrics"]["LVE"] == out["metrics"]["LVE"]
+    # diversity: three samples offset by 0, 1, 3 along x: pairs |0-1|, |0-3|, |1-3| -> mean 2
+    samples = [[g + np.array([c, 0.0, 0.0]) for c in (0.0, 1.0, 3.0)] for g in gts]
+    d = score_arrays(gts, samples, tms, lips, upper, metrics="lve,diversity", fps=FPS, samples=[[1, 2, 3]] * 4)
+    assert d["metrics"]["Diversity"] == pytest.approx(2.0, rel=1e-12)
+    assert d["metrics"]["LVE"] == pytest.approx((0 + 1 + 9) / 3, rel=1e-12)
+    with pytest.raises(A2FBenchError, match="expected fps > 0"):
+        score_arrays(gts, preds, tms, lips, upper, metrics="mtm", mouth_pair=(1, 2))
+    with pytest.raises(A2FBenchError, match="expected audio="):
+        score_arrays(gts, preds, tms, lips, upper, metrics="slcc", fps=FPS)
+    with pytest.raises(A2FBenchError, match="unknown metric 'mtn'.*did you mean"):
+        score_arrays(gts, preds, tms, lips, upper, metrics="mtn", fps=FPS)
+
+
 def test_pair_distance_and_ratio_ci() -> None:
     g = np.random.default_rng(0).standard_normal((5, 7, 3))
     h = g.copy()

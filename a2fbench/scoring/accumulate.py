@@ -154,8 +154,10 @@ class SequenceAccumulator:
                     self._disp(p, a, None if run else self.d_pred[c], self.run_pred[c] if run else None)
             if sc.fdd:
                 self._disp(g, a, None if run else self.d_gt, self.run_gt if run else None)
-            if self.axes is not None:  # on the same cache-resident sub-chunk
-                self.axes.add(g, [p[s0:s0 + step] for p in ch.preds])
+            if self.axes is not None and self.axes.pairs:  # all vertices: on the same cache-resident sub-chunk
+                self.axes.add_pairs([p[s0:s0 + step] for p in ch.preds])
+        if self.axes is not None:  # a few vertices per frame: once over the whole chunk (long contiguous runs)
+            self.axes.add(ch.gt, ch.preds)
 
     def close(self) -> dict:
         """{row: per_sequence dict, runs: per sample {frames: {metric: (T,) vector}, fdd: scalar}}; conditions

@@ -48,7 +48,7 @@ class AxesAccumulator:
         self.o_pred: list[list[np.ndarray]] = [[] for _ in range(k)]
         self.slcc = "SLCC" in axes
         self.steps: list[list[np.ndarray]] = [[] for _ in range(k + 1)]  # per input (ground truth last)
-        self.last: list[Optional[np.ndarray]] = [None] * (k + 1)
+        self.lip_steps = [S.LipSteps(F.VertexIndex.of(lips).v) for _ in range(k + 1)] if self.slcc else []
         self.pairs: list[tuple[int, int]] = []
         if "Diversity" in axes and len(runs) > 1:
             # pairs of samples under the same condition: file j of run a with file j' of run b, same condition
@@ -66,12 +66,13 @@ class AxesAccumulator:
                 self.o_pred[c].append(S.mouth_opening(p, u, lo))
         if self.slcc:
             for c, x in enumerate([*preds, gt]):
-                lips = F.take_vertices(x, self.lips)
-                self.steps[c].append(S.lip_speed(lips, self.last[c]))
-                self.last[c] = np.array(lips[-1], np.float64)
+                self.steps[c].append(self.lip_steps[c].add(x))
+        self.frames += gt.shape[0]
+
+    def add_pairs(self, preds: list[np.ndarray]) -> None:
+        """Diversity's sample distances over all vertices (called on cache-sized sub-chunks)."""
         for q, (a, b) in enumerate(self.pairs):
             self.pair_sum[q] += float(S.mean_pair_distance(preds[a], preds[b]).sum())
-        self.frames += gt.shape[0]
 
     def close(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """(row keys, per run values). Run values: ``MTM``/``LipLag`` in ms (None if undefined), ``sil``
@@ -154,7 +155,7 @@ def axes_entries(axes: tuple[str, ...], seqs: list[dict], subjects: list[str], f
                    "LipLag": "no sequence has a lag with a defined correlation (constant mouth opening)",
                    "Diversity": "no sequence has two or more samples (<seq>..._<k>.npy with >= 2 indices)"}[name]
             e = _entry(name, value, unit, why, fps, n_sequences=len(ok))
-            if value is not None and len(ok) > 1:
+            if value is not None and len(ok) > 1 and n_bootstrap > 0:
                 ci = bootstrap_ci(name, [v for v, _ in ok], [f for _, f in ok], n_resamples=n_bootstrap, seed=seed,
                                   how="mean_sequences")
                 e["ci95"] = [ci[0], ci[1]]
@@ -177,7 +178,7 @@ def axes_entries(axes: tuple[str, ...], seqs: list[dict], subjects: list[str], f
                        sequences_with_silence=int((n > 0).sum()), mouth_pair=mouth)
             if ok:
                 e["open_pred"], e["open_gt"] = float(sp.sum() / n.sum()), float(sg.sum() / n.sum())
-                if (n > 0).sum() > 1:
+                if (n > 0).sum() > 1 and n_bootstrap > 0:
                     ci = ratio_ci(sp, sg, n_resamples=n_bootstrap, seed=seed)
                     e["ci95"] = [ci[0], ci[1]]
             out[name] = e

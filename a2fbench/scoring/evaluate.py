@@ -27,6 +27,7 @@ from ..errors import A2FBenchError, PredictionError, StoreError
 from ..store import open_dataset
 from ..util.progress import frames_bar
 from .accumulate import Chunk, Item, Scoring, headline, run_aggregates, score_chunks
+from .axes import audio_info, axes_entries
 from .document import results_doc
 from .metrics import functional as F
 from .metrics.axes import AXES, parse_metrics
@@ -187,18 +188,43 @@ def _check_audio(ds: Any, ids: list[str], axes: tuple[str, ...]) -> None:
 def score_arrays(gts: list[np.ndarray], preds: list[np.ndarray], templates: list[np.ndarray], lips: np.ndarray,
                  upper: np.ndarray, protocol: str = "a2f", *, ids: Optional[list[str]] = None,
                  chunk_frames: int = 128, length_policy: Optional[str] = None, scale: float = 1.0,
-                 samples: Optional[list[list[Optional[int]]]] = None) -> dict:
-    """The same scoring on in-memory vertex arrays (no store, no files, no bootstrap).
+                 samples: Optional[list[list[Optional[int]]]] = None, metrics: Optional[str] = None,
+                 fps: Optional[float] = None, mouth_pair: Optional[tuple[int, int]] = None,
+                 audio: Optional[list[tuple[np.ndarray, float]]] = None, subjects: Optional[list[str]] = None,
+                 vertex_units: str = "", n_bootstrap: int = 0, seed: int = 0) -> dict:
+    """The same scoring on in-memory vertex arrays (no store, no files; no bootstrap unless ``n_bootstrap``).
 
     ``gts``/``preds``: per sequence ``(T, V, 3)`` or ``(T, 3V)`` (a list per sequence in ``preds`` means
     several conditions, or samples when ``samples`` gives each one's index); ``templates``: ``(V, 3)`` or
     ``(3V,)``. ``scale``: the unitalker protocol's coordinate scale (its 20 s cut is the caller's). Returns
     ``{"metrics": {name: value}, "per_sequence": [...], "runs": [{name: value} per sample]}``.
+
+    ``metrics``: as ``evaluate --metrics`` (comma list of the protocol's metrics and the axes of
+    :mod:`.metrics.axes`). The axes need ``fps``; ``mtm``, ``lip-lag`` and ``silence-opening`` a ``mouth_pair``
+    (upper, lower; without one they are ``None`` with a reason, as in a results file); ``silence-opening`` and
+    ``slcc`` per sequence ``audio`` = (samples, sample rate); ``slcc`` the ``subjects`` (speakers; default: one
+    per sequence, which leaves SLCC undefined). Each axis's value is in ``metrics`` (``None`` when undefined) and
+    its whole results-file entry (reason, constants, ``gt`` and ``delta`` for SLCC, CI with ``n_bootstrap``) in
+    ``axes``.
     """
     proto = get_protocol(protocol)
     policy = resolve_policy(proto, length_policy)
-    scoring = Scoring(proto, np.asarray(lips, np.int64), np.asarray(upper, np.int64), scale)
-    ids = ids or [f"seq{i}" for i in range(len(gts))]
+    table, axes = parse_metrics(metrics, proto.metrics, proto.name) or (proto.metrics, ())
+    proto = dataclasses.replace(proto, metrics=table)
+    n = len(gts)
+    if axes and not (fps and fps > 0):
+        raise A2FBenchError(f"score_arrays: expected fps > 0 for the axes {', '.join(axes)}, found {fps!r}")
+    missing: dict[str, str] = {}
+    if mouth_pair is None:
+        missing = {a: "no mouth pair given (mouth_pair=(upper, lower))" for a in axes if AXES[a].needs_mouth}
+    need_audio = [AXES[a].cli for a in axes if AXES[a].needs_audio]
+    if need_audio and (audio is None or len(audio) != n):
+        raise A2FBenchError(f"score_arrays: expected audio=[(samples, sample_rate)] for each of the {n} sequences "
+                            f"for {', '.join(need_audio)}, found {'none' if audio is None else len(audio)}")
+    mouth = None if mouth_pair is None else (int(mouth_pair[0]), int(mouth_pair[1]))
+    scoring = Scoring(proto, np.asarray(lips, np.int64), np.asarray(upper, np.int64), scale, axes, mouth,
+                      float(fps or 0.0))
+    ids = ids or [f"seq{i}" for i in range(n)]
     items, data = [], []
     for i, (sid, g, p, tm) in enumerate(zip(ids, gts, preds, templates)):
         g = F.as_vertices(g)
@@ -207,18 +233,29 @@ def score_arrays(gts: list[np.ndarray], preds: list[np.ndarray], templates: list
         if T is None:
             raise PredictionError(f"{sid}: expected a prediction of at least {g.shape[0]} frames, found "
                                   f"{min(x.shape[0] for x in ps)} (length policy {policy})")
+        if mouth is not None and axes and not (0 <= min(mouth) and max(mouth) < g.shape[1]):
+            raise A2FBenchError(f"score_arrays: expected mouth_pair indices in [0, {g.shape[1]}), found {mouth}")
         items.append(Item(sid, T, [None] * len(ps), [x.shape[0] for x in ps], samples[i] if samples else None))
         data.append((g, ps, np.asarray(tm).reshape(-1, 3)))
 
     def chunks() -> Iterator[Chunk]:
         for i, (item, (g, ps, tm)) in enumerate(zip(items, data)):
+            sound = audio_info(audio[i][0], audio[i][1], scoring.fps, item.T) if need_audio and audio else None
             for a in range(0, item.T, chunk_frames):
                 b = min(item.T, a + chunk_frames)
-                yield Chunk(i, a, g[a:b], [x[a:b] for x in ps], tm if a == 0 else None, [item.sid] * len(ps))
+                yield Chunk(i, a, g[a:b], [x[a:b] for x in ps], tm if a == 0 else None, [item.sid] * len(ps),
+                            audio=sound if a == 0 else None)
 
     seqs, _ = score_chunks(scoring, items, chunks())
     runs = run_aggregates(proto, seqs)
-    return {"metrics": headline(proto, runs), "per_sequence": [s["row"] for s in seqs], "runs": runs}
+    out = {"metrics": headline(proto, runs), "per_sequence": [s["row"] for s in seqs], "runs": runs}
+    if axes:
+        entries = axes_entries(axes, seqs, list(subjects) if subjects else list(ids), scoring.fps, vertex_units,
+                               {"upper": mouth[0], "lower": mouth[1]} if mouth else None, missing, n_bootstrap,
+                               seed)
+        out["axes"] = entries
+        out["metrics"].update({a: entries[a]["value"] for a in axes})
+    return out
 
 
 def stamp_method(doc: dict, pred_dir: str | os.PathLike, method: Optional[str]) -> dict:
