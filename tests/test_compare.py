@@ -147,3 +147,64 @@ def test_cli_compare(tmp_path: Path, monkeypatch, capsys) -> None:
         main()
     err = capsys.readouterr().err.strip().splitlines()
     assert e.value.code == 1 and err[-1].startswith("error: ") and "content_hash" in err[-1]
+
+
+def _with_axes(doc: dict, rows: dict[str, list], entries: dict[str, dict]) -> dict:
+    """``doc`` with axis values in its per-sequence rows and axis entries (as ``evaluate --metrics`` writes)."""
+    d = json.loads(json.dumps(doc))
+    for key, vals in rows.items():
+        for r, v in zip(d["per_sequence"], vals):
+            r[key] = v
+    base = {"unit": "1", "version": 1, "constants": {"c": 1}, "better": "lower", "higher_is_better": False}
+    for name, e in entries.items():
+        d["metrics"][name] = {**base, **e}
+    return finalize(d)
+
+
+def test_axes_are_compared_by_their_own_aggregation() -> None:
+    """MTM: mean over the sequences where both files have a value (a null one left out); SilenceOpening: ratio of
+    sums over silent frames (B holds the mouth 2x as open as the ground truth, A as open: 1 -> 2); SLCC: the two
+    values, no interval or p-value; LipLag shifted by 3 frames everywhere: diff 3, exact permutation p 2/2^n."""
+    n = 10
+    frames = [100] * n
+    a = _doc({"LVE": [1.0] * n}, frames)
+    b = _doc({"LVE": [1.0] * n}, frames)
+    mtm_a = [100.0] * n
+    mtm_b = [50.0] * (n - 1) + [None]
+    sil = {"silence_frames": [10] * n, "silence_open_gt": [0.5] * n}
+    a = _with_axes(a, {"MTM": mtm_a, "LipLag": [float(i) for i in range(n)], **sil,
+                       "silence_open_pred": [0.5] * n},
+                   {"MTM": {"value": 100.0, "unit": "ms"}, "LipLag": {"value": 4.5, "unit": "ms"},
+                    "SilenceOpening": {"value": 1.0}, "SLCC": {"value": 0.3, "gt": 0.4, "delta": 0.1}})
+    b = _with_axes(b, {"MTM": mtm_b, "LipLag": [i + 3.0 for i in range(n)], **sil, "silence_open_pred": [1.0] * n},
+                   {"MTM": {"value": 50.0, "unit": "ms"}, "LipLag": {"value": 7.5, "unit": "ms"},
+                    "SilenceOpening": {"value": 2.0}, "SLCC": {"value": 0.5, "gt": 0.4, "delta": 0.1}})
+    r = compare(a, b)
+    m = r["metrics"]
+    assert m["MTM"]["a"] == 100.0 and m["MTM"]["b"] == 50.0 and m["MTM"]["diff"] == -50.0
+    assert m["MTM"]["n_used"] == n - 1 and m["MTM"]["p_value"] == pytest.approx(2 / 2 ** (n - 1))
+    assert m["LipLag"]["diff"] == pytest.approx(3.0, abs=1e-12) and m["LipLag"]["p_value"] == pytest.approx(2 / 2**n)
+    assert m["LipLag"]["ci95"] == pytest.approx([3.0, 3.0], abs=1e-12)
+    assert m["SilenceOpening"]["a"] == 1.0 and m["SilenceOpening"]["b"] == 2.0 and m["SilenceOpening"]["diff"] == 1.0
+    assert m["SilenceOpening"]["ci95"] == pytest.approx([1.0, 1.0]) and m["SilenceOpening"]["p_value"] < 0.01
+    assert m["SLCC"]["diff"] == pytest.approx(0.2) and m["SLCC"]["ci95"] is None and m["SLCC"]["p_value"] is None
+    assert m["LVE"]["diff"] == 0.0 and "axes_skipped" not in r
+    # the same file against itself: no difference anywhere
+    same = compare(a, a)["metrics"]
+    assert all(same[k]["diff"] == 0.0 for k in ("MTM", "LipLag", "SilenceOpening", "SLCC"))
+    assert same["MTM"]["p_value"] == 1.0 and same["SilenceOpening"]["ci95"] == [0.0, 0.0]
+
+
+def test_axes_not_compared_say_why() -> None:
+    n = 8
+    a = _doc({"LVE": [1.0] * n}, [50] * n)
+    rows = {"MTM": [10.0] * n, "Diversity": [None] * n}
+    a1 = _with_axes(a, rows, {"MTM": {"value": 10.0}, "Diversity": {"value": None, "reason": "one sample"}})
+    a2 = _with_axes(a, rows, {"MTM": {"value": 10.0, "version": 2}, "Diversity": {"value": None, "reason": "x"}})
+    a3 = _with_axes(a, rows, {"MTM": {"value": 10.0, "constants": {"c": 2}}})
+    r = compare(a1, a2, names=("a.json", "b.json"))
+    assert "MTM" not in r["metrics"] and "different versions of MTM" in r["axes_skipped"]["MTM"]
+    assert r["axes_skipped"]["Diversity"] == "a.json has no value for Diversity (one sample)"
+    assert "different constantss" not in compare(a1, a3)["axes_skipped"]["MTM"]
+    assert "different constants of MTM" in compare(a1, a3)["axes_skipped"]["MTM"]
+    assert "MTM" not in compare(a1, a)["metrics"]  # only one file has it: not compared, nothing to say

@@ -172,8 +172,12 @@ def compare_cmd(a: Path, b: Path, n_resamples: int, seed: int, as_json: bool) ->
         rel = f"{100 * m['rel_diff']:+.1f}%" if m["rel_diff"] is not None else "-"
         unit = f"x{s:.0e} {m['unit']}" if s != 1.0 else str(m["unit"])
         ci = "-" if m["ci95"] is None else "[" + _fmt(m["ci95"][0], s) + ", " + _fmt(m["ci95"][1], s) + "]"
+        p = "-" if m["p_value"] is None else f"{m['p_value']:.4f}"
+        note = f"  (v{m['version']}, {str(m['better']).replace('_', ' ')})" if "better" in m else ""
         click.echo(f"{name:<8} {_fmt(m['a'], s):>10} {_fmt(m['b'], s):>10} {_fmt(m['diff'], s):>10} "
-                   f"{ci:>24} {rel:>8} {m['p_value']:>7.4f}  {unit}")
+                   f"{ci:>24} {rel:>8} {p:>7}  {unit}{note}")
     click.echo("lower is better for LVE, MVE, UFVE, FDD_abs, LVD; FDD is signed (closer to 0 is better)")
+    for name, why in res.get("axes_skipped", {}).items():
+        click.echo(f"{name}: not compared: {why}")
     for w in res.get("warnings", []):
         click.echo(f"warning: {w}", err=True)

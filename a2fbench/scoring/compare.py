@@ -11,6 +11,12 @@ For each metric both files report, on the sequences both files scored:
   swap patterns (all ``2^n`` patterns when that is fewer than ``n_resamples``) giving a ``diff`` at least as far
   from 0 as observed (scipy.stats.permutation_test, ``permutation_type='samples'``).
 
+The evaluation axes (``evaluate --metrics``) are compared where both files have them with the same version,
+constants and mouth pair (else ``axes_skipped`` says why): MTM, LipLag and Diversity as means over the shared
+sequences where both have a value; SilenceOpening as the ratio of sums over the silent frames (paired bootstrap
+of the ratio, :func:`a2fbench.scoring.metrics.stats.paired_ratio_difference`); SLCC, one correlation over all
+clips, by its two values only (no interval, no p-value).
+
 Results with several samples (runs) are compared on their per-sequence means over runs (for FDD_abs that is
 ``|mean FDD_s|``, not the file's mean over runs of ``mean |FDD_s|``). Files must share the comparability key (:func:`a2fbench.scoring.metrics.stats.results_key`: dataset, split's
 store fingerprint, protocol, length policy, region set); otherwise the numbers are not comparable and
@@ -20,13 +26,14 @@ store fingerprint, protocol, length policy, region set); otherwise the numbers a
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 from scipy import stats as sps
 
 from ..errors import ResultSchemaError
 from .metrics import stats
+from .metrics.axes import AXES
 from .metrics.table import METRICS
 from .results import load, recorded_aggregation
 
@@ -88,35 +95,128 @@ def compare(a: dict, b: dict, *, n_resamples: int = 10000, seed: int = 0, names:
         fb = np.array([rows_b[s]["frames"] for s in shared], np.float64)
         how = recorded_aggregation(a["metrics"][m])  # the protocol's (both files share it); None: the table's
         pdiff = stats.paired_difference(m, va, vb, fa, fb, n_resamples=n_resamples, seed=seed, level=level, how=how)
-        d, A = pdiff["diff"], pdiff["a"]
-        if n < 2 or np.array_equal(va, vb):
-            p = 1.0
-        else:
-            # rows 0..n-1: A's sequences, n..2n-1: B's; the statistic works on index arrays
-            vals, frames = np.concatenate([va, vb]), np.concatenate([fa, fb])
-
-            def diff(ia: np.ndarray, ib: np.ndarray, axis: int = -1) -> np.ndarray:
-                return (stats.aggregate_indexed(m, vals, frames, ib, axis, how)
-                        - stats.aggregate_indexed(m, vals, frames, ia, axis, how))
-
-            pt = sps.permutation_test((np.arange(n), np.arange(n) + n), diff, permutation_type="samples",
-                                      vectorized=True, n_resamples=n_resamples, alternative="two-sided",
-                                      rng=np.random.default_rng(seed))
-            p = float(pt.pvalue)
-        ci = list(pdiff["ci95"])
-        if n < min_n:
-            ci = None  # see small_sample_warning: no interval is reported at this size
-        elif (ci[0] > 0 or ci[1] < 0) != (p < 1 - level) and not np.array_equal(va, vb):
-            out["warnings"].append(f"{m}: the bootstrap interval and the permutation p-value disagree at n = {n} "
-                                   f"(interval {'excludes' if ci[0] > 0 or ci[1] < 0 else 'contains'} 0, p = {p:.3g}); "
-                                   "trust the p-value, which is exact or Monte Carlo over the permutations")
-        out["metrics"][m] = {"a": A, "b": pdiff["b"], "diff": d, "rel_diff": (d / A) if A else None,
-                             "ci95": ci, "p_value": p, "unit": a["metrics"][m].get("unit"),
+        vals, frames = np.concatenate([va, vb]), np.concatenate([fa, fb])
+        p = _p_value(lambda idx, axis: stats.aggregate_indexed(m, vals, frames, idx, axis, how), n,
+                     np.array_equal(va, vb), n_resamples, seed)
+        out["metrics"][m] = {**_entry(m, pdiff, p, n, level, out["warnings"], np.array_equal(va, vb)),
+                             "unit": a["metrics"][m].get("unit"),
                              "display_scale": a["metrics"][m].get("display_scale", 1.0),
                              "higher_is_better": METRICS[m].higher_is_better}
+    axes_compare(a, b, rows_a, rows_b, shared, out, n_resamples, seed, level, names)
     if not out["metrics"]:
         raise ResultSchemaError(f"{na} and {nb} have no metric in common with per-sequence scores")
     return out
+
+
+def _p_value(agg: Any, n: int, same: bool, n_resamples: int, seed: int) -> float:
+    """The paired permutation p-value of ``agg(B) - agg(A)``; ``agg(idx, axis)`` aggregates the rows picked by
+    index arrays from the stacked scores (rows 0..n-1: A's sequences, n..2n-1: B's)."""
+    if n < 2 or same:
+        return 1.0
+
+    def diff(ia: np.ndarray, ib: np.ndarray, axis: int = -1) -> np.ndarray:
+        return agg(ib, axis) - agg(ia, axis)
+
+    pt = sps.permutation_test((np.arange(n), np.arange(n) + n), diff, permutation_type="samples", vectorized=True,
+                              n_resamples=n_resamples, alternative="two-sided", rng=np.random.default_rng(seed))
+    return float(pt.pvalue)
+
+
+def _entry(m: str, pdiff: dict, p: float, n: int, level: float, warnings: list, same: bool) -> dict:
+    """One compared metric: values, difference, interval (none below :func:`smallest_n`), p-value; a warning when
+    the interval and the p-value disagree."""
+    d, A = pdiff["diff"], pdiff["a"]
+    ci = list(pdiff["ci95"])
+    if n < smallest_n(level):
+        ci = None  # see small_sample_warning: no interval is reported at this size
+    elif (ci[0] > 0 or ci[1] < 0) != (p < 1 - level) and not same:
+        warnings.append(f"{m}: the bootstrap interval and the permutation p-value disagree at n = {n} "
+                        f"(interval {'excludes' if ci[0] > 0 or ci[1] < 0 else 'contains'} 0, p = {p:.3g}); "
+                        "trust the p-value, which is exact or Monte Carlo over the permutations")
+    return {"a": A, "b": pdiff["b"], "diff": d, "rel_diff": (d / A) if A else None, "ci95": ci, "p_value": p}
+
+
+def axes_compare(a: dict, b: dict, rows_a: dict, rows_b: dict, shared: list[str], out: dict, n_resamples: int,
+                 seed: int, level: float, names: tuple[str, str]) -> None:
+    """The evaluation axes both files report (docs/metrics.md, "compare"): into ``out["metrics"]`` when their
+    version, constants and mouth pair agree and both have values; otherwise into ``out["axes_skipped"]`` with why.
+
+    MTM, LipLag, Diversity: mean over the shared sequences where both files have a value (paired bootstrap and
+    permutation test as for FDD). SilenceOpening: ratio of the sums over the silent frames of the shared
+    sequences (:func:`~.metrics.stats.paired_ratio_difference`). SLCC: one correlation over the clips of the
+    split, so the files' own values and no interval or p-value; only when both scored the same sequences."""
+    na, nb = names
+    skipped: dict[str, str] = {}
+    for m in (k for k in AXES if k in a["metrics"] and k in b["metrics"]):
+        ea, eb = a["metrics"][m], b["metrics"][m]
+        why = None
+        for field in ("version", "constants", "mouth_pair"):
+            if ea.get(field) != eb.get(field):
+                label = {"version": "versions", "constants": "constants", "mouth_pair": "mouth pairs"}[field]
+                why = (f"{na} and {nb} record different {label} of {m} ({ea.get(field)!r} vs "
+                       f"{eb.get(field)!r}); re-evaluate both with one a2fbench and the same --mouth-pair")
+                break
+        for who, e in ((na, ea), (nb, eb)):
+            if why is None and e.get("value") is None:
+                why = f"{who} has no value for {m} ({e.get('reason') or 'null'})"
+        if why is None:
+            why = _axis(m, ea, eb, rows_a, rows_b, shared, out, n_resamples, seed, level)
+        if why is not None:
+            skipped[m] = why
+    if skipped:
+        out["axes_skipped"] = skipped
+
+
+def _axis(m: str, ea: dict, eb: dict, rows_a: dict, rows_b: dict, shared: list[str], out: dict, n_resamples: int,
+          seed: int, level: float) -> Optional[str]:
+    """One axis compared into ``out["metrics"]``; the reason when it cannot be."""
+    base = {"unit": ea.get("unit"), "display_scale": 1.0, "higher_is_better": ea.get("higher_is_better"),
+            "better": ea.get("better"), "version": ea.get("version")}
+    if m == "SLCC":
+        if len(shared) != len(rows_a) or len(shared) != len(rows_b):
+            return "SLCC is one correlation over all clips of the split; the files scored different sequences"
+        d = eb["value"] - ea["value"]
+        out["metrics"][m] = {**base, "a": ea["value"], "b": eb["value"], "diff": d,
+                             "rel_diff": d / ea["value"] if ea["value"] else None, "ci95": None, "p_value": None,
+                             "gt": ea.get("gt"), "delta_a": ea.get("delta"), "delta_b": eb.get("delta"),
+                             "note": "one correlation over the clips of the split: no per-sequence pairing"}
+        return None
+    n_warn = out["warnings"]
+    if m == "SilenceOpening":
+        use = [s for s in shared if rows_a[s].get("silence_frames") and rows_b[s].get("silence_frames")]
+        if not use:
+            return "no shared sequence has silent frames in both files"
+
+        def sums(rows: dict, key: str) -> np.ndarray:
+            return np.array([float(rows[s][key]) * int(rows[s]["silence_frames"]) for s in use])
+
+        num_a, den_a = sums(rows_a, "silence_open_pred"), sums(rows_a, "silence_open_gt")
+        num_b, den_b = sums(rows_b, "silence_open_pred"), sums(rows_b, "silence_open_gt")
+        if den_a.sum() <= 0 or den_b.sum() <= 0:
+            return "the ground truth's mouth opening is 0 over the shared silent frames"
+        pdiff = stats.paired_ratio_difference(num_a, den_a, num_b, den_b, n_resamples=n_resamples, seed=seed,
+                                              level=level)
+        num, den = np.concatenate([num_a, num_b]), np.concatenate([den_a, den_b])
+        same = bool(np.array_equal(num_a, num_b) and np.array_equal(den_a, den_b))
+        p = _p_value(lambda idx, axis: stats.ratio_indexed(num, den, idx, axis), len(use), same, n_resamples, seed)
+    else:  # MTM, LipLag, Diversity: mean over the sequences with a value in both
+        use = [s for s in shared if rows_a[s].get(m) is not None and rows_b[s].get(m) is not None]
+        if not use:
+            return f"no shared sequence has a {m} value in both files"
+        va = np.array([rows_a[s][m] for s in use], np.float64)
+        vb = np.array([rows_b[s][m] for s in use], np.float64)
+        f = np.array([rows_a[s]["frames"] for s in use], np.float64)
+        pdiff = stats.paired_difference(m, va, vb, f, f, n_resamples=n_resamples, seed=seed, level=level,
+                                        how="mean_sequences")
+        vals, frames = np.concatenate([va, vb]), np.concatenate([f, f])
+        same = bool(np.array_equal(va, vb))
+        p = _p_value(lambda idx, axis: stats.aggregate_indexed(m, vals, frames, idx, axis, "mean_sequences"),
+                     len(use), same, n_resamples, seed)
+    n = len(use)
+    if n < smallest_n(level) and n != len(shared):
+        n_warn.append(f"{m}: only {n} shared sequences have it in both files: no interval is reported")
+    out["metrics"][m] = {**_entry(m, pdiff, p, n, level, n_warn, same), **base, "n_used": n}
+    return None
 
 
 def smallest_n(level: float = 0.95) -> int:
