@@ -166,7 +166,7 @@ def compare_cmd(a: Path, b: Path, n_resamples: int, seed: int, as_json: bool) ->
         return
     click.echo(f"{res['dataset']} split {res['split']} | protocol {res['protocol']} | {res['n_shared']} shared "
                f"sequences (only in A: {res['only_in_a']}, only in B: {res['only_in_b']})")
-    click.echo(f"{'metric':<8} {'A':>10} {'B':>10} {'B-A':>10} {'95% CI of B-A':>24} {'rel':>8} {'p':>7}  unit")
+    click.echo(f"{'metric':<14} {'A':>10} {'B':>10} {'B-A':>10} {'95% CI of B-A':>24} {'rel':>8} {'p':>7}  unit")
     for name, m in res["metrics"].items():
         s = float(m.get("display_scale") or 1.0)
         rel = f"{100 * m['rel_diff']:+.1f}%" if m["rel_diff"] is not None else "-"
@@ -174,7 +174,7 @@ def compare_cmd(a: Path, b: Path, n_resamples: int, seed: int, as_json: bool) ->
         ci = "-" if m["ci95"] is None else "[" + _fmt(m["ci95"][0], s) + ", " + _fmt(m["ci95"][1], s) + "]"
         p = "-" if m["p_value"] is None else f"{m['p_value']:.4f}"
         note = f"  (v{m['version']}, {str(m['better']).replace('_', ' ')})" if "better" in m else ""
-        click.echo(f"{name:<8} {_fmt(m['a'], s):>10} {_fmt(m['b'], s):>10} {_fmt(m['diff'], s):>10} "
+        click.echo(f"{name:<14} {_fmt(m['a'], s):>10} {_fmt(m['b'], s):>10} {_fmt(m['diff'], s):>10} "
                    f"{ci:>24} {rel:>8} {p:>7}  {unit}{note}")
     click.echo("lower is better for LVE, MVE, UFVE, FDD_abs, LVD; FDD is signed (closer to 0 is better)")
     for name, why in res.get("axes_skipped", {}).items():
