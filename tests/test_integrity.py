@@ -423,3 +423,59 @@ def test_prepare_never_replaces_its_raw_download(world, tmp_path, monkeypatch, c
     code, _, err = run_a2fbench(monkeypatch, capsys, "prepare", "D1", "--raw", str(raw), "--out", str(link))
     _one_line_refusal(code, err)
     assert "apart from --raw" in err and _snap(raw) == before
+
+
+# ------------------------------------------------------------------ inputs that lie about their size
+def _refused(monkeypatch, capsys, args: list, keep: list[Path], *, runner=None) -> str:
+    """Run ``args``; assert a one-line refusal (exit 1, no traceback) and every path in ``keep`` unchanged."""
+    before = {p: _snap(p) for p in keep}
+    code, _, err = (runner or run_a2fbench)(monkeypatch, capsys, *map(str, args))
+    _one_line_refusal(code, err)
+    assert {p: _snap(p) for p in keep} == before
+    return err
+
+
+def _ply(path: Path, n_v: int, n_f: int, body: bytes, fmt: str = "ascii") -> Path:
+    head = (f"ply\nformat {fmt} 1.0\nelement vertex {n_v}\nproperty float x\nproperty float y\nproperty float z\n"
+            f"element face {n_f}\nproperty list uchar int vertex_indices\nend_header\n")
+    path.write_bytes(head.encode() + body)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["ascii_vertices", "ascii_faces", "binary", "negative_count"])
+def test_a_ply_whose_header_lies_is_one_line_naming_it(world, tmp_path, monkeypatch, capsys, kind) -> None:
+    tri = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0]], "<f4")
+    mesh = {"ascii_vertices": lambda p: _ply(p, 5023, 9976, b"0 0 0\n1 0 0\n"),
+            "ascii_faces": lambda p: _ply(p, 3, 2, b"0 0 0\n1 0 0\n0 1 0\n3 0 1 2\n"),
+            "binary": lambda p: _ply(p, 5023, 1, tri.tobytes(), "binary_little_endian"),
+            "negative_count": lambda p: _ply(p, -3, 1, b"0 0 0\n")}[kind](tmp_path / "lie.ply")
+    one = world["pred"] / f"{world['seq']}.npy"
+    err = _refused(monkeypatch, capsys, ["render", one, "--dataset", "D1", "--data", world["data"], "--mesh", mesh,
+                                         "--out", tmp_path / "o.mp4"], [mesh, one])
+    assert str(mesh) in err and "PLY" in err and not (tmp_path / "o.mp4").exists()
+
+
+def _truncated(src: Path, dst: Path, shape: tuple[int, ...]) -> Path:
+    """``dst``: an .npy whose header says ``shape`` (float32) but whose body holds only ``src``'s first frames."""
+    with open(dst, "wb") as f:
+        np.lib.format.write_array_header_1_0(f, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        f.write(np.load(src)[:5].astype("<f4").tobytes())
+    return dst
+
+
+@pytest.mark.parametrize("cmd", ["render", "export", "evaluate"])
+def test_a_truncated_npy_is_one_line_naming_it(world, tmp_path, monkeypatch, capsys, cmd) -> None:
+    one = world["pred"] / f"{world['seq']}.npy"
+    T, D = np.load(one, mmap_mode="r").shape
+    if cmd == "evaluate":  # a predictions folder whose one file lost its tail in a copy
+        pred = tmp_path / "pred"
+        shutil.copytree(world["pred"], pred)
+        bad = _truncated(one, pred / one.name, (T, D))
+        args = ["evaluate", pred, "--dataset", "D1", "--data", world["data"], "--out", tmp_path / "r.json"]
+    else:  # a 10-hour clip at 30 fps whose body is a few frames: never memory-mapped past the end
+        bad = _truncated(one, tmp_path / "long.npy", (30 * 3600 * 10, D))
+        args = [cmd, bad, "--dataset", "D1", "--data", world["data"], "--out", tmp_path / "o.glb"]
+        args += ["--format", "gltf"] if cmd == "export" else []
+    err = _refused(monkeypatch, capsys, args, [bad, world["data"] / "D1"])
+    assert str(bad) in err and "truncated" in err
+    assert not [p for p in tmp_path.iterdir() if p.name not in ("pred", bad.name)]

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..errors import PredictionError
 from ..util.fsutil import write_json, write_npy
+from ..util.guard import show
 
 log = logging.getLogger("a2fbench.predictions")
 
@@ -139,10 +140,16 @@ def read_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype, int]:
             else:
                 raise ValueError(f"unsupported .npy version {version}")
             offset = f.tell()
+            size = os.fstat(f.fileno()).st_size
     except (ValueError, OSError, EOFError) as e:
-        raise PredictionError(f"{path}: expected a NumPy .npy file, found an unreadable one ({e}); "
+        raise PredictionError(f"{show(path)}: expected a NumPy .npy file, found an unreadable one ({show(e)}); "
                               "save predictions with numpy.save") from None
-    return tuple(int(s) for s in shape), bool(fortran), np.dtype(dtype), int(offset)
+    shape, dtype = tuple(int(s) for s in shape), np.dtype(dtype)
+    need = int(offset) + int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if not dtype.hasobject and size < need:  # truncated: the header promises more than the body holds
+        raise PredictionError(f"{show(path)}: expected {need - offset} bytes of data for shape {shape} {dtype}, found "
+                              f"{size - offset} (a truncated file); copy or save it again")
+    return shape, bool(fortran), dtype, int(offset)
 
 
 def _shorten(names: Sequence[str], n: int = 5) -> str:
