@@ -479,3 +479,61 @@ def test_a_truncated_npy_is_one_line_naming_it(world, tmp_path, monkeypatch, cap
     err = _refused(monkeypatch, capsys, args, [bad, world["data"] / "D1"])
     assert str(bad) in err and "truncated" in err
     assert not [p for p in tmp_path.iterdir() if p.name not in ("pred", bad.name)]
+
+
+# ------------------------------------------------------------------ finite or refused (inputs a2fbench reads)
+@pytest.fixture(scope="module")
+def arkit_store(home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """DATA root with the tiny D3 stand-in (an ARKit head: (T, 52) weights)."""
+    from a2fbench.prepare import prepare_dataset
+    from a2fbench.registry import get_spec
+    from a2fbench.sources.synth import synth_dataset
+
+    root = tmp_path_factory.mktemp("arkit")
+    synth_dataset(get_spec("D3"), root / "raw", size="tiny", seed=0, progress=False)
+    prepare_dataset(get_spec("D3"), root / "raw", root / "data", progress=False)
+    return root / "data"
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf], ids=["nan", "inf", "-inf"])
+def test_arkit_csv_refuses_non_finite_weights(arkit_store, tmp_path, monkeypatch, capsys, bad) -> None:
+    w = np.full((40, 52), 0.25, np.float32)
+    w[17, 3] = bad
+    src = tmp_path / "w.npy"
+    np.save(src, w)
+    err = _refused(monkeypatch, capsys, ["export", src, "--dataset", "D3", "--data", arkit_store, "--format",
+                                         "arkit-csv", "--out", tmp_path / "w.csv"], [src, arkit_store / "D3"])
+    assert str(src) in err and "NaN or inf at frame 17" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.npy"]
+
+
+def test_a_pca_file_with_nan_is_refused_naming_it_and_the_key(tmp_path) -> None:
+    from a2fbench.errors import StoreError
+    from a2fbench.spaces.pca import fit_array, load, save
+
+    x = np.random.default_rng(0).normal(size=(50, 12))
+    good = save(fit_array(x, 4), tmp_path / "pca.npz")
+    assert np.isfinite(load(good).components).all()  # the untouched file loads
+    z = dict(np.load(good, allow_pickle=False))
+    z["components_to_data"][2, 5] = np.inf
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, **z)
+    with pytest.raises(StoreError, match=r"bad\.npz: expected finite numbers in components_to_data"):
+        load(bad)
+
+
+def test_a_template_with_nan_stops_prepare_naming_it(world, tmp_path, monkeypatch, capsys) -> None:
+    import pickle
+
+    raw = tmp_path / "raw"
+    shutil.copytree(world["root"] / "raw", raw)
+    from a2fbench.util.safepickle import load as safe_load
+
+    t = safe_load(raw / "D1" / "templates.pkl")
+    subj = sorted(t)[0]
+    t[subj] = np.array(t[subj], np.float64)
+    t[subj].reshape(-1)[7] = np.nan
+    with open(raw / "D1" / "templates.pkl", "wb") as f:
+        pickle.dump(t, f)
+    err = _refused(monkeypatch, capsys, ["prepare", "D1", "--raw", raw, "--out", tmp_path / "data"], [raw])
+    assert "finite" in err and subj in err and not (tmp_path / "data" / "D1").exists()

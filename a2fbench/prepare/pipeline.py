@@ -166,6 +166,9 @@ def _prepare(spec: DatasetSpec, root: Path, data: Path, work: Path, progress: bo
                 raise RawDataError(f"{root}: expected a template for subject {s!r}, found none in the layout's "
                                    "template file; the templates do not match the sequences")
             templates[s] = np.asarray(raw.templates[s])  # the source's array and dtype, untouched (FDD parity)
+            if templates[s].dtype.kind not in "fiu" or not np.isfinite(templates[s]).all():
+                raise RawDataError(f"{root}: expected finite numeric template values for subject {s!r}, found NaN, inf "
+                                   "or non-numbers in the layout's template file; restore it")
         writer.put_group("templates", templates)
         writer.put_group("regions", regions)
         if space_arrays:

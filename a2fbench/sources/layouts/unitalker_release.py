@@ -34,8 +34,11 @@ def read(root: Path, spec: DatasetSpec) -> RawData:
         id_tmpl = np.load(tpath, allow_pickle=False)
     except FileNotFoundError:
         raise RawDataError(f"{tpath}: expected the release's id_template.npy, found nothing; restore it") from None
-    except ValueError as e:
+    except (ValueError, EOFError) as e:
         raise RawDataError(f"{tpath}: expected a numeric array, found a corrupt file ({e})") from None
+    if id_tmpl.dtype.kind not in "fiu" or not np.isfinite(id_tmpl).all():
+        raise RawDataError(f"{tpath}: expected finite numeric templates, found NaN, inf or non-numbers; restore the "
+                           "release file")
     id_tmpl = id_tmpl.reshape(id_tmpl.shape[0], -1)
     if id_tmpl.shape[1] != dim:
         raise RawDataError(f"{tpath}: expected rows of {dim} values, found {id_tmpl.shape}")
