@@ -537,3 +537,54 @@ def test_a_template_with_nan_stops_prepare_naming_it(world, tmp_path, monkeypatc
         pickle.dump(t, f)
     err = _refused(monkeypatch, capsys, ["prepare", "D1", "--raw", raw, "--out", tmp_path / "data"], [raw])
     assert "finite" in err and subj in err and not (tmp_path / "data" / "D1").exists()
+
+
+# ------------------------------------------------------------------ JSON input: bounded depth and size
+def _deep(n: int) -> str:
+    return '{"a": ' * n + "1" + "}" * n
+
+
+def _json_cases(w: dict, d: Path, text: str) -> dict[str, tuple[list, Path]]:
+    """name -> (a2fbench arguments, the JSON file they read, holding ``text``)."""
+    res = d / "r.json"
+    pred = d / "pred"
+    shutil.copytree(w["pred"], pred)
+    rec = pred / ".a2fbench-predictions.json"
+    for f in (res, rec):
+        f.write_text(text)
+    return {"report": (["report", res, "--out", d / "r.html"], res),
+            "compare": (["compare", res, w["res"]], res),
+            "leaderboard_submit": (["leaderboard", "submit", res, "--method", "M", "--db", d / "lb.sqlite"], res),
+            "evaluate_predictions_record": (["evaluate", pred, "--dataset", "D1", "--data", w["data"], "--out",
+                                             d / "e.json"], rec)}
+
+
+@pytest.mark.parametrize("depth", [100_000, 70], ids=["recursion", "over_the_limit"])
+@pytest.mark.parametrize("cmd", ["report", "compare", "leaderboard_submit", "evaluate_predictions_record"])
+def test_deeply_nested_json_is_one_line(world, tmp_path, monkeypatch, capsys, cmd, depth) -> None:
+    args, f = _json_cases(world, tmp_path, _deep(depth))[cmd]
+    err = _refused(monkeypatch, capsys, args, [f, world["res"]])
+    assert str(f) in err and "nested at most 64 levels" in err
+    assert not {"r.html", "e.json", "lb.sqlite"} & {p.name for p in tmp_path.iterdir()}
+
+
+@pytest.mark.parametrize("cmd", ["report", "leaderboard_submit", "evaluate_predictions_record"])
+def test_an_oversized_json_is_refused_before_it_is_read(world, tmp_path, monkeypatch, capsys, cmd) -> None:
+    args, f = _json_cases(world, tmp_path, "{}")[cmd]
+    with open(f, "r+b") as fh:  # sparse: 300 MiB long, no disk used, never read
+        fh.truncate(300 << 20)
+    err = _refused(monkeypatch, capsys, args, [world["res"]])
+    assert str(f) in err and "at most 256 MiB, found 300 MiB" in err
+
+
+def test_json_depth_and_the_limit_in_the_shared_reader(tmp_path) -> None:
+    from a2fbench.errors import A2FBenchError
+    from a2fbench.util.fsutil import json_depth, read_json
+
+    assert [json_depth(x) for x in (1, [], [[1]], {"a": [{"b": 1}]}, [1, [2, [3]], {}])] == [0, 1, 2, 3, 3]
+    ok = tmp_path / "ok.json"
+    ok.write_text(_deep(64))
+    assert json_depth(read_json(ok)) == 64  # the limit itself is accepted
+    ok.write_text(_deep(65))
+    with pytest.raises(A2FBenchError, match="nested at most 64 levels"):
+        read_json(ok)

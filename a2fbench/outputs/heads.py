@@ -10,7 +10,6 @@ held whole.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from ..scoring.predictions import CONDITION_SEP, read_header
 from ..spaces import converter
 from ..store import Dataset, open_dataset
 from ..store.templates import Template, choose_template
+from ..util.fsutil import read_json
 from ..util.guard import show
 from .topology import FALLBACK_NOTE, frontal_triangulation
 
@@ -162,8 +162,8 @@ def _infer_item(folder: Path, head: Head) -> InputItem:
                           f"{', '.join(have) or 'no heads'}; infer with --heads {head.id} or pick --dataset among "
                           "those")
     try:
-        meta = json.loads((folder / "meta.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        meta = read_json(folder / "meta.json", what="the meta.json `unitalker infer` wrote", error=OutputError)
+    except OSError:
         meta = {}
     audio = Path(meta["audio"]) if isinstance(meta.get("audio"), str) else None
     return InputItem(folder.name, f, None, audio if audio is not None and audio.is_file() else None)

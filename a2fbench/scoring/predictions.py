@@ -21,7 +21,6 @@ space (converted to vertices with the space's converter, like the ground truth).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -32,7 +31,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..errors import PredictionError
-from ..util.fsutil import write_json, write_npy
+from ..util.fsutil import read_json, write_json, write_npy
 from ..util.guard import show
 
 log = logging.getLogger("a2fbench.predictions")
@@ -79,11 +78,13 @@ def write_provenance(pred_dir: str | os.PathLike, **info: Any) -> Path:
 
 
 def read_provenance(pred_dir: str | os.PathLike) -> Optional[dict]:
-    """The provenance record of a predictions folder, or None (absent or unreadable: it is optional)."""
+    """The provenance record of a predictions folder, or None (absent: it is optional); a record that is there
+    but malformed, oversized or nested too deep is one line (:func:`~a2fbench.util.fsutil.read_json`)."""
     p = Path(pred_dir) / PROVENANCE_FILE
     try:
-        d = json.loads(p.read_text())
-    except (OSError, ValueError):
+        d = read_json(p, what="the predictions record its maker wrote (delete it to evaluate without it)",
+                      error=PredictionError)
+    except (FileNotFoundError, IsADirectoryError):
         return None
     return d if isinstance(d, dict) else None
 

@@ -16,6 +16,7 @@ import numpy as np
 from ...errors import RawDataError
 from ...registry import DatasetSpec, get_space
 from ...util.constants import SAMPLE_RATE
+from ...util.fsutil import read_json
 from ..audio import read_audio, resample, write_wav
 from ..raw import RawData, RawItem, load_motion_npy
 
@@ -50,9 +51,11 @@ def read(root: Path, spec: DatasetSpec) -> RawData:
         if not jpath.is_file():
             continue
         try:
-            meta = json.loads(jpath.read_text())
+            meta = read_json(jpath, what="a UniTalker release split JSON", error=RawDataError)
             ids = [str(x) for x in meta["info"]["id_list"]]
             data = meta["data"]
+        except RawDataError:
+            raise
         except Exception as e:  # noqa: BLE001
             raise RawDataError(f"{jpath}: expected {{'info': {{'id_list': [...]}}, 'data': [...]}}, found {e!r}") from None
         if id_list is not None and ids != id_list:
