@@ -211,7 +211,7 @@ def add_reported_cmd(file: Path, db_path: Optional[Path]) -> None:
 
 
 @leaderboard_group.command("edit")
-@click.argument("entry_id", type=int)
+@click.argument("entry_id", type=click.IntRange(1))
 @click.option("--method", default=None, help="Rename the method.")
 @_meta_options
 @DB_OPT
@@ -244,7 +244,7 @@ def edit_cmd(entry_id: int, method: Optional[str], version: Optional[str], param
 
 
 @leaderboard_group.command("remove")
-@click.argument("entry_id", type=int)
+@click.argument("entry_id", type=click.IntRange(1))
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed when not on a terminal).")
 @DB_OPT
 def remove_cmd(entry_id: int, yes: bool, db_path: Optional[Path]) -> None:

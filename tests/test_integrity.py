@@ -588,3 +588,62 @@ def test_json_depth_and_the_limit_in_the_shared_reader(tmp_path) -> None:
     ok.write_text(_deep(65))
     with pytest.raises(A2FBenchError, match="nested at most 64 levels"):
         read_json(ok)
+
+
+# ------------------------------------------------------------------ every number a user types is range-checked
+def _usage_refusal(code: int, err: str, option: str) -> None:
+    """Bad usage: exit 2, the usage line and one error line naming the option, no traceback."""
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert code == 2 and "Traceback" not in err, err
+    assert lines[-1].startswith("error: ") and option in lines[-1] and len(lines) <= 3, err
+
+
+NUMBERS = {  # name -> (arguments, the option the error names)
+    "evaluate_negative_seed": (["evaluate", "{pred}", "--dataset", "D1", "--data", "{data}", "--seed", "-1"], "--seed"),
+    "evaluate_huge_bootstrap": (["evaluate", "{pred}", "--dataset", "D1", "--data", "{data}", "--bootstrap",
+                                 "1000000000000"], "--bootstrap"),
+    "evaluate_workers_zero": (["evaluate", "{pred}", "--dataset", "D1", "--data", "{data}", "--workers", "0"],
+                              "--workers"),
+    "compare_negative_seed": (["compare", "{res}", "{res}", "--seed", "-5"], "--seed"),
+    "render_size_zero": (["render", "{one}", "--dataset", "D1", "--data", "{data}", "--out", "{tmp}/o.mp4", "--size",
+                          "0"], "--size"),
+    "render_size_huge": (["render", "{one}", "--dataset", "D1", "--data", "{data}", "--out", "{tmp}/o.mp4", "--size",
+                          "100000"], "--size"),
+    "synth_negative_seed": (["synth", "D1", "--out", "{tmp}/raw", "--seed", "-1"], "--seed"),
+    "prepare_workers_zero": (["prepare", "D1", "--raw", "{tmp}/none", "--out", "{tmp}/data", "--workers", "0"],
+                             "--workers"),
+    "download_negative_retries": (["download", "D1", "--raw", "{tmp}/raw", "--retries", "-1"], "--retries"),
+    "pca_negative_seed": (["pca", "D1", "--data", "{data}", "--seed", "-2"], "--seed"),
+    "solve_arkit_nan_bound": (["solve-arkit", "{one}", "--dataset", "D3", "--out", "{tmp}/w.npy", "--upper", "nan"],
+                              "--upper"),
+    "leaderboard_edit_entry_zero": (["leaderboard", "edit", "0", "--params", "5M", "--db", "{tmp}/lb.sqlite"],
+                                    "ENTRY_ID"),
+    "leaderboard_remove_negative_entry": (["leaderboard", "remove", "--db", "{tmp}/lb.sqlite", "--", "-3"], "ENTRY_ID"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NUMBERS))
+def test_every_number_a_user_types_is_range_checked(world, tmp_path, monkeypatch, capsys, name) -> None:
+    args, option = NUMBERS[name]
+    fill = {"pred": world["pred"], "data": world["data"], "res": world["res"], "tmp": tmp_path,
+            "one": world["pred"] / f"{world['seq']}.npy"}
+    keep = [world["pred"], world["res"], world["data"] / "D1"]
+    before = {p: _snap(p) for p in keep}
+    code, _, err = run_a2fbench(monkeypatch, capsys, *[a.format(**fill) for a in args])
+    _usage_refusal(code, err, option)
+    assert {p: _snap(p) for p in keep} == before and list(tmp_path.iterdir()) == []  # nothing made before the check
+
+
+@pytest.mark.parametrize("override", ["train.lr=nan", "train.lr=0", "train.seed=-1", "model.decoder.dropout=1.5",
+                                      "train.grad_clip=-1", "train.keep_checkpoints=0", "data.max_seconds=inf"])
+def test_every_number_in_a_training_config_is_range_checked(override) -> None:
+    pytest.importorskip("torch")
+    from a2fbench.errors import ConfigError
+    from unitalker.model.config import load_config
+
+    with pytest.raises(ConfigError, match=f"config key {override.split('=')[0]}: expected"):
+        load_config("tiny", [override])
+    load_config("tiny", [override.split("=")[0] + "=" + {"train.lr": "0.001", "train.seed": "0",
+                                                           "model.decoder.dropout": "0.5", "train.grad_clip": "1",
+                                                           "train.keep_checkpoints": "1",
+                                                           "data.max_seconds": "5"}[override.split("=")[0]]])

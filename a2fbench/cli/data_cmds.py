@@ -15,7 +15,7 @@ from ..util import paths
 from ..util.guard import real, show
 from ..util.constants import SAMPLE_RATE
 from ..util.fsutil import atomic_path
-from . import DATA_OPT
+from . import DATA_OPT, SEED
 
 # prepare, sources.download, sources.synth and store are imported inside the commands that use them, not here:
 # they load scipy, h5py and the raw readers. Measured (median of 5): this module imports in 0.006 s instead of
@@ -124,7 +124,7 @@ def info_cmd(dataset: str, data: Path | None, as_json: bool) -> None:
 @click.argument("datasets")
 @RAW_OPT
 @click.option("--no-verify", is_flag=True, help="Skip sha256 checks (not recommended).")
-@click.option("--retries", type=int, default=3, show_default=True, help="Resumed retries of a dropped connection.")
+@click.option("--retries", type=click.IntRange(0, 100), default=3, show_default=True, help="Resumed retries of a dropped connection.")
 def download_cmd(datasets: str, raw: Path | None, no_verify: bool, retries: int) -> None:
     """Fetch URL sources (resumable, sha256-checked); print the manual steps for the rest.
 
@@ -154,7 +154,7 @@ def download_cmd(datasets: str, raw: Path | None, no_verify: bool, retries: int)
 @click.argument("datasets")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="RAW root to write.")
 @click.option("--size", type=click.Choice(["tiny", "small", "full"]), default="tiny", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--layout", default=None, help="Write another accepted layout (e.g. vertices_npy for D1; raw: the "
               "corpus as its authors ship it, e.g. D0's rigid_scans/faces/videos).")
 @click.option("--splits", default=None, help="Only these splits, comma-separated (e.g. train).")
@@ -191,7 +191,7 @@ def synth_cmd(datasets: str, out: Path, size: str, seed: int, layout: str | None
 @RAW_OPT
 @click.option("--out", "data", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Prepared store root. Default: $A2FBENCH_HOME/data.")
-@click.option("--workers", type=int, default=1, show_default=True, help="Datasets prepared in parallel.")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Datasets prepared in parallel.")
 def prepare_cmd(datasets: str, raw: Path | None, data: Path | None, workers: int) -> None:
     """Raw native files -> verified store DATA/<id>/store.h5 (resumable; atomic per dataset).
 

@@ -10,7 +10,7 @@ from ..errors import SpaceError
 from ..registry import get_space, resolve
 from ..util import paths
 from ..util.fsutil import write_npy
-from . import DATA_OPT
+from . import DATA_OPT, SEED, FiniteFloat
 
 # numpy, spaces, spaces.pca and store are imported inside the commands that use them, not here: they load
 # scipy and h5py, and `a2fbench --help` imports every command module. Measured (python -X importtime, median
@@ -26,7 +26,7 @@ from . import DATA_OPT
                    "frames allows (frames - 1, e.g. on tiny stand-ins), with a note. A number given here is "
                    "never lowered: too many is an error.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, or cuda[:N] to fit on a GPU with torch.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random sketch (same seed, same file).")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random sketch (same seed, same file).")
 @click.option("--split", default="train", show_default=True, help="Split whose frames are fitted.")
 @click.option("--passes", type=click.IntRange(min=1), default=3, show_default=True,
               help="Reads of the data (block Krylov depth); more passes, more accurate tail components.")
@@ -100,8 +100,8 @@ def convert_flame_cmd(src: Path, dst: Path) -> None:
 @click.option("--space", default=None, help="arkit52 or arkit51: checks the basis width and names the channels.")
 @click.option("--dataset", default=None, help="Take the basis (and space) of a prepared dataset instead, e.g. D3.")
 @DATA_OPT
-@click.option("--lower", type=float, default=0.0, show_default=True)
-@click.option("--upper", type=float, default=1.0, show_default=True)
+@click.option("--lower", type=FiniteFloat(), default=0.0, show_default=True)
+@click.option("--upper", type=FiniteFloat(), default=1.0, show_default=True)
 def solve_arkit_cmd(inputs: tuple[Path, ...], out: Path, basis: Path | None, space: str | None,
                     dataset: str | None, data: Path | None, lower: float, upper: float) -> None:
     """Vertices -> blendshape weights: bounded least squares in [0, 1] per frame, through a basis.
