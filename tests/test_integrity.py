@@ -647,3 +647,12 @@ def test_every_number_in_a_training_config_is_range_checked(override) -> None:
                                                            "model.decoder.dropout": "0.5", "train.grad_clip": "1",
                                                            "train.keep_checkpoints": "1",
                                                            "data.max_seconds": "5"}[override.split("=")[0]]])
+
+
+def test_tests_never_touch_the_real_home(private_home: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from a2fbench.util import paths, signing
+
+    real = Path("~/.a2fbench").expanduser().resolve()
+    base = tmp_path_factory.getbasetemp().resolve()
+    for p in (paths.home(), paths.default_data(), paths.default_db(), signing.key_path()):
+        assert base in p.resolve().parents and real not in p.resolve().parents and p.resolve() != real
