@@ -656,3 +656,96 @@ def test_tests_never_touch_the_real_home(private_home: Path, tmp_path_factory: p
     base = tmp_path_factory.getbasetemp().resolve()
     for p in (paths.home(), paths.default_data(), paths.default_db(), signing.key_path()):
         assert base in p.resolve().parents and real not in p.resolve().parents and p.resolve() != real
+
+
+# ------------------------------------------------------------------ the remaining writers: --force, never over inputs
+def _mine(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    (p / "my notes.txt").write_text("mine\n")
+    return p
+
+
+def test_synth_never_replaces_a_real_download_without_force(tmp_path, monkeypatch, capsys) -> None:
+    real = _mine(tmp_path / "raw" / "D1")  # a download: no stand-in marker
+    err = _refused(monkeypatch, capsys, ["synth", "D1", "--out", tmp_path / "raw"], [real])
+    assert "pass --force" in err and str(real) in err
+    code, _, err = run_a2fbench(monkeypatch, capsys, "synth", "D1", "--out", str(tmp_path / "raw"), "--force")
+    assert code == 0 and not (real / "my notes.txt").exists(), err
+    code, _, err = run_a2fbench(monkeypatch, capsys, "synth", "D1", "--out", str(tmp_path / "raw"), "--seed", "1")
+    assert code == 0, err  # an earlier stand-in is the command's own: replaced without --force
+
+
+def test_prepare_never_replaces_a_folder_that_holds_no_store(world, tmp_path, monkeypatch, capsys) -> None:
+    mine = _mine(tmp_path / "data" / "D1")
+    err = _refused(monkeypatch, capsys, ["prepare", "D1", "--raw", world["root"] / "raw", "--out", tmp_path / "data"],
+                   [mine, world["root"] / "raw"])
+    assert "pass --force" in err and str(mine) in err
+
+
+def test_export_hf_never_replaces_a_folder_without_force(world, tmp_path, monkeypatch, capsys) -> None:
+    mine = _mine(tmp_path / "hf")
+    err = _refused(monkeypatch, capsys, ["export-hf", "D1", "--data", world["data"], "--out", mine], [mine])
+    assert "pass --force" in err
+    err = _refused(monkeypatch, capsys, ["export-hf", "D1", "--data", world["data"], "--out",
+                                         world["data"] / "D1", "--force"], [world["data"]])
+    assert "an output never replaces an input" in err
+
+
+def test_solve_arkit_and_convert_flame_need_force(arkit_store, tmp_path, monkeypatch, capsys) -> None:
+    src = tmp_path / "v.npy"  # the outputs are checked before any input is read
+    np.save(src, np.zeros((4, 3)))
+    dst = tmp_path / "w.npy"
+    dst.write_bytes(b"mine")
+    err = _refused(monkeypatch, capsys, ["solve-arkit", src, "--dataset", "D3", "--data", arkit_store, "--out", dst],
+                   [src, dst])
+    assert "pass --force" in err
+    err = _refused(monkeypatch, capsys, ["solve-arkit", src, "--dataset", "D3", "--data", arkit_store, "--out", src,
+                                         "--force"], [src])
+    assert "an output never replaces an input" in err
+    flame = tmp_path / "generic_model.pkl"
+    flame.write_bytes(b"not read")
+    err = _refused(monkeypatch, capsys, ["convert-flame", flame, dst], [flame, dst])
+    assert "pass --force" in err
+    err = _refused(monkeypatch, capsys, ["convert-flame", flame, flame, "--force"], [flame])
+    assert "an output never replaces an input" in err
+
+
+def test_leaderboard_export_needs_force_and_never_writes_over_the_database(world, tmp_path, monkeypatch,
+                                                                           capsys) -> None:
+    db = tmp_path / "lb.sqlite"
+    code, _, err = run_a2fbench(monkeypatch, capsys, "leaderboard", "submit", str(world["res"]), "--method", "M",
+                                "--db", str(db))
+    assert code == 0, err
+    page = tmp_path / "board.html"
+    page.write_text("my page\n")
+    err = _refused(monkeypatch, capsys, ["leaderboard", "export", "--html", page, "--db", db], [page, db])
+    assert "pass --force" in err
+    err = _refused(monkeypatch, capsys, ["leaderboard", "export", "--html", db, "--force", "--db", db], [db])
+    assert "an output never replaces an input" in err
+    code, _, err = run_a2fbench(monkeypatch, capsys, "leaderboard", "export", "--html", str(page), "--force",
+                                "--db", str(db))
+    assert code == 0 and page.read_text() != "my page\n", err
+
+
+def test_unitalker_runs_never_write_over_their_inputs(world, tmp_path, monkeypatch, capsys) -> None:
+    pytest.importorskip("torch")
+    from _cli_helpers import run_unitalker as _ru
+
+    def run_unitalker(mp, cap, *args):  # (exit status, stdout, stderr) like run_a2fbench
+        code, err = _ru(mp, cap, *args)
+        return code, "", err
+
+    run = _mine(tmp_path / "run")
+    data = world["data"]
+    cases = [["finetune", "--from", run, "--data", data, "--datasets", "D1", "--out", run],
+             ["finetune", "--from", run, "--data", data, "--datasets", "D1", "--out", run / "ft"],
+             ["train", "--data", data, "--datasets", "D1", "--out", data / "run", "--config", "tiny"],
+             ["train", "--data", data, "--datasets", "D1", "--out", data, "--config", "tiny"]]
+    for args in cases:
+        err = _refused(monkeypatch, capsys, args, [run, data], runner=run_unitalker)
+        assert "an output never replaces an input" in err, args
+    assert not (data / "run").exists()
+    png = tmp_path / "curves.png"
+    png.write_bytes(b"mine")
+    err = _refused(monkeypatch, capsys, ["plot", run, "--out", png], [png], runner=run_unitalker)
+    assert "pass --force" in err
