@@ -749,3 +749,36 @@ def test_unitalker_runs_never_write_over_their_inputs(world, tmp_path, monkeypat
     png.write_bytes(b"mine")
     err = _refused(monkeypatch, capsys, ["plot", run, "--out", png], [png], runner=run_unitalker)
     assert "pass --force" in err
+
+
+# ------------------------------------------------------------------ stale temporaries of a killed run
+def test_stale_temporaries_are_cleaned_or_ignored_never_read(world, tmp_path, monkeypatch, capsys) -> None:
+    from a2fbench.util import fsutil
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    pid = int(dead.stdout)  # a process that has exited
+    out = tmp_path / "out"
+    out.mkdir()
+    old = time.time() - 2 * fsutil.STALE_AFTER_S
+    stale = [out / f".r.json.incomplete-{pid}", out / f".v.mp4.0123456789ab-{pid}.part", out / f".objs.old-{pid}"]
+    stale[0].write_text("{half")
+    stale[1].write_bytes(b"\0" * 10)
+    (stale[2]).mkdir()
+    (stale[2] / "frame_000000.obj").write_text("v 0 0 0\n")
+    kept = [out / f".x.json.incomplete-{pid}",  # too recent: perhaps a writer on another machine
+            out / f".y.json.incomplete-{os.getppid()}",  # its process is alive
+            out / ".D1.incomplete", out / ".big.npy.0123456789ab.part"]  # resumable: prepare's, download's
+    for p in kept:
+        p.write_text("{half")
+    for p in stale + kept[1:]:
+        os.utime(p, (old, old))
+    # a predictions folder holding a killed run's temporary: hidden, never read as a prediction
+    pred = tmp_path / "pred"
+    shutil.copytree(world["pred"], pred)
+    (pred / f".{world['seq']}.npy.incomplete-{pid}").write_bytes(b"garbage")
+    code, _, err = run_a2fbench(monkeypatch, capsys, "evaluate", str(pred), "--dataset", "D1", "--data",
+                                str(world["data"]), "--bootstrap", "100", "--out", str(out / "r.json"))
+    assert code == 0, err
+    assert json.loads((out / "r.json").read_text())["metrics"]["LVE"]["value"] == \
+        json.loads(world["res"].read_text())["metrics"]["LVE"]["value"]
+    assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)

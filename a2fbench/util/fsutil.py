@@ -13,7 +13,9 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -41,6 +43,56 @@ def temp_name(target: Path) -> Path:
     return target.with_name(f".{target.name}.incomplete-{os.getpid()}")
 
 
+#: the temporaries this tool names after the process that writes them: ``.NAME.incomplete-PID`` and
+#: ``.NAME.old-PID`` (:func:`atomic_path`, prepare) and ``.NAME.<12 hex>-PID.<suffix>`` (outputs.files); the
+#: resumable ones (``.<id>.incomplete`` of prepare, ``.NAME.<sha12>.part`` of download) carry no PID and are kept
+_OUR_TEMP = re.compile(r"^\..+\.(?:incomplete-|old-|[0-9a-f]{12}-)([0-9]+)(?:\.[a-z]+)?$")
+#: a temporary untouched this long whose process is gone is stale (a live writer on another machine sharing the
+#: folder keeps touching its temporary; its PID says nothing here)
+STALE_AFTER_S = 600
+_swept: set[str] = set()
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: a process of another user
+        return True
+    return True
+
+
+def sweep_stale(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporaries that a killed run of this tool left in ``folder`` (named by :data:`_OUR_TEMP`, their
+    process no longer alive, untouched for :data:`STALE_AFTER_S`); others are left, hidden and never read as
+    output. Each folder is swept once per process (writers of many files into one folder pay one scan)."""
+    key = os.path.realpath(folder)
+    if key in _swept:
+        return []
+    _swept.add(key)
+    removed = []
+    try:
+        entries = list(os.scandir(key))
+    except OSError:
+        return []
+    now = time.time()
+    for e in entries:
+        m = _OUR_TEMP.match(e.name)
+        if not m or _alive(int(m.group(1))):
+            continue
+        try:
+            if now - e.stat(follow_symlinks=False).st_mtime < STALE_AFTER_S:
+                continue
+            _remove(Path(e.path))
+        except OSError:
+            continue
+        removed.append(Path(e.path))
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, *, is_dir: bool = False, fsync: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; rename it onto ``target`` on success, delete it on failure.
@@ -53,6 +105,7 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False, fsync: bool 
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(target.parent)
     tmp = temp_name(target)
     _remove(tmp)
     if is_dir:
