@@ -782,3 +782,32 @@ def test_stale_temporaries_are_cleaned_or_ignored_never_read(world, tmp_path, mo
     assert json.loads((out / "r.json").read_text())["metrics"]["LVE"]["value"] == \
         json.loads(world["res"].read_text())["metrics"]["LVE"]["value"]
     assert not any(p.exists() for p in stale) and all(p.exists() for p in kept)
+
+
+# ------------------------------------------------------------------ a full disk or a file-size limit
+_FSIZE = r"""
+import os, resource, signal, sys
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() then fails with EFBIG instead of killing the process
+n = int(sys.argv[1])
+resource.setrlimit(resource.RLIMIT_FSIZE, (n, n))
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
+
+
+@pytest.mark.parametrize("cmd", ["evaluate", "export_gltf", "export_obj", "render"])
+def test_a_file_too_large_is_one_line_and_leaves_nothing(world, tmp_path, cmd) -> None:
+    one = world["pred"] / f"{world['seq']}.npy"
+    out = tmp_path / "out"
+    out.mkdir()
+    common = ["--dataset", "D1", "--data", world["data"]]
+    args = {"evaluate": ["evaluate", world["pred"], *common, "--bootstrap", "100", "--out", out / "r.json"],
+            "export_gltf": ["export", one, *common, "--format", "gltf", "--out", out / "x.glb"],
+            "export_obj": ["export", one, *common, "--format", "obj", "--out", out / "objs"],
+            "render": ["render", one, *common, "--size", "64", "--out", out / "v.mp4"]}[cmd]
+    keep = [world["pred"], world["data"] / "D1"]
+    before = {p: _snap(p) for p in keep}
+    r = subprocess.run([sys.executable, "-c", _FSIZE, "2000", shutil.which("a2fbench"), *map(str, args)],
+                       capture_output=True, text=True, timeout=300)
+    _one_line_refusal(r.returncode, r.stderr)
+    assert "File too large" in r.stderr and "ulimit -f" in r.stderr and "nothing partial was left" in r.stderr
+    assert list(out.iterdir()) == [] and {p: _snap(p) for p in keep} == before

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from ..util.fsutil import fsync_dir, sweep_stale
+from ..util.fsutil import fsync_dir, name_target, sweep_stale
 
 
 def temp_beside(path: Path, suffix: str = "tmp") -> Path:
@@ -32,11 +32,12 @@ def atomic_target(path: str | os.PathLike, suffix: str = "tmp") -> Iterator[Path
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        name_target(e, tmp, path)
         raise
 
 

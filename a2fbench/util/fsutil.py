@@ -124,13 +124,24 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False, fsync: bool 
             if old is not None:
                 os.replace(old, target)
             raise
-    except BaseException:
+    except BaseException as e:
         _remove(tmp)
+        name_target(e, tmp, target)
         raise
     if fsync:
         fsync_dir(target.parent)
     if old is not None:
         _remove(old)
+
+
+def name_target(e: BaseException, tmp: Path, target: Path) -> None:
+    """An OSError raised while writing ``tmp`` names ``target`` (what the user asked for), not the hidden
+    temporary or nothing (``write()`` of a full disk or a file-size limit carries no file name)."""
+    if isinstance(e, OSError) and (e.filename is None or os.fspath(e.filename).startswith(os.fspath(tmp))):
+        try:
+            e.filename = os.fspath(target)
+        except AttributeError:  # a library's OSError subclass with a read-only filename (PyAV)
+            pass
 
 
 def fsync_dir(d: Path) -> None:

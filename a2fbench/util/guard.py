@@ -164,6 +164,8 @@ _ADVICE = {
     errno.EPERM: "check its permissions, or write somewhere you may",
     errno.EROFS: "the file system is read-only; write somewhere else",
     errno.ENOSPC: "the disk is full; free some space or write somewhere else",
+    errno.EFBIG: "the file is larger than this file system or the file-size limit (ulimit -f) allows; write "
+                 "somewhere else or raise the limit",
     errno.EDQUOT: "the disk quota is used up; free some space or write somewhere else",
     errno.ENOENT: "check the path",
     errno.ENOTDIR: "a part of the path is a file, not a folder; check the path",
