@@ -50,7 +50,7 @@ def group_key(e: dict) -> tuple:
         return ("disputed", e["id"])
     return ("evaluated",) + stats.comparability_key(e["dataset"], e["split"], e["protocol"], e.get("protocol_version"),
                                                     e.get("length_policy"), e.get("dataset_fingerprint"),
-                                                    e.get("regions_digest"))
+                                                    e.get("regions_digest")) + (e.get("latency_ms"),)  # streaming track
 
 
 def score(metric: str, value: Optional[float]) -> Optional[float]:
@@ -184,7 +184,8 @@ def group_label(e: dict) -> str:
         return f"{e['dataset']} / {e['split']} / {e['protocol']}"
     label = f"{e['dataset']} / {e['split']} / {e['protocol']} v{e.get('protocol_version') or 1}"
     label += f" ({e['length_policy']})" if e.get("length_policy") else ""
-    return label + (f" / {e['region_set']} regions" if e.get("region_set") else "")
+    label += f" / {e['region_set']} regions" if e.get("region_set") else ""
+    return label + (f" / streaming {e['latency_ms']:g} ms" if e.get("latency_ms") is not None else "")
 
 
 def method_key(e: dict) -> tuple[str, str]:
