@@ -111,15 +111,20 @@ def submit_cmd(results: Path, method: Optional[str], version: Optional[str], par
 @leaderboard_group.command("show")
 @click.option("--dataset", default=None, help="Only these datasets: D1, vocaset, D0,D1 or D0..D7.")
 @click.option("--kind", type=click.Choice(["all", "evaluated", "reported"]), default="all", show_default=True)
+@click.option("--track", type=click.Choice(["all", "real", "synthetic"]), default="all", show_default=True,
+              help="Data track: scores on the real data (and papers' numbers) or on synthetic stand-ins; the two "
+                   "never share a table or a ranking.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable: {\"entries\": [...], \"overall\": [...]}.")
 @DB_OPT
-def show_cmd(dataset: Optional[str], kind: str, as_json: bool, db_path: Optional[Path]) -> None:
-    """Print the leaderboard: a table per dataset, best per column, ties, and the overall rank.
+def show_cmd(dataset: Optional[str], kind: str, track: str, as_json: bool, db_path: Optional[Path]) -> None:
+    """Print the leaderboard: per data track (real data, then synthetic stand-ins) a table per dataset, best per
+    column, ties, and the overall rank.
 
     \b
     Examples:
       a2fbench leaderboard show
       a2fbench leaderboard show --dataset vocaset --kind evaluated
+      a2fbench leaderboard show --track synthetic      # only the stand-in scores (e.g. the quickstart's)
       a2fbench leaderboard show --dataset D1 --json | jq '.entries[] | {method, kind, LVE: .metrics.LVE.value}'
     """
     from a2fbench.registry import resolve
@@ -130,7 +135,8 @@ def show_cmd(dataset: Optional[str], kind: str, as_json: bool, db_path: Optional
     path = _db(db_path)
     conn = _open_for_reading(path)
     try:
-        entries, overall = load_ranked(conn, datasets, None if kind == "all" else kind)
+        entries, overall = load_ranked(conn, datasets, None if kind == "all" else kind,
+                                       None if track == "all" else track)
     finally:
         conn.close()
     if as_json:
