@@ -42,7 +42,7 @@ def build(work: Path) -> Path:
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
     from a2fbench.registry import get_space, get_spec
-    from unitalker.encoder import KNOWN_ARCH
+    from unitalker.model.encoder import KNOWN_ARCH
 
     ckpt = work / "UniTalker-L-D0-D7.pt"
     if ckpt.is_file():
@@ -100,7 +100,7 @@ def child_baseline(ckpt: str, out: str) -> dict:
 
 
 def child_import(ckpt: str, rel: str, out: str) -> dict:
-    from unitalker.convert import import_official
+    from unitalker.release.convert import import_official
 
     t = time.perf_counter()
     import_official(ckpt, rel, out)

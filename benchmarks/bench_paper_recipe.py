@@ -40,8 +40,8 @@ def main() -> None:
     from a2fbench.registry import get_spec
     from a2fbench.sources.synth import synth_dataset
     from a2fbench.spaces.pca import fit_dataset
-    from unitalker.config import load_config
-    from unitalker.train import train
+    from unitalker.model.config import load_config
+    from unitalker.train.loop import train
 
     torch.set_num_threads(1)
     ds = a.datasets.split(",")

@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    from unitalker.bench import bench, format_report
+    from unitalker.infer.bench import bench, format_report
 
     reports = []
     for name in a.configs.split(","):

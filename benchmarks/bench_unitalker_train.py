@@ -66,7 +66,7 @@ def full_size_training_clips(max_seconds: float = UNITALKER_MAX_SECONDS) -> list
 
 def realistic_clips(base, n: int, seed: int):
     """``n`` clips of ``base`` (a ClipSet) tiled to lengths drawn from :func:`full_size_training_clips`."""
-    from unitalker.data import ClipSet
+    from unitalker.train.data import ClipSet
 
     class Tiled(ClipSet):
         def _targets(self, i: int) -> dict:
@@ -98,9 +98,9 @@ def realistic_clips(base, n: int, seed: int):
 
 def run_setting(data: Path, datasets: list[str], config: str, overrides: list[str], clips: int, epochs: int,
                 seed: int, work: Path, instruments: bool) -> dict:
-    from unitalker.batches import BucketBatchSampler
-    from unitalker.config import load_config
-    from unitalker.train import Trainer
+    from unitalker.train.batches import BucketBatchSampler
+    from unitalker.model.config import load_config
+    from unitalker.train.loop import Trainer
 
     cfg = load_config(config, ["model.encoder.pretrained=false", "train.warmup_epochs=0", "train.epochs=100000",
                                "train.val_every_epochs=100000", *overrides])
@@ -156,7 +156,7 @@ def main() -> None:
     a = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
     from a2fbench import resolve
-    from unitalker.runtime import device_name, select_device
+    from unitalker.model.runtime import device_name, select_device
 
     dev = select_device(a.device)
     work = Path(tempfile.mkdtemp(prefix="bench_ut_"))

@@ -217,7 +217,7 @@ def test_one_line_hints_for_common_mistakes(raw_tiny: Path, data_tiny: Path, tmp
 
 
 def test_blendshape_outputs_are_clamped_to_their_range() -> None:
-    from unitalker.predict import clamp_weights
+    from unitalker.infer.predict import clamp_weights
 
     x = np.array([[-0.06, 0.5, 1.2]], np.float32)
     assert clamp_weights(x.copy(), "arkit52").tolist() == [[0.0, 0.5, 1.0]]
@@ -243,7 +243,7 @@ def test_unknown_leaderboard_entry_edit_is_one_line(tmp_path: Path) -> None:
 
 
 def test_plot_of_a_run_writes_a_png_with_both_panels(tmp_path: Path) -> None:
-    from unitalker.plot import plot_run, read_curves
+    from unitalker.train.plot import plot_run, read_curves
 
     run = tmp_path / "run"
     run.mkdir()
@@ -267,7 +267,7 @@ def test_plot_of_a_run_writes_a_png_with_both_panels(tmp_path: Path) -> None:
 def test_cpu_threads_leave_busy_cores_to_their_owners() -> None:
     """Item 4: torch threads = the cores other processes leave free, measured now (not the load average, which
     counts this process's own past work)."""
-    from unitalker.runtime import auto_threads, busy_elsewhere
+    from unitalker.model.runtime import auto_threads, busy_elsewhere
 
     assert auto_threads(cores=2, busy=0.0) == 2 and auto_threads(cores=2, busy=2.0) == 1
     assert auto_threads(cores=8, busy=2.6) == 5 and auto_threads(cores=1, busy=5.0) == 1

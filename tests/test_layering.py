@@ -28,13 +28,29 @@ ALLOWED: dict[str, set[str]] = {
     "registry": {"errors", "util"},
     "store": {"errors", "util", "registry"},
     "spaces": {"errors", "util", "registry", "store"},  # spaces.pca reads a prepared store
-    "sources": {"errors", "util", "registry", "spaces"},  # region files and bases read through the spaces
+    "sources": {"errors", "util", "registry", "store", "spaces"},  # region files and bases read through the spaces;
+    # a user's template mesh is read into the store's Template (store.templates: which template a mesh sits on)
     "prepare": {"errors", "util", "registry", "sources", "spaces", "store"},
     "scoring": {"errors", "util", "registry", "spaces", "store"},
     "outputs": {"errors", "util", "registry", "spaces", "store", "scoring"},
     "cli": {"errors", "util", "registry", "sources", "prepare", "store", "spaces", "scoring", "outputs"},
     "__init__": {"errors", "registry", "store"},
 }
+#: inside unitalker: the baseline's life by stage. ``model`` (config, network, checkpoint, loading) is the base;
+#: ``train``, ``infer`` and ``release`` each build on it and never on each other; the CLI and the quickstart
+#: (top-level modules, the composition root) may use them all.
+UNITALKER_ALLOWED: dict[str, set[str]] = {
+    "model": set(),
+    "train": {"model"},
+    "infer": {"model"},
+    "release": {"model"},
+    "cli": {"model", "train", "infer", "release", "quickstart"},
+    "quickstart": {"model", "train", "infer"},
+    "__main__": {"cli"},
+    "__init__": set(),
+}
+#: sub-packages of unitalker at most, and modules in each at most (a room that needs more is two rooms)
+UNITALKER_MAX_TOP_MODULES, UNITALKER_MAX_SUB_MODULES = 4, 9
 MAX_LINES = 450
 #: strings that equal an upper package's name but name something else (file, string, why)
 NOT_MODULE_NAMES = {
@@ -188,3 +204,33 @@ def test_no_long_modules() -> None:
 def test_a2fbench_top_level_holds_few_modules() -> None:
     top = [p.name for p in (REPO / "a2fbench").glob("*.py") if p.name not in ("__init__.py", "__main__.py")]
     assert len(top) <= 2, top
+
+
+def test_unitalker_stages_follow_the_allowed_dependencies() -> None:
+    pkg = REPO / "unitalker"
+    stages = {p.stem if p.is_file() else p.name for p in pkg.iterdir()
+              if p.suffix == ".py" or (p / "__init__.py").is_file()}
+    assert stages <= set(UNITALKER_ALLOWED), f"stages without a rule in UNITALKER_ALLOWED: {sorted(stages - set(UNITALKER_ALLOWED))}"
+    bad = []
+    for mod, path in MODULES.items():
+        if not mod.startswith("unitalker"):
+            continue
+        src = _stage(mod)
+        for target, _names, line in _imports(mod, path):
+            if not target.startswith("unitalker.") or target == "unitalker":
+                continue
+            dst = _stage(target)
+            if dst != src and dst not in UNITALKER_ALLOWED[src]:
+                bad.append(f"{path.relative_to(REPO)}:{line}: {src} may not import {dst} ({target})")
+    assert not bad, bad
+
+
+def test_unitalker_reads_as_a_few_rooms() -> None:
+    pkg = REPO / "unitalker"
+    top = [p.name for p in pkg.glob("*.py") if p.name not in ("__init__.py", "__main__.py")]
+    assert len(top) <= UNITALKER_MAX_TOP_MODULES, top
+    subs = [p for p in pkg.iterdir() if (p / "__init__.py").is_file()]
+    assert 3 <= len(subs) <= 8, [p.name for p in subs]
+    for sub in subs:
+        mods = [p.name for p in sub.glob("*.py") if p.name != "__init__.py"]
+        assert len(mods) <= UNITALKER_MAX_SUB_MODULES, (sub.name, mods)

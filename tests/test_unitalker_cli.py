@@ -15,10 +15,10 @@ import soundfile as sf
 import torch
 from _cli_helpers import run_unitalker
 
-from unitalker.config import load_config
-from unitalker.predict import AudioInputError, infer, run_batch, windows
-from unitalker.runtime import load_model
-from unitalker.train import train
+from unitalker.model.config import load_config
+from unitalker.infer.predict import AudioInputError, infer, run_batch, windows
+from unitalker.model.load import load_model
+from unitalker.train.loop import train
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")

@@ -8,10 +8,10 @@ import torch
 import torch.nn.functional as F
 
 from a2fbench.errors import ConfigError
-from unitalker.config import load_config, parse_overrides
-from unitalker.encoder import AudioEncoder, interpolate_frames
-from unitalker.loss import Eq2Loss
-from unitalker.model import Head, HeadSpec, ModelSpec, TCNDecoder, UniTalker
+from unitalker.model.config import load_config, parse_overrides
+from unitalker.model.encoder import AudioEncoder, interpolate_frames
+from unitalker.model.loss import Eq2Loss
+from unitalker.model.model import Head, HeadSpec, ModelSpec, TCNDecoder, UniTalker
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")
@@ -132,7 +132,7 @@ def test_interpolate_frames_matches_F_interpolate_align_corners():
 
 def test_unitalker_b_parameter_count_matches_the_paper_code():
     """Random-weight UniTalker-B: 96.05 M parameters, encoder 94.38 M (performance-notes.md, the paper's code)."""
-    from unitalker.bench import registry_spec
+    from unitalker.infer.bench import registry_spec
 
     cfg = load_config("unitalker-b", ["model.encoder.pretrained=false"])
     m = UniTalker(cfg, registry_spec(cfg))
@@ -275,7 +275,7 @@ def _slow_transformer_decoder(dec, h, ident):
 def test_transformer_decoder_matches_the_written_out_official_one():
     """Queries = identity + periodic PE (period 30), causal self-attention with bias -slope*floor((t-s)/30),
     cross-attention of frame t to audio frame t, post-norm FF: our module == the computation written out."""
-    from unitalker.model import TransformerDecoder
+    from unitalker.model.model import TransformerDecoder
 
     torch.manual_seed(0)
     dec = TransformerDecoder(12, 16, 4, 32, 1, 30, 0.1).eval()
@@ -288,7 +288,7 @@ def test_transformer_decoder_matches_the_written_out_official_one():
 
 
 def test_transformer_decoder_is_causal_and_padding_free():
-    from unitalker.model import TransformerDecoder
+    from unitalker.model.model import TransformerDecoder
 
     torch.manual_seed(1)
     dec = TransformerDecoder(8, 16, 4, 32, 1, 30, 0.0).eval()

@@ -14,10 +14,10 @@ import torch
 from _cli_helpers import run_unitalker
 from _official_helpers import ALL, ANNOT, K, official_state_dict, release
 
-from unitalker import checkpoint as ck
-from unitalker.convert import export_official, import_official
-from unitalker.predict import infer, run_batch, windows
-from unitalker.runtime import load_model
+from unitalker.model import checkpoint as ck
+from unitalker.release.convert import export_official, import_official
+from unitalker.infer.predict import infer, run_batch, windows
+from unitalker.model.load import load_model
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")
@@ -165,7 +165,7 @@ def test_xlsr_family_normalises_every_window_again(rel, tmp_path, monkeypatch):
     x[20 * SR:] *= 10.0  # the second window is much louder than the whole clip
     sf.write(tmp_path / "a.wav", x, SR, subtype="FLOAT")
     seen = []
-    import unitalker.predict as P
+    import unitalker.infer.predict as P
 
     def spy(model, audios, *a, **kw):
         seen.extend(a.numpy().astype(np.float64) for a in audios)
@@ -192,7 +192,7 @@ def test_transformer_decoder_checkpoint_round_trips(rel, tmp_path):
 
 
 def test_run_folder_serves_bench_and_config(b_run):
-    from unitalker.bench import bench
+    from unitalker.infer.bench import bench
 
     rep = bench(str(b_run[0]), None, seconds=1.0, device="cpu", batch=2, runs=20)
     assert rep["params"] > rep["encoder_params"] > 0

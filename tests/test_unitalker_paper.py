@@ -16,17 +16,17 @@ from _official_helpers import official_state_dict, release
 
 import a2fbench
 from a2fbench.errors import ConfigError
-from unitalker import checkpoint as ck
-from unitalker.assemble import run_identities
-from unitalker.config import load_config
-from unitalker.convert import export_official, import_official
-from unitalker.data import open_sources
-from unitalker.finetune import finetune_config, limit_trainable
-from unitalker.loss import Eq2Loss
-from unitalker.model import HeadSpec, ModelSpec, UniTalker
-from unitalker.runtime import load_model
-from unitalker.train import train
-from unitalker.validate import Validator
+from unitalker.model import checkpoint as ck
+from unitalker.train.assemble import run_identities
+from unitalker.model.config import load_config
+from unitalker.release.convert import export_official, import_official
+from unitalker.train.data import open_sources
+from unitalker.train.finetune import finetune_config, limit_trainable
+from unitalker.model.loss import Eq2Loss
+from unitalker.model.model import HeadSpec, ModelSpec, UniTalker
+from unitalker.model.load import load_model
+from unitalker.train.loop import train
+from unitalker.train.validate import Validator
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")
@@ -172,7 +172,7 @@ def test_flame_loss_on_face_vertices_without_parameter_term(data_tiny, tmp_path)
 def test_every_split_cut_to_max_seconds(data_tiny):
     cfg = load_config("tiny", ["data.max_seconds=0.8", "data.cut_eval=true"])
     srcs = open_sources(data_tiny, ["D1"], cfg)
-    from unitalker.assemble import run_identities as ids
+    from unitalker.train.assemble import run_identities as ids
 
     v = Validator(data_tiny, ["D1"], cfg, ids(srcs, cfg), False)
     assert v.clips.frames and max(v.clips.frames) == 24  # 0.8 s x 30 fps
@@ -183,7 +183,7 @@ def test_every_split_cut_to_max_seconds(data_tiny):
 def test_imported_run_predicts_and_evaluates(imported, tmp_path):
     """The imported run is a run like ours: predict a split, score it with a2fbench evaluate."""
     from a2fbench.scoring.evaluate import evaluate
-    from unitalker.predict import predict
+    from unitalker.infer.predict import predict
 
     data, run = imported
     pred = predict(run, data, "D1", tmp_path / "pred", split="test", device="cpu", progress=False)

@@ -12,16 +12,16 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from unitalker import checkpoint as ck
-from unitalker.batches import bucket, worker_init
-from unitalker.bench import registry_spec, reference_model, rel_err
-from unitalker.config import load_config
-from unitalker.encoder import AudioEncoder
-from unitalker.fastcnn import GemmCNN
-from unitalker.fastinfer import FastForward
-from unitalker.loss import Eq2Loss
-from unitalker.model import UniTalker
-from unitalker.train import Trainer, train
+from unitalker.model import checkpoint as ck
+from unitalker.train.batches import bucket, worker_init
+from unitalker.infer.bench import registry_spec, reference_model, rel_err
+from unitalker.model.config import load_config
+from unitalker.model.encoder import AudioEncoder
+from unitalker.model.fastcnn import GemmCNN
+from unitalker.infer.fastinfer import FastForward
+from unitalker.model.loss import Eq2Loss
+from unitalker.model.model import UniTalker
+from unitalker.train.loop import Trainer, train
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")

@@ -18,19 +18,19 @@ import torch
 
 import a2fbench
 from a2fbench.errors import ConfigError
-from unitalker import checkpoint as ck
-from unitalker.config import load_config
-from unitalker.data import (
+from unitalker.model import checkpoint as ck
+from unitalker.model.config import load_config
+from unitalker.train.data import (
     BucketBatchSampler,
     ClipSet,
     identity_table,
     open_sources,
     select_fraction,
 )
-from unitalker.finetune import transfer
-from unitalker.predict import predict_split
-from unitalker.runtime import load_model
-from unitalker.train import train
+from unitalker.model.load import transfer
+from unitalker.infer.predict import predict_split
+from unitalker.model.load import load_model
+from unitalker.train.loop import train
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")
@@ -161,8 +161,8 @@ def test_fraction_selects_a_seeded_subset():
 
 # --------------------------------------------------------------------------- fine-tuning and transfer
 def test_annotation_transfer_new_head_and_pivot_identities(short_run, data, tmp_path):
-    from unitalker.assemble import build_heads
-    from unitalker.model import ModelSpec, UniTalker
+    from unitalker.train.assemble import build_heads
+    from unitalker.model.model import ModelSpec, UniTalker
 
     meta, state, _ = ck.read(short_run)
     c = load_config(None, ["train.threads=1"], base=meta["config"])

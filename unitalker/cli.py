@@ -63,8 +63,8 @@ def train_cmd(data: Optional[Path], datasets: str, out: Path, config: Optional[s
       unitalker train --data data --datasets D0..D7 --out run --config tiny
       torchrun --standalone --nproc_per_node 2 -m unitalker.cli train --data data --datasets D0..D7 --out run --config tiny
     """
-    from .config import load_config
-    from .train import train
+    from .model.config import load_config
+    from .train.loop import train
 
     cfg = load_config(config or None, overrides)
     ckpt = train(data or paths.default_data(), _ids(datasets), out, cfg, progress=not no_progress)
@@ -98,8 +98,8 @@ def finetune_cmd(init_from: str, data: Optional[Path], datasets: str, out: Path,
       unitalker finetune --from run --data data --datasets D1 --out ft --fraction 0.5 train.epochs=5
       unitalker finetune --from imported --data data --datasets D1 --out ft1 --fraction 0.001 --trainable heads,identity
     """
-    from .finetune import finetune_config
-    from .train import train
+    from .train.finetune import finetune_config
+    from .train.loop import train
 
     ov = list(overrides) + ([f"data.fraction={fraction}"] if fraction is not None else [])
     ov += [f"train.trainable={trainable}"] if trainable is not None else []
@@ -129,7 +129,7 @@ def predict_cmd(checkpoint: str, data: Optional[Path], dataset: str, split: str,
       unitalker predict --checkpoint run --data data --dataset D1 --split test --out pred
       a2fbench evaluate pred --dataset D1 --data data
     """
-    from .predict import predict
+    from .infer.predict import predict
 
     ids = _ids(dataset)  # an unknown name fails here, with did-you-mean, before the model is loaded
     if len(ids) != 1:
@@ -163,7 +163,7 @@ def infer_cmd(checkpoint: str, audio: tuple[Path, ...], out: Path, heads: str, i
       unitalker infer --checkpoint run speech.wav song.mp3 --out anim --heads D1,D3
       unitalker infer --checkpoint run speech.wav --out anim --heads D1 --template my_flame_head.obj
     """
-    from .predict import infer
+    from .infer.predict import infer
 
     for p in infer(checkpoint, list(audio), out, heads=heads, identity=identity, device=device, template=template):
         click.echo(str(p))
@@ -187,7 +187,7 @@ def import_official_cmd(checkpoint: Path, release: Path, out: Path, datasets: Op
     Example:
       unitalker import-official UniTalker-B-D0-D7.pt --release unitalker_data_release_V1 --out unitalker-b
     """
-    from .convert import import_official
+    from .release.convert import import_official
 
     click.echo(f"imported: {import_official(checkpoint, release, out, _ids(datasets) if datasets else None)}")
 
@@ -205,7 +205,7 @@ def export_official_cmd(run: str, out: Path, weight_norm: str) -> None:
     Example:
       unitalker export-official ft --out UniTalker-B-finetuned.pt
     """
-    from .convert import export_official
+    from .release.convert import export_official
 
     click.echo(f"exported: {export_official(run, out, None if weight_norm == 'auto' else weight_norm)}")
 
@@ -232,7 +232,7 @@ def bench_cmd(checkpoint: Optional[str], config: Optional[str], seconds: float, 
     Example:
       unitalker bench --config unitalker-b --seconds 10 --device cuda
     """
-    from .bench import bench, format_report
+    from .infer.bench import bench, format_report
 
     rep = bench(checkpoint, config, seconds=seconds, device=device, batch=batch, runs=runs, use_compile=use_compile)
     click.echo(format_report(rep))
@@ -253,7 +253,7 @@ def plot_cmd(run: Path, out: Optional[Path]) -> None:
     Example:
       unitalker plot runs/tiny --out tiny.png
     """
-    from .plot import plot_run
+    from .train.plot import plot_run
 
     click.echo(f"wrote {plot_run(run, out)}")
 

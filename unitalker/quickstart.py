@@ -32,10 +32,10 @@ from a2fbench.spaces.pca import fit_dataset
 from a2fbench.util.fsutil import atomic_path, write_json
 from a2fbench.util.paths import default_db
 
-from .config import load_config
-from .predict import predict
-from .runtime import load_model
-from .train import train
+from .model.config import load_config
+from .infer.predict import predict
+from .model.load import load_model
+from .train.loop import train
 
 log = logging.getLogger(__name__)
 DATASETS = ["D0", "D1", "D2", "D3", "D4", "D5", "D6", "D7"]

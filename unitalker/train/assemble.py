@@ -13,9 +13,9 @@ import torch
 
 from a2fbench.registry import get_space
 
-from .config import free_form
+from ..model.config import free_form
 from .data import IdentityTable, Source, identity_table, load_pca
-from .model import HeadSpec
+from ..model.model import HeadSpec
 
 
 def flatten(d: dict, prefix: str = "") -> dict:

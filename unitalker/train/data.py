@@ -2,10 +2,10 @@
 
 * Each dataset's motion and templates are multiplied by its ``unitalker.scale`` (manifest) on load, as
   UniTalker's ``DataItem`` does; the PCA of a vertex space is converted to the same units. Predictions are
-  divided back (:mod:`unitalker.predict`).
+  divided back (:mod:`unitalker.infer.predict`).
 * One epoch visits every training clip of dataset d ``duplicate[d]`` times (the config's ``data.duplicate``,
   the paper's 10,5,4,1,1,1,1,1), shuffled; val/test are not repeated.
-* Batches (length-bucketed, deterministic in (seed, epoch)) and padding: :mod:`unitalker.batches`.
+* Batches (length-bucketed, deterministic in (seed, epoch)) and padding: :mod:`unitalker.train.batches`.
 * Audio and motion are aligned as UniTalker's ``DataItem.truncate`` does: each clip is cut to
   ``min(recording s, motion s, data.max_seconds)`` (``a2fbench.store.common_length``: motion frames and audio
   samples by Python ``round``), so a recording that runs past the motion is cut to it and a motion that runs
@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import difflib
 import logging
 import math
 from dataclasses import dataclass, field
@@ -29,19 +28,18 @@ import a2fbench
 from a2fbench.errors import ConfigError, StoreError
 from a2fbench.registry import DatasetSpec, get_space, get_spec
 from a2fbench.spaces import pca as _pca
+from a2fbench.spaces.pca import pca_path
+from a2fbench.store.templates import choose_template
 from a2fbench.util.progress import bar as progress_bar
 
 from .batches import BucketBatchSampler, collate, eval_batches  # noqa: F401  (re-exported: their old home)
-from .encoder import normalize_audio
+from ..model.encoder import normalize_audio
+from ..model.identity import IdentityTable
 
 log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------- PCA
-def pca_path(data: str | Path, dataset_id: str) -> Path:
-    return Path(data) / dataset_id / "pca.npz"
-
-
 def load_pca(data: str | Path, spec: DatasetSpec, k: int) -> dict:
     """The dataset's PCA (``a2fbench pca``), truncated to ``k`` components, in UniTalker's scaled units.
 
@@ -68,47 +66,6 @@ def load_pca(data: str | Path, spec: DatasetSpec, k: int) -> dict:
     return {"components": comps[:k].astype(np.float32), "mean": mean.astype(np.float32)}
 
 
-# --------------------------------------------------------------------------------------- identities
-class IdentityTable:
-    """Global identity rows: ``"D1/subject"`` for every training subject, in dataset then first-seen order,
-    and one pivot row last (UniTalker's ``Σ subjects + 1``)."""
-
-    def __init__(self, keys: list[str]):
-        self.keys = list(keys)
-        self.index = {k: i for i, k in enumerate(self.keys)}
-
-    @property
-    def pivot(self) -> int:
-        return len(self.keys)
-
-    @property
-    def n_rows(self) -> int:
-        return len(self.keys) + 1
-
-    def row(self, dataset: str, subject: str) -> Optional[int]:
-        return self.index.get(f"{dataset}/{subject}")
-
-    def lookup(self, name: str) -> int:
-        """``pivot``, a row number, ``D1/subject`` or a subject name unique among the datasets."""
-        if name == "pivot":
-            return self.pivot
-        if name.isdigit():
-            i = int(name)
-            if 0 <= i <= self.pivot:
-                return i
-        if name in self.index:
-            return self.index[name]
-        hits = [k for k in self.keys if k.split("/", 1)[1] == name]
-        if len(hits) == 1:
-            return self.index[hits[0]]
-
-        close = difflib.get_close_matches(name, self.keys + [k.split("/", 1)[1] for k in self.keys], n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        what = "is ambiguous" if hits else "is not a training identity of this checkpoint"
-        raise ConfigError(f"identity {name!r} {what}{hint}; expected pivot, a row 0..{self.pivot}, or DATASET/SUBJECT "
-                          f"(e.g. {self.keys[0] if self.keys else 'D1/FaceTalk_...'})")
-
-
 # ------------------------------------------------------------------------------------------ sources
 @dataclass
 class Source:
@@ -127,7 +84,7 @@ class Source:
         """Scaled float32 template (D,)."""
         t = self._templates.get(subject)
         if t is None:
-            t = (np.asarray(self.ds.template(subject), np.float64) * self.scale).astype(np.float32)
+            t = (choose_template(self.ds, subject=subject).values * self.scale).astype(np.float32)
             self._templates[subject] = t
         return t
 
@@ -196,7 +153,7 @@ class ClipSet(torch.utils.data.Dataset):
     template (D,). PCA and parameter targets are computed once per clip and kept in memory (small):
     :meth:`precompute_targets` computes them all in this process before loader workers start, so workers
     inherit them (fork) instead of each recomputing its own copy with a BLAS pool per worker.
-    ``load_audio = False`` (the frozen CNN's features are cached, :mod:`unitalker.featcache`): items carry no
+    ``load_audio = False`` (the frozen CNN's features are cached, :mod:`unitalker.train.featcache`): items carry no
     audio, only its length.
     """
 

@@ -24,7 +24,7 @@ import yaml
 from a2fbench.errors import ConfigError
 from a2fbench.registry import all_specs, did_you_mean
 
-CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 #: sub-trees whose keys are not checked against the defaults, not flattened, not filled in by :func:`with_defaults`
 #: (``data.duplicate``: its keys are dataset ids and its values positive integers, both checked by :func:`validate`)
 FREE_FORM = ("model.encoder.arch", "data.duplicate")

@@ -23,7 +23,7 @@ import torch
 from a2fbench.errors import ConfigError
 
 from .assemble import step_rng
-from .loss import PARTS
+from ..model.loss import PARTS
 
 
 class DeviceBatches:

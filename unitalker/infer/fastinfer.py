@@ -3,7 +3,7 @@
 * Trunk: SDPA attention; on CUDA the encoder, decoder and identity table in bf16 (heads and PCA decoding stay
   float32); no host reads inside the forward (the frame count and "no padding" are given), so it can be
   captured.
-* CNN: the candidates (stock convolutions or :class:`~unitalker.fastcnn.GemmCNN`, each in float32 or bf16 on
+* CNN: the candidates (stock convolutions or :class:`~unitalker.model.fastcnn.GemmCNN`, each in float32 or bf16 on
   CUDA) are timed on the actual shape when the forward is built and the fastest is kept: at batch 1 bf16
   convolutions were slower than float32 on an H200, at batch 16 faster, and the GEMM form avoids cuDNN's
   implicit-GEMM kernels altogether. ``cnn=`` forces one (tests).
@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from .fastcnn import GemmCNN
+from ..model.fastcnn import GemmCNN
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ import torch
 from a2fbench.util.progress import bar as progress_bar
 
 from .batches import bucket
-from .encoder import conv_out_length
+from ..model.encoder import conv_out_length
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def applies(cfg: dict) -> bool:
 
 
 class FeatureCache:
-    """Valid CNN feature frames of every clip of a :class:`~unitalker.data.ClipSet`, in one flat tensor.
+    """Valid CNN feature frames of every clip of a :class:`~unitalker.train.data.ClipSet`, in one flat tensor.
 
     ``feats`` (F + 1, C): clip i's frames are rows ``starts[i] : starts[i] + lengths[i]``; the last row is zeros
     (what padded positions gather). ``lengths_host`` is a CPU copy, so a batch's padded length is known

@@ -30,8 +30,8 @@ import torch
 from a2fbench.errors import ConfigError
 from a2fbench.registry import get_spec
 
-from .encoder import KNOWN_ARCH
-from .model import periodic_encoding
+from ..model.encoder import KNOWN_ARCH
+from ..model.model import periodic_encoding
 
 #: annotation type (the official head name) of each dataset
 ANNOT_TYPES = {"D0": "BIWI_23370_vertices", "D1": "FLAME_5023_vertices", "D2": "meshtalk_6172_vertices",

@@ -18,10 +18,10 @@ from a2fbench.spaces import converter
 
 from .batches import collate, eval_batches
 from .data import ClipSet, IdentityTable, Source, open_sources
-from .model import UniTalker
-from .predict import amp_context
+from ..model.model import UniTalker
+from ..model.runtime import amp_context
 
-log = logging.getLogger("unitalker.train")
+log = logging.getLogger("unitalker.train.loop")
 
 
 class Validator:

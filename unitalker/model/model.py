@@ -4,8 +4,8 @@ Shapes: B clips, N samples, L encoder frames (~50 Hz), T motion frames, H encode
 (256), D a space's frame width (3V for vertex spaces, P for parameter spaces).
 
 The network works in UniTalker's *scaled* units (motion and templates multiplied by the dataset's
-``unitalker.scale``: BIWI 0.2, MeshTalk 0.001, the rest 1); :mod:`unitalker.data` scales the inputs and
-:mod:`unitalker.predict` divides the outputs back, so predictions come out in the dataset's native units.
+``unitalker.scale``: BIWI 0.2, MeshTalk 0.001, the rest 1); :mod:`unitalker.train.data` scales the inputs and
+:mod:`unitalker.infer.predict` divides the outputs back, so predictions come out in the dataset's native units.
 """
 
 from __future__ import annotations
@@ -223,7 +223,7 @@ class UniTalker(nn.Module):
         Host-side facts save reading them back from the device (a sync on CUDA): ``T`` (>= the longest clip's
         frames; padded frames are masked), ``all_full`` (no padded audio or, with ``cnn``, no padded feature
         frames), ``flen_host`` (the valid encoder frames, for SpecAugment's masks). ``cnn`` = (features (B, L, C'),
-        valid frames (B,)) of the frozen CNN, computed earlier (:mod:`unitalker.featcache`); ``audio`` is then
+        valid frames (B,)) of the frozen CNN, computed earlier (:mod:`unitalker.train.featcache`); ``audio`` is then
         unused."""
         enc_grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.encoder.parameters())
         with torch.set_grad_enabled(enc_grad):  # warm-up: a frozen encoder keeps no graph

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-log = logging.getLogger("unitalker.data")
+log = logging.getLogger("unitalker.train.data")
 
 
 def worker_init(worker_id: int) -> None:

@@ -9,7 +9,7 @@ runs on the flattened batch in place (``addmm_`` into the output), so a layer is
 norm and GELU; the last rows of each clip that these read across the clip boundary are dropped.
 
 Same function as the stock module (tests/test_unitalker_speed.py: float32 agreement at rounding level), the
-first layer's GroupNorm over each clip's valid frames as in :func:`unitalker.encoder._masked_group_norm`.
+first layer's GroupNorm over each clip's valid frames as in :func:`unitalker.model.encoder._masked_group_norm`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _taps(w: torch.Tensor, s: int) -> list[torch.Tensor]:
 
 
 class GemmCNN(nn.Module):
-    """A frozen copy of an :class:`~unitalker.encoder.AudioEncoder`'s CNN: (B, N) audio -> (B, L, C)."""
+    """A frozen copy of an :class:`~unitalker.model.encoder.AudioEncoder`'s CNN: (B, N) audio -> (B, L, C)."""
 
     def __init__(self, encoder: nn.Module, dtype: torch.dtype = torch.float32):
         super().__init__()

@@ -8,7 +8,6 @@ padded batch gives the same numbers as one clip at a time). Outputs are divided 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -25,13 +24,15 @@ from a2fbench.errors import A2FBenchError, ConfigError, PredictionError, RawData
 from a2fbench.registry import did_you_mean, get_space
 from a2fbench.scoring.predictions import write_prediction, write_provenance
 from a2fbench.sources.audio import read_audio
+from a2fbench.sources.meshes import read_template_file
+from a2fbench.store.templates import choose_template
 from a2fbench.util.constants import SAMPLE_RATE
 from a2fbench.util.fsutil import atomic_path
 from a2fbench.util.progress import bar as progress_bar
 
-from .encoder import frames_for_samples, normalize_audio
-from .runtime import Loaded, load_model, select_device
-from .template import read_template
+from ..model.encoder import frames_for_samples, normalize_audio
+from ..model.load import Loaded, load_model
+from ..model.runtime import amp_context, select_device
 
 log = logging.getLogger(__name__)
 WINDOW_S = 25.0
@@ -57,11 +58,6 @@ def windows(n_samples: int, window_s: float = WINDOW_S, overlap_s: float = OVERL
         a = out[-1][0] + hop
         out.append((a, min(a + win, n_samples)))
     return out
-
-
-def amp_context(device: torch.device, amp: str) -> Any:
-    on = device.type == "cuda" and amp == "bf16"
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=on) if device.type == "cuda" else contextlib.nullcontext()
 
 
 @torch.no_grad()
@@ -205,7 +201,7 @@ def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: 
         offs = run_batch(loaded.model, audios, [s.n_frames for s in seqs], [rows[i] for i in batch], [space], device,
                          amp)[space]
         for i, s, o in zip(batch, seqs, offs):
-            yield ids[i], _native(o, ds.template(s.subject), scale, space)
+            yield ids[i], _native(o, choose_template(ds, subject=s.subject).values, scale, space)
 
     max_batch_s = 60.0 if device.type == "cpu" else 320.0
     for i in order:
@@ -214,7 +210,7 @@ def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: 
             a = _prep_audio(motion_audio(seq, fps), norm)
             off = animate(loaded.model, a, seq.n_frames, fps, rows[i], [space], device, amp, norm)[space]
             bar.update(1)
-            yield ids[i], _native(off, ds.template(seq.subject), scale, space)
+            yield ids[i], _native(off, choose_template(ds, subject=seq.subject).values, scale, space)
             continue
         if batch and (len(batch) + 1) * seq.n_frames / fps > max_batch_s:
             yield from flush(batch)
@@ -346,7 +342,7 @@ def _user_template(path: str | os.PathLike, targets: list[dict]) -> np.ndarray:
         raise ConfigError(f"--template: expected exactly one vertex head (e.g. --heads D1), found "
                           f"{', '.join(d['id'] for d in targets) or 'none'}; pick the head whose topology the mesh has")
     sp = get_space(verts[0]["space"])
-    return read_template(path, int(sp.n_vertices or 0), f"{sp.name}, the {verts[0]['id']} head")
+    return read_template_file(path, int(sp.n_vertices or 0), f"{sp.name}, the {verts[0]['id']} head").values
 
 
 def template_for(loaded: Loaded, dataset: str, row: int) -> np.ndarray:

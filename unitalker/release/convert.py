@@ -2,8 +2,8 @@
 
 Import: the ``.pt`` is read with ``torch.load(weights_only=True)`` (memory-mapped when it is a zip checkpoint, so a
 1.2 GB file is not copied into memory) and refused if it needs anything but tensors; the architecture comes from
-the tensor shapes (:mod:`unitalker.official`); the release folder gives the PCA bases, templates and subject
-names (:mod:`unitalker.release`). Every key and shape is checked against the model that the shapes imply (built
+the tensor shapes (:mod:`unitalker.release.official`); the release folder gives the PCA bases, templates and subject
+names (:mod:`unitalker.release.release`). Every key and shape is checked against the model that the shapes imply (built
 on the ``meta`` device: no memory, no random init) before anything is written; the run folder appears whole or not
 at all. Export: the reverse, as the official trainer saves (no ``pca_layer_dict``), identities laid out as its
 identity table.
@@ -27,13 +27,13 @@ from a2fbench.errors import ConfigError, StoreError
 from a2fbench.registry import get_space, get_spec
 from a2fbench.util.fsutil import atomic_path, write_json
 
-from . import checkpoint as ck
+from ..model import checkpoint as ck
 from . import official as of
-from .config import dump, load_config
-from .encoder import KNOWN_ARCH
-from .model import HeadSpec, ModelSpec, UniTalker
+from ..model.config import dump, load_config
+from ..model.encoder import KNOWN_ARCH
+from ..model.model import HeadSpec, ModelSpec, UniTalker
 from .release import ReleaseDataset, check_folder, read_dataset
-from .runtime import spec_to_meta
+from ..model.load import spec_to_meta
 
 log = logging.getLogger(__name__)
 TAG = ck.tag_for(0, 0)

@@ -3,7 +3,7 @@
 * reference mode: fp32 weights, transformers' eager attention (WavLM: ``multi_head_attention_forward`` with the
   gated relative-position bias as ``attn_mask``), no compilation, no CUDA graphs: the way the paper's code
   computes;
-* fast mode (:mod:`unitalker.fastinfer`): SDPA attention, on CUDA the trunk in bf16 (heads and PCA decoding
+* fast mode (:mod:`unitalker.infer.fastinfer`): SDPA attention, on CUDA the trunk in bf16 (heads and PCA decoding
   fp32), the CNN in the implementation and precision that time fastest on this shape, ``cudnn.benchmark``,
   the whole forward captured in a CUDA graph; ``--compile`` adds ``torch.compile`` (default mode).
 
@@ -29,10 +29,11 @@ from a2fbench.errors import ConfigError
 from a2fbench.registry import all_spaces, all_specs
 from a2fbench.util.constants import SAMPLE_RATE
 
-from .config import load_config
+from ..model.config import load_config
 from .fastinfer import FastForward, time_calls
-from .model import HeadSpec, ModelSpec, UniTalker
-from .runtime import device_name, load_model, select_device, set_threads
+from ..model.model import HeadSpec, ModelSpec, UniTalker
+from ..model.load import load_model
+from ..model.runtime import device_name, select_device, set_threads
 
 log = logging.getLogger(__name__)
 
