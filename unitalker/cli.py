@@ -143,7 +143,9 @@ def predict_cmd(checkpoint: str, data: Optional[Path], dataset: str, split: str,
 @cli.command("infer", context_settings=CTX)
 @click.option("--checkpoint", required=True, help="Checkpoint file, or run folder (its latest checkpoint).")
 @click.argument("audio", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder: OUT/<audio name>/<dataset>.npy.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Output folder: OUT/<audio name>/<dataset>.npy, with the clip's audio, each head's template and "
+                   "infer.json (render and export read them; docs/outputs.md).")
 @click.option("--heads", default="all", show_default=True, help="all, or dataset ids / spaces (D1,D3).")
 @click.option("--identity", default="pivot", show_default=True,
               help="pivot, a training subject (D1/FaceTalk_...), or an identity row number.")
@@ -163,9 +165,13 @@ def infer_cmd(checkpoint: str, audio: tuple[Path, ...], out: Path, heads: str, i
       unitalker infer --checkpoint run speech.wav song.mp3 --out anim --heads D1,D3
       unitalker infer --checkpoint run speech.wav --out anim --heads D1 --template my_flame_head.obj
     """
+    from .infer.checks import plan_infer  # no torch: a mistake is refused in about a second, before the model loads
+
+    plan = plan_infer(checkpoint, list(audio), out, heads=heads, identity=identity, template=template)
     from .infer.predict import infer
 
-    for p in infer(checkpoint, list(audio), out, heads=heads, identity=identity, device=device, template=template):
+    for p in infer(checkpoint, list(audio), out, heads=heads, identity=identity, device=device, template=template,
+                   plan=plan):
         click.echo(str(p))
 
 
