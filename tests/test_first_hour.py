@@ -243,7 +243,7 @@ def test_unknown_leaderboard_entry_edit_is_one_line(tmp_path: Path) -> None:
 
 
 def test_plot_of_a_run_writes_a_png_with_both_panels(tmp_path: Path) -> None:
-    from unitalker.train.plot import plot_run, read_curves
+    from unitalker.train.plot import plot_run, read_curves, val_series
 
     run = tmp_path / "run"
     run.mkdir()
@@ -252,11 +252,17 @@ def test_plot_of_a_run_writes_a_png_with_both_panels(tmp_path: Path) -> None:
         ep = (step - 1) // 10
         rows.append(f"{ep},{(step - 1) % 10},{step},{int(ep > 0)},{1.0 / step},0,0,0,1e-4,4,8.0,0.1")
     (run / "log.csv").write_text("\n".join(rows) + "\n")
+    # as the trainer writes it: after log.csv's epoch e (0-based, steps 10e+1..10e+10) it validates and records
+    # the number of epochs done, e + 1, with the last step
     (run / "val.csv").write_text("epoch,step,dataset,LVE,static_LVE,ratio\n" + "".join(
-        f"{e},{10 * (e + 1)},D1,{1e-5 / (e + 1):.6e},1e-5,{1 / (e + 1):.4f}\n" for e in range(4)))
+        f"{e + 1},{10 * (e + 1)},D1,{1e-5 / (e + 1):.6e},1e-5,{1 / (e + 1):.4f}\n" for e in range(4)))
     c = read_curves(run)
     assert len(c["steps"]) == 40 and c["epochs"][0] == pytest.approx(np.mean([1.0 / s for s in range(1, 11)]))
     assert [p[1] for p in c["val"]["D1"]] == [1.0, 0.5, 0.3333, 0.25]
+    # issue 22 item 9: each point sits at the epoch it followed: 1 + log.csv's epoch of the step it was made at
+    epoch_of_step = {s: ep for s, _, ep, _ in c["steps"]}
+    xs, _ = val_series(c)["D1"]
+    assert xs == [1 + epoch_of_step[10 * (e + 1)] for e in range(4)] == [1, 2, 3, 4]
     png = plot_run(run)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     shutil.rmtree(run)
