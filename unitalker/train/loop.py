@@ -292,6 +292,7 @@ class Trainer:
         steps_here = 0
         last = None
         epoch = int(self.state["epoch"])
+        t_fit, epoch0 = time.perf_counter(), epoch  # for the ETA: this session's epochs, validation included
 
         steplog = StepLog((lambda row: (logw.writerow(row), logf.flush())) if self.dist.main else None)
         while epoch < epochs:
@@ -365,7 +366,7 @@ class Trainer:
                         if self.state["best"] is None or score < self.state["best"]:
                             self.state["best"] = score
                             best = self.state["best_tag"] = ck.tag_for(epoch, 0)
-                log.info(msg)
+                log.info(msg + _eta(time.perf_counter() - t_fit, epoch - epoch0, epochs - epoch))
                 last = self.save(epoch, 0, best=best)
             barrier(self.dist)
         if self.dist.main:
@@ -373,6 +374,15 @@ class Trainer:
         if self.dist.world > 1:
             check_ranks_in_sync(self.model, self.device)
         return self.out / ck.CKPT_DIR / f"{last or ck.latest_tag(self.out)}.safetensors"
+
+
+def _eta(elapsed: float, done: int, left: int) -> str:
+    """``; eta 1m40s``: the epochs left at this session's mean epoch time (validation included), so a reader of
+    the log knows how long the run has to go; nothing after the last epoch."""
+    if left <= 0 or done <= 0:
+        return ""
+    s = int(round(elapsed / done * left))
+    return f"; eta {s // 60}m{s % 60:02d}s" if s >= 60 else f"; eta {s}s"
 
 
 def _val_summary(res: dict) -> str:
