@@ -50,6 +50,8 @@ def group_key(e: dict) -> tuple:
     data track (last, so that ``key[1:4]`` stays dataset, split, protocol)."""
     if e["kind"] == "reported":
         return ("reported", e["dataset"], e["split"], e["protocol"])
+    if e.get("disputed_by"):  # contradicted by a verified entry of the same evaluation: shown apart, not ranked
+        return ("disputed", e["id"])
     return ("evaluated",) + stats.comparability_key(e["dataset"], e["split"], e["protocol"], e.get("protocol_version"),
                                                     e.get("length_policy"), e.get("dataset_fingerprint"),
                                                     e.get("regions_digest")) + (tracks.track_of(e),)
@@ -203,7 +205,7 @@ def overall(entries: Iterable[dict], metrics: tuple[str, ...] = RANKED) -> list[
     groups_of: dict[tuple, set] = defaultdict(set)
     by_group: dict[tuple, list[dict]] = defaultdict(list)
     for e in entries:
-        if e["kind"] == "evaluated":
+        if e["kind"] == "evaluated" and not e.get("disputed_by"):
             by_group[group_key(e)].append(e)
     for gkey, members in by_group.items():
         for metric in metrics:

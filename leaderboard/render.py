@@ -119,6 +119,15 @@ def _fit(s: Optional[str], n: int) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
+def entry_kind(e: dict) -> str:
+    """What the board calls an entry: reported, verified, evaluated (unverified) or disputed."""
+    if e["kind"] == "reported":
+        return "reported"
+    if e.get("disputed_by"):
+        return "disputed"
+    return "verified" if e.get("verified") else "evaluated"
+
+
 def terminal_table(entries: list[dict], overall: list[dict], *, show_overall: bool = True) -> str:
     """One table per (data track, dataset), the real-data track first; then each track's overall table. A
     synthetic-track table says so in its heading, so a stand-in score is never read beside a real one."""
@@ -141,7 +150,7 @@ def terminal_table(entries: list[dict], overall: list[dict], *, show_overall: bo
                        + ", ".join(f"{m} {du.get(m, '?')}" for m in METRICS))
             out.append("  ".join(f"{h:<{w}}" if i < left else f"{h:>{w}}" for i, (h, w) in enumerate(cols)))
         rank = e["metrics"].get("LVE", {}).get("rank")
-        kind = "reported" if e["kind"] == "reported" else ("verified" if e.get("verified") else "evaluated")
+        kind = entry_kind(e)
         name = e["method"] + (f" ({e['version']})" if e.get("version") else "")
         sp = e["group"].split(" / ", 1)[1].replace(" / ", "/")
         ms = None if e.get("inference_s") is None else e["inference_s"] * 1e3
@@ -158,6 +167,8 @@ def terminal_table(entries: list[dict], overall: list[dict], *, show_overall: bo
                "bootstrap, or CI overlap).")
     out.append("reported = a number claimed by a paper or issue thread: protocol unverified, never ranked; "
                "† = shown as printed, its unit does not convert.")
+    out.append("verified = computed by this installation (signed results) or re-scored here (submit --verify); "
+               "evaluated = a results file not checked here; disputed = contradicted by a verified entry, not ranked.")
     if any((e.get("track") or tracks.track_of(e)) == tracks.SYNTHETIC for e in entries):
         out.append("synthetic = scored on a stand-in made by `a2fbench synth`: a test of the pipeline, not a result; "
                    "ranked only against other stand-in scores.")
@@ -180,7 +191,8 @@ def terminal_table(entries: list[dict], overall: list[dict], *, show_overall: bo
 # ------------------------------------------------------------------------------------------ HTML
 #: Entry fields the page always needs; the group's fields live once in ``groups`` (see :func:`page_data`).
 _PAGE_KEYS = ("id", "method", "version", "params", "inference_s", "inference_device", "training_data", "code_url",
-              "trained_on_test_ids", "verified", "synthetic", "citation", "source_url", "source_type", "note",
+              "trained_on_test_ids", "verified", "verified_by", "disputed_by", "synthetic", "citation", "source_url",
+              "source_type", "note",
               "submitted_at")
 #: Fields only the drill-down shows: embedded in an exported page, fetched from /api/entry/<id> when served.
 _DETAIL_KEYS = ("fingerprint", "dataset_fingerprint", "predictions_fingerprint", "n_sequences", "n_frames",

@@ -97,6 +97,17 @@ def _v3(conn: sqlite3.Connection) -> None:
                      (doc["protocol"].get("length_policy"), eval_key(doc), entry_id))
 
 
+def _v4(conn: sqlite3.Connection) -> None:
+    """Tamper evidence (additive): how an entry was verified (``signature``: signed by this installation's
+    ``evaluate``; ``rescored``: ``submit --verify`` re-ran it), the results file it came from, and, for an
+    unverified entry contradicted by a verified one of the same evaluation, that entry's id (shown apart,
+    never ranked). Entries verified before v4 were re-scored (``--verify`` was the only way)."""
+    conn.execute("ALTER TABLE entries ADD COLUMN verified_by TEXT")
+    conn.execute("ALTER TABLE entries ADD COLUMN source TEXT")
+    conn.execute("ALTER TABLE entries ADD COLUMN disputed_by INTEGER")
+    conn.execute("UPDATE entries SET verified_by = 'rescored' WHERE verified = 1")
+
+
 def _v1(conn: sqlite3.Connection) -> None:
     for stmt in _split_sql(_V1):
         conn.execute(stmt)
@@ -108,7 +119,7 @@ def _split_sql(script: str) -> list[str]:
 
 
 #: ``MIGRATIONS[k]`` upgrades a database from ``user_version`` k to k + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4]
 
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -405,13 +405,15 @@ def test_migration_from_v1_backfills_scores_and_future_or_foreign_files_are_refu
     raw.execute("INSERT INTO documents (entry_id, doc) VALUES (1, ?)", (json.dumps(doc),))
     raw.close()
     conn = db.connect(path)
-    assert db.schema_version(conn) == db.SCHEMA_VERSION == 3
+    assert db.schema_version(conn) == db.SCHEMA_VERSION == 4
     seqset, mat = db.fetch_scores(conn)[1]
     assert seqset == db.score_blob(doc)[0] and mat.shape == (doc["dataset"]["n_sequences"], 1 + len(db.SEQ_COLUMNS))
     # v3: the length policy, filled from the stored document, and the evaluation key that now includes it
     (e,) = db.fetch_entries(conn, kind="evaluated")
     assert e["length_policy"] == "truncate_pred_only"
     assert conn.execute("SELECT eval_key FROM entries WHERE kind = 'evaluated'").fetchone()[0] == db.eval_key(doc)
+    # v4 (additive): how an entry was verified, its source file, the entry that disputes it; unset on old rows
+    assert (e["verified_by"], e["source"], e["disputed_by"]) == (None, None, None)
     conn.execute(f"PRAGMA user_version = {db.SCHEMA_VERSION + 1}")
     conn.close()
     with pytest.raises(LeaderboardError, match="newer than this A2F-Bench"):
@@ -538,7 +540,10 @@ def test_submit_verify_marks_verified_only_when_numbers_agree(tmp_path, data_tin
     good = _predictions(data_tiny, tmp_path / "good", 1e-3, 0)
     other = _predictions(data_tiny, tmp_path / "other", 2e-3, 1)
     res = tmp_path / "r.json"
-    write_json(res, evaluate("D1", good, data_tiny, progress=False))
+    # a file from elsewhere: unsigned (a file this installation's evaluate signed is verified by its signature)
+    doc = evaluate("D1", good, data_tiny, progress=False)
+    del doc["signature"]
+    write_json(res, finalize(doc))
     dbp = tmp_path / "lb.sqlite"
     with pytest.raises(LeaderboardError, match="verification failed: .*nothing was stored"):
         submit_file(dbp, res, method_meta(method="M"), verify_pred=other, data=data_tiny)
@@ -548,7 +553,7 @@ def test_submit_verify_marks_verified_only_when_numbers_agree(tmp_path, data_tin
     up = submit_file(dbp, res, method_meta(method="M"), verify_pred=good, data=data_tiny)
     assert not up.added and up.verified_now and up.entry_id == plain.entry_id
     (e,) = db.fetch_entries(db.connect(dbp), kind="evaluated")
-    assert e["verified"] is True and e["verified_at"]
+    assert e["verified"] is True and e["verified_at"] and e["verified_by"] == "rescored"
     # the CLI path on a fresh database
     r = _cli("submit", str(res), "--method", "M", "--verify", str(good), "--data", str(data_tiny),
              "--db", str(tmp_path / "cli.sqlite"))

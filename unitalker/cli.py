@@ -18,6 +18,7 @@ from typing import Optional
 import click
 
 from a2fbench.util import paths
+from a2fbench.util.guard import FORCE_HELP, check_output, show
 
 log = logging.getLogger("unitalker")
 CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
@@ -120,8 +121,9 @@ def finetune_cmd(init_from: str, data: Optional[Path], datasets: str, out: Path,
               help="gt: each clip's own subject when seen in training (else the pivot); pivot: the pivot for all.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--force", is_flag=True, help=FORCE_HELP)
 def predict_cmd(checkpoint: str, data: Optional[Path], dataset: str, split: str, out: Path, identity: str,
-                device: str, no_progress: bool) -> None:
+                device: str, no_progress: bool, force: bool) -> None:
     """Write a2fbench predictions (native units, one .npy per clip, T = ground-truth frames) for a split.
 
     \b
@@ -136,8 +138,8 @@ def predict_cmd(checkpoint: str, data: Optional[Path], dataset: str, split: str,
         raise click.UsageError(f"--dataset: expected one dataset, found {len(ids)} ({', '.join(ids)})")
     dataset = ids[0]
     p = predict(checkpoint, data or paths.default_data(), dataset, out, split=split, identity=identity, device=device,
-                progress=not no_progress)
-    click.echo(f"predictions: {p}")
+                progress=not no_progress, force=force)
+    click.echo(f"predictions: {show(p)}")
 
 
 @cli.command("infer", context_settings=CTX)
@@ -152,8 +154,9 @@ def predict_cmd(checkpoint: str, data: Optional[Path], dataset: str, split: str,
 @click.option("--template", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Your own neutral mesh (.npy (V,3) or (3V,), .obj, .ply; native units) for one vertex head.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--force", is_flag=True, help=FORCE_HELP)
 def infer_cmd(checkpoint: str, audio: tuple[Path, ...], out: Path, heads: str, identity: str,
-              template: Optional[Path], device: str) -> None:
+              template: Optional[Path], device: str, force: bool) -> None:
     """Animate audio files (wav, flac, mp3, ogg; any rate, mono or stereo; any length) under each head.
 
     Clips longer than 25 s run in 25 s windows cross-faded over 5 s (the reference demo). Each output is
@@ -167,12 +170,12 @@ def infer_cmd(checkpoint: str, audio: tuple[Path, ...], out: Path, heads: str, i
     """
     from .infer.checks import plan_infer  # no torch: a mistake is refused in about a second, before the model loads
 
-    plan = plan_infer(checkpoint, list(audio), out, heads=heads, identity=identity, template=template)
+    plan = plan_infer(checkpoint, list(audio), out, heads=heads, identity=identity, template=template, force=force)
     from .infer.predict import infer
 
     for p in infer(checkpoint, list(audio), out, heads=heads, identity=identity, device=device, template=template,
-                   plan=plan):
-        click.echo(str(p))
+                   force=force, plan=plan):
+        click.echo(show(p))
 
 
 @cli.command("import-official", context_settings=CTX)
@@ -204,7 +207,8 @@ def import_official_cmd(checkpoint: Path, release: Path, out: Path, datasets: Op
 @click.option("--weight-norm", type=click.Choice(["auto", "parametrizations", "weight_g"]), default="auto",
               show_default=True, help="Spelling of the positional conv's weight norm (auto: as imported, else "
               "current torch's); older torch/transformers need weight_g.")
-def export_official_cmd(run: str, out: Path, weight_norm: str) -> None:
+@click.option("--force", is_flag=True, help=FORCE_HELP)
+def export_official_cmd(run: str, out: Path, weight_norm: str, force: bool) -> None:
     """Write a checkpoint (run folder or file) as an official UniTalker state dict (.pt) for the official code.
 
     \b
@@ -213,7 +217,8 @@ def export_official_cmd(run: str, out: Path, weight_norm: str) -> None:
     """
     from .release.convert import export_official
 
-    click.echo(f"exported: {export_official(run, out, None if weight_norm == 'auto' else weight_norm)}")
+    check_output(out, [run], force=force)  # never over the run's own files; an existing .pt needs --force
+    click.echo(f"exported: {show(export_official(run, out, None if weight_norm == 'auto' else weight_norm))}")
 
 
 @cli.command("bench", context_settings=CTX)

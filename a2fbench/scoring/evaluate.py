@@ -33,7 +33,7 @@ from .parallel import score_parallel, worker_count
 from .pipeline import Context, spare_cpu, stream
 from .predictions import PredFile, PredictionSet, read_provenance, scan
 from .protocols import frames_scored, get_protocol, resolve_policy
-from .results import finalize
+from .results import finalize, sign
 
 log = logging.getLogger("a2fbench.evaluate")
 
@@ -128,7 +128,7 @@ def evaluate(dataset: str, pred_dir: str | os.PathLike, data: str | os.PathLike,
                   n_workers)
         doc = results_doc(ctx, split, {"set": region_set, "files": files}, preds, seqs, digests, dtypes,
                           n_bootstrap, seed, policy)
-        return finalize(stamp_method(doc, pred_dir, method))
+        return finalize(sign(stamp_method(doc, pred_dir, method)))
     finally:
         ds.close()
 

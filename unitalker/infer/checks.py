@@ -18,12 +18,12 @@ import numpy as np
 
 import a2fbench
 from a2fbench.errors import A2FBenchError, ConfigError, RawDataError
-from a2fbench.outputs import sidecar
 from a2fbench.registry import did_you_mean, get_space
 from a2fbench.sources.audio import read_audio
 from a2fbench.sources.meshes import read_template_file
 from a2fbench.store.templates import Template
 from a2fbench.util.constants import SAMPLE_RATE
+from a2fbench.util.guard import check_apart, check_output, show
 
 from ..model import checkpoint as ck
 from ..model.identity import IdentityTable
@@ -50,7 +50,7 @@ class InferPlan:
 
 def plan_infer(checkpoint: str | os.PathLike, audio_files: Sequence[str | os.PathLike], out: str | os.PathLike,
                heads: str = "all", identity: str = "pivot",
-               template: Optional[str | os.PathLike] = None) -> InferPlan:
+               template: Optional[str | os.PathLike] = None, force: bool = False) -> InferPlan:
     """Check every argument of ``infer`` that can be checked without the model; raise one line on the first
     mistake. Audio files are checked for existence here and decoded later (before anything is written)."""
     if not audio_files:
@@ -71,13 +71,13 @@ def plan_infer(checkpoint: str | os.PathLike, audio_files: Sequence[str | os.Pat
         raise ConfigError(f"--heads: expected 'all' or dataset ids (e.g. D1,D3), found {heads!r}")
     row = IdentityTable(meta["model_spec"]["identities"]).lookup(identity)
     own = _user_template(template, targets) if template is not None else None
-    out = Path(out)
+    inputs = [checkpoint, *audio_files, template]
+    out = check_apart(out, inputs)
     if out.exists() and not out.is_dir():
-        raise AudioInputError(f"--out {out}: expected a folder for the animations, found a file; choose another path")
-    for stem in stems:
-        if (out / stem).exists() and not sidecar.is_infer_folder(out / stem):
-            raise AudioInputError(f"--out {out}: {out / stem} exists and is no `unitalker infer` output; choose "
-                                  "another --out (nothing was written)")
+        raise AudioInputError(f"--out {show(out)}: expected a folder (OUT/<audio name>/), found a file; choose "
+                              "another path")
+    for stem in stems:  # an earlier clip folder is replaced only with --force
+        check_output(out / stem, inputs, force=force)
     return InferPlan(stems, targets, row, own, out, meta)
 
 

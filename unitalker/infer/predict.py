@@ -21,11 +21,12 @@ import a2fbench
 from a2fbench.errors import ConfigError, PredictionError
 from a2fbench.outputs import sidecar
 from a2fbench.registry import get_space
-from a2fbench.scoring.predictions import write_prediction, write_provenance
+from a2fbench.scoring.predictions import PROVENANCE_FILE, write_prediction, write_provenance
 from a2fbench.sources.audio import write_wav
 from a2fbench.store.templates import Template, choose_template
 from a2fbench.util.constants import SAMPLE_RATE
 from a2fbench.util.fsutil import atomic_path
+from a2fbench.util.guard import check_apart, show
 from a2fbench.util.progress import bar as progress_bar
 
 from ..model.encoder import frames_for_samples, normalize_audio
@@ -127,14 +128,19 @@ def motion_audio(seq: Any, fps: float) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ predict
-def _check_out_dir(out: Path) -> None:
+def _check_out_dir(out: Path, inputs: Sequence[Any], force: bool) -> None:
+    check_apart(out, inputs)
     if out.exists():
         if not out.is_dir():
-            raise PredictionError(f"--out {out}: expected a folder for predictions, found a file; choose another path")
-        other = [p.name for p in out.iterdir() if p.suffix != ".npy"]
+            raise PredictionError(f"--out {show(out)}: expected a folder for predictions, found a file; choose another "
+                                  "path")
+        other = [p.name for p in out.iterdir() if p.suffix != ".npy" and p.name != PROVENANCE_FILE]
         if other:
-            raise PredictionError(f"--out {out}: expected a new folder or an old predictions folder (only .npy "
-                                  f"files), found {other[0]!r}; choose an empty or new folder")
+            raise PredictionError(f"--out {show(out)}: expected a new folder or an old predictions folder (only .npy "
+                                  f"files), found {show(other[0])!r}; choose an empty or new folder")
+        if not force and any(out.iterdir()):
+            raise PredictionError(f"--out {show(out)}: expected a new or empty folder, found earlier predictions; pass "
+                                  "--force to replace them, or choose another folder")
 
 
 def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: str, device: torch.device,
@@ -213,15 +219,17 @@ def clamp_weights(x: np.ndarray, space: str) -> np.ndarray:
 
 
 def predict(checkpoint: str | os.PathLike, data: str | os.PathLike, dataset: str, out: str | os.PathLike,
-            split: str = "test", identity: str = "gt", device: str = "auto", progress: bool = True) -> Path:
-    """Write ``out/<seq_id>.npy`` for every clip of the split (atomically: all or nothing)."""
+            split: str = "test", identity: str = "gt", device: str = "auto", progress: bool = True,
+            force: bool = False) -> Path:
+    """Write ``out/<seq_id>.npy`` for every clip of the split (atomically: all or nothing). Earlier predictions
+    in ``out`` are replaced only with ``force``."""
 
     if identity not in ("gt", "pivot"):
         raise ConfigError(f"--identity: expected gt or pivot, found {identity!r}")
     dev = select_device(device)
     loaded = load_model(checkpoint, dev)
     out = Path(out)
-    _check_out_dir(out)
+    _check_out_dir(out, [checkpoint, data], force)
     with atomic_path(out, is_dir=True) as tmp:
         n = 0
         for sid, arr in predict_split(loaded, data, dataset, split, dev, identity, loaded.cfg["train"]["amp"], progress):
@@ -237,14 +245,16 @@ def predict(checkpoint: str | os.PathLike, data: str | os.PathLike, dataset: str
 # -------------------------------------------------------------------------------------------- infer
 def infer(checkpoint: str | os.PathLike, audio_files: Sequence[str | os.PathLike], out: str | os.PathLike,
           heads: str = "all", identity: str = "pivot", device: str = "auto",
-          template: Optional[str | os.PathLike] = None, plan: Optional[InferPlan] = None) -> list[Path]:
+          template: Optional[str | os.PathLike] = None, force: bool = False,
+          plan: Optional[InferPlan] = None) -> list[Path]:
     """Animate audio files under each requested head: ``out/<stem>/<dataset>.npy`` (T, D) in native units, with
     the sidecar render and export read (:mod:`a2fbench.outputs.sidecar`: the clip's audio, each head's template).
+    An existing ``out/<stem>/`` is replaced only with ``force``; no input is ever written over.
 
     Every argument is checked before the model loads (:func:`.checks.plan_infer`; ``plan``: its answer, when
     the caller already has it). ``template``: a neutral mesh of one vertex head's topology (native units);
     outputs are it plus the predicted offsets (the official demo adds its template the same way)."""
-    plan = plan or plan_infer(checkpoint, audio_files, out, heads, identity, template)
+    plan = plan or plan_infer(checkpoint, audio_files, out, heads, identity, template, force)
     stems, targets, row, own, out = plan.stems, plan.targets, plan.row, plan.template, plan.out
     clips = [(stem, read_input_audio(f)) for stem, f in stems.items()]  # all read and checked before writing
     dev = select_device(device)
