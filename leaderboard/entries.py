@@ -43,6 +43,13 @@ def eval_key(doc: dict) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 
 
+def latency_ms(doc: dict) -> Optional[float]:
+    """Algorithmic latency of predictions made in streaming mode (``predictions.streaming``), None when offline."""
+    st = (doc.get("predictions") or {}).get("streaming")
+    v = st.get("algorithmic_latency_ms") if isinstance(st, dict) else None
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
 def _insert_entry(conn: sqlite3.Connection, fields: dict[str, Any]) -> int:
     cols = ", ".join(fields)
     marks = ", ".join("?" for _ in fields)
@@ -112,7 +119,7 @@ def submit_doc(conn: sqlite3.Connection, doc: dict, meta: MethodMeta, *, verifie
             "regions_digest": (ds.get("regions") or {}).get("digest"),
             "n_sequences": ds.get("n_sequences"), "n_frames": ds.get("n_frames"),
             "synthetic": None if ds.get("synthetic") is None else int(bool(ds.get("synthetic"))),
-            "a2fbench_version": doc.get("a2fbench_version"),
+            "a2fbench_version": doc.get("a2fbench_version"), "latency_ms": latency_ms(doc),
             "verified": int(verified), "verified_at": now() if verified else None, "verified_by": verified_by,
             "source": source, "created": doc.get("created"), "submitted_at": now(),
         }
@@ -291,7 +298,8 @@ _ENTRY_COLS = ("id", "kind", "method", "version", "params", "inference_s", "infe
                "protocol_version", "length_policy", "dataset_fingerprint", "region_set", "regions_digest", "predictions_fingerprint",
                "n_sequences", "n_frames", "synthetic", "a2fbench_version", "verified", "verified_at", "citation",
                "source_url", "source_type",
-               "note", "seeded", "created", "submitted_at", "fingerprint", "verified_by", "source", "disputed_by")
+               "note", "seeded", "created", "submitted_at", "fingerprint", "verified_by", "source", "disputed_by",
+               "latency_ms")
 
 
 _BOOL_COLS = ("trained_on_test_ids", "synthetic", "verified", "seeded")

@@ -54,7 +54,8 @@ def group_key(e: dict) -> tuple:
         return ("disputed", e["id"])
     return ("evaluated",) + stats.comparability_key(e["dataset"], e["split"], e["protocol"], e.get("protocol_version"),
                                                     e.get("length_policy"), e.get("dataset_fingerprint"),
-                                                    e.get("regions_digest")) + (tracks.track_of(e),)
+                                                    e.get("regions_digest")) + (e.get("latency_ms"),  # streaming
+                                                                                tracks.track_of(e))  # data track: last
 
 
 def score(metric: str, value: Optional[float]) -> Optional[float]:
@@ -190,7 +191,8 @@ def group_label(e: dict) -> str:
         return f"{e['dataset']} / {e['split']} / {e['protocol']}"
     label = f"{e['dataset']} / {e['split']} / {e['protocol']} v{e.get('protocol_version') or 1}"
     label += f" ({e['length_policy']})" if e.get("length_policy") else ""
-    return label + (f" / {e['region_set']} regions" if e.get("region_set") else "")
+    label += f" / {e['region_set']} regions" if e.get("region_set") else ""
+    return label + (f" / streaming {e['latency_ms']:g} ms" if e.get("latency_ms") is not None else "")
 
 
 def method_key(e: dict) -> tuple[str, str]:
@@ -214,7 +216,7 @@ def overall(entries: Iterable[dict], metrics: tuple[str, ...] = RANKED) -> list[
                 s = score(metric, e["metrics"].get(metric, {}).get("value"))
                 if s is None:
                     continue
-                k = (gkey[-1],) + method_key(e)   # (track, method, version)
+                k = (tracks.track_of(e),) + method_key(e)   # (track, method, version)
                 if k not in best or s < best[k]:
                     best[k] = s
             if not best:

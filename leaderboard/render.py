@@ -70,7 +70,7 @@ def sort_key(e: dict) -> tuple:
     r = lve.get("rank")
     return (tracks.order(e.get("track") or tracks.track_of(e)), int(e["dataset"][1:]) if e["dataset"][1:].isdigit() else 99, e["dataset"], e["kind"] != "evaluated",
             e["split"], e["protocol"], str(e.get("protocol_version")), str(e.get("length_policy")),
-            str(e.get("dataset_fingerprint")),
+            str(e.get("dataset_fingerprint")), e.get("latency_ms") or 0.0,
             r if r is not None else 1 << 30, e["id"])
 
 
@@ -133,7 +133,7 @@ def terminal_table(entries: list[dict], overall: list[dict], *, show_overall: bo
     synthetic-track table says so in its heading, so a stand-in score is never read beside a real one."""
     add_display(entries)
     cols = [("id", 5), ("rank", 4), ("method", 30), ("kind", 9), ("split/protocol", 26)] + \
-           [(m, 10) for m in METRICS] + [("params", 7), ("ms/10s", 8)]
+           [(m, 10) for m in METRICS] + [("params", 7), ("ms/10s", 8), ("latency", 8)]
     left = 5
     out: list[str] = []
     current = None
@@ -156,13 +156,16 @@ def terminal_table(entries: list[dict], overall: list[dict], *, show_overall: bo
         ms = None if e.get("inference_s") is None else e["inference_s"] * 1e3
         vals = [str(e["id"]), str(rank) if rank is not None else "-", _fit(name, 30), kind, _fit(sp, 26)]
         vals += [_cell(e["metrics"].get(m)) for m in METRICS]
-        vals += [fmt_params(e.get("params")) or "-", _num(ms)]
+        lat = "offline" if e.get("latency_ms") is None else f"{e['latency_ms']:g} ms"
+        vals += [fmt_params(e.get("params")) or "-", _num(ms), lat if e["kind"] == "evaluated" else "-"]
         out.append("  ".join(f"{v:<{w}}" if i < left else f"{v:>{w}}" for i, (v, (_, w)) in enumerate(zip(vals, cols))))
     if not entries:
         out.append("(no entries; add one with `a2fbench leaderboard submit results.json --method NAME`)")
     out.append("")
     out.append("Values in each dataset's display units (the `units:` line). id = entry id (for `edit` and `remove`); "
                "rank = LVE rank in its group.")
+    out.append("latency = algorithmic latency of predictions made in streaming mode (chunk + look-ahead), ranked "
+               "only against entries of the same latency; offline = the model saw each whole clip.")
     out.append("* best in its group (dataset/split/protocol); ~ statistically tied with the best (95% paired "
                "bootstrap, or CI overlap).")
     out.append("reported = a number claimed by a paper or issue thread: protocol unverified, never ranked; "
@@ -198,7 +201,7 @@ _PAGE_KEYS = ("id", "method", "version", "params", "inference_s", "inference_dev
 _DETAIL_KEYS = ("fingerprint", "dataset_fingerprint", "predictions_fingerprint", "n_sequences", "n_frames",
                 "created", "a2fbench_version", "verified_at")
 _GROUP_KEYS = ("kind", "track", "dataset", "dataset_name", "split", "protocol", "protocol_version", "length_policy",
-               "region_set", "group", "group_size")
+               "region_set", "latency_ms", "group", "group_size")
 _TESTS = {"paired_bootstrap": "p", "ci_overlap": "c"}
 
 

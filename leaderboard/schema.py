@@ -7,7 +7,7 @@ import json
 import sqlite3
 from typing import Callable
 
-from .entries import eval_key
+from .entries import eval_key, latency_ms
 from .scores import score_blob
 
 _V1 = """
@@ -108,6 +108,14 @@ def _v4(conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE entries SET verified_by = 'rescored' WHERE verified = 1")
 
 
+def _v5(conn: sqlite3.Connection) -> None:
+    """The algorithmic latency (ms) of entries whose predictions were made in streaming mode (NULL: offline), from
+    the stored documents' ``predictions.streaming``; streaming entries rank in their own track per latency."""
+    conn.execute("ALTER TABLE entries ADD COLUMN latency_ms REAL")
+    for entry_id, text in conn.execute("SELECT entry_id, doc FROM documents").fetchall():
+        conn.execute("UPDATE entries SET latency_ms = ? WHERE id = ?", (latency_ms(json.loads(text)), entry_id))
+
+
 def _v1(conn: sqlite3.Connection) -> None:
     for stmt in _split_sql(_V1):
         conn.execute(stmt)
@@ -119,7 +127,7 @@ def _split_sql(script: str) -> list[str]:
 
 
 #: ``MIGRATIONS[k]`` upgrades a database from ``user_version`` k to k + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
 
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -178,4 +178,6 @@ def stamp_method(doc: dict, pred_dir: str | os.PathLike, method: Optional[str]) 
         doc["predictions"]["method"] = str(name)
     if source:
         doc["predictions"]["source"] = source
+        if isinstance(source.get("streaming"), dict):  # made in streaming mode: chunk, look-ahead, latency (ms)
+            doc["predictions"]["streaming"] = source["streaming"]
     return doc

@@ -70,7 +70,7 @@ def plan_infer(checkpoint: str | os.PathLike, audio_files: Sequence[str | os.Pat
     if not targets:
         raise ConfigError(f"--heads: expected 'all' or dataset ids (e.g. D1,D3), found {heads!r}")
     row = IdentityTable(meta["model_spec"]["identities"]).lookup(identity)
-    own = _user_template(template, targets) if template is not None else None
+    own = user_template(template, targets) if template is not None else None
     inputs = [checkpoint, *audio_files, template]
     out = check_apart(out, inputs)
     if out.exists() and not out.is_dir():
@@ -125,7 +125,7 @@ def read_input_audio(path: str | os.PathLike) -> np.ndarray:
     return x
 
 
-def _user_template(path: str | os.PathLike, targets: list[dict]) -> Template:
+def user_template(path: str | os.PathLike, targets: list[dict]) -> Template:
     """The --template mesh (native units, (D,)) for the one vertex head asked for."""
     verts = [d for d in targets if get_space(d["space"]).is_vertex]
     if len(targets) != 1 or len(verts) != 1:

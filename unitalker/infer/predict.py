@@ -32,7 +32,8 @@ from a2fbench.util.progress import bar as progress_bar
 from ..model.encoder import frames_for_samples, normalize_audio
 from ..model.load import Loaded, load_model
 from ..model.runtime import amp_context, select_device
-from .checks import AudioInputError, InferPlan, head_for, plan_infer, read_input_audio  # noqa: F401 (re-exported)
+from .checks import (  # noqa: F401 (re-exported: stream.py takes them from here)
+    AudioInputError, InferPlan, head_for, plan_infer, read_input_audio, user_template)
 
 log = logging.getLogger(__name__)
 WINDOW_S = 25.0
@@ -144,8 +145,11 @@ def _check_out_dir(out: Path, inputs: Sequence[Any], force: bool) -> None:
 
 
 def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: str, device: torch.device,
-                  identity: str = "gt", amp: str = "none", progress: bool = True) -> Iterator[tuple[str, np.ndarray]]:
-    """(seq_id, prediction (T, D) in native units, T = the ground-truth frame count) for every clip of a split."""
+                  identity: str = "gt", amp: str = "none", progress: bool = True,
+                  clip_fn: Any = None) -> Iterator[tuple[str, np.ndarray]]:
+    """(seq_id, prediction (T, D) in native units, T = the ground-truth frame count) for every clip of a split.
+    ``clip_fn(model, audio, space, fps, identity_row, device, amp) -> offsets (T, D)``: animate each clip alone
+    this way instead (streaming mode, :func:`unitalker.infer.stream.predict_streaming`)."""
 
     head = head_for(loaded.meta, dataset)
     ds = a2fbench.open_dataset(data, dataset)
@@ -175,8 +179,17 @@ def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: 
         offs = run_batch(loaded.model, audios, [s.n_frames for s in seqs], [rows[i] for i in batch], [space], device,
                          amp)[space]
         for i, s, o in zip(batch, seqs, offs):
-            yield ids[i], _native(o, choose_template(ds, subject=s.subject).values, scale, space)
+            yield ids[i], to_native(o, choose_template(ds, subject=s.subject).values, scale, space)
 
+    if clip_fn is not None:
+        for i in order:
+            seq = ds[ids[i]]
+            off = clip_fn(loaded.model, motion_audio(seq, fps), space, fps, rows[i], device, amp)
+            bar.update(1)
+            yield ids[i], to_native(off, choose_template(ds, subject=seq.subject).values, scale, space)
+        bar.close()
+        ds.close()
+        return
     max_batch_s = 60.0 if device.type == "cpu" else 320.0
     for i in order:
         seq = ds[ids[i]]
@@ -184,7 +197,7 @@ def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: 
             a = _prep_audio(motion_audio(seq, fps), norm)
             off = animate(loaded.model, a, seq.n_frames, fps, rows[i], [space], device, amp, norm)[space]
             bar.update(1)
-            yield ids[i], _native(off, choose_template(ds, subject=seq.subject).values, scale, space)
+            yield ids[i], to_native(off, choose_template(ds, subject=seq.subject).values, scale, space)
             continue
         if batch and (len(batch) + 1) * seq.n_frames / fps > max_batch_s:
             yield from flush(batch)
@@ -198,7 +211,7 @@ def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: 
     ds.close()
 
 
-def _native(offset_scaled: np.ndarray, template_native: np.ndarray, scale: float, space: str) -> np.ndarray:
+def to_native(offset_scaled: np.ndarray, template_native: np.ndarray, scale: float, space: str) -> np.ndarray:
     """Native units: offset / scale + template; blendshape weights clamped to [0, 1], their range (see
     :func:`clamp_weights`)."""
     x = (offset_scaled.astype(np.float64) / scale + np.asarray(template_native, np.float64)[None]).astype(np.float32)
@@ -220,9 +233,10 @@ def clamp_weights(x: np.ndarray, space: str) -> np.ndarray:
 
 def predict(checkpoint: str | os.PathLike, data: str | os.PathLike, dataset: str, out: str | os.PathLike,
             split: str = "test", identity: str = "gt", device: str = "auto", progress: bool = True,
-            force: bool = False) -> Path:
+            clip_fn: Any = None, record: Optional[dict] = None, force: bool = False) -> Path:
     """Write ``out/<seq_id>.npy`` for every clip of the split (atomically: all or nothing). Earlier predictions
-    in ``out`` are replaced only with ``force``."""
+    in ``out`` are replaced only with ``force``. ``clip_fn``: see :func:`predict_split`; ``record``: more fields
+    for the predictions record (e.g. ``streaming``)."""
 
     if identity not in ("gt", "pivot"):
         raise ConfigError(f"--identity: expected gt or pivot, found {identity!r}")
@@ -232,11 +246,13 @@ def predict(checkpoint: str | os.PathLike, data: str | os.PathLike, dataset: str
     _check_out_dir(out, [checkpoint, data], force)
     with atomic_path(out, is_dir=True) as tmp:
         n = 0
-        for sid, arr in predict_split(loaded, data, dataset, split, dev, identity, loaded.cfg["train"]["amp"], progress):
+        for sid, arr in predict_split(loaded, data, dataset, split, dev, identity, loaded.cfg["train"]["amp"], progress,
+                                      clip_fn):
             write_prediction(tmp, sid, arr)
             n += 1
         write_provenance(tmp, method="UniTalker", checkpoint=str(loaded.meta["path"]),
                          encoder=loaded.cfg["model"]["encoder"]["name"], dataset=dataset, split=split, identity=identity,
+                         **(record or {}),
                          created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     log.info("wrote %d predictions to %s (checkpoint %s)", n, out, loaded.meta["path"])
     return out
@@ -276,7 +292,7 @@ def infer(checkpoint: str | os.PathLike, audio_files: Sequence[str | os.PathLike
                 off = animate(loaded.model, a, n, fps, row, [d["space"]], dev, loaded.cfg["train"]["amp"],
                               norm)[d["space"]]
                 tmpl = own if own is not None else template_for(loaded, d, row)
-                arr = _native(off, tmpl.values, float(d["scale"]), d["space"])
+                arr = to_native(off, tmpl.values, float(d["scale"]), d["space"])
                 np.save(tmp / f"{d['id']}.npy", arr, allow_pickle=False)
                 record["heads"][d["id"]] = {"file": f"{d['id']}.npy", "space": d["space"], "fps": fps, "frames": n,
                                             "shape": list(arr.shape),
