@@ -68,7 +68,7 @@ def _meta_options(f):  # noqa: ANN001, ANN202 - the metadata options shared by s
 
 
 @leaderboard_group.command("submit")
-@click.argument("results", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--method", default=None,
               help="Method name as it should appear on the board (default: the method the results file records, "
                    "from `evaluate --method` or `unitalker predict`).")
@@ -79,16 +79,18 @@ def _meta_options(f):  # noqa: ANN001, ANN202 - the metadata options shared by s
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Prepared store root for --verify. Default: $A2FBENCH_HOME/data.")
 @DB_OPT
-def submit_cmd(results: Path, method: Optional[str], version: Optional[str], params: Optional[str],
+def submit_cmd(results: tuple[Path, ...], method: Optional[str], version: Optional[str], params: Optional[str],
                inference_time: Optional[str], inference_device: Optional[str], training_data: Optional[str],
                code_url: Optional[str], trained_on_test_ids: Optional[bool], verify_pred: Optional[Path],
                data: Optional[Path], db_path: Optional[Path]) -> None:
-    """Add a results file written by `a2fbench evaluate` (idempotent: the same file twice adds one row;
-    submitting it again with other options updates that entry's metadata).
+    """Add results files written by `a2fbench evaluate` (idempotent: the same file twice adds one row;
+    submitting it again with other options updates that entry's metadata). Several files (one method's results
+    on several datasets) are all read and checked before the first is stored, in one process.
 
     \b
     Examples:
       a2fbench leaderboard submit results.json --method MyTalker
+      a2fbench leaderboard submit results/D*.model.json --method MyTalker      # one method, several datasets
       a2fbench leaderboard submit results.json --method MyTalker --version v2 --params 96M \\
           --inference-time 17.5ms --inference-device "H100 fp32" --training-data "D0..D7" \\
           --code-url https://github.com/me/mytalker --not-trained-on-test-ids
@@ -99,29 +101,34 @@ def submit_cmd(results: Path, method: Optional[str], version: Optional[str], par
 
     if data is not None and verify_pred is None:
         raise click.UsageError("--data is only used with --verify PRED")
-    doc = None
-    if not method:  # the name the file records: load it here, once, and hand it to submit_file
-        doc = load_results(results)
-        method = recorded_method(doc, results)
-    meta = method_meta(method=method, version=version, params=params, inference_s=inference_time,
-                       inference_device=inference_device, training_data=training_data, code_url=code_url,
-                       trained_on_test_ids=trained_on_test_ids)
-    outcome = submit_file(_db(db_path), results, meta, verify_pred=verify_pred, data=data, doc=doc)
-    click.echo(outcome.message)
+    if verify_pred is not None and len(results) > 1:
+        raise click.UsageError(f"--verify PRED checks one results file against its predictions, found {len(results)} "
+                               "files; submit them one at a time with --verify")
+    docs = {p: load_results(p) for p in dict.fromkeys(results)}  # every file checked before any is stored
+    metas = {p: method_meta(method=method or recorded_method(doc, p), version=version, params=params,
+                            inference_s=inference_time, inference_device=inference_device, training_data=training_data,
+                            code_url=code_url, trained_on_test_ids=trained_on_test_ids) for p, doc in docs.items()}
+    for p, doc in docs.items():
+        click.echo(submit_file(_db(db_path), p, metas[p], verify_pred=verify_pred, data=data, doc=doc).message)
 
 
 @leaderboard_group.command("show")
 @click.option("--dataset", default=None, help="Only these datasets: D1, vocaset, D0,D1 or D0..D7.")
 @click.option("--kind", type=click.Choice(["all", "evaluated", "reported"]), default="all", show_default=True)
+@click.option("--track", type=click.Choice(["all", "real", "synthetic"]), default="all", show_default=True,
+              help="Data track: scores on the real data (and papers' numbers) or on synthetic stand-ins; the two "
+                   "never share a table or a ranking.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable: {\"entries\": [...], \"overall\": [...]}.")
 @DB_OPT
-def show_cmd(dataset: Optional[str], kind: str, as_json: bool, db_path: Optional[Path]) -> None:
-    """Print the leaderboard: a table per dataset, best per column, ties, and the overall rank.
+def show_cmd(dataset: Optional[str], kind: str, track: str, as_json: bool, db_path: Optional[Path]) -> None:
+    """Print the leaderboard: per data track (real data, then synthetic stand-ins) a table per dataset, best per
+    column, ties, and the overall rank.
 
     \b
     Examples:
       a2fbench leaderboard show
       a2fbench leaderboard show --dataset vocaset --kind evaluated
+      a2fbench leaderboard show --track synthetic      # only the stand-in scores (e.g. the quickstart's)
       a2fbench leaderboard show --dataset D1 --json | jq '.entries[] | {method, kind, LVE: .metrics.LVE.value}'
     """
     from a2fbench.registry import resolve
@@ -132,7 +139,8 @@ def show_cmd(dataset: Optional[str], kind: str, as_json: bool, db_path: Optional
     path = _db(db_path)
     conn = _open_for_reading(path)
     try:
-        entries, overall = load_ranked(conn, datasets, None if kind == "all" else kind)
+        entries, overall = load_ranked(conn, datasets, None if kind == "all" else kind,
+                                       None if track == "all" else track)
     finally:
         conn.close()
     if as_json:

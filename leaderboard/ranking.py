@@ -2,8 +2,10 @@
 
 Rules (docs/leaderboard.md says the same in prose):
 
+* **Tracks.** Scores on synthetic stand-ins and scores on the real data are in different tracks
+  (:mod:`leaderboard.tracks`): never in one group, never in one overall table.
 * **Groups.** Evaluated entries are ranked only against entries measured on the same ground truth under the
-  same rules: same dataset, split, protocol name and version, dataset fingerprint (the prepared store) and
+  same rules: same track, same dataset, split, protocol name and version, dataset fingerprint (the prepared store) and
   lip/upper-face region set (its digest), i.e. exactly what :func:`a2fbench.scoring.compare.compare` requires of
   two comparable files. Reported rows are
   never ranked (their protocol and units are unverified); they are shown beside the evaluated rows.
@@ -16,9 +18,9 @@ Rules (docs/leaderboard.md says the same in prose):
   LVE/MVE/UFVE, sequence means for FDD/FDD_abs; UniTalker's protocol takes LVE as a mean of sequence means).
   When the two entries were scored on different sequence sets (or one has no per-sequence scores), the
   fallback is overlap of the two 95% intervals stored in the results files.
-* **Overall.** Borda count over (group, metric) pairs for the rankable metrics of the metric table: in each pair, each
-  method (name + version, its best entry) gets one point per method it beats strictly. Ordered by points,
-  then mean rank.
+* **Overall.** Per track, a Borda count over (group, metric) pairs for the rankable metrics of the metric table: in
+  each pair, each method (name + version, its best entry) gets one point per method it beats strictly. Ordered
+  by track, then points, then mean rank.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from a2fbench.scoring.metrics import stats
 from a2fbench.scoring.metrics.table import METRICS, NAMES, RANKED
 from a2fbench.scoring.protocols import aggregation
 
+from . import tracks
 from .scores import SEQ_COLUMNS
 
 N_BOOT = 1000
@@ -43,14 +46,16 @@ _COL = {k: j for j, k in enumerate(SEQ_COLUMNS, 1)}
 
 def group_key(e: dict) -> tuple:
     """Entries ranked together: reported rows by dataset, split and protocol as claimed; evaluated entries by the
-    comparability key of :mod:`a2fbench.scoring.metrics.stats` (what ``compare`` requires of two files)."""
+    comparability key of :mod:`a2fbench.scoring.metrics.stats` (what ``compare`` requires of two files) and their
+    data track (last, so that ``key[1:4]`` stays dataset, split, protocol)."""
     if e["kind"] == "reported":
         return ("reported", e["dataset"], e["split"], e["protocol"])
     if e.get("disputed_by"):  # contradicted by a verified entry of the same evaluation: shown apart, not ranked
         return ("disputed", e["id"])
     return ("evaluated",) + stats.comparability_key(e["dataset"], e["split"], e["protocol"], e.get("protocol_version"),
                                                     e.get("length_policy"), e.get("dataset_fingerprint"),
-                                                    e.get("regions_digest")) + (e.get("latency_ms"),)  # streaming track
+                                                    e.get("regions_digest")) + (e.get("latency_ms"),  # streaming
+                                                                                tracks.track_of(e))  # data track: last
 
 
 def score(metric: str, value: Optional[float]) -> Optional[float]:
@@ -108,10 +113,12 @@ def rank_entries(entries: list[dict], scores: dict[int, tuple[str, np.ndarray]],
                  seed: int = SEED) -> list[dict]:
     """Annotate each entry's metrics with ``rank``, ``best``, ``tied`` (with the best) and ``tie_test``.
 
-    Also sets ``entry["group"]`` (a display label) and ``entry["group_size"]``. Returns ``entries``.
+    Also sets ``entry["group"]`` (a display label), ``entry["group_size"]`` and ``entry["track"]``
+    (:mod:`leaderboard.tracks`). Returns ``entries``.
     """
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for e in entries:
+        e["track"] = tracks.track_of(e)
         groups[group_key(e)].append(e)
         e["group"] = group_label(e)
         for m in e["metrics"].values():
@@ -193,7 +200,8 @@ def method_key(e: dict) -> tuple[str, str]:
 
 
 def overall(entries: Iterable[dict], metrics: tuple[str, ...] = RANKED) -> list[dict[str, Any]]:
-    """Borda count across (group, metric) pairs of evaluated entries; see the module docstring."""
+    """Borda count across (group, metric) pairs of evaluated entries, one table per data track (each row says its
+    ``track``; ranks restart at 1 in each); see the module docstring."""
     points: dict[tuple, int] = defaultdict(int)
     ranks: dict[tuple, list[int]] = defaultdict(list)
     groups_of: dict[tuple, set] = defaultdict(set)
@@ -208,7 +216,7 @@ def overall(entries: Iterable[dict], metrics: tuple[str, ...] = RANKED) -> list[
                 s = score(metric, e["metrics"].get(metric, {}).get("value"))
                 if s is None:
                     continue
-                k = method_key(e)
+                k = (tracks.track_of(e),) + method_key(e)   # (track, method, version)
                 if k not in best or s < best[k]:
                     best[k] = s
             if not best:
@@ -222,11 +230,14 @@ def overall(entries: Iterable[dict], metrics: tuple[str, ...] = RANKED) -> list[
                 points[k] += w
                 ranks[k].append(r)
                 groups_of[k].add(gkey)
-    rows = [{"method": k[0], "version": k[1] or None, "borda": points[k],
+    rows = [{"track": k[0], "method": k[1], "version": k[2] or None, "borda": points[k],
              "mean_rank": sum(ranks[k]) / len(ranks[k]), "n_groups": len(groups_of[k]),
              "groups": sorted(f"{g[1]}/{g[2]}/{g[3]}" for g in groups_of[k])} for k in ranks]
-    rows.sort(key=lambda r: (-r["borda"], r["mean_rank"], r["method"], r["version"] or ""))
+    rows.sort(key=lambda r: (tracks.order(r["track"]), -r["borda"], r["mean_rank"], r["method"], r["version"] or ""))
+    first: dict[str, int] = {}   # position of each track's first row: ranks restart there
     for i, r in enumerate(rows):
-        prev = rows[i - 1] if i else None
-        r["rank"] = prev["rank"] if prev and (prev["borda"], prev["mean_rank"]) == (r["borda"], r["mean_rank"]) else i + 1
+        start = first.setdefault(r["track"], i)
+        prev = rows[i - 1] if i > start else None
+        tied = prev is not None and (prev["borda"], prev["mean_rank"]) == (r["borda"], r["mean_rank"])
+        r["rank"] = prev["rank"] if tied else i - start + 1
     return rows

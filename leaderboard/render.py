@@ -22,8 +22,7 @@ from typing import Any, Optional, Sequence
 
 from a2fbench.util.fsutil import atomic_path
 
-from . import db, ranking, units
-from . import axes
+from . import axes, db, ranking, tracks, units
 from .model import METRICS
 
 _STATIC = Path(__file__).with_name("static")
@@ -43,10 +42,10 @@ def _now() -> str:
 
 # ------------------------------------------------------------------------------------------ data
 def load_ranked(conn: sqlite3.Connection, datasets: Optional[Sequence[str]] = None,
-                kind: Optional[str] = None) -> tuple[list[dict], list[dict]]:
+                kind: Optional[str] = None, track: Optional[str] = None) -> tuple[list[dict], list[dict]]:
     """All entries (optionally filtered) ranked, plus the overall Borda table.
 
-    Ranking always uses every entry of a group (a kind/dataset filter selects rows to show, not the field
+    Ranking always uses every entry of a group (a kind/dataset/track filter selects rows to show, not the field
     they are ranked in), so ``show --dataset D1`` and the full page agree on ranks.
     """
     entries = db.fetch_entries(conn)
@@ -58,14 +57,18 @@ def load_ranked(conn: sqlite3.Connection, datasets: Optional[Sequence[str]] = No
         entries = [e for e in entries if e["dataset"] in keep]
     if kind:
         entries = [e for e in entries if e["kind"] == kind]
+    if track:
+        entries = [e for e in entries if e["track"] == track]
+        overall = [r for r in overall if r["track"] == track]
     entries.sort(key=sort_key)
     return entries, overall
 
 
 def sort_key(e: dict) -> tuple:
+    """The real-data track first (:mod:`leaderboard.tracks`), then by dataset, evaluated before reported, group, LVE rank."""
     lve = e["metrics"].get("LVE", {})
     r = lve.get("rank")
-    return (int(e["dataset"][1:]) if e["dataset"][1:].isdigit() else 99, e["dataset"], e["kind"] != "evaluated",
+    return (tracks.order(e.get("track") or tracks.track_of(e)), int(e["dataset"][1:]) if e["dataset"][1:].isdigit() else 99, e["dataset"], e["kind"] != "evaluated",
             e["split"], e["protocol"], str(e.get("protocol_version")), str(e.get("length_policy")),
             str(e.get("dataset_fingerprint")), e.get("latency_ms") or 0.0,
             r if r is not None else 1 << 30, e["id"])
@@ -129,6 +132,8 @@ def entry_kind(e: dict) -> str:
 
 
 def terminal_table(entries: list[dict], overall: list[dict], *, show_overall: bool = True) -> str:
+    """One table per (data track, dataset), the real-data track first; then each track's overall table. A
+    synthetic-track table says so in its heading, so a stand-in score is never read beside a real one."""
     add_display(entries)
     extra = axes.columns(entries)  # evaluation axes some entries have, by name and version
     cols = [("id", 5), ("rank", 4), ("method", 30), ("kind", 9), ("split/protocol", 26)] + \
@@ -138,12 +143,16 @@ def terminal_table(entries: list[dict], overall: list[dict], *, show_overall: bo
     out: list[str] = []
     current = None
     for e in entries:
-        if e["dataset"] != current:
-            current = e["dataset"]
-            du = units.display_units(current)
+        track = e.get("track") or tracks.track_of(e)
+        if (track, e["dataset"]) != current:
+            if current is None or current[0] != track:
+                out += ["", f"== {tracks.TITLE[track]}: {tracks.NOTE[track]}"]
+            current = (track, e["dataset"])
+            du = units.display_units(e["dataset"])
+            stand_in = " (SYNTHETIC STAND-IN)" if track == tracks.SYNTHETIC else ""
             out.append("")
-            here = [x for x in entries if x["dataset"] == current]
-            out.append(f"{e['dataset']}  {e.get('dataset_name') or ''}   units: "
+            here = [x for x in entries if x["dataset"] == e["dataset"]]
+            out.append(f"{e['dataset']}  {e.get('dataset_name') or ''}{stand_in}   units: "
                        + ", ".join([f"{m} {du.get(m, '?')}" for m in METRICS]
                                    + [f"{c} {axes.unit(here, c)}" for c in extra if axes.unit(here, c)]))
             out.append("  ".join(f"{h:<{w}}" if i < left else f"{h:>{w}}" for i, (h, w) in enumerate(cols)))
@@ -171,14 +180,22 @@ def terminal_table(entries: list[dict], overall: list[dict], *, show_overall: bo
                "† = shown as printed, its unit does not convert.")
     out.append("verified = computed by this installation (signed results) or re-scored here (submit --verify); "
                "evaluated = a results file not checked here; disputed = contradicted by a verified entry, not ranked.")
+    if any((e.get("track") or tracks.track_of(e)) == tracks.SYNTHETIC for e in entries):
+        out.append("synthetic = scored on a stand-in made by `a2fbench synth`: a test of the pipeline, not a result; "
+                   "ranked only against other stand-in scores.")
     if show_overall and overall:
-        out.append("")
-        out.append("Overall (Borda count over dataset groups x LVE, MVE, UFVE, FDD_abs)")
-        out.append(f"{'#':<4}  {'method':<40}  {'points':>6}  {'mean rank':>9}  groups")
-        for r in overall:
-            name = r["method"] + (f" ({r['version']})" if r.get("version") else "")
-            out.append(f"{r['rank']:<4}  {_fit(name, 40):<40}  {r['borda']:>6}  {r['mean_rank']:>9.2f}  "
-                       f"{', '.join(r['groups'])}")
+        for track in tracks.TRACKS:
+            rows = [r for r in overall if r.get("track", tracks.REAL) == track]
+            if not rows:
+                continue
+            out.append("")
+            out.append(f"Overall, {tracks.TITLE[track].lower()} (Borda count over dataset groups x LVE, MVE, UFVE, "
+                       "FDD_abs)")
+            out.append(f"{'#':<4}  {'method':<40}  {'points':>6}  {'mean rank':>9}  groups")
+            for r in rows:
+                name = r["method"] + (f" ({r['version']})" if r.get("version") else "")
+                out.append(f"{r['rank']:<4}  {_fit(name, 40):<40}  {r['borda']:>6}  {r['mean_rank']:>9.2f}  "
+                           f"{', '.join(r['groups'])}")
     return "\n".join(out).lstrip("\n") + "\n"
 
 
@@ -191,7 +208,7 @@ _PAGE_KEYS = ("id", "method", "version", "params", "inference_s", "inference_dev
 #: Fields only the drill-down shows: embedded in an exported page, fetched from /api/entry/<id> when served.
 _DETAIL_KEYS = ("fingerprint", "dataset_fingerprint", "predictions_fingerprint", "n_sequences", "n_frames",
                 "created", "a2fbench_version", "verified_at")
-_GROUP_KEYS = ("kind", "dataset", "dataset_name", "split", "protocol", "protocol_version", "length_policy",
+_GROUP_KEYS = ("kind", "track", "dataset", "dataset_name", "split", "protocol", "protocol_version", "length_policy",
                "region_set", "latency_ms", "group", "group_size")
 _TESTS = {"paired_bootstrap": "p", "ci_overlap": "c"}
 
@@ -267,6 +284,7 @@ def page_data(entries: list[dict], overall: list[dict], *, mode: str,
         display[ds] = {**units.display_units(ds), **{c: axes.unit(here, c) for c in extra if axes.unit(here, c)}}
     return {"schema": 3, "mode": mode, "generated": _now(), "metrics": [*METRICS, *extra], "groups": t.groups,
             "units": t.units, "display": display, "entries": rows, "overall": overall,
+            "tracks": [{"id": k, "title": tracks.TITLE[k], "note": tracks.NOTE[k]} for k in tracks.TRACKS],
             "per_sequence": {str(k): v for k, v in (per_sequence or {}).items()}}
 
 

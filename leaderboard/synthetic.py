@@ -28,8 +28,11 @@ BASE = {"LVE": 1.0e-5, "MVE": 2.0e-3, "UFVE": 1.0e-3, "FDD": 2.0e-6}
 def make_results(*, dataset: str = "D1", split: str = "test", protocol: str = "a2f", n_seq: int = 12,
                  scale: float = 1.0, noise: float = 0.05, seed: int = 0, dataset_seed: int = 0,
                  seq_ids: Optional[Sequence[str]] = None, n_boot: int = 200, regions: str = "default",
-                 created: str = "2026-01-01T00:00:00+00:00", length_policy: str = "truncate_pred_only") -> dict:
-    """A finalized, self-consistent results document (see the module docstring for the score model)."""
+                 created: str = "2026-01-01T00:00:00+00:00", length_policy: str = "truncate_pred_only",
+                 synthetic: bool = True) -> dict:
+    """A finalized, self-consistent results document (see the module docstring for the score model).
+    ``synthetic=False`` makes it claim the real dataset (its data fingerprint differs from the stand-in's), for
+    tests of the board's real-data track; no real data is involved."""
 
     spec = get_spec(dataset)
     drng = np.random.default_rng(dataset_seed)
@@ -56,12 +59,12 @@ def make_results(*, dataset: str = "D1", split: str = "test", protocol: str = "a
                                 n_resamples=n_boot, seed=seed, how=how)
         metrics[m] = {"value": aggregate(m, per_sequence, how), "unit": UNITS[m], "ci95": list(ci),
                       "aggregation": how, "higher_is_better": False, "version": 1}
-    fp_ds = "sha256:" + hashlib.sha256(f"synthetic {spec.id} {dataset_seed}".encode()).hexdigest()
+    fp_ds = "sha256:" + hashlib.sha256(f"{'synthetic' if synthetic else 'real'} {spec.id} {dataset_seed}".encode()).hexdigest()
     fp_pred = "sha256:" + hashlib.sha256(f"predictions {spec.id} {seed} {scale} {noise}".encode()).hexdigest()
     doc = {
         "schema_version": 1, "a2fbench_version": "synthetic",
         "dataset": {"id": spec.id, "name": spec.name, "version": spec.version, "split": split,
-                    "fingerprint": fp_ds, "n_sequences": n, "n_frames": int(frames.sum()), "synthetic": True,
+                    "fingerprint": fp_ds, "n_sequences": n, "n_frames": int(frames.sum()), "synthetic": synthetic,
                     "regions": {"set": regions, "digest": "sha256:" + hashlib.sha256(regions.encode()).hexdigest()}},
         "protocol": {"name": protocol, "version": 1, "length_policy": length_policy,
                      "bootstrap": {"n": n_boot, "seed": seed, "method": "percentile"}},

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -49,6 +53,26 @@ def data_tiny(raw_tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     for spec in all_specs():
         prepare_dataset(spec, raw_tiny, root, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def quickstart_tiny(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
+    """One `unitalker quickstart` per session, run as a user runs it (the command line, CPU, a fresh
+    ``$A2FBENCH_HOME``, so its leaderboard is that home's and never the tester's): ``home``, ``out`` (its folder),
+    ``env``, ``stdout``, ``stderr``, ``seconds``. Minutes on 2 cores: tests that use it are marked slow, and share
+    it (read-only apart from what README's own commands write into it, in tests/test_readme.py). To iterate on
+    those tests, ``A2FBENCH_TEST_QUICKSTART_FROM=HOME`` starts from a copy of a home where a quickstart finished."""
+    home = tmp_path_factory.mktemp("quickstart_home")
+    env = {**os.environ, "A2FBENCH_HOME": str(home)}
+    reuse = os.environ.get("A2FBENCH_TEST_QUICKSTART_FROM")  # a home holding a finished quickstart: copied, and
+    if reuse:  # the quickstart then resumes in the copy (every step found done: seconds, not minutes)
+        shutil.copytree(reuse, home, dirs_exist_ok=True)
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "unitalker.cli", "quickstart", "--device", "cpu", "--no-progress"],
+                       capture_output=True, text=True, env=env, timeout=3600, stdin=subprocess.DEVNULL)
+    assert r.returncode == 0, (r.stderr or r.stdout)[-3000:]
+    return SimpleNamespace(home=home, out=home / "quickstart", env=env, stdout=r.stdout, stderr=r.stderr,
+                           seconds=time.perf_counter() - t)
 
 
 @pytest.fixture

@@ -199,6 +199,43 @@ def test_method_is_stamped_from_the_option_or_the_provenance_file(data_tiny: Pat
     assert doc["predictions"]["n_files"] == len(ds.split("test"))  # the provenance file is not a prediction
 
 
+def test_evaluate_is_quiet_about_the_folders_own_record_only(data_tiny: Path, tmp_path: Path, caplog) -> None:
+    """Issue 22 item 7: predict's own record (.a2fbench-predictions.json) is read, not reported as ignored; any
+    other hidden entry still is."""
+    import logging
+
+    ds = a2fbench.open_dataset(data_tiny, "D1")
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for sid in ds.split("test"):
+        np.save(pred / f"{sid}.npy", np.asarray(ds[sid].motion, np.float32))
+    write_provenance(pred, method="UniTalker")
+    with caplog.at_level(logging.INFO):
+        evaluate("D1", pred, data_tiny, progress=False)
+    assert not [r for r in caplog.records if "hidden" in r.getMessage()]
+    (pred / ".DS_Store").write_bytes(b"x")
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        evaluate("D1", pred, data_tiny, progress=False)
+    assert [r.getMessage() for r in caplog.records if "hidden" in r.getMessage()] == \
+        [f"{pred}: ignoring 1 hidden entries (.DS_Store)"]
+
+
+def test_an_epoch_is_one_short_log_line_whatever_the_number_of_datasets() -> None:
+    """Issue 22 item 7: with eight datasets the epoch line was ~400 characters; now the validation part is the
+    mean ratio to the static template and the best and worst dataset (all of them stay in val.csv), and an ETA."""
+    from unitalker.train.loop import _eta, _val_summary
+
+    res = {f"D{i}": {"LVE": 1e-5 * (i + 1), "static": 2e-5 * (i + 1), "ratio": 0.5 + 0.05 * i} for i in range(8)}
+    text = _val_summary(res)
+    assert "0.68x mean over 8 datasets" in text and "best D0 0.50x" in text and "worst D7 0.85x" in text
+    line = f"epoch 60/60: loss 1.2345e-06, 123.4 audio-s/s; {text}{_eta(1234.0, 59, 1)}"
+    assert len(line) <= 200, len(line)
+    assert _eta(100.0, 4, 8) == "; eta 3m20s" and _eta(10.0, 5, 3) == "; eta 6s" and _eta(5.0, 2, 0) == ""
+    one = _val_summary({"D1": {"LVE": 2.752e-06, "static": 9.8e-6, "ratio": 0.28}})
+    assert one == "val LVE D1 2.752e-06 (0.28x static)"
+
+
 def test_one_line_hints_for_common_mistakes(raw_tiny: Path, data_tiny: Path, tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="raw files\\? Prepare them first"):
         a2fbench.open_dataset(raw_tiny, "D1")
@@ -243,7 +280,7 @@ def test_unknown_leaderboard_entry_edit_is_one_line(tmp_path: Path) -> None:
 
 
 def test_plot_of_a_run_writes_a_png_with_both_panels(tmp_path: Path) -> None:
-    from unitalker.train.plot import plot_run, read_curves
+    from unitalker.train.plot import plot_run, read_curves, val_series
 
     run = tmp_path / "run"
     run.mkdir()
@@ -252,11 +289,17 @@ def test_plot_of_a_run_writes_a_png_with_both_panels(tmp_path: Path) -> None:
         ep = (step - 1) // 10
         rows.append(f"{ep},{(step - 1) % 10},{step},{int(ep > 0)},{1.0 / step},0,0,0,1e-4,4,8.0,0.1")
     (run / "log.csv").write_text("\n".join(rows) + "\n")
+    # as the trainer writes it: after log.csv's epoch e (0-based, steps 10e+1..10e+10) it validates and records
+    # the number of epochs done, e + 1, with the last step
     (run / "val.csv").write_text("epoch,step,dataset,LVE,static_LVE,ratio\n" + "".join(
-        f"{e},{10 * (e + 1)},D1,{1e-5 / (e + 1):.6e},1e-5,{1 / (e + 1):.4f}\n" for e in range(4)))
+        f"{e + 1},{10 * (e + 1)},D1,{1e-5 / (e + 1):.6e},1e-5,{1 / (e + 1):.4f}\n" for e in range(4)))
     c = read_curves(run)
     assert len(c["steps"]) == 40 and c["epochs"][0] == pytest.approx(np.mean([1.0 / s for s in range(1, 11)]))
     assert [p[1] for p in c["val"]["D1"]] == [1.0, 0.5, 0.3333, 0.25]
+    # issue 22 item 9: each point sits at the epoch it followed: 1 + log.csv's epoch of the step it was made at
+    epoch_of_step = {s: ep for s, _, ep, _ in c["steps"]}
+    xs, _ = val_series(c)["D1"]
+    assert xs == [1 + epoch_of_step[10 * (e + 1)] for e in range(4)] == [1, 2, 3, 4]
     png = plot_run(run)
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
     shutil.rmtree(run)

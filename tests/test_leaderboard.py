@@ -583,3 +583,33 @@ def test_submit_verify_marks_verified_only_when_numbers_agree(tmp_path, data_tin
     r = _cli("submit", str(res), "--method", "M", "--verify", str(good), "--data", str(data_tiny),
              "--db", str(tmp_path / "cli.sqlite"))
     assert "[verified]" in r.stdout
+
+
+# ------------------------------------------------------------------------------------------ data tracks
+def test_stand_in_scores_never_share_a_table_or_a_ranking_with_real_data(conn):
+    """The quickstart's case: a tiny model on stand-ins scores 10x below a real-data entry and the papers. It is
+    ranked 1 only in its own (synthetic) track; the real entry keeps rank 1 in the real track; the terminal
+    prints the stand-in's D1 table after every real-data table under a heading that says so; each track has its
+    own overall table; JSON rows say their track."""
+    stand_in = db.submit_doc(conn, make_results(seed=1, scale=0.1), method_meta(method="tiny")).entry_id
+    real = db.submit_doc(conn, make_results(seed=2, scale=1.0, synthetic=False), method_meta(method="real-m")).entry_id
+    entries_, overall = render.load_ranked(conn)
+    by = {e["id"]: e for e in entries_}
+    assert by[stand_in]["track"] == "synthetic" and by[real]["track"] == "real"
+    assert by[stand_in]["metrics"]["LVE"]["rank"] == 1 and by[real]["metrics"]["LVE"]["rank"] == 1
+    assert all(e["track"] == "real" for e in entries_ if e["kind"] == "reported")
+    assert [(r["track"], r["method"], r["rank"]) for r in overall] == [("real", "real-m", 1), ("synthetic", "tiny", 1)]
+    text = render.terminal_table(*render.load_ranked(conn, ["D1"]))
+    lines = text.splitlines()
+    head = lines.index(next(ln for ln in lines if ln.startswith("== Synthetic stand-ins")))
+    row = lambda eid: next(i for i, ln in enumerate(lines) if ln.startswith(f"{eid} "))  # noqa: E731
+    ff = next(i for i, ln in enumerate(lines) if " FaceFormer " in ln)
+    assert ff < head < row(stand_in) and row(real) < head
+    assert "SYNTHETIC STAND-IN" in lines[row(stand_in) - 2]
+    assert text.index("Overall, real data") < text.index("Overall, synthetic stand-ins")
+    # --track selects rows to show (ranks are unchanged); JSON carries the track on entries and overall rows
+    only = render.load_ranked(conn, ["D1"], track="synthetic")
+    assert [e["id"] for e in only[0]] == [stand_in] and [r["method"] for r in only[1]] == ["tiny"]
+    js = render.json_rows(*render.load_ranked(conn, ["D1"]), ":memory:")
+    assert {e["id"]: e["track"] for e in js["entries"]}[stand_in] == "synthetic"
+    assert {r["track"] for r in js["overall"]} == {"real", "synthetic"}

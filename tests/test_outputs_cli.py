@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -294,7 +295,7 @@ def test_gt_needs_a_sequence_name(data_tiny, tmp_path, monkeypatch, capsys):
 
 
 def test_render_and_export_an_infer_output(data_tiny, tmp_path, monkeypatch, capsys):
-    """``unitalker infer`` writes <stem>/<dataset>.npy + meta.json naming the audio: that audio is muxed in."""
+    """Folders written before the sidecar: <stem>/<dataset>.npy + meta.json naming the audio: that audio is muxed in."""
     ds = a2fbench.open_dataset(data_tiny, "D1")
     sid = ds.split("test")[0]
     for stem, secs in (("hello", 1.0), ("world", 1.2)):
@@ -315,6 +316,63 @@ def test_render_and_export_an_infer_output(data_tiny, tmp_path, monkeypatch, cap
     rc, out, err = _cli(monkeypatch, capsys, "render", tmp_path / "inf", "--dataset", "D2", "--data", data_tiny,
                         "--out", tmp_path / "v2")
     assert "D2.npy" in _one_error_line(rc, err) and not (tmp_path / "v2").exists()
+
+
+def test_an_infer_output_renders_with_its_audio_and_exports_on_its_template(data_tiny, tmp_path, monkeypatch,
+                                                                           capsys):
+    """Issue 22 item 5: the sidecar of an infer clip folder (infer.json, audio.wav, D1.template.npz) is read when
+    INPUT is one <D>.npy inside it: the video has the clip's sound, and the glTF is built on the template the
+    motion was made on (a user's head 8% larger, 1 cm up), so it decodes to the motion itself; built on the
+    store's template instead, it is centimetres off. A template the sidecar names but that is gone is one line."""
+    from a2fbench.outputs import sidecar
+    from a2fbench.outputs.heads import collect_inputs, open_head
+    from a2fbench.spaces.pca import load_for
+    from a2fbench.store.templates import Template
+
+    data = tmp_path / "data"
+    shutil.copytree(data_tiny / "D1", data / "D1")
+    fit_dataset("D1", data, components=16, progress=False)
+    ds = a2fbench.open_dataset(data, "D1")
+    tpl = np.asarray(ds.template(ds[ds.split("test")[0]].subject), np.float64).reshape(-1)
+    ds.close()
+    mine = (tpl.reshape(-1, 3) * 1.08 + np.array([0.0, 0.01, 0.0])).reshape(-1)
+    pca = load_for(data, "D1")
+    rng = np.random.default_rng(0)
+    T = 24
+    coeffs = rng.normal(0, 1e-3, (T, pca.n_components))
+    motion = (mine + pca.mean + coeffs @ pca.components).astype(np.float32)   # in the PCA's span around `mine`
+    clip = tmp_path / "anim" / "speech"
+    clip.mkdir(parents=True)
+    np.save(clip / "D1.npy", motion)
+    sf.write(clip / sidecar.AUDIO_FILE, 0.1 * np.sin(np.arange(int(T / 30 * 16000)) / 9.0), 16000, subtype="PCM_16")
+    rec = sidecar.write_template(clip, "D1", Template(mine, "file", "mine.npy"))
+    sidecar.write_sidecar(clip, {"audio": {"file": sidecar.AUDIO_FILE, "source": "/nowhere/speech.wav",
+                                           "sample_rate": 16000, "seconds": T / 30},
+                                 "heads": {"D1": {"file": "D1.npy", "template": rec}}})
+    rc, out, err = _cli(monkeypatch, capsys, "render", clip / "D1.npy", "--dataset", "D1", "--data", data,
+                        "--size", "48", "--out", tmp_path / "v.mp4")
+    assert rc == 0, err
+    got = video.probe(tmp_path / "v.mp4")
+    assert got["frames"] == T and got["audio_codec"] == "aac" and abs(got["audio_duration_s"] - T / 30) < 0.07
+    rc, out, err = _cli(monkeypatch, capsys, "export", clip / "D1.npy", "--dataset", "D1", "--data", data,
+                        "--format", "gltf", "--out", tmp_path / "m.glb")
+    assert rc == 0, err
+    frames = rebuild(tmp_path / "m.glb")[0]
+    want = motion.astype(np.float64).reshape(T, -1, 3)
+    # float32 file: base and 16 targets of ~0.1 m, weights ~1e-3: rounding stays far below 1e-5 m
+    assert np.abs(frames - want).max() < 1e-5
+    # the same file without its sidecar is encoded on the store's subject: the 8% is projected away
+    head = open_head(data, "D1")
+    (item,), _ = collect_inputs(clip / "D1.npy", head)
+    assert item.template is not None and item.audio == clip / sidecar.AUDIO_FILE
+    y = want.reshape(T, -1) - head.template(None).reshape(-1) - pca.mean
+    off = y - (y @ pca.components.T) @ pca.components
+    assert np.abs(off).max() > 5e-3  # what the export was before: millimetres to centimetres off
+    head.close()
+    (clip / rec["file"]).unlink()
+    rc, out, err = _cli(monkeypatch, capsys, "export", clip / "D1.npy", "--dataset", "D1", "--data", data,
+                        "--format", "gltf", "--out", tmp_path / "m2.glb")
+    assert "D1.template.npz" in _one_error_line(rc, err) and not (tmp_path / "m2.glb").exists()
 
 
 def test_mesh_option_gives_the_faces(data_tiny, tmp_path, monkeypatch, capsys):

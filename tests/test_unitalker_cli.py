@@ -71,9 +71,21 @@ def test_infer_formats_and_heads(run, tmp_path):
     r = _cli("infer", "--checkpoint", str(run), str(tmp_path / "a.flac"), str(tmp_path / "b.mp3"),
              str(tmp_path / "c.wav"), "--out", str(tmp_path / "out"))
     assert r.returncode == 0, r.stderr
+    loaded = load_model(run)
     for stem, secs in (("a", 2.0), ("b", 2.0), ("c", 1.0)):
-        meta = json.loads((tmp_path / "out" / stem / "meta.json").read_text())
-        assert set(meta["heads"]) == {"D1", "D3"}
+        meta = json.loads((tmp_path / "out" / stem / "infer.json").read_text())
+        assert set(meta["heads"]) == {"D1", "D3"} and meta["audio"]["source"].endswith(f"{stem}." + ("flac" if stem == "a" else "mp3" if stem == "b" else "wav"))
+        # the sidecar's audio is the clip as the model heard it (16 kHz mono, 16-bit: within one LSB)
+        heard, sr = sf.read(tmp_path / "out" / stem / "audio.wav", dtype="float32")
+        assert sr == SR and abs(len(heard) - secs * SR) <= 1 and meta["audio"]["sample_rate"] == SR
+        # each head's template file holds the template its motion was built on: the pivot's = the dataset mean
+        for d in ("D1", "D3"):
+            t = meta["heads"][d]["template"]
+            with np.load(tmp_path / "out" / stem / t["file"]) as z:
+                scale = float(next(h["scale"] for h in loaded.datasets if h["id"] == d))
+                want = loaded.aux[f"template_mean.{d}"].double().numpy() / scale
+                np.testing.assert_array_equal(z["template"], want)
+            assert t["source"] == "identity-row" and "mean" in t["detail"]
         d1 = np.load(tmp_path / "out" / stem / "D1.npy")
         d3 = np.load(tmp_path / "out" / stem / "D3.npy")
         n = meta["heads"]["D1"]["frames"]
@@ -141,6 +153,22 @@ def test_infer_bad_input_is_one_line_and_writes_nothing(run, tmp_path, capsys, m
     assert r.returncode == 1 and r.stderr.strip().splitlines() == [r.stderr.strip()] and "0.300 s" in r.stderr
     with pytest.raises(AudioInputError, match="at least 0.5 s"):
         infer(run, [tmp_path / "short.wav"], tmp_path / "o3")
+
+
+def test_infer_refuses_bad_arguments_before_torch_or_the_model_loads(run, tmp_path):
+    """Issue 22 item 6: a missing audio file or an unknown head is refused by infer/checks.py, which reads the
+    checkpoint's metadata only: torch is never imported (it took 12-18 s to refuse when the model loaded first)."""
+    sf.write(tmp_path / "ok.wav", speech(1.0), SR)
+    probe = ("import runpy, sys\nsys.argv = ['unitalker'] + sys.argv[1:]\ntry:\n"
+             "    runpy.run_module('unitalker.cli', run_name='__main__')\nexcept SystemExit as e:\n"
+             "    print('exit', e.code, 'torch' in sys.modules)\n")
+    for args, msg in (([str(tmp_path / "missing.wav")], "found nothing"),
+                      ([str(tmp_path / "ok.wav"), "--heads", "D9"], "unknown head 'D9'")):
+        r = subprocess.run([sys.executable, "-c", probe, "infer", "--checkpoint", str(run), *args, "--out",
+                            str(tmp_path / "x")], capture_output=True, text=True, env=ENV, timeout=120)
+        assert "exit 1 False" in r.stdout, (r.stdout, r.stderr[-500:])
+        assert msg in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_bench_reports_both_modes(run, tmp_path):

@@ -163,7 +163,9 @@ def predict_cmd(checkpoint: str, data: Optional[Path], dataset: str, split: str,
 @cli.command("infer", context_settings=CTX)
 @click.option("--checkpoint", required=True, help="Checkpoint file, or run folder (its latest checkpoint).")
 @click.argument("audio", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder: OUT/<audio name>/<dataset>.npy.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Output folder: OUT/<audio name>/<dataset>.npy, with the clip's audio, each head's template and "
+                   "infer.json (render and export read them; docs/outputs.md).")
 @click.option("--heads", default="all", show_default=True, help="all, or dataset ids / spaces (D1,D3).")
 @click.option("--identity", default="pivot", show_default=True,
               help="pivot, a training subject (D1/FaceTalk_...), or an identity row number.")
@@ -184,10 +186,13 @@ def infer_cmd(checkpoint: str, audio: tuple[Path, ...], out: Path, heads: str, i
       unitalker infer --checkpoint run speech.wav song.mp3 --out anim --heads D1,D3
       unitalker infer --checkpoint run speech.wav --out anim --heads D1 --template my_flame_head.obj
     """
+    from .infer.checks import plan_infer  # no torch: a mistake is refused in about a second, before the model loads
+
+    plan = plan_infer(checkpoint, list(audio), out, heads=heads, identity=identity, template=template, force=force)
     from .infer.predict import infer
 
     for p in infer(checkpoint, list(audio), out, heads=heads, identity=identity, device=device, template=template,
-                   force=force):
+                   force=force, plan=plan):
         click.echo(show(p))
 
 
@@ -348,7 +353,9 @@ def plot_cmd(run: Path, out: Optional[Path], force: bool) -> None:
 def quickstart_cmd(out: Optional[Path], size: str, device: str, db_path: Optional[Path], no_progress: bool,
                    overrides: tuple[str, ...]) -> None:
     """The main job, end to end: synthesize D0..D7, prepare, PCA, train a small UniTalker, predict the test
-    splits, evaluate, submit to the leaderboard and print it (about 2.5 minutes on 2 CPU cores: 139 s measured on a quiet 2-core EPYC).
+    splits, evaluate, submit to the leaderboard (its synthetic track) and export its page; it ends with what the run
+    showed, one line per dataset, and the next commands. Time on 2 CPU cores: 139 s idle, 20 min at load 10-12
+    (training is 85-90% of it and uses the cores others leave free; each epoch's log line gives an ETA).
 
     \b
     Example:

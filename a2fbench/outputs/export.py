@@ -28,7 +28,7 @@ from ..spaces.pca import load_for, pca_path
 from ..util.guard import check_output, show
 from ..util.progress import bar
 from . import FORMATS, arkit_csv, gltf, obj
-from .heads import Frames, Head, collect_inputs, load_frames
+from .heads import Frames, Head, InputItem, collect_inputs, load_frames
 from .render import plan_outputs, written_together
 
 #: clip PCA tolerance: this fraction of the template's bounding-box diagonal (3e-5 m = 0.03 mm on FLAME)
@@ -90,7 +90,7 @@ def export(src: str | os.PathLike, head: Head, fmt: str, out: str | os.PathLike,
                 if fmt == "arkit-csv":
                     notes = _csv(f, head, solver, target)
                 elif fmt == "gltf":
-                    notes = _gltf(f, head, target, it.seq_id)
+                    notes = _gltf(f, head, target, it)
                 else:
                     obj.write_obj_sequence(target, f, head.faces, overwrite=target.exists(), progress=pbar.update)
                     notes = []
@@ -127,7 +127,9 @@ def _csv(f: Frames, head: Head, solver: Any, target: Path) -> list[str]:
     return notes
 
 
-def _gltf(f: Frames, head: Head, target: Path, seq_id: Optional[str]) -> list[str]:
+def _gltf(f: Frames, head: Head, target: Path, item: InputItem) -> list[str]:
+    """glTF of one clip; a vertex clip is encoded against the template it was made on (an infer output's
+    sidecar), else its sequence's subject's."""
     if head.space.kind == "blendshape":
         conv = head.conv
         if f.kind == "parameters":
@@ -143,7 +145,7 @@ def _gltf(f: Frames, head: Head, target: Path, seq_id: Optional[str]) -> list[st
     pca, why = _dataset_pca(head)
     if pca is not None:
         # float32 like the file it makes (one (T, 3V) x (3V, K) GEMM: ~0.15 s for 60 s of FLAME on 2 cores)
-        template = head.template(seq_id).reshape(-1).astype(np.float32)
+        template = head.template(item.seq_id, item.template).reshape(-1).astype(np.float32)
         y = frames.reshape(len(frames), -1).astype(np.float32)
         y -= template + pca.mean.astype(np.float32)
         coeffs = y @ pca.components.astype(np.float32, copy=False).T  # = pca.encode(frames - template)
@@ -153,7 +155,7 @@ def _gltf(f: Frames, head: Head, target: Path, seq_id: Optional[str]) -> list[st
         gltf.export_pca_glb(target, head.faces, pca.mean, pca.components, coeffs, head.fps, template=template)
         return [f"{target.name}: {pca.n_components} morph targets from {pca_path(head.ds.path.parent, head.id)}; "
                 f"rms vertex error of the projection {rms * head.error_scale:.3g} {head.error_units}"]
-    extent = float(np.linalg.norm(np.ptp(head.template(seq_id), axis=0)))
+    extent = float(np.linalg.norm(np.ptp(head.template(item.seq_id, item.template), axis=0)))
     basis = gltf.export_vertex_sequence_glb(target, frames, head.faces, head.fps,
                                             max_error=CLIP_PCA_TOLERANCE * extent)
     met = "" if basis.tolerance_met else f" (cap of 512 reached before {CLIP_PCA_TOLERANCE:g} x the head's size)"

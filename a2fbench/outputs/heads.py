@@ -3,7 +3,8 @@
 :class:`Head`: the prepared store's space and converter, fps, faces (store ``mesh/faces``, a ``--mesh`` file,
 or the frontal triangulation of :mod:`.topology`), a template to frame the camera on, and the units of an
 error. :func:`collect_inputs`: INPUT as one ``.npy``, a predictions folder (``<seq_id>.npy``), or an ``infer``
-output (``<stem>/<dataset>.npy`` + ``meta.json``, or a folder of those). :class:`Frames`: a clip as a lazy
+output (``<stem>/<dataset>.npy`` + its sidecar, :mod:`.sidecar`; or a folder of those; or one ``.npy`` in one:
+the sidecar's audio and template come with it). :class:`Frames`: a clip as a lazy
 sequence of (V, 3) vertex frames, converted from parameters block by block, so a clip of any length is never
 held whole.
 """
@@ -23,8 +24,8 @@ from ..scoring.predictions import CONDITION_SEP, read_header
 from ..spaces import converter
 from ..store import Dataset, open_dataset
 from ..store.templates import Template, choose_template
-from ..util.fsutil import read_json
 from ..util.guard import show
+from . import sidecar
 from .topology import FALLBACK_NOTE, frontal_triangulation
 
 #: frames read (and converted) at a time
@@ -125,27 +126,31 @@ class InputItem:
     path: Path
     seq_id: Optional[str]  # the store sequence it predicts, when the name says so
     audio: Optional[Path] = None  # infer outputs: the audio that was animated
+    template: Optional[Template] = None  # infer outputs: the template the motion was built on (its sidecar)
 
 
 def collect_inputs(src: str | os.PathLike, head: Head) -> tuple[list[InputItem], bool]:
-    """(items, one_file) for INPUT: a ``.npy`` file, a predictions folder, an ``infer`` stem folder (``meta.json``
-    + ``<dataset>.npy``) or a folder of those. ``one_file``: the output is a file, not a folder."""
+    """(items, one_file) for INPUT: a ``.npy`` file (inside an ``infer`` folder: with its sidecar's audio and
+    template), a predictions folder, an ``infer`` stem folder (sidecar + ``<dataset>.npy``) or a folder of those.
+    ``one_file``: the output is a file, not a folder."""
     p = Path(src)
     if p.is_file():
         if p.suffix != ".npy":
             raise OutputError(f"{p}: expected a .npy motion file or a folder of them, found a {p.suffix or 'plain'} "
                               "file")
+        if sidecar.is_infer_folder(p.parent):
+            return [_infer_file(p, head)], True
         return [_item(p.stem, p, head)], True
     if not p.is_dir():
         raise OutputError(f"{p}: expected a .npy file, a predictions folder or an infer output folder, found nothing")
-    if (p / "meta.json").is_file():
+    if sidecar.is_infer_folder(p):
         return [_infer_item(p, head)], False
-    stems = sorted(d for d in p.iterdir() if d.is_dir() and (d / "meta.json").is_file())
+    stems = sorted(d for d in p.iterdir() if d.is_dir() and sidecar.is_infer_folder(d))
     if stems:
         return [_infer_item(d, head) for d in stems], False
     npys = sorted(f for f in p.iterdir() if f.suffix == ".npy" and f.is_file() and not f.name.startswith("."))
     if not npys:
-        raise OutputError(f"{p}: expected .npy motion files or infer output folders (meta.json), found none")
+        raise OutputError(f"{p}: expected .npy motion files or infer output folders ({sidecar.SIDECAR}), found none")
     return [_item(f.stem, f, head) for f in npys], False
 
 
@@ -161,12 +166,13 @@ def _infer_item(folder: Path, head: Head) -> InputItem:
         raise OutputError(f"{folder}: expected {f.name} (the {head.id} head of `unitalker infer`), found "
                           f"{', '.join(have) or 'no heads'}; infer with --heads {head.id} or pick --dataset among "
                           "those")
-    try:
-        meta = read_json(folder / "meta.json", what="the meta.json `unitalker infer` wrote", error=OutputError)
-    except OSError:
-        meta = {}
-    audio = Path(meta["audio"]) if isinstance(meta.get("audio"), str) else None
-    return InputItem(folder.name, f, None, audio if audio is not None and audio.is_file() else None)
+    return _infer_file(f, head, folder.name)
+
+
+def _infer_file(f: Path, head: Head, name: Optional[str] = None) -> InputItem:
+    """A ``<D>.npy`` of an infer folder, with the audio and template its sidecar records."""
+    rec = sidecar.for_motion(f)
+    return InputItem(name or f.parent.name, f, None, rec.audio if rec else None, rec.template if rec else None)
 
 
 def _spaces_with(n_vertices: int) -> list[str]:

@@ -116,7 +116,7 @@ def render(src: str | os.PathLike, head: Head, out: str | os.PathLike, *, gt: bo
                 wav, notes = _audio(job, head, audio, read_audio)
                 labels = ("prediction", "ground truth") if gt else (("prediction (error)",) if errors else ())
                 frames = _counted(compose.frames(head.faces, job.pred, job.gt, size=size,
-                                                 template=head.template(job.item.seq_id), error=errors,
+                                                 template=head.template(job.item.seq_id, job.item.template), error=errors,
                                                  error_scale=head.error_scale, units=f"error ({head.error_units})",
                                                  labels=labels, gt_panel=gt), pbar)
                 with warnings.catch_warnings():

@@ -194,6 +194,8 @@ def scan(pred_dir: str | os.PathLike, seq_ids: Sequence[str], subjects: dict[str
     known = list(dict.fromkeys(training_subjects if training_subjects is not None else subjects.values()))
     hidden, others, npys = [], [], []
     for p in sorted(root.iterdir()):
+        if p.name == PROVENANCE_FILE:
+            continue  # the folder's own record (write_provenance): read by evaluate, nothing to warn about
         if p.name.startswith("."):
             hidden.append(p.name)
         elif p.suffix == ".npy" and p.is_file():

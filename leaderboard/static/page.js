@@ -88,8 +88,8 @@
     { key: "trained_on_test_ids", label: "Test IDs", title: "trained on the test identities?",
       get: function (e) { return yesNo(e.trained_on_test_ids); } }
   ]);
-  function sortRows(rows, ds) {
-    var s = state.sort[ds];
+  function sortRows(rows, key) {  // key: the table's "track|dataset"
+    var s = state.sort[key];
     if (!s) return rows.slice().sort(function (a, b) { return order[a.id] - order[b.id]; });
     var col = COLS.filter(function (c) { return c.key === s.key; })[0];
     var dir = s.dir === "descending" ? -1 : 1;
@@ -155,59 +155,75 @@
     tr.appendChild(el("td", { text: yesNo(e.trained_on_test_ids) }));
     return tr;
   }
-  function header(ds) {
+  function header(key, ds) {
     var tr = el("tr");
     COLS.forEach(function (c) {
-      var s = state.sort[ds];
+      var s = state.sort[key];
       var th = el("th", { cls: "sortable" + (c.num ? " num" : ""), scope: "col", "data-key": c.key, text: c.label });
       if (c.metric) th.appendChild(el("span", { cls: "unit", text: unitOf(ds, c.key) }));
       if (c.title) th.setAttribute("title", c.title);
       if (s && s.key === c.key) th.setAttribute("aria-sort", s.dir);
       th.addEventListener("click", function () {
-        var cur = state.sort[ds];
-        state.sort[ds] = { key: c.key, dir: cur && cur.key === c.key && cur.dir === "ascending" ? "descending" : "ascending" };
-        renderSection(ds);
+        var cur = state.sort[key];
+        state.sort[key] = { key: c.key, dir: cur && cur.key === c.key && cur.dir === "ascending" ? "descending" : "ascending" };
+        renderSection(key);
       });
       tr.appendChild(th);
     });
     return el("thead", null, [tr]);
   }
+  // one table per (data track, dataset): scores on synthetic stand-ins never share a table with real-data scores
+  // or papers' numbers (leaderboard/tracks.py); entries arrive ordered real track first
   var BY_DS = {}, DS_ORDER = [];
   DATA.entries.forEach(function (e) {
-    if (!BY_DS[e.dataset]) { BY_DS[e.dataset] = []; DS_ORDER.push(e.dataset); }
-    BY_DS[e.dataset].push(e);
+    var k = e.track + "|" + e.dataset;
+    if (!BY_DS[k]) { BY_DS[k] = []; DS_ORDER.push(k); }
+    BY_DS[k].push(e);
   });
-  function section(ds) {
-    var all = BY_DS[ds], rows = sortRows(all.filter(visible), ds);
-    var sec = el("section", { cls: "dataset", "data-dataset": ds });
-    sec.appendChild(el("h2", { text: ds + " \u2014 " + (all[0].dataset_name || "") }));
+  var TRACKS = DATA.tracks || [];
+  function trackInfo(id) { return TRACKS.filter(function (t) { return t.id === id; })[0] || { id: id, title: id, note: "" }; }
+  function section(key) {
+    var all = BY_DS[key], rows = sortRows(all.filter(visible), key), ds = all[0].dataset, track = all[0].track;
+    var sec = el("section", { cls: "dataset track-" + track, "data-dataset": ds, "data-track": track });
+    var h = el("h2", { text: ds + " \u2014 " + (all[0].dataset_name || "") });
+    if (track === "synthetic") h.appendChild(el("span", { cls: "badge synthetic", text: "synthetic stand-in", title: trackInfo(track).note }));
+    sec.appendChild(h);
     var groups = {};
     all.forEach(function (e) { if (e.kind === "evaluated") groups[e.group] = (groups[e.group] || 0) + 1; });
     var gl = Object.keys(groups);
     sec.appendChild(el("p", { cls: "group-note", text: rows.length + " of " + all.length + " rows shown. " +
       (gl.length ? "Ranked groups: " + gl.map(function (g) { return g + " (" + groups[g] + ")"; }).join("; ") + "." : "No evaluated entries yet.") }));
     if (rows.length) {
-      var limit = state.showAll[ds] ? rows.length : Math.min(rows.length, ROW_LIMIT);
+      var limit = state.showAll[key] ? rows.length : Math.min(rows.length, ROW_LIMIT);
       var tbody = el("tbody");
       for (var i = 0; i < limit; i++) tbody.appendChild(row(rows[i]));
-      sec.appendChild(el("div", { cls: "board-wrap" }, [el("table", { cls: "board", "data-dataset": ds }, [header(ds), tbody])]));
+      sec.appendChild(el("div", { cls: "board-wrap" }, [el("table", { cls: "board", "data-dataset": ds, "data-track": track }, [header(key, ds), tbody])]));
       if (limit < rows.length) {
         var more = el("button", { cls: "more", type: "button", text: "show all " + rows.length + " rows" });
-        more.addEventListener("click", function () { state.showAll[ds] = true; renderSection(ds); });
+        more.addEventListener("click", function () { state.showAll[key] = true; renderSection(key); });
         sec.appendChild(more);
       }
     }
     return { el: sec, shown: rows.length };
   }
-  function renderSection(ds) {  // sorting or expanding one table redraws only that table
-    var old = document.querySelector('section.dataset[data-dataset="' + ds + '"]');
-    old.parentNode.replaceChild(section(ds).el, old);
+  function renderSection(key) {  // sorting or expanding one table redraws only that table
+    var all = BY_DS[key];
+    var old = document.querySelector('section.dataset[data-dataset="' + all[0].dataset + '"][data-track="' + all[0].track + '"]');
+    old.parentNode.replaceChild(section(key).el, old);
+  }
+  function trackHeading(track) {
+    var t = trackInfo(track);
+    return el("div", { cls: "track-head track-" + track, "data-track": track }, [el("h2", { text: t.title }), el("p", { cls: "group-note", text: t.note })]);
   }
   function renderDatasets() {  // filters change every table and the plots
     var host = document.getElementById("datasets");
     host.textContent = "";
-    var shown = 0;
-    DS_ORDER.forEach(function (ds) { var s = section(ds); shown += s.shown; host.appendChild(s.el); });
+    var shown = 0, track = null;
+    DS_ORDER.forEach(function (key) {
+      var t = BY_DS[key][0].track;
+      if (t !== track) { track = t; host.appendChild(trackHeading(t)); }
+      var s = section(key); shown += s.shown; host.appendChild(s.el);
+    });
     document.getElementById("summary").textContent = shown + " of " + DATA.entries.length + " entries shown \u00b7 generated " + DATA.generated;
     renderPlots();
   }
@@ -217,20 +233,29 @@
     var host = document.getElementById("overall");
     host.textContent = "";
     host.appendChild(el("h2", { text: "Overall rank (Borda count)" }));
-    host.appendChild(el("p", { cls: "group-note", text: "One point per method beaten, in every ranked group and each of LVE, MVE, UFVE and FDD_abs; a method's best entry counts. Evaluated entries only." }));
+    host.appendChild(el("p", { cls: "group-note", text: "One point per method beaten, in every ranked group and each of LVE, MVE, UFVE and FDD_abs; a method's best entry counts. Evaluated entries only; one table per data track (real data; synthetic stand-ins), never mixed." }));
     if (!DATA.overall.length) { host.appendChild(el("p", { cls: "muted", text: "No evaluated entries yet." })); return; }
+    TRACKS.forEach(function (t) {
+      var rows = DATA.overall.filter(function (r) { return (r.track || "real") === t.id; });
+      if (rows.length) overallTable(host, t, rows);
+    });
+  }
+  function overallTable(host, t, all) {
+    var key = "#overall-" + t.id;
+    if (t.id !== "real") host.appendChild(el("h3", { text: t.title + " \u2014 " + t.note }));
+    else if (all.length !== DATA.overall.length) host.appendChild(el("h3", { text: t.title }));
     var tb = el("tbody");
-    var rows = state.showAll["#overall"] ? DATA.overall : DATA.overall.slice(0, ROW_LIMIT);
+    var rows = state.showAll[key] ? all : all.slice(0, ROW_LIMIT);
     rows.forEach(function (r) {
       tb.appendChild(el("tr", null, [el("td", { cls: "num", text: String(r.rank) }),
         el("td", { text: r.method + (r.version ? " (" + r.version + ")" : "") }), el("td", { cls: "num", text: String(r.borda) }),
         el("td", { cls: "num", text: r.mean_rank.toFixed(2) }), el("td", { text: r.groups.join(", ") })]));
     });
     var hr = el("tr", null, ["#", "Method", "Points", "Mean rank", "Groups"].map(function (h) { return el("th", { text: h, scope: "col" }); }));
-    host.appendChild(el("table", { id: "overall-table" }, [el("thead", null, [hr]), tb]));
-    if (rows.length < DATA.overall.length) {
-      var more = el("button", { cls: "more", type: "button", text: "show all " + DATA.overall.length + " methods" });
-      more.addEventListener("click", function () { state.showAll["#overall"] = true; renderOverall(); });
+    host.appendChild(el("div", { cls: "board-wrap" }, [el("table", { id: t.id === "real" ? "overall-table" : "overall-table-" + t.id, cls: "overall", "data-track": t.id }, [el("thead", null, [hr]), tb])]));
+    if (rows.length < all.length) {
+      var more = el("button", { cls: "more", type: "button", text: "show all " + all.length + " methods" });
+      more.addEventListener("click", function () { state.showAll[key] = true; renderOverall(); });
       host.appendChild(more);
     }
   }
@@ -334,7 +359,7 @@
     DATA.entries.forEach(function (e) {
       var x = metric(e, "LVE");
       if (!visible(e) || e.inference_s == null || !(e.inference_s > 0) || !x || x[M_DV] == null) return;
-      var g = e.dataset + " / " + e.group.split(" / ").slice(1).join(" / ");
+      var g = e.dataset + " / " + e.group.split(" / ").slice(1).join(" / ") + (e.track === "synthetic" ? " (synthetic stand-ins)" : "");
       if (!groups[g]) { groups[g] = []; names.push(g); }
       groups[g].push(e);
     });

@@ -2,10 +2,11 @@
 
 * ``predict``: predictions for a split (``unitalker predict``) and animation of audio files (``unitalker infer``),
   25 s windows cross-faded (templates chosen by :mod:`a2fbench.store.templates`).
+* ``checks``: ``infer``'s arguments checked before torch or the model loads (the checkpoint's metadata only).
 * ``fastinfer`` (fixed-shape fast path) and ``bench`` (``unitalker bench``: fast beside reference mode).
 
-Takes: a loaded model (``model.load.load_model``), audio, the store's templates. Gives: ``.npy`` animations and
-the predictions record. Imports ``model`` only.
+Takes: a loaded model (``model.load.load_model``), audio, the store's templates. Gives: ``.npy`` animations with
+their sidecar (``a2fbench.outputs.sidecar``) and the predictions record. Imports ``model`` only.
 """
 
 from __future__ import annotations

@@ -8,10 +8,8 @@ padded batch gives the same numbers as one clip at a time). Outputs are divided 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
@@ -20,29 +18,26 @@ import numpy as np
 import torch
 
 import a2fbench
-from a2fbench.errors import A2FBenchError, ConfigError, PredictionError, RawDataError
-from a2fbench.registry import did_you_mean, get_space
-from a2fbench.scoring.predictions import write_prediction, write_provenance
-from a2fbench.sources.audio import read_audio
-from a2fbench.sources.meshes import read_template_file
-from a2fbench.store.templates import choose_template
+from a2fbench.errors import ConfigError, PredictionError
+from a2fbench.outputs import sidecar
+from a2fbench.registry import get_space
+from a2fbench.scoring.predictions import PROVENANCE_FILE, write_prediction, write_provenance
+from a2fbench.sources.audio import write_wav
+from a2fbench.store.templates import Template, choose_template
 from a2fbench.util.constants import SAMPLE_RATE
 from a2fbench.util.fsutil import atomic_path
-from a2fbench.util.guard import check_apart, check_output, show
+from a2fbench.util.guard import check_apart, show
 from a2fbench.util.progress import bar as progress_bar
 
 from ..model.encoder import frames_for_samples, normalize_audio
 from ..model.load import Loaded, load_model
 from ..model.runtime import amp_context, select_device
+from .checks import (  # noqa: F401 (re-exported: stream.py takes them from here)
+    AudioInputError, InferPlan, head_for, plan_infer, read_input_audio, user_template)
 
 log = logging.getLogger(__name__)
 WINDOW_S = 25.0
 OVERLAP_S = 5.0
-MIN_SECONDS = 0.5
-
-
-class AudioInputError(RawDataError):
-    """An input audio file cannot be animated (empty, too short, unreadable)."""
 
 
 def windows(n_samples: int, window_s: float = WINDOW_S, overlap_s: float = OVERLAP_S) -> list[tuple[int, int]]:
@@ -140,39 +135,13 @@ def _check_out_dir(out: Path, inputs: Sequence[Any], force: bool) -> None:
         if not out.is_dir():
             raise PredictionError(f"--out {show(out)}: expected a folder for predictions, found a file; choose another "
                                   "path")
-        other = [p.name for p in out.iterdir() if p.suffix != ".npy"]
+        other = [p.name for p in out.iterdir() if p.suffix != ".npy" and p.name != PROVENANCE_FILE]
         if other:
             raise PredictionError(f"--out {show(out)}: expected a new folder or an old predictions folder (only .npy "
                                   f"files), found {show(other[0])!r}; choose an empty or new folder")
         if not force and any(out.iterdir()):
             raise PredictionError(f"--out {show(out)}: expected a new or empty folder, found earlier predictions; pass "
                                   "--force to replace them, or choose another folder")
-
-
-def head_for(loaded: Loaded, dataset: str) -> dict:
-    """The checkpoint's entry for a dataset id/alias or a space name (raises with the known heads)."""
-    spaces = [h.space for h in loaded.model.spec.heads]
-    if dataset in spaces:
-        for d in loaded.datasets:
-            if d["space"] == dataset:
-                return d
-    try:
-        spec = a2fbench.get_spec(dataset)
-    except A2FBenchError:
-        spec = None
-    if spec is not None:
-        if spec.space not in spaces:
-            raise ConfigError(f"unknown head: the checkpoint has no head for {spec.id}'s space {spec.space!r} (its "
-                              f"heads: {', '.join(spaces)}); fine-tune one with `unitalker finetune --from CKPT "
-                              f"--datasets {spec.id} ...`")
-        for d in loaded.datasets:
-            if d["id"] == spec.id:
-                return d
-        return {"id": spec.id, "space": spec.space, "fps": None, "scale": float(spec.unitalker.scale)}
-    names = [d["id"] for d in loaded.datasets] + spaces
-    aliases = {a: d["id"] for d in loaded.datasets for a in a2fbench.get_spec(d["id"]).aliases}
-    raise ConfigError(f"unknown head {dataset!r}{did_you_mean(dataset, names + list(aliases))}; expected a dataset "
-                      f"id or space of the checkpoint: {', '.join(names)}")
 
 
 def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: str, device: torch.device,
@@ -182,7 +151,7 @@ def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: 
     ``clip_fn(model, audio, space, fps, identity_row, device, amp) -> offsets (T, D)``: animate each clip alone
     this way instead (streaming mode, :func:`unitalker.infer.stream.predict_streaming`)."""
 
-    head = head_for(loaded, dataset)
+    head = head_for(loaded.meta, dataset)
     ds = a2fbench.open_dataset(data, dataset)
     spec = ds.spec
     scale = float(spec.unitalker.scale)
@@ -290,100 +259,60 @@ def predict(checkpoint: str | os.PathLike, data: str | os.PathLike, dataset: str
 
 
 # -------------------------------------------------------------------------------------------- infer
-def read_input_audio(path: str | os.PathLike) -> np.ndarray:
-    """Mono 16 kHz float32 of any common format; empty or under 0.5 s is an error naming the file."""
-
-    x = read_audio(path)
-    if x.size == 0:
-        raise AudioInputError(f"{path}: expected audio to animate, found an empty file (0 samples); pass a clip of "
-                              f"at least {MIN_SECONDS} s")
-    secs = x.size / SAMPLE_RATE
-    if secs < MIN_SECONDS:
-        raise AudioInputError(f"{path}: expected at least {MIN_SECONDS} s of audio (UniTalker's shortest training "
-                              f"clip), found {secs:.3f} s; pad it with silence or pass a longer clip")
-    if not np.isfinite(x).all():
-        raise AudioInputError(f"{path}: expected finite audio samples, found NaN or inf; re-encode the file")
-    return x
-
-
 def infer(checkpoint: str | os.PathLike, audio_files: Sequence[str | os.PathLike], out: str | os.PathLike,
           heads: str = "all", identity: str = "pivot", device: str = "auto",
-          template: Optional[str | os.PathLike] = None, force: bool = False) -> list[Path]:
-    """Animate audio files under each requested head: ``out/<stem>/<dataset>.npy`` (T, D) in native units.
+          template: Optional[str | os.PathLike] = None, force: bool = False,
+          plan: Optional[InferPlan] = None) -> list[Path]:
+    """Animate audio files under each requested head: ``out/<stem>/<dataset>.npy`` (T, D) in native units, with
+    the sidecar render and export read (:mod:`a2fbench.outputs.sidecar`: the clip's audio, each head's template).
     An existing ``out/<stem>/`` is replaced only with ``force``; no input is ever written over.
 
-    ``template``: a neutral mesh of one vertex head's topology (native units); outputs are it plus the
-    predicted offsets (the official demo adds its template the same way)."""
-    if not audio_files:
-        raise AudioInputError("expected at least one audio file to animate, found none; pass AUDIO...")
+    Every argument is checked before the model loads (:func:`.checks.plan_infer`; ``plan``: its answer, when
+    the caller already has it). ``template``: a neutral mesh of one vertex head's topology (native units);
+    outputs are it plus the predicted offsets (the official demo adds its template the same way)."""
+    plan = plan or plan_infer(checkpoint, audio_files, out, heads, identity, template, force)
+    stems, targets, row, own, out = plan.stems, plan.targets, plan.row, plan.template, plan.out
+    clips = [(stem, read_input_audio(f)) for stem, f in stems.items()]  # all read and checked before writing
     dev = select_device(device)
     loaded = load_model(checkpoint, dev)
-    if heads == "all":
-        targets = list(loaded.datasets)
-    else:
-        targets = [head_for(loaded, h.strip()) for h in heads.split(",") if h.strip()]
-        if not targets:
-            raise ConfigError(f"--heads: expected 'all' or dataset ids (e.g. D1,D3), found {heads!r}")
-    row = loaded.identities.lookup(identity)
-    own = user_template(template, targets) if template is not None else None
-    stems: dict[str, Path] = {}
-    clips = []
-    for f in audio_files:  # read and check everything before writing anything
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(f).stem) or "audio"
-        if stem in stems:
-            raise AudioInputError(f"{f}: two inputs share the name {stem!r} ({stems[stem]}); rename one")
-        stems[stem] = Path(f)
-        clips.append((stem, read_input_audio(f)))
-    inputs = [checkpoint, *audio_files, template]
-    out = check_apart(out, inputs)
-    if out.exists() and not out.is_dir():
-        raise AudioInputError(f"--out {show(out)}: expected a folder (OUT/<audio name>/), found a file; choose "
-                              "another path")
-    for stem in stems:
-        check_output(out / stem, inputs, force=force)
     out.mkdir(parents=True, exist_ok=True)
     norm = loaded.model.encoder.normalize
     written = []
     for stem, x in clips:
         a = _prep_audio(x, norm)
         with atomic_path(out / stem, is_dir=True) as tmp:
-            info = {"audio": str(stems[stem]), "seconds": round(x.size / SAMPLE_RATE, 3), "identity": identity,
-                    "identity_row": row, "checkpoint": loaded.meta["path"], "heads": {},
-                    "template": str(template) if template is not None else None}
+            write_wav(tmp / sidecar.AUDIO_FILE, x, SAMPLE_RATE)
+            record = {"audio": {"file": sidecar.AUDIO_FILE, "source": str(stems[stem].resolve()),
+                                "sample_rate": SAMPLE_RATE, "seconds": round(x.size / SAMPLE_RATE, 3)},
+                      "checkpoint": loaded.meta["path"], "identity": identity, "identity_row": row,
+                      "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "heads": {}}
             for d in targets:
                 fps = float(d.get("fps") or 30.0)
                 n = max(1, frames_for_samples(x.size, fps))
                 off = animate(loaded.model, a, n, fps, row, [d["space"]], dev, loaded.cfg["train"]["amp"],
                               norm)[d["space"]]
-                tmpl = own if own is not None else template_for(loaded, d["id"], row) / float(d["scale"])
-                arr = to_native(off, tmpl, float(d["scale"]), d["space"])
+                tmpl = own if own is not None else template_for(loaded, d, row)
+                arr = to_native(off, tmpl.values, float(d["scale"]), d["space"])
                 np.save(tmp / f"{d['id']}.npy", arr, allow_pickle=False)
-                info["heads"][d["id"]] = {"space": d["space"], "fps": fps, "frames": n, "shape": list(arr.shape)}
-            (tmp / "meta.json").write_text(json.dumps(info, indent=1) + "\n")
+                record["heads"][d["id"]] = {"file": f"{d['id']}.npy", "space": d["space"], "fps": fps, "frames": n,
+                                            "shape": list(arr.shape),
+                                            "template": sidecar.write_template(tmp, d["id"], tmpl)}
+            sidecar.write_sidecar(tmp, record)
         written.append(out / stem)
         log.info("animated %s (%.1f s) -> %s", stems[stem], x.size / SAMPLE_RATE, out / stem)
     return written
 
 
-def user_template(path: str | os.PathLike, targets: list[dict]) -> np.ndarray:
-    """The --template mesh (native units, (D,)) for the one vertex head asked for."""
-    verts = [d for d in targets if get_space(d["space"]).is_vertex]
-    if len(targets) != 1 or len(verts) != 1:
-        raise ConfigError(f"--template: expected exactly one vertex head (e.g. --heads D1), found "
-                          f"{', '.join(d['id'] for d in targets) or 'none'}; pick the head whose topology the mesh has")
-    sp = get_space(verts[0]["space"])
-    return read_template_file(path, int(sp.n_vertices or 0), f"{sp.name}, the {verts[0]['id']} head").values
-
-
-def template_for(loaded: Loaded, dataset: str, row: int) -> np.ndarray:
-    """Scaled template for an identity row under a dataset head: its own template if it is one of that dataset's
-    training subjects, else the mean training template of the dataset."""
-    idt = loaded.identities
+def template_for(loaded: Loaded, head: dict, row: int) -> Template:
+    """The template (native units) an identity row's motion sits on under a dataset head: the identity's own
+    template if it is one of that dataset's training subjects, else the dataset's mean training template."""
+    idt, dataset, scale = loaded.identities, head["id"], float(head["scale"])
     if row < len(idt.keys) and idt.keys[row].startswith(f"{dataset}/"):
         key = f"template.{idt.keys[row]}"
         if key in loaded.aux:
-            return loaded.aux[key].double().numpy()
+            return Template(loaded.aux[key].double().numpy() / scale, "identity-row", f"{idt.keys[row]} (row {row})")
     key = f"template_mean.{dataset}"
     if key in loaded.aux:
-        return loaded.aux[key].double().numpy()
+        return Template(loaded.aux[key].double().numpy() / scale, "identity-row",
+                        f"mean {dataset} training template (row {row} is no {dataset} subject)")
     raise ConfigError(f"the checkpoint stores no template for {dataset}; predict with --data instead")

@@ -325,17 +325,17 @@ def open_streamer(checkpoint, head: str, *, identity: str = "pivot", chunk_ms: f
 
     dev = select_device(device) if not isinstance(checkpoint, Loaded) else next(checkpoint.model.parameters()).device
     loaded = checkpoint if isinstance(checkpoint, Loaded) else load_model(checkpoint, dev)
-    targets = [head_for(loaded, h.strip()) for h in str(head).split(",") if h.strip()]
+    targets = [head_for(loaded.meta, h.strip()) for h in str(head).split(",") if h.strip()]
     if not targets:
         raise ConfigError(f"--heads: expected dataset ids (e.g. D1,D3), found {head!r}")
     fps = {float(d.get("fps") or 30.0) for d in targets}
     if len(fps) != 1:
         raise ConfigError(f"expected heads of one frame rate in one streamer, found {sorted(fps)} fps; open one per rate")
     row = loaded.identities.lookup(identity)
-    own = user_template(template, targets) if template is not None else None
+    own = user_template(template, targets).values if template is not None else None
     outs = []
     for d in targets:
-        tmpl = own if own is not None else template_for(loaded, d["id"], row) / float(d["scale"])
+        tmpl = own if own is not None else template_for(loaded, d, row).values
         outs.append(HeadOut(d["id"], d["space"],
                             lambda off, t=tmpl, d=d: to_native(off, t, float(d["scale"]), d["space"])))
     settings = StreamSettings(float(chunk_ms), float(lookahead_ms), float(context_ms), bool(cache))
@@ -366,7 +366,7 @@ def stream_files(checkpoint, audio_files, out, *, heads: str = "all", identity: 
     ids = [d["id"] for d in loaded.datasets] if heads == "all" else [h.strip() for h in heads.split(",") if h.strip()]
     groups: dict[float, list[str]] = {}
     for h in ids:
-        d = head_for(loaded, h)
+        d = head_for(loaded.meta, h)
         groups.setdefault(float(d.get("fps") or 30.0), []).append(d["id"])
     for fps in groups:
         settings.check(fps)

@@ -20,18 +20,22 @@ import os
 import random
 import subprocess
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
-import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from a2fbench.errors import ConfigError, StoreError
 from a2fbench.util.fsutil import atomic_path
 
 from .config import arch_diff
 
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported inside the functions that move tensors: reading a checkpoint's metadata (``read_meta``, which
+# ``unitalker infer`` does to check its arguments before the model loads) costs no torch import (4 s on a busy
+# 2-core machine).
 log = logging.getLogger(__name__)
 FORMAT = "a2fbench-unitalker/1"
 CKPT_DIR = "checkpoints"
@@ -56,6 +60,8 @@ def tag_for(epoch: int, batch: int) -> str:
 
 
 def rng_state() -> dict:
+    import torch
+
     st = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
           "numpy": np.random.get_state()[1].astype(np.int64).tolist()}
     if torch.cuda.is_available():
@@ -64,6 +70,8 @@ def rng_state() -> dict:
 
 
 def set_rng_state(st: dict) -> None:
+    import torch
+
     torch.set_rng_state(st["torch"])
     if "cuda" in st and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(st["cuda"])
@@ -74,6 +82,7 @@ def set_rng_state(st: dict) -> None:
 def save(run: Path, tag: str, model: torch.nn.Module, meta: dict, aux: dict[str, torch.Tensor],
          state: Optional[dict], keep: int = 2, best: Optional[str] = None) -> Path:
     """Write one checkpoint atomically (weights, then state, then the ``latest`` pointer)."""
+    import torch
 
     d = Path(run) / CKPT_DIR
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
@@ -93,6 +102,8 @@ def write_weights(run: Path, tag: str, tensors: dict[str, torch.Tensor], aux: di
                   meta: dict) -> Path:
     """``RUN/checkpoints/<tag>.safetensors`` (atomically): model tensors, ``aux.*`` tensors, JSON metadata.
     safetensors writes each tensor from its own memory (no copy of the whole file is made)."""
+    from safetensors.torch import save_file
+
     d = Path(run) / CKPT_DIR
     d.mkdir(parents=True, exist_ok=True)
     tensors = dict(tensors)
@@ -175,7 +186,7 @@ def _open(path: str | os.PathLike, tensors: bool) -> tuple[dict, dict[str, torch
     """(metadata with ``path``, all tensors if ``tensors`` else {}), the file's format checked."""
     p = resolve(path)
     try:
-        with safe_open(str(p), framework="pt") as f:
+        with safe_open(str(p), framework="pt" if tensors else "numpy") as f:  # "numpy": no torch import
             md = f.metadata() or {}
             out = {k: f.get_tensor(k) for k in f.keys()} if tensors else {}
     except Exception as e:  # noqa: BLE001 - safetensors raises several types for damaged files
@@ -193,6 +204,8 @@ def read_state(ckpt: Path) -> Optional[dict]:
     p = Path(str(ckpt)[: -len(".safetensors")] + ".state.pt")
     if not p.is_file():
         return None
+    import torch
+
     return torch.load(p, map_location="cpu", weights_only=True)
 
 

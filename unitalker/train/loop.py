@@ -292,6 +292,7 @@ class Trainer:
         steps_here = 0
         last = None
         epoch = int(self.state["epoch"])
+        t_fit, epoch0 = time.perf_counter(), epoch  # for the ETA: this session's epochs, validation included
 
         steplog = StepLog((lambda row: (logw.writerow(row), logf.flush())) if self.dist.main else None)
         while epoch < epochs:
@@ -360,13 +361,12 @@ class Trainer:
                     res = self.validator(self.model, self.device, tc["amp"])
                     self._val_log(epoch, res)
                     if res:
-                        msg += "; val LVE " + ", ".join(f"{d} {r['LVE']:.3e} ({r['ratio']:.2f}x static)"
-                                                        for d, r in res.items())
+                        msg += "; " + _val_summary(res)
                         score = float(np.nanmean([r["ratio"] for r in res.values()]))
                         if self.state["best"] is None or score < self.state["best"]:
                             self.state["best"] = score
                             best = self.state["best_tag"] = ck.tag_for(epoch, 0)
-                log.info(msg)
+                log.info(msg + _eta(time.perf_counter() - t_fit, epoch - epoch0, epochs - epoch))
                 last = self.save(epoch, 0, best=best)
             barrier(self.dist)
         if self.dist.main:
@@ -374,6 +374,28 @@ class Trainer:
         if self.dist.world > 1:
             check_ranks_in_sync(self.model, self.device)
         return self.out / ck.CKPT_DIR / f"{last or ck.latest_tag(self.out)}.safetensors"
+
+
+def _eta(elapsed: float, done: int, left: int) -> str:
+    """``; eta 1m40s``: the epochs left at this session's mean epoch time (validation included), so a reader of
+    the log knows how long the run has to go; nothing after the last epoch."""
+    if left <= 0 or done <= 0:
+        return ""
+    s = int(round(elapsed / done * left))
+    return f"; eta {s // 60}m{s % 60:02d}s" if s >= 60 else f"; eta {s}s"
+
+
+def _val_summary(res: dict) -> str:
+    """The validation part of an epoch's log line, short whatever the number of datasets (one line a person can
+    read: about 130 characters for 8 datasets): LVE as a ratio to the static-template baseline, the mean over
+    datasets and the best and worst one. Every dataset's LVE, static LVE and ratio are in RUN/val.csv."""
+    ratios = {d: r["ratio"] for d, r in res.items()}
+    if len(ratios) == 1:
+        (d, r), = res.items()
+        return f"val LVE {d} {r['LVE']:.3e} ({r['ratio']:.2f}x static)"
+    lo, hi = min(ratios, key=ratios.get), max(ratios, key=ratios.get)
+    return (f"val LVE/static {float(np.nanmean(list(ratios.values()))):.2f}x mean over {len(ratios)} datasets "
+            f"(best {lo} {ratios[lo]:.2f}x, worst {hi} {ratios[hi]:.2f}x; all in val.csv)")
 
 
 def train(data: str | Path, datasets: list[str], out: str | Path, cfg: dict, **kw: Any) -> Path:

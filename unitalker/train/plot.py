@@ -57,6 +57,14 @@ def read_curves(run: str | os.PathLike) -> dict:
     return {"steps": steps, "epochs": {e: sum(v) / len(v) for e, v in sorted(by_epoch.items())}, "val": dict(val)}
 
 
+def val_series(curves: dict) -> dict[str, tuple[list[int], list[float]]]:
+    """{dataset: (epochs, LVE / static LVE)} as drawn. The trainer validates after an epoch and writes the number
+    of epochs done (1 after the first epoch, as its ``epoch 1/60`` log line says) into val.csv, while log.csv
+    numbers the epoch being trained from 0: the x value is val.csv's number as it stands (adding 1 drew every
+    point one epoch late)."""
+    return {d: ([p[0] for p in pts], [p[1] for p in pts]) for d, pts in sorted(curves["val"].items())}
+
+
 def plot_run(run: str | os.PathLike, out: Optional[str | os.PathLike] = None, dpi: int = 110) -> Path:
     """Write the training curves of ``run`` to ``out`` (default ``RUN/training.png``); returns the path."""
     run = Path(run)
@@ -79,10 +87,10 @@ def plot_run(run: str | os.PathLike, out: Optional[str | os.PathLike] = None, dp
     ax.set_xlabel("optimizer step")
     ax.set_ylabel("training loss (Eq. 2, scaled units)")
     ax.legend(fontsize=8)
-    for i, (d, pts) in enumerate(sorted(c["val"].items())):
-        bx.plot([p[0] + 1 for p in pts], [p[1] for p in pts], "-o", ms=3, color=f"C{i % 10}", label=d)
+    for i, (d, (xs, ys)) in enumerate(val_series(c).items()):
+        bx.plot(xs, ys, "-o", ms=3, color=f"C{i % 10}", label=d)
     bx.axhline(1.0, color="0.5", lw=0.8, ls="--")
-    bx.set_xlabel("epoch")
+    bx.set_xlabel("epochs trained (validated after each)")
     bx.set_ylabel("validation LVE / static-template LVE")
     bx.set_title("below 1: better than a still face", fontsize=9)
     if c["val"]:
