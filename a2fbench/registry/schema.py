@@ -176,8 +176,12 @@ class Splits(_Strict):
 
 
 class RegionSource(_Strict):
+    """Where one region's indices come from: ``file`` (or the first of ``also`` that exists, e.g. the same name
+    under ``resources/binary_resources/`` as UniTalker's resources.zip unpacks) in ``format``."""
+
     file: str
     format: Literal["index_list", "pickle_dict", "weights", "index_npy", "basis_channels"]
+    also: tuple[str, ...] = ()
     keys: tuple[str, ...] = ()
     threshold: Optional[float] = None
     channels: tuple[str, ...] = ()
