@@ -117,17 +117,26 @@ def finetune_cmd(init_from: str, data: Optional[Path], datasets: str, out: Path,
 @click.option("--split", default="test", show_default=True, help="Split to predict.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Predictions folder (PRED/<seq_id>.npy).")
 @click.option("--identity", type=click.Choice(["gt", "pivot"]), default="gt", show_default=True,
-              help="gt: each clip's own subject when seen in training (else the pivot); pivot: the pivot for all.")
+              help="gt: each clip's own subject's row (an imported release: its id_template row, found by template; "
+                   "a trained run: the pivot for subjects unseen in training); pivot: the pivot for all.")
+@click.option("--protocol", type=click.Choice(["a2f", "unitalker"]), default="a2f", show_default=True,
+              help="a2f: whole clips, scored under every protocol. unitalker: paper mode, as the official test loop "
+                   "(each clip cut to min(recording, motion, 20 s), no silence padded, fp32, the release's template "
+                   "row, clips under 0.5 s skipped).")
+@click.option("--paper", is_flag=True, help="Same as --protocol unitalker.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 def predict_cmd(checkpoint: str, data: Optional[Path], dataset: str, split: str, out: Path, identity: str,
-                device: str, no_progress: bool) -> None:
-    """Write a2fbench predictions (native units, one .npy per clip, T = ground-truth frames) for a split.
+                protocol: str, paper: bool, device: str, no_progress: bool) -> None:
+    """Write a2fbench predictions (native units, one .npy per clip) for a split, and the predictions record
+    (.a2fbench-predictions.json: per sequence the identity row, template, cut and frames; precision).
 
     \b
     Example:
       unitalker predict --checkpoint run --data data --dataset D1 --split test --out pred
       a2fbench evaluate pred --dataset D1 --data data
+      unitalker predict --checkpoint run --data data --dataset D1 --out paper --protocol unitalker
+      a2fbench evaluate paper --dataset D1 --data data --protocol unitalker
     """
     from .infer.predict import predict
 
@@ -136,7 +145,7 @@ def predict_cmd(checkpoint: str, data: Optional[Path], dataset: str, split: str,
         raise click.UsageError(f"--dataset: expected one dataset, found {len(ids)} ({', '.join(ids)})")
     dataset = ids[0]
     p = predict(checkpoint, data or paths.default_data(), dataset, out, split=split, identity=identity, device=device,
-                progress=not no_progress)
+                progress=not no_progress, protocol="unitalker" if paper else protocol)
     click.echo(f"predictions: {p}")
 
 
