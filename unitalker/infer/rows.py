@@ -51,7 +51,7 @@ def template_tolerance(reference: np.ndarray) -> float:
 
 def is_imported(loaded: Any) -> bool:
     """A run made by ``import-official`` (its rows are the release's)."""
-    return bool(loaded.meta.get("official"))
+    return bool((getattr(loaded, "meta", None) or {}).get("official"))
 
 
 def release_templates(loaded: Any, dataset: str) -> list[tuple[int, str, np.ndarray]]:
