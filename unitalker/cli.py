@@ -149,6 +149,33 @@ def predict_cmd(checkpoint: str, data: Optional[Path], dataset: str, split: str,
     click.echo(f"predictions: {p}")
 
 
+@cli.command("reproduce", context_settings=CTX)
+@click.option("--checkpoint", required=True, help="Checkpoint file or run folder (e.g. an imported release).")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Prepared store root. Default: $A2FBENCH_HOME/data.")
+@click.option("--datasets", default=None, help="Datasets (D0..D7, D0,D1). Default: every prepared one with a head.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("reproduce"), show_default=True,
+              help="New folder: <id>/predictions, <id>/results.json, report.md, report.json.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def reproduce_cmd(checkpoint: str, data: Optional[Path], datasets: Optional[str], out: Path, device: str,
+                  no_progress: bool) -> None:
+    """Paper mode on every prepared dataset, scored with --protocol unitalker, beside the paper's LVE (Table 6):
+    ratio, verdict and every reason the number can differ.
+
+    \b
+    Example:
+      unitalker import-official UniTalker-B-D0-D7.pt --release unitalker_data_release_V1 --out ut-b
+      unitalker reproduce --checkpoint ut-b --data data --datasets D0,D1 --out repro
+    """
+    from .infer.reproduce import format_rows, reproduce
+
+    rows = reproduce(checkpoint, data or paths.default_data(), out, _ids(datasets) if datasets else None,
+                     device=device, progress=not no_progress)
+    click.echo(format_rows(rows))
+    click.echo(f"report: {out / 'report.md'}", err=True)
+
+
 @cli.command("infer", context_settings=CTX)
 @click.option("--checkpoint", required=True, help="Checkpoint file, or run folder (its latest checkpoint).")
 @click.argument("audio", nargs=-1, required=True, type=click.Path(path_type=Path))
