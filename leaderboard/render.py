@@ -129,6 +129,9 @@ def terminal_table(entries: list[dict], overall: list[dict], *, show_overall: bo
             out.append("")
             out.append(f"{e['dataset']}  {e.get('dataset_name') or ''}   units: "
                        + ", ".join(f"{m} {du.get(m, '?')}" for m in METRICS))
+            note = units.scaled_note(current)
+            if note:
+                out.append(f"  ({note})")
             out.append("  ".join(f"{h:<{w}}" if i < left else f"{h:>{w}}" for i, (h, w) in enumerate(cols)))
         rank = e["metrics"].get("LVE", {}).get("rank")
         kind = "reported" if e["kind"] == "reported" else ("verified" if e.get("verified") else "evaluated")
@@ -237,8 +240,9 @@ def page_data(entries: list[dict], overall: list[dict], *, mode: str,
         if e["kind"] == "evaluated" and (mode == "serve" or reports_dir):
             r["report"] = report_href(e["id"], mode, reports_dir)
     display = {ds: units.display_units(ds) for ds in sorted({e["dataset"] for e in entries})}
+    notes = {ds: n for ds in display for n in [units.scaled_note(ds)] if n}
     return {"schema": 3, "mode": mode, "generated": _now(), "metrics": list(METRICS), "groups": t.groups,
-            "units": t.units, "display": display, "entries": rows, "overall": overall,
+            "units": t.units, "display": display, "display_notes": notes, "entries": rows, "overall": overall,
             "per_sequence": {str(k): v for k, v in (per_sequence or {}).items()}}
 
 

@@ -553,3 +553,15 @@ def test_submit_verify_marks_verified_only_when_numbers_agree(tmp_path, data_tin
     r = _cli("submit", str(res), "--method", "M", "--verify", str(good), "--data", str(data_tiny),
              "--db", str(tmp_path / "cli.sqlite"))
     assert "[verified]" in r.stdout
+
+
+def test_biwi_unit_header_spells_out_unitalkers_scale() -> None:
+    from leaderboard import units
+    from leaderboard.render import terminal_table
+
+    assert units.scaled_note("D0") == ("protocol unitalker rows are in UniTalker's scaled space: coordinates x0.2, "
+                                       "so LVE x0.04 of the unit above")
+    assert units.scaled_note("D1") is None and units.scaled_note("D2").endswith("LVE x1e-06 of the unit above")
+    e = {"id": 1, "kind": "reported", "method": "m", "dataset": "D0", "dataset_name": "BIWI", "group": "reported / test / p",
+         "metrics": {}}
+    assert "LVE x0.04" in terminal_table([e], [], show_overall=False)
