@@ -28,7 +28,8 @@ ALLOWED: dict[str, set[str]] = {
     "registry": {"errors", "util"},
     "store": {"errors", "util", "registry"},
     "spaces": {"errors", "util", "registry", "store"},  # spaces.pca reads a prepared store
-    "sources": {"errors", "util", "registry", "spaces"},  # region files and bases read through the spaces
+    "sources": {"errors", "util", "registry", "store", "spaces"},  # region files and bases read through the spaces;
+    # a user's template mesh is read into the store's Template (store.templates: which template a mesh sits on)
     "prepare": {"errors", "util", "registry", "sources", "spaces", "store"},
     "scoring": {"errors", "util", "registry", "spaces", "store"},
     "outputs": {"errors", "util", "registry", "spaces", "store", "scoring"},

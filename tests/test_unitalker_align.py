@@ -17,7 +17,7 @@ from a2fbench.prepare import prepare_dataset
 from a2fbench.registry import get_spec
 from a2fbench.scoring.protocols import PROTOCOLS
 from a2fbench.store import UNITALKER_MAX_SECONDS
-from unitalker import predict as P
+from unitalker.infer import predict as P
 from unitalker.model.config import load_config, shipped_configs
 from unitalker.train.data import ClipSet, identity_table, open_sources
 

@@ -17,7 +17,7 @@ from _cli_helpers import run_unitalker
 
 from unitalker.model.config import load_config
 from unitalker.infer.predict import AudioInputError, infer, run_batch, windows
-from unitalker.model.runtime import load_model
+from unitalker.model.load import load_model
 from unitalker.train.loop import train
 
 torch.set_num_threads(1)

@@ -14,10 +14,10 @@ import torch
 from _cli_helpers import run_unitalker
 from _official_helpers import ALL, ANNOT, K, official_state_dict, release
 
-from unitalker import checkpoint as ck
+from unitalker.model import checkpoint as ck
 from unitalker.release.convert import export_official, import_official
 from unitalker.infer.predict import infer, run_batch, windows
-from unitalker.model.runtime import load_model
+from unitalker.model.load import load_model
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")

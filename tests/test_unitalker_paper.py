@@ -16,7 +16,7 @@ from _official_helpers import official_state_dict, release
 
 import a2fbench
 from a2fbench.errors import ConfigError
-from unitalker import checkpoint as ck
+from unitalker.model import checkpoint as ck
 from unitalker.train.assemble import run_identities
 from unitalker.model.config import load_config
 from unitalker.release.convert import export_official, import_official
@@ -24,7 +24,7 @@ from unitalker.train.data import open_sources
 from unitalker.train.finetune import finetune_config, limit_trainable
 from unitalker.model.loss import Eq2Loss
 from unitalker.model.model import HeadSpec, ModelSpec, UniTalker
-from unitalker.model.runtime import load_model
+from unitalker.model.load import load_model
 from unitalker.train.loop import train
 from unitalker.train.validate import Validator
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from unitalker import checkpoint as ck
+from unitalker.model import checkpoint as ck
 from unitalker.train.batches import bucket, worker_init
 from unitalker.infer.bench import registry_spec, reference_model, rel_err
 from unitalker.model.config import load_config

@@ -18,7 +18,7 @@ import torch
 
 import a2fbench
 from a2fbench.errors import ConfigError
-from unitalker import checkpoint as ck
+from unitalker.model import checkpoint as ck
 from unitalker.model.config import load_config
 from unitalker.train.data import (
     BucketBatchSampler,
@@ -27,9 +27,9 @@ from unitalker.train.data import (
     open_sources,
     select_fraction,
 )
-from unitalker.train.finetune import transfer
+from unitalker.model.load import transfer
 from unitalker.infer.predict import predict_split
-from unitalker.model.runtime import load_model
+from unitalker.model.load import load_model
 from unitalker.train.loop import train
 
 torch.set_num_threads(1)

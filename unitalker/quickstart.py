@@ -34,7 +34,7 @@ from a2fbench.util.paths import default_db
 
 from .model.config import load_config
 from .infer.predict import predict
-from .model.runtime import load_model
+from .model.load import load_model
 from .train.loop import train
 
 log = logging.getLogger(__name__)

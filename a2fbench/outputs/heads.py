@@ -23,6 +23,7 @@ from ..registry import Space, all_specs, get_space, get_spec, space_channels
 from ..scoring.predictions import CONDITION_SEP, read_header
 from ..spaces import converter
 from ..store import Dataset, open_dataset
+from ..store.templates import Template, choose_template
 from .topology import FALLBACK_NOTE, frontal_triangulation
 
 #: frames read (and converted) at a time
@@ -54,13 +55,19 @@ class Head:
     def channels(self) -> Optional[list[str]]:
         return space_channels(self.space)
 
-    def template(self, seq_id: Optional[str] = None) -> np.ndarray:
-        """(V, 3) neutral of ``seq_id``'s subject (else of the store's first subject), in vertices."""
-        subject = self.ds[seq_id].subject if seq_id in self.ds else self.ds.subjects[0]
-        if subject not in self._templates:
-            t = np.asarray(self.ds.template(subject), np.float64)
-            self._templates[subject] = self.to_vertices(t[None])[0]
-        return self._templates[subject]
+    def template(self, seq_id: Optional[str] = None, given: Optional[Template] = None) -> np.ndarray:
+        """(V, 3) neutral, in vertices, chosen by :func:`a2fbench.store.templates.choose_template`: ``given`` (the
+        template an input was made on), else ``seq_id``'s subject; with neither (an input that is no sequence of the
+        store and carries no template) the store's first subject, which only frames the camera."""
+        if given is None:
+            subject = self.ds[seq_id].subject if seq_id in self.ds else self.ds.subjects[0]
+            key = f"subject:{subject}"
+        else:
+            subject, key = None, f"{given.source}:{given.detail}"
+        if key not in self._templates:
+            t = choose_template(self.ds, subject=subject, given=given).values
+            self._templates[key] = self.to_vertices(t[None])[0]
+        return self._templates[key]
 
     def to_vertices(self, block: np.ndarray, dtype: Any = np.float32) -> np.ndarray:
         """(n, D) motion rows of this space -> (n, V, 3) vertices of ``dtype``."""

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..registry import get_space
 from ..spaces import converter
+from ..store.templates import choose_template
 from ..util.threads import prefetch as background
 from .accumulate import Chunk, Item, Scoring, score_chunks
 from .metrics import functional as F
@@ -55,7 +56,7 @@ class Context:
         return x.reshape(x.shape[0], self.V, 3)
 
     def template(self, subject: str) -> np.ndarray:
-        tm = np.asarray(self.ds.template(subject))
+        tm = choose_template(self.ds, subject=subject).values
         if self.conv is not None:
             return self.ground_truth(self.conv.to_vertices(tm.reshape(1, -1))[0])
         return self.ground_truth(tm.reshape(self.V, 3))

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import RawDataError
+from ..store.templates import Template
 
 _PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
               "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
@@ -134,3 +135,49 @@ def _ply_binary(body: bytes, elements: list, order: str) -> tuple[np.ndarray, np
     if verts is None or faces is None:
         raise ValueError("PLY without vertex or face element")
     return verts, faces
+
+
+# ------------------------------------------------------------------------- a user's template mesh
+class TemplateError(RawDataError):
+    """A template mesh that cannot be used with the chosen head."""
+
+
+def _template_vertices(p: Path) -> np.ndarray:
+    suffix = p.suffix.lower()
+    if suffix == ".npy":
+        try:
+            return np.load(p, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise TemplateError(f"{p}: expected a numeric .npy of vertices, found an unreadable file ({e})") from None
+    if suffix in (".obj", ".ply"):
+        try:
+            verts, _faces = read_mesh(p)  # vertex order as in the file
+        except RawDataError as e:
+            raise TemplateError(str(e)) from None
+        return verts
+    raise TemplateError(f"{p}: expected a template as .npy, .obj or .ply, found {suffix or 'no suffix'}")
+
+
+def read_template_file(path: str | os.PathLike, n_vertices: int, what: str) -> Template:
+    """A user's own neutral mesh (``unitalker infer --template``): ``.npy`` as (V, 3) or (3V,), ``.obj`` or ``.ply``
+    (vertex order kept as in the file), in the native units of the head's dataset, as a :class:`Template` of
+    (3V,) float64 values; ``n_vertices`` is the head's count, ``what`` names the head."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise TemplateError(f"--template {p}: expected a mesh file, found nothing; check the path")
+    v = _template_vertices(p)
+    if not np.issubdtype(v.dtype, np.number):
+        raise TemplateError(f"{p}: expected numeric vertices, found dtype {v.dtype}")
+    if v.ndim == 2 and v.shape[1] == 3:
+        n = v.shape[0]
+    elif v.ndim == 1 and v.size % 3 == 0:
+        n = v.size // 3
+    else:
+        raise TemplateError(f"{p}: expected vertices shaped (V, 3) or (3V,), found {v.shape}")
+    if n != n_vertices:
+        raise TemplateError(f"{p}: expected {n_vertices} vertices ({what}), found {n}; pass a neutral mesh of that "
+                            "head's topology")
+    v = np.asarray(v, np.float64).reshape(-1)
+    if not np.isfinite(v).all():
+        raise TemplateError(f"{p}: expected finite vertex coordinates, found NaN or inf")
+    return Template(v, "file", str(p.resolve()))

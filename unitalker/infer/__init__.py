@@ -1,10 +1,10 @@
 """Inference: a checkpoint and audio -> animation in a dataset's native units.
 
 * ``predict``: predictions for a split (``unitalker predict``) and animation of audio files (``unitalker infer``),
-  25 s windows cross-faded; ``template`` reads a user's own neutral mesh.
+  25 s windows cross-faded (templates chosen by :mod:`a2fbench.store.templates`).
 * ``fastinfer`` (fixed-shape fast path) and ``bench`` (``unitalker bench``: fast beside reference mode).
 
-Takes: a loaded model (``model.runtime.load_model``), audio, the store's templates. Gives: ``.npy`` animations and
+Takes: a loaded model (``model.load.load_model``), audio, the store's templates. Gives: ``.npy`` animations and
 the predictions record. Imports ``model`` only.
 """
 

@@ -32,7 +32,8 @@ from a2fbench.util.constants import SAMPLE_RATE
 from ..model.config import load_config
 from .fastinfer import FastForward, time_calls
 from ..model.model import HeadSpec, ModelSpec, UniTalker
-from ..model.runtime import device_name, load_model, select_device, set_threads
+from ..model.load import load_model
+from ..model.runtime import device_name, select_device, set_threads
 
 log = logging.getLogger(__name__)
 

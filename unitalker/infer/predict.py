@@ -26,14 +26,16 @@ from a2fbench.scoring.predictions import write_prediction, write_provenance
 from a2fbench.scoring.protocols import UNITALKER as UNITALKER_PROTOCOL
 from a2fbench.store import UNITALKER_MAX_SECONDS, UNITALKER_MIN_SECONDS
 from a2fbench.sources.audio import read_audio
+from a2fbench.sources.meshes import read_template_file
+from a2fbench.store.templates import choose_template
 from a2fbench.util.constants import SAMPLE_RATE
 from a2fbench.util.fsutil import atomic_path
 from a2fbench.util.progress import bar as progress_bar
 
 from ..model.encoder import frames_for_samples, normalize_audio
-from ..model.runtime import Loaded, amp_context, load_model, select_device
+from ..model.load import Loaded, load_model
+from ..model.runtime import amp_context, select_device
 from .rows import PIVOT_UNSEEN, subject_rows
-from .template import read_template
 
 log = logging.getLogger(__name__)
 WINDOW_S = 25.0
@@ -223,7 +225,7 @@ def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: 
         key = rows[s].key
         if paper and key is not None and f"template.{key}" in loaded.aux:  # the row's own (release) template
             return loaded.aux[f"template.{key}"].double().numpy() / scale, "identity_row"
-        return np.asarray(ds.template(s), np.float64), "store"
+        return np.asarray(choose_template(ds, subject=s).values, np.float64), "store"
 
     def audio(sid: str) -> np.ndarray:
         seq, (_, samples) = ds[sid], plan[sid]
@@ -405,7 +407,7 @@ def _user_template(path: str | os.PathLike, targets: list[dict]) -> np.ndarray:
         raise ConfigError(f"--template: expected exactly one vertex head (e.g. --heads D1), found "
                           f"{', '.join(d['id'] for d in targets) or 'none'}; pick the head whose topology the mesh has")
     sp = get_space(verts[0]["space"])
-    return read_template(path, int(sp.n_vertices or 0), f"{sp.name}, the {verts[0]['id']} head")
+    return read_template_file(path, int(sp.n_vertices or 0), f"{sp.name}, the {verts[0]['id']} head").values
 
 
 def template_for(loaded: Loaded, dataset: str, row: int) -> np.ndarray:

@@ -29,7 +29,8 @@ from a2fbench.scoring.protocols import UNITALKER, UNITALKER_VERSION
 from a2fbench.store import list_prepared
 from a2fbench.util.fsutil import atomic_path, write_json
 
-from ..model.runtime import load_model, select_device
+from ..model.load import load_model
+from ..model.runtime import select_device
 from .predict import head_for, predict
 
 log = logging.getLogger(__name__)

@@ -4,8 +4,9 @@
 * ``encoder`` (WavLM / wav2vec2 + frequency adaptor), ``fastcnn`` (its CNN as GEMMs), ``model`` (decoder, identity,
   one head per space), ``identity`` (the global identity table), ``loss`` (the paper's Eq. 2).
 * ``checkpoint``: ``RUN/checkpoints/<tag>.safetensors`` (+ resume state).
-* ``runtime``: devices, threads, distributed set-up, ``amp_context``, and :func:`load_model`, the one call that reads
-  a checkpoint, resolves its config and builds the model once.
+* ``runtime``: devices, threads, distributed set-up, ``amp_context``.
+* ``load``: :func:`load_model` (inference), ``load_for_finetune``, ``load_for_resume``: the one place that reads a
+  checkpoint, resolves its config and builds the model once.
 
 Takes: configs, audio tensors, checkpoints. Gives: a built :class:`UniTalker` and its metadata. Imports nothing from
 the other sub-packages.
@@ -13,7 +14,7 @@ the other sub-packages.
 
 from __future__ import annotations
 
-_LAZY = {'UniTalker': 'model', 'ModelSpec': 'model', 'HeadSpec': 'model', 'load_config': 'config', 'load_model': 'runtime', 'IdentityTable': 'identity', 'amp_context': 'runtime'}
+_LAZY = {'UniTalker': 'model', 'ModelSpec': 'model', 'HeadSpec': 'model', 'load_config': 'config', 'load_model': 'load', 'Loaded': 'load', 'IdentityTable': 'identity', 'amp_context': 'runtime'}
 
 
 def __getattr__(name: str):  # PEP 562: the names above load their module on first use, so importing one

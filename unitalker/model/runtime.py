@@ -1,4 +1,4 @@
-"""Devices, threads, distributed set-up, and loading a model from a checkpoint."""
+"""Devices, threads, distributed set-up, and the inference autocast context (loading a model: :mod:`.load`)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,6 @@ import torch.distributed as dist
 
 from a2fbench.errors import ConfigError
 
-from . import checkpoint as ck
-from .config import with_defaults
-from .identity import IdentityTable
-from .model import HeadSpec, ModelSpec, UniTalker
 
 log = logging.getLogger(__name__)
 
@@ -164,51 +160,3 @@ def check_ranks_in_sync(model: torch.nn.Module, device: torch.device) -> None:
     if any(not torch.equal(g, got[0]) for g in got):
         raise RuntimeError("DDP ranks ended with different weights; this is a bug, please report it")
     log.info("DDP: %d ranks hold identical weights", dist.get_world_size())
-
-
-# ---------------------------------------------------------------------------------- checkpoint models
-@dataclass
-class Loaded:
-    model: UniTalker
-    cfg: dict
-    meta: dict
-    aux: dict
-    identities: IdentityTable
-
-    @property
-    def datasets(self) -> list[dict]:
-        return self.meta["datasets"]
-
-
-def spec_from_meta(meta: dict) -> ModelSpec:
-    heads = []
-    for h in meta["model_spec"]["heads"]:
-        pca = None
-        if h.get("pca_k"):
-            pca = {"components": torch.zeros(h["pca_k"], h["dim"]).numpy(), "mean": torch.zeros(h["dim"]).numpy()}
-        heads.append(HeadSpec(h["space"], int(h["dim"]), pca))
-    ids = list(meta["model_spec"]["identities"])
-    return ModelSpec(heads, len(ids) + 1, ids)
-
-
-def spec_to_meta(spec: ModelSpec) -> dict:
-    return {"heads": [{"space": h.space, "dim": h.dim,
-                       "pca_k": (int(h.pca["components"].shape[0]) if h.pca is not None else None)} for h in spec.heads],
-            "identities": list(spec.identities)}
-
-
-def load_model(path: Any, device: torch.device | str = "cpu", attention: Optional[str] = None,
-               config: Optional[dict] = None) -> Loaded:
-    """A model from a checkpoint file or run folder, weights loaded, in eval mode.
-
-    ``config``: when given (``bench --checkpoint X --config Y``), it must describe the same architecture.
-    """
-    meta, state, aux = ck.read(path)
-    cfg = meta["config"] = with_defaults(meta["config"])
-    if config is not None:
-        ck.check_compatible(cfg, config, f"{meta['path']} vs the given config")
-    spec = spec_from_meta(meta)
-    model = UniTalker(cfg, spec, attention=attention, saved_encoder=meta["encoder"])
-    ck.load_weights(model, state, meta["path"])
-    model.to(device).eval()
-    return Loaded(model, cfg, meta, aux, IdentityTable(spec.identities))

@@ -33,7 +33,7 @@ from ..model.config import dump, load_config
 from ..model.encoder import KNOWN_ARCH
 from ..model.model import HeadSpec, ModelSpec, UniTalker
 from .release import ReleaseDataset, check_folder, read_dataset
-from ..model.runtime import spec_to_meta
+from ..model.load import spec_to_meta
 
 log = logging.getLogger(__name__)
 TAG = ck.tag_for(0, 0)

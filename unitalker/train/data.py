@@ -28,6 +28,8 @@ import a2fbench
 from a2fbench.errors import ConfigError, StoreError
 from a2fbench.registry import DatasetSpec, get_space, get_spec
 from a2fbench.spaces import pca as _pca
+from a2fbench.spaces.pca import pca_path
+from a2fbench.store.templates import choose_template
 from a2fbench.util.progress import bar as progress_bar
 
 from .batches import BucketBatchSampler, collate, eval_batches  # noqa: F401  (re-exported: their old home)
@@ -38,10 +40,6 @@ log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------- PCA
-def pca_path(data: str | Path, dataset_id: str) -> Path:
-    return Path(data) / dataset_id / "pca.npz"
-
-
 def load_pca(data: str | Path, spec: DatasetSpec, k: int) -> dict:
     """The dataset's PCA (``a2fbench pca``), truncated to ``k`` components, in UniTalker's scaled units.
 
@@ -86,7 +84,7 @@ class Source:
         """Scaled float32 template (D,)."""
         t = self._templates.get(subject)
         if t is None:
-            t = (np.asarray(self.ds.template(subject), np.float64) * self.scale).astype(np.float32)
+            t = (choose_template(self.ds, subject=subject).values * self.scale).astype(np.float32)
             self._templates[subject] = t
         return t
 

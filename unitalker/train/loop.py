@@ -49,17 +49,11 @@ from .assemble import aux_templates, build_heads, datasets_meta, flatten, run_id
 from .batches import BucketBatchSampler, collate, worker_init
 from ..model.config import dump, with_defaults
 from .data import ClipSet, IdentityTable, open_sources
-from .finetune import limit_trainable, transfer
+from .finetune import limit_trainable
 from ..model.loss import Eq2Loss, torch_converter
 from ..model.model import ModelSpec, UniTalker
-from ..model.runtime import (
-    barrier,
-    check_ranks_in_sync,
-    set_threads,
-    setup_distributed,
-    spec_from_meta,
-    spec_to_meta,
-)
+from ..model.load import load_for_finetune, load_for_resume, spec_to_meta
+from ..model.runtime import barrier, check_ranks_in_sync, set_threads, setup_distributed
 from .step import DeviceBatches, StepLog, make_optimizer, train_step
 from .validate import Validator
 
@@ -89,34 +83,28 @@ class Trainer:
         resume_meta = resume_state = None
         if resume_tag:
             ckpt = self.out / ck.CKPT_DIR / f"{resume_tag}.safetensors"
-            resume_meta, resume_weights, _ = ck.read(ckpt)
             resume_state = ck.read_state(ckpt)
             if resume_state is None:
                 raise StoreError(f"{ckpt}: expected its .state.pt beside it to resume, found none; use a new --out")
-            spec = spec_from_meta(resume_meta)
+            self.model, resume_meta, spec = load_for_resume(ckpt, cfg)
             self.idt = IdentityTable(spec.identities)
-            self.model = UniTalker(cfg, spec, saved_encoder=resume_meta["encoder"])
-            ck.load_weights(self.model, resume_weights, str(ckpt))
             self.init_from = resume_meta.get("init_from")
             log.info("resuming %s from %s (epoch %d, step %d)", self.out, resume_tag, resume_state["epoch"],
                      resume_state["step"])
         else:
             self.idt = run_identities(self.sources, cfg)
-            reuse, src_meta = None, None
+
+            def make_spec(reuse: dict) -> ModelSpec:
+                return ModelSpec(build_heads(self.data, self.sources, cfg, reuse or None), self.idt.n_rows, self.idt.keys)
+
+            self.init_from = None
             if init_from:
-                src_meta, src_state, _ = ck.read(init_from)
-                if not reinit_decoder:
-                    reuse = {h.space: h for h in spec_from_meta(src_meta).heads if h.pca is not None}
-            heads = build_heads(self.data, self.sources, cfg, reuse)
-            spec = ModelSpec(heads, self.idt.n_rows, self.idt.keys)
-            saved_enc = src_meta["encoder"] if src_meta else None
-            if src_meta is not None:
-                ck.check_compatible(src_meta["config"], cfg, f"finetune from {init_from}")
-            self.model = UniTalker(cfg, spec, saved_encoder=saved_enc)
-            self.init_from = str(ck.resolve(init_from)) if init_from else None
-            if src_meta is not None:
-                for note in transfer(self.model, src_meta, src_state, reinit_decoder):
+                self.model, spec, notes, self.init_from = load_for_finetune(init_from, cfg, make_spec, reinit_decoder)
+                for note in notes:
                     log.info("finetune: %s", note)
+            else:
+                spec = make_spec({})
+                self.model = UniTalker(cfg, spec)
         self.spec = spec
         self.model.to(self.device)
         if cfg["train"]["compile"]:

@@ -19,6 +19,7 @@ from ... import __version__
 from ...errors import SpaceError, StoreError
 from ...registry import get_space, get_spec
 from ...store import STORE_FILE, open_dataset, store_dir
+from ...store.templates import choose_template
 from .algorithm import fit
 from .fileformat import PCA_FILE, load, save
 from .model import DEFAULT_BLOCK_ROWS, DEFAULT_COMPONENTS, DEFAULT_PASSES, PCA
@@ -42,7 +43,7 @@ class DatasetSource:
 
     def template(self, subject: str) -> np.ndarray:
         if subject not in self._templates:
-            self._templates[subject] = np.asarray(self.ds.template(subject), np.float64).reshape(-1)
+            self._templates[subject] = choose_template(self.ds, subject=subject).values
         return self._templates[subject]
 
     def blocks(self) -> Iterator[np.ndarray]:
