@@ -14,6 +14,7 @@ import numpy as np
 from a2fbench.errors import ResultSchemaError
 from a2fbench.registry import get_spec
 from a2fbench.scoring.results import check_consistency as doc_consistency
+from a2fbench.util.guard import show
 
 from .model import LeaderboardError, MethodMeta, ReportedEntry
 from .scores import decode, score_blob
@@ -40,6 +41,13 @@ def eval_key(doc: dict) -> str:
         "metrics": sorted((k, int(v.get("version", 1))) for k, v in doc["metrics"].items()),
     }
     return "sha256:" + hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def latency_ms(doc: dict) -> Optional[float]:
+    """Algorithmic latency of predictions made in streaming mode (``predictions.streaming``), None when offline."""
+    st = (doc.get("predictions") or {}).get("streaming")
+    v = st.get("algorithmic_latency_ms") if isinstance(st, dict) else None
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 def _insert_entry(conn: sqlite3.Connection, fields: dict[str, Any]) -> int:
@@ -70,19 +78,38 @@ def _meta_fields(meta: MethodMeta) -> dict[str, Any]:
     return d
 
 
-def submit_doc(conn: sqlite3.Connection, doc: dict, meta: MethodMeta, *, verified: bool = False) -> Outcome:
-    """Store one validated results document as an ``evaluated`` entry, in one transaction. Idempotent."""
+def submit_doc(conn: sqlite3.Connection, doc: dict, meta: MethodMeta, *, verified: bool = False,
+               verified_by: Optional[str] = None, source: Optional[str] = None, tampered: bool = False) -> Outcome:
+    """Store one validated results document as an ``evaluated`` entry, in one transaction. Idempotent.
+
+    ``verified_by``: ``signature`` or ``rescored`` (with ``verified``); ``source``: the file's path, named in
+    conflict messages; ``tampered``: the file carries this installation's signature but no longer matches it
+    (refused, see :func:`conflict`). The same evaluation (evaluation key) with other numbers is a conflict: a
+    verified document displaces an unverified entry (marked disputed, kept, not ranked); anything else is
+    refused naming both files, except an unverified file replacing an unverified entry of the same method
+    (a re-made evaluation)."""
     fp = doc.get("content_hash")
     if not fp:
         raise LeaderboardError("results file has no content_hash; expected a file written by `a2fbench evaluate`; "
                                "re-run it")
     key = eval_key(doc)
     ds, proto = doc["dataset"], doc["protocol"]
+    verified_by = (verified_by or "rescored") if verified else None
     with immediate(conn):
-        row = conn.execute("SELECT id, method, verified, fingerprint FROM entries WHERE fingerprint = ? OR eval_key = ?",
-                           (fp, key)).fetchone()
+        row = conn.execute("SELECT id, method, verified, fingerprint, source FROM entries WHERE fingerprint = ? OR "
+                           "eval_key = ?", (fp, key)).fetchone()
+        displaced = None
         if row is not None:
-            return _resubmit(conn, row, doc, meta, verified)
+            differ = _differ(conn, row[0], doc) if row[3] != fp else []
+            if not differ or (not verified and not tampered and not row[2] and row[1] == meta.method):
+                return _resubmit(conn, row, doc, meta, verified, verified_by)
+            if not verified or row[2]:
+                raise LeaderboardError(conflict(row, doc, differ, source, tampered))
+            displaced = row  # a verified document against an unverified entry: the verified numbers stand
+            conn.execute("UPDATE entries SET eval_key = NULL WHERE id = ?", (row[0],))
+        elif tampered:
+            raise LeaderboardError(f"{show(source or 'results')}: {TAMPERED}; nothing was stored; submit the file "
+                                   "`a2fbench evaluate` wrote, or re-score the predictions with --verify PRED")
         fields = _meta_fields(meta) | {
             "fingerprint": fp, "eval_key": key, "kind": "evaluated",
             "dataset": ds["id"], "dataset_name": ds.get("name"), "dataset_version": ds.get("version"),
@@ -92,17 +119,50 @@ def submit_doc(conn: sqlite3.Connection, doc: dict, meta: MethodMeta, *, verifie
             "regions_digest": (ds.get("regions") or {}).get("digest"),
             "n_sequences": ds.get("n_sequences"), "n_frames": ds.get("n_frames"),
             "synthetic": None if ds.get("synthetic") is None else int(bool(ds.get("synthetic"))),
-            "a2fbench_version": doc.get("a2fbench_version"),
-            "verified": int(verified), "verified_at": now() if verified else None,
-            "created": doc.get("created"), "submitted_at": now(),
+            "a2fbench_version": doc.get("a2fbench_version"), "latency_ms": latency_ms(doc),
+            "verified": int(verified), "verified_at": now() if verified else None, "verified_by": verified_by,
+            "source": source, "created": doc.get("created"), "submitted_at": now(),
         }
         eid = _insert_entry(conn, fields)
         _insert_metrics(conn, eid, doc["metrics"])
         _insert_document(conn, eid, doc)
+        if displaced is not None:
+            conn.execute("UPDATE entries SET disputed_by = ? WHERE id = ?", (eid, displaced[0]))
         bump(conn)
-    return Outcome(eid, True, f"added entry #{eid}: {meta.method} on {ds['id']}/{ds['split']} ({proto['name']})"
-                              + (" [verified]" if verified else "")
-                              + (" [scored on a synthetic stand-in]" if ds.get("synthetic") else ""))
+    msg = (f"added entry #{eid}: {show(meta.method)} on {ds['id']}/{show(ds['split'])} ({proto['name']})"
+           + (f" [verified] ({verified_by})" if verified else "")
+           + (" [scored on a synthetic stand-in]" if ds.get("synthetic") else ""))
+    if displaced is not None:
+        msg += (f"; conflict: unverified entry #{displaced[0]} ({show(displaced[1])}, from "
+                f"{show(displaced[4] or 'an unnamed file')}) claimed other numbers for the same evaluation; it is now "
+                "marked disputed and no longer ranked")
+    return Outcome(eid, True, msg, verified_now=verified)
+
+
+#: why a file signed here is refused
+TAMPERED = ("its signature (this installation's key) does not match its content: it was edited after `a2fbench "
+            "evaluate` wrote it")
+
+
+def _differ(conn: sqlite3.Connection, eid: int, doc: dict) -> list[str]:
+    """The metrics whose value differs between entry ``eid`` and ``doc`` (and those only one of them has)."""
+    stored = {n: v for n, v in conn.execute("SELECT metric, value FROM metrics WHERE entry_id = ?", (eid,))}
+    return sorted(n for n, m in doc["metrics"].items() if stored.get(n) != m.get("value")) + sorted(
+        set(stored) - set(doc["metrics"]))
+
+
+def conflict(row: tuple, doc: dict, differ: list[str], source: Optional[str], tampered: bool = False) -> str:
+    """One line: results ``doc`` (from ``source``) and entry ``row`` are the same evaluation with other numbers."""
+    eid, method, was_verified, _, old_source = row
+    name = differ[0]
+    new = doc["metrics"].get(name, {}).get("value")
+    return (f"conflict: {show(source or 'these results')} gives {name} {new!r} but entry #{eid} ({show(method)}"
+            f"{', verified' if was_verified else ''}, from {show(old_source or 'an unnamed file')}) holds other numbers "
+            f"for the same evaluation (same predictions, data and protocol)"
+            + (f"; {show(source or 'the file')}: {TAMPERED}" if tampered else "")
+            + "; one evaluation has one set of numbers; nothing was stored"
+            + ("" if was_verified else "; submit the genuine file with --verify PRED to settle it, or remove "
+               f"entry #{eid} (`a2fbench leaderboard remove {eid}`)"))
 
 
 #: metadata a user may change on an existing entry (the numbers come from its results file only)
@@ -132,45 +192,43 @@ def _show(v: Any) -> str:
     return "unset" if v is None else repr(v)
 
 
-def _resubmit(conn: sqlite3.Connection, row: tuple, doc: dict, meta: MethodMeta, verified: bool) -> Outcome:
-    """A results document whose evaluation is already entry ``row``: update its metadata, mark it verified, or
-    (same predictions, data and protocol, a re-made file) replace its numbers unless it is verified."""
-    eid, method, was_verified, old_fp = row
+def _resubmit(conn: sqlite3.Connection, row: tuple, doc: dict, meta: MethodMeta, verified: bool,
+              verified_by: Optional[str]) -> Outcome:
+    """A results document whose evaluation is already entry ``row`` with the same numbers (or, unverified and of
+    the same method, a re-made file with other numbers): update its metadata, mark it verified, or replace its
+    numbers."""
+    eid, method, was_verified, old_fp, _ = row
     fp = doc["content_hash"]
     same = "results file" if old_fp == fp else "predictions evaluated on the same data and protocol"
     if method != meta.method:
-        raise LeaderboardError(f"these results ({same}) are already entry #{eid} under method {method!r}, not "
-                               f"{meta.method!r}; one evaluation belongs to one method (rename it with `a2fbench "
+        raise LeaderboardError(f"these results ({same}) are already entry #{eid} under method {show(method)!r}, not "
+                               f"{show(meta.method)!r}; one evaluation belongs to one method (rename it with `a2fbench "
                                f"leaderboard edit {eid} --method NAME`)")
     said = []
-    stored = {n: v for n, v in conn.execute("SELECT metric, value FROM metrics WHERE entry_id = ?", (eid,))}
-    differ = sorted(n for n, m in doc["metrics"].items() if stored.get(n) != m.get("value")) + sorted(
-        set(stored) - set(doc["metrics"]))
+    differ = _differ(conn, eid, doc)
     if old_fp != fp and differ:  # a re-made file with other numbers (the same numbers: nothing to replace)
-        if was_verified:
-            raise LeaderboardError(f"entry #{eid} ({method}) is verified and these results change its {differ[0]} "
-                                   f"({stored.get(differ[0])!r} -> {doc['metrics'].get(differ[0], {}).get('value')!r}); "
-                                   f"a verified entry's numbers never change: remove it (`a2fbench leaderboard remove "
-                                   f"{eid}`) and submit again with --verify")
         conn.execute("DELETE FROM metrics WHERE entry_id = ?", (eid,))
         conn.execute("DELETE FROM documents WHERE entry_id = ?", (eid,))
         conn.execute("DELETE FROM scores WHERE entry_id = ?", (eid,))
         _insert_metrics(conn, eid, doc["metrics"])
         _insert_document(conn, eid, doc)
         conn.execute("UPDATE entries SET fingerprint = ?, created = ? WHERE id = ?", (fp, doc.get("created"), eid))
-        said.append(f"results file replaced ({', '.join(differ)} changed)")
+        said.append(f"conflicting numbers of the same evaluation, unverified both: results file replaced "
+                     f"({', '.join(differ)} changed)")
     changes = _changes(conn, eid, meta)
     _apply(conn, eid, changes)
     if changes:
         said.append("updated " + describe_changes(changes))
     if verified and not was_verified:
-        conn.execute("UPDATE entries SET verified = 1, verified_at = ? WHERE id = ?", (now(), eid))
-        said.append("now marked verified")
+        conn.execute("UPDATE entries SET verified = 1, verified_at = ?, verified_by = ? WHERE id = ?",
+                     (now(), verified_by, eid))
+        said.append(f"now marked verified ({verified_by})")
     if not said:
-        return Outcome(eid, False, f"already on the leaderboard as entry #{eid} ({method}; same {same}); nothing "
-                                   "changed")
+        return Outcome(eid, False, f"already on the leaderboard as entry #{eid} ({show(method)}; same {same}); "
+                                   "nothing changed")
     bump(conn)
-    return Outcome(eid, False, f"entry #{eid} ({method}): " + "; ".join(said), verified_now=verified and not was_verified)
+    return Outcome(eid, False, f"entry #{eid} ({show(method)}): " + "; ".join(said),
+                   verified_now=verified and not was_verified)
 
 
 def edit_entry(conn: sqlite3.Connection, entry_id: int, meta: MethodMeta, *, rename: bool = False) -> Outcome:
@@ -240,7 +298,8 @@ _ENTRY_COLS = ("id", "kind", "method", "version", "params", "inference_s", "infe
                "protocol_version", "length_policy", "dataset_fingerprint", "region_set", "regions_digest", "predictions_fingerprint",
                "n_sequences", "n_frames", "synthetic", "a2fbench_version", "verified", "verified_at", "citation",
                "source_url", "source_type",
-               "note", "seeded", "created", "submitted_at", "fingerprint")
+               "note", "seeded", "created", "submitted_at", "fingerprint", "verified_by", "source", "disputed_by",
+               "latency_ms")
 
 
 _BOOL_COLS = ("trained_on_test_ids", "synthetic", "verified", "seeded")

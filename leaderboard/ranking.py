@@ -46,9 +46,11 @@ def group_key(e: dict) -> tuple:
     comparability key of :mod:`a2fbench.scoring.metrics.stats` (what ``compare`` requires of two files)."""
     if e["kind"] == "reported":
         return ("reported", e["dataset"], e["split"], e["protocol"])
+    if e.get("disputed_by"):  # contradicted by a verified entry of the same evaluation: shown apart, not ranked
+        return ("disputed", e["id"])
     return ("evaluated",) + stats.comparability_key(e["dataset"], e["split"], e["protocol"], e.get("protocol_version"),
                                                     e.get("length_policy"), e.get("dataset_fingerprint"),
-                                                    e.get("regions_digest"))
+                                                    e.get("regions_digest")) + (e.get("latency_ms"),)  # streaming track
 
 
 def score(metric: str, value: Optional[float]) -> Optional[float]:
@@ -182,7 +184,8 @@ def group_label(e: dict) -> str:
         return f"{e['dataset']} / {e['split']} / {e['protocol']}"
     label = f"{e['dataset']} / {e['split']} / {e['protocol']} v{e.get('protocol_version') or 1}"
     label += f" ({e['length_policy']})" if e.get("length_policy") else ""
-    return label + (f" / {e['region_set']} regions" if e.get("region_set") else "")
+    label += f" / {e['region_set']} regions" if e.get("region_set") else ""
+    return label + (f" / streaming {e['latency_ms']:g} ms" if e.get("latency_ms") is not None else "")
 
 
 def method_key(e: dict) -> tuple[str, str]:
@@ -196,7 +199,7 @@ def overall(entries: Iterable[dict], metrics: tuple[str, ...] = RANKED) -> list[
     groups_of: dict[tuple, set] = defaultdict(set)
     by_group: dict[tuple, list[dict]] = defaultdict(list)
     for e in entries:
-        if e["kind"] == "evaluated":
+        if e["kind"] == "evaluated" and not e.get("disputed_by"):
             by_group[group_key(e)].append(e)
     for gkey, members in by_group.items():
         for metric in metrics:

@@ -66,7 +66,7 @@ def sort_key(e: dict) -> tuple:
     r = lve.get("rank")
     return (int(e["dataset"][1:]) if e["dataset"][1:].isdigit() else 99, e["dataset"], e["kind"] != "evaluated",
             e["split"], e["protocol"], str(e.get("protocol_version")), str(e.get("length_policy")),
-            str(e.get("dataset_fingerprint")),
+            str(e.get("dataset_fingerprint")), e.get("latency_ms") or 0.0,
             r if r is not None else 1 << 30, e["id"])
 
 
@@ -115,10 +115,19 @@ def _fit(s: Optional[str], n: int) -> str:
     return s if len(s) <= n else s[: n - 1] + "…"
 
 
+def entry_kind(e: dict) -> str:
+    """What the board calls an entry: reported, verified, evaluated (unverified) or disputed."""
+    if e["kind"] == "reported":
+        return "reported"
+    if e.get("disputed_by"):
+        return "disputed"
+    return "verified" if e.get("verified") else "evaluated"
+
+
 def terminal_table(entries: list[dict], overall: list[dict], *, show_overall: bool = True) -> str:
     add_display(entries)
     cols = [("id", 5), ("rank", 4), ("method", 30), ("kind", 9), ("split/protocol", 26)] + \
-           [(m, 10) for m in METRICS] + [("params", 7), ("ms/10s", 8)]
+           [(m, 10) for m in METRICS] + [("params", 7), ("ms/10s", 8), ("latency", 8)]
     left = 5
     out: list[str] = []
     current = None
@@ -134,23 +143,28 @@ def terminal_table(entries: list[dict], overall: list[dict], *, show_overall: bo
                 out.append(f"  ({note})")
             out.append("  ".join(f"{h:<{w}}" if i < left else f"{h:>{w}}" for i, (h, w) in enumerate(cols)))
         rank = e["metrics"].get("LVE", {}).get("rank")
-        kind = "reported" if e["kind"] == "reported" else ("verified" if e.get("verified") else "evaluated")
+        kind = entry_kind(e)
         name = e["method"] + (f" ({e['version']})" if e.get("version") else "")
         sp = e["group"].split(" / ", 1)[1].replace(" / ", "/")
         ms = None if e.get("inference_s") is None else e["inference_s"] * 1e3
         vals = [str(e["id"]), str(rank) if rank is not None else "-", _fit(name, 30), kind, _fit(sp, 26)]
         vals += [_cell(e["metrics"].get(m)) for m in METRICS]
-        vals += [fmt_params(e.get("params")) or "-", _num(ms)]
+        lat = "offline" if e.get("latency_ms") is None else f"{e['latency_ms']:g} ms"
+        vals += [fmt_params(e.get("params")) or "-", _num(ms), lat if e["kind"] == "evaluated" else "-"]
         out.append("  ".join(f"{v:<{w}}" if i < left else f"{v:>{w}}" for i, (v, (_, w)) in enumerate(zip(vals, cols))))
     if not entries:
         out.append("(no entries; add one with `a2fbench leaderboard submit results.json --method NAME`)")
     out.append("")
     out.append("Values in each dataset's display units (the `units:` line). id = entry id (for `edit` and `remove`); "
                "rank = LVE rank in its group.")
+    out.append("latency = algorithmic latency of predictions made in streaming mode (chunk + look-ahead), ranked "
+               "only against entries of the same latency; offline = the model saw each whole clip.")
     out.append("* best in its group (dataset/split/protocol); ~ statistically tied with the best (95% paired "
                "bootstrap, or CI overlap).")
     out.append("reported = a number claimed by a paper or issue thread: protocol unverified, never ranked; "
                "† = shown as printed, its unit does not convert.")
+    out.append("verified = computed by this installation (signed results) or re-scored here (submit --verify); "
+               "evaluated = a results file not checked here; disputed = contradicted by a verified entry, not ranked.")
     if show_overall and overall:
         out.append("")
         out.append("Overall (Borda count over dataset groups x LVE, MVE, UFVE, FDD_abs)")
@@ -165,13 +179,14 @@ def terminal_table(entries: list[dict], overall: list[dict], *, show_overall: bo
 # ------------------------------------------------------------------------------------------ HTML
 #: Entry fields the page always needs; the group's fields live once in ``groups`` (see :func:`page_data`).
 _PAGE_KEYS = ("id", "method", "version", "params", "inference_s", "inference_device", "training_data", "code_url",
-              "trained_on_test_ids", "verified", "synthetic", "citation", "source_url", "source_type", "note",
+              "trained_on_test_ids", "verified", "verified_by", "disputed_by", "synthetic", "citation", "source_url",
+              "source_type", "note",
               "submitted_at")
 #: Fields only the drill-down shows: embedded in an exported page, fetched from /api/entry/<id> when served.
 _DETAIL_KEYS = ("fingerprint", "dataset_fingerprint", "predictions_fingerprint", "n_sequences", "n_frames",
                 "created", "a2fbench_version", "verified_at")
 _GROUP_KEYS = ("kind", "dataset", "dataset_name", "split", "protocol", "protocol_version", "length_policy",
-               "region_set", "group", "group_size")
+               "region_set", "latency_ms", "group", "group_size")
 _TESTS = {"paired_bootstrap": "p", "ci_overlap": "c"}
 
 

@@ -7,7 +7,7 @@ import json
 import sqlite3
 from typing import Callable
 
-from .entries import eval_key
+from .entries import eval_key, latency_ms
 from .scores import score_blob
 
 _V1 = """
@@ -97,6 +97,25 @@ def _v3(conn: sqlite3.Connection) -> None:
                      (doc["protocol"].get("length_policy"), eval_key(doc), entry_id))
 
 
+def _v4(conn: sqlite3.Connection) -> None:
+    """Tamper evidence (additive): how an entry was verified (``signature``: signed by this installation's
+    ``evaluate``; ``rescored``: ``submit --verify`` re-ran it), the results file it came from, and, for an
+    unverified entry contradicted by a verified one of the same evaluation, that entry's id (shown apart,
+    never ranked). Entries verified before v4 were re-scored (``--verify`` was the only way)."""
+    conn.execute("ALTER TABLE entries ADD COLUMN verified_by TEXT")
+    conn.execute("ALTER TABLE entries ADD COLUMN source TEXT")
+    conn.execute("ALTER TABLE entries ADD COLUMN disputed_by INTEGER")
+    conn.execute("UPDATE entries SET verified_by = 'rescored' WHERE verified = 1")
+
+
+def _v5(conn: sqlite3.Connection) -> None:
+    """The algorithmic latency (ms) of entries whose predictions were made in streaming mode (NULL: offline), from
+    the stored documents' ``predictions.streaming``; streaming entries rank in their own track per latency."""
+    conn.execute("ALTER TABLE entries ADD COLUMN latency_ms REAL")
+    for entry_id, text in conn.execute("SELECT entry_id, doc FROM documents").fetchall():
+        conn.execute("UPDATE entries SET latency_ms = ? WHERE id = ?", (latency_ms(json.loads(text)), entry_id))
+
+
 def _v1(conn: sqlite3.Connection) -> None:
     for stmt in _split_sql(_V1):
         conn.execute(stmt)
@@ -108,7 +127,7 @@ def _split_sql(script: str) -> list[str]:
 
 
 #: ``MIGRATIONS[k]`` upgrades a database from ``user_version`` k to k + 1.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4, _v5]
 
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -9,7 +9,7 @@ from typing import Optional
 
 from a2fbench.errors import A2FBenchError, ResultSchemaError
 from a2fbench.registry import get_spec
-from a2fbench.scoring.results import load
+from a2fbench.scoring.results import load, signature_status
 from a2fbench.util.paths import default_data
 
 from . import db
@@ -105,15 +105,17 @@ def submit_file(db_path: str | os.PathLike, results_path: str | os.PathLike, met
     the file as :func:`load_results` returned it, when the caller has loaded it already."""
     if doc is None:
         doc = load_results(results_path)
-    verified = False
+    status = signature_status(doc)
+    verified_by = "signature" if status == "valid" else None
     if verify_pred is not None:
         if data is None:
-
             data = default_data()
         verify(doc, Path(verify_pred), Path(data))
-        verified = True
+        verified_by = "rescored"
     conn = db.connect(db_path)
     try:
-        return db.submit_doc(conn, doc, meta, verified=verified)
+        return db.submit_doc(conn, doc, meta, verified=verified_by is not None, verified_by=verified_by,
+                             source=str(Path(results_path).resolve()),
+                             tampered=status == "invalid" and verified_by is None)
     finally:
         conn.close()

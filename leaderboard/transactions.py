@@ -10,6 +10,8 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, Optional
 
+from a2fbench.util.guard import show
+
 from .model import LeaderboardError
 
 BUSY_TIMEOUT_S = 60.0
@@ -48,16 +50,29 @@ def immediate(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
         retry(lambda: conn.execute("BEGIN IMMEDIATE"))
     except sqlite3.OperationalError as e:
         if not is_busy(e):
-            raise
+            raise not_writable(conn, e) from None
         raise LeaderboardError(f"the leaderboard database stayed locked for {OPEN_DEADLINE_S:.0f} s (another process "
                                "holds its write lock); retry when it has finished") from None
     try:
         yield conn
-    except BaseException:
+        retry(lambda: conn.execute("COMMIT"))
+    except BaseException as e:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
+        if isinstance(e, sqlite3.OperationalError) and not is_busy(e):
+            raise not_writable(conn, e) from None
         raise
-    retry(lambda: conn.execute("COMMIT"))
+
+
+def not_writable(conn: sqlite3.Connection, e: sqlite3.Error) -> LeaderboardError:
+    """One line for a write SQLite refused (read-only file or folder, full disk, I/O error)."""
+    try:
+        path = next((r[2] for r in conn.execute("PRAGMA database_list") if r[1] == "main"), "") or ":memory:"
+    except sqlite3.Error:
+        path = "the leaderboard database"
+    return LeaderboardError(f"{show(path)}: cannot write the leaderboard database ({e}); check that the file and "
+                            "its folder are writable and the disk has space, or pass another --db; nothing was "
+                            "changed")
 
 
 def bump(conn: sqlite3.Connection) -> None:

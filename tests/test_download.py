@@ -296,7 +296,7 @@ def test_download_d0_fetches_guides_and_checks(server: Server, raw_tiny: Path, t
             assert sha256_file(raw / "D0" / f.path) == f.sha256
     # manual source: the steps (where to register, what, where to put it) and what is missing
     assert "MANUAL" in out and spec.sources[0].homepage in out and "CodeTalker" in out
-    assert f"needed: {raw / 'D0' / 'vertices_npy/*.npy'} (560 files)" in out
+    assert f"needed: {raw / 'D0' / 'vertices_npy/*.npy'} (or faces/*/e*) (560 files)" in out  # processed, or raw
     assert len(rep["todo"]) == 3 and rep["structure"] is None
     n_requests = len(server.requests)
 

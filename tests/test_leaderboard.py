@@ -218,6 +218,30 @@ def test_entries_of_different_length_policies_are_never_ranked_together(conn):
     assert "(truncate_both)" in by[ids[1]]["group"] and by[ids[0]]["group"] != by[ids[1]]["group"]
 
 
+def _streamed(doc: dict, latency: float) -> dict:
+    """The same scores as predictions made in streaming mode (what `unitalker predict --chunk-ms` records)."""
+    d = copy.deepcopy(doc)
+    d["predictions"]["fingerprint"] += f"-streamed-{latency:g}"  # other predictions than the offline ones
+    d["predictions"]["streaming"] = {"chunk_ms": latency, "lookahead_ms": 0, "algorithmic_latency_ms": latency}
+    d.pop("content_hash")
+    return finalize(d)
+
+
+def test_streaming_entries_rank_in_a_track_per_latency_and_show_it(conn):
+    off, worse = make_results(seed=1), make_results(seed=2, scale=3.0)
+    s200, s200b, s400 = _streamed(worse, 200), _streamed(make_results(seed=3, scale=5.0), 200), _streamed(off, 400)
+    ids = [db.submit_doc(conn, d, method_meta(method=n)).entry_id
+           for d, n in ((off, "A"), (s200, "B"), (s200b, "C"), (s400, "A"))]
+    es = ranking.rank_entries(db.fetch_entries(conn, kind="evaluated"), db.fetch_scores(conn))
+    by = {e["id"]: e for e in es}
+    assert [by[i]["latency_ms"] for i in ids] == [None, 200.0, 200.0, 400.0]
+    assert [by[i]["group_size"] for i in ids] == [1, 2, 2, 1]  # offline never ranked against streaming
+    assert [by[i]["metrics"]["LVE"]["rank"] for i in ids] == [1, 1, 2, 1]
+    assert "streaming 200 ms" in by[ids[1]]["group"] and "streaming" not in by[ids[0]]["group"]
+    text = render.terminal_table(sorted(es, key=render.sort_key), [], show_overall=False)
+    assert "latency" in text and "offline" in text and "200 ms" in text and "400 ms" in text
+
+
 def test_ci_overlap_fallback_when_sequences_differ():
     es = [_entry(1, {"LVE": 1.0}, ci={"LVE": [0.8, 1.2]}), _entry(2, {"LVE": 1.3}, ci={"LVE": [1.1, 1.5]}),
           _entry(3, {"LVE": 1.6}, ci={"LVE": [1.3, 1.9]}), _entry(4, {"LVE": 1.7})]
@@ -405,13 +429,16 @@ def test_migration_from_v1_backfills_scores_and_future_or_foreign_files_are_refu
     raw.execute("INSERT INTO documents (entry_id, doc) VALUES (1, ?)", (json.dumps(doc),))
     raw.close()
     conn = db.connect(path)
-    assert db.schema_version(conn) == db.SCHEMA_VERSION == 3
+    assert db.schema_version(conn) == db.SCHEMA_VERSION == 5
     seqset, mat = db.fetch_scores(conn)[1]
     assert seqset == db.score_blob(doc)[0] and mat.shape == (doc["dataset"]["n_sequences"], 1 + len(db.SEQ_COLUMNS))
     # v3: the length policy, filled from the stored document, and the evaluation key that now includes it
     (e,) = db.fetch_entries(conn, kind="evaluated")
     assert e["length_policy"] == "truncate_pred_only"
+    assert e["latency_ms"] is None  # v5: an offline document has no algorithmic latency
     assert conn.execute("SELECT eval_key FROM entries WHERE kind = 'evaluated'").fetchone()[0] == db.eval_key(doc)
+    # v4 (additive): how an entry was verified, its source file, the entry that disputes it; unset on old rows
+    assert (e["verified_by"], e["source"], e["disputed_by"]) == (None, None, None)
     conn.execute(f"PRAGMA user_version = {db.SCHEMA_VERSION + 1}")
     conn.close()
     with pytest.raises(LeaderboardError, match="newer than this A2F-Bench"):
@@ -538,7 +565,10 @@ def test_submit_verify_marks_verified_only_when_numbers_agree(tmp_path, data_tin
     good = _predictions(data_tiny, tmp_path / "good", 1e-3, 0)
     other = _predictions(data_tiny, tmp_path / "other", 2e-3, 1)
     res = tmp_path / "r.json"
-    write_json(res, evaluate("D1", good, data_tiny, progress=False))
+    # a file from elsewhere: unsigned (a file this installation's evaluate signed is verified by its signature)
+    doc = evaluate("D1", good, data_tiny, progress=False)
+    del doc["signature"]
+    write_json(res, finalize(doc))
     dbp = tmp_path / "lb.sqlite"
     with pytest.raises(LeaderboardError, match="verification failed: .*nothing was stored"):
         submit_file(dbp, res, method_meta(method="M"), verify_pred=other, data=data_tiny)
@@ -548,7 +578,7 @@ def test_submit_verify_marks_verified_only_when_numbers_agree(tmp_path, data_tin
     up = submit_file(dbp, res, method_meta(method="M"), verify_pred=good, data=data_tiny)
     assert not up.added and up.verified_now and up.entry_id == plain.entry_id
     (e,) = db.fetch_entries(db.connect(dbp), kind="evaluated")
-    assert e["verified"] is True and e["verified_at"]
+    assert e["verified"] is True and e["verified_at"] and e["verified_by"] == "rescored"
     # the CLI path on a fresh database
     r = _cli("submit", str(res), "--method", "M", "--verify", str(good), "--data", str(data_tiny),
              "--db", str(tmp_path / "cli.sqlite"))

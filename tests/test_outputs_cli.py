@@ -248,12 +248,18 @@ def test_export_arkit_csv_through_a_basis_on_a_vertex_topology(data_tiny, tmp_pa
 
 
 @pytest.mark.parametrize("cmd", [["render"], ["export", "--format", "gltf"], ["export", "--format", "obj"]])
-def test_output_in_a_missing_folder_is_one_line(data_tiny, tmp_path, monkeypatch, capsys, cmd):
+def test_output_in_a_missing_folder_is_made_and_a_failure_leaves_none(data_tiny, tmp_path, monkeypatch, capsys, cmd):
+    # the one rule for missing folders (util.guard.make_parent): created when writing starts, as in every command
     ids, pred = _pred(data_tiny, "D1", tmp_path / "pred")
+    target = tmp_path / "new" / "deeper" / "x.out"
     rc, out, err = _cli(monkeypatch, capsys, cmd[0], pred / f"{ids[0]}.npy", "--dataset", "D1", "--data", data_tiny,
+                        *cmd[1:], "--out", target)
+    assert rc == 0 and target.exists(), err
+    np.save(tmp_path / "bad.npy", np.zeros((3, 7), np.float32))  # fits no head: refused before anything is made
+    rc, out, err = _cli(monkeypatch, capsys, cmd[0], tmp_path / "bad.npy", "--dataset", "D1", "--data", data_tiny,
                         *cmd[1:], "--out", tmp_path / "nope" / "deeper" / "x.out")
-    assert "nope" in _one_error_line(rc, err)
-    assert _listing(tmp_path) == ["pred"]
+    assert "bad.npy" in _one_error_line(rc, err)
+    assert _listing(tmp_path) == ["bad.npy", "new", "pred"]
 
 
 def test_arkit_csv_of_a_space_without_arkit_meaning_is_one_line(data_tiny, tmp_path, monkeypatch, capsys):

@@ -1,4 +1,4 @@
-"""The ``unitalker`` command line: train, finetune, predict, infer, import-official, export-official, bench,
+"""The ``unitalker`` command line: train, finetune, predict, infer, stream, import-official, export-official, bench,
 plot, quickstart.
 
 User errors print one line (``error: ...``) and exit 1; bad usage exits 2 (a2fbench's ``run_cli`` policy).
@@ -18,6 +18,7 @@ from typing import Optional
 import click
 
 from a2fbench.util import paths
+from a2fbench.util.guard import FORCE_HELP, check_output, show
 
 log = logging.getLogger("unitalker")
 CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
@@ -125,9 +126,15 @@ def finetune_cmd(init_from: str, data: Optional[Path], datasets: str, out: Path,
                    "row, clips under 0.5 s skipped).")
 @click.option("--paper", is_flag=True, help="Same as --protocol unitalker.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--chunk-ms", type=float, default=None,
+              help="Streaming mode: feed each clip in chunks of this many ms (see `unitalker stream`); recorded.")
+@click.option("--lookahead-ms", type=float, default=0.0, show_default=True, help="Streaming mode: look-ahead.")
+@click.option("--context-ms", type=float, default=None, help="Streaming mode: left context. Default: 2000.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--force", is_flag=True, help=FORCE_HELP)
 def predict_cmd(checkpoint: str, data: Optional[Path], dataset: str, split: str, out: Path, identity: str,
-                protocol: str, paper: bool, device: str, no_progress: bool) -> None:
+                protocol: str, paper: bool, device: str, chunk_ms: Optional[float], lookahead_ms: float,
+                context_ms: Optional[float], no_progress: bool, force: bool) -> None:
     """Write a2fbench predictions (native units, one .npy per clip) for a split, and the predictions record
     (.a2fbench-predictions.json: per sequence the identity row, template, cut and frames; precision).
 
@@ -135,18 +142,33 @@ def predict_cmd(checkpoint: str, data: Optional[Path], dataset: str, split: str,
     Example:
       unitalker predict --checkpoint run --data data --dataset D1 --split test --out pred
       a2fbench evaluate pred --dataset D1 --data data
+      unitalker predict --checkpoint run --data data --dataset D1 --out pred200 --chunk-ms 200   # streaming
       unitalker predict --checkpoint run --data data --dataset D1 --out paper --protocol unitalker
       a2fbench evaluate paper --dataset D1 --data data --protocol unitalker
     """
     from .infer.predict import predict
 
+    stream = _stream_settings(chunk_ms, lookahead_ms, context_ms, True) if chunk_ms is not None else None
+    if stream is None and (lookahead_ms or context_ms is not None):
+        raise click.UsageError("--lookahead-ms/--context-ms: expected --chunk-ms with them (streaming mode)")
+
     ids = _ids(dataset)  # an unknown name fails here, with did-you-mean, before the model is loaded
     if len(ids) != 1:
         raise click.UsageError(f"--dataset: expected one dataset, found {len(ids)} ({', '.join(ids)})")
     dataset = ids[0]
-    p = predict(checkpoint, data or paths.default_data(), dataset, out, split=split, identity=identity, device=device,
-                progress=not no_progress, protocol="unitalker" if paper else protocol)
-    click.echo(f"predictions: {p}")
+    protocol = "unitalker" if paper else protocol
+    if stream is not None:
+        if protocol != "a2f":
+            raise click.UsageError("--chunk-ms: expected the default --protocol a2f (paper mode runs whole clips, "
+                                   "as the official test loop)")
+        from .infer.stream import predict_streaming
+
+        p = predict_streaming(checkpoint, data or paths.default_data(), dataset, out, stream, split=split,
+                              identity=identity, device=device, progress=not no_progress, force=force)
+    else:
+        p = predict(checkpoint, data or paths.default_data(), dataset, out, split=split, identity=identity,
+                    device=device, progress=not no_progress, force=force, protocol=protocol)
+    click.echo(f"predictions: {show(p)}")
 
 
 @cli.command("reproduce", context_settings=CTX)
@@ -186,8 +208,9 @@ def reproduce_cmd(checkpoint: str, data: Optional[Path], datasets: Optional[str]
 @click.option("--template", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Your own neutral mesh (.npy (V,3) or (3V,), .obj, .ply; native units) for one vertex head.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--force", is_flag=True, help=FORCE_HELP)
 def infer_cmd(checkpoint: str, audio: tuple[Path, ...], out: Path, heads: str, identity: str,
-              template: Optional[Path], device: str) -> None:
+              template: Optional[Path], device: str, force: bool) -> None:
     """Animate audio files (wav, flac, mp3, ogg; any rate, mono or stereo; any length) under each head.
 
     Clips longer than 25 s run in 25 s windows cross-faded over 5 s (the reference demo). Each output is
@@ -201,8 +224,55 @@ def infer_cmd(checkpoint: str, audio: tuple[Path, ...], out: Path, heads: str, i
     """
     from .infer.predict import infer
 
-    for p in infer(checkpoint, list(audio), out, heads=heads, identity=identity, device=device, template=template):
-        click.echo(str(p))
+    for p in infer(checkpoint, list(audio), out, heads=heads, identity=identity, device=device, template=template,
+                   force=force):
+        click.echo(show(p))
+
+
+def _stream_settings(chunk_ms: float, lookahead_ms: float, context_ms: Optional[float], cache: bool):
+    from .infer.stream import DEFAULT_CONTEXT_MS, StreamSettings
+
+    return StreamSettings(chunk_ms, lookahead_ms, DEFAULT_CONTEXT_MS if context_ms is None else context_ms, cache)
+
+
+@cli.command("stream", context_settings=CTX)
+@click.option("--checkpoint", required=True, help="Checkpoint file, or run folder (its latest checkpoint).")
+@click.argument("audio", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Output folder: OUT/<audio name>/<dataset>.npy and OUT/<audio name>/stream.json.")
+@click.option("--heads", default="all", show_default=True, help="all, or dataset ids / spaces (D1,D3).")
+@click.option("--chunk-ms", type=float, default=200.0, show_default=True,
+              help="Audio per chunk: the model runs each time this much new audio has arrived.")
+@click.option("--lookahead-ms", type=float, default=0.0, show_default=True,
+              help="A frame waits for this much audio after it (at most --context-ms).")
+@click.option("--context-ms", type=float, default=None,
+              help="Left context: audio before the first frame still owed that the model sees. Default: 2000.")
+@click.option("--no-cache", is_flag=True, help="Recompute the CNN features of the whole window every chunk.")
+@click.option("--identity", default="pivot", show_default=True,
+              help="pivot, a training subject (D1/FaceTalk_...), or an identity row number.")
+@click.option("--template", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Your own neutral mesh (.npy, .obj, .ply; native units) for one vertex head.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--force", is_flag=True, help=FORCE_HELP)
+def stream_cmd(checkpoint: str, audio: tuple[Path, ...], out: Path, heads: str, chunk_ms: float, lookahead_ms: float,
+               context_ms: Optional[float], no_cache: bool, identity: str, template: Optional[Path], device: str,
+               force: bool) -> None:
+    """Animate audio as it arrives: fed in chunks, as a microphone would; each frame leaves as soon as its audio
+    plus the look-ahead has arrived (algorithmic latency = chunk + look-ahead).
+
+    Writes the frames `unitalker infer` writes (equal to them when one chunk holds the clip) and stream.json:
+    settings, rtf (compute / audio time), compute_ms p50/p95/max, and per chunk the frames emitted and compute ms.
+
+    \b
+    Example:
+      unitalker stream --checkpoint run speech.wav --heads D1 --chunk-ms 200 --lookahead-ms 0 --out live
+    """
+    from .infer.stream import stream_files
+
+    settings = _stream_settings(chunk_ms, lookahead_ms, context_ms, not no_cache)
+    for p in stream_files(checkpoint, list(audio), out, heads=heads, identity=identity, settings=settings,
+                          device=device, template=template, force=force):
+        click.echo(show(p))
 
 
 @cli.command("import-official", context_settings=CTX)
@@ -234,7 +304,8 @@ def import_official_cmd(checkpoint: Path, release: Path, out: Path, datasets: Op
 @click.option("--weight-norm", type=click.Choice(["auto", "parametrizations", "weight_g"]), default="auto",
               show_default=True, help="Spelling of the positional conv's weight norm (auto: as imported, else "
               "current torch's); older torch/transformers need weight_g.")
-def export_official_cmd(run: str, out: Path, weight_norm: str) -> None:
+@click.option("--force", is_flag=True, help=FORCE_HELP)
+def export_official_cmd(run: str, out: Path, weight_norm: str, force: bool) -> None:
     """Write a checkpoint (run folder or file) as an official UniTalker state dict (.pt) for the official code.
 
     \b
@@ -243,7 +314,8 @@ def export_official_cmd(run: str, out: Path, weight_norm: str) -> None:
     """
     from .release.convert import export_official
 
-    click.echo(f"exported: {export_official(run, out, None if weight_norm == 'auto' else weight_norm)}")
+    check_output(out, [run], force=force)  # never over the run's own files; an existing .pt needs --force
+    click.echo(f"exported: {show(export_official(run, out, None if weight_norm == 'auto' else weight_norm))}")
 
 
 @cli.command("bench", context_settings=CTX)

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from ..errors import A2FBenchError
+from ..util.guard import Terminated, describe_os_error, printable, safe_streams, stop_on_signals
 
 COMMANDS = {
     "list": "a2fbench.cli.data_cmds:list_cmd",
@@ -24,6 +25,7 @@ COMMANDS = {
     "download": "a2fbench.cli.data_cmds:download_cmd",
     "synth": "a2fbench.cli.data_cmds:synth_cmd",
     "prepare": "a2fbench.cli.data_cmds:prepare_cmd",
+    "doctor": "a2fbench.cli.data_cmds:doctor_cmd",
     "export-hf": "a2fbench.cli.data_cmds:export_hf_cmd",
     "pca": "a2fbench.cli.space_cmds:pca_cmd",
     "convert-flame": "a2fbench.cli.space_cmds:convert_flame_cmd",
@@ -64,31 +66,48 @@ class LazyGroup(click.Group):
 
 
 def run_cli(group: click.Group, prog: str) -> None:
-    """Run a click group with the project's error policy (one line, exit 1; usage exit 2)."""
+    """Run a click group with the project's error policy (one line, exit 1; usage exit 2): user errors and OS
+    errors (permission, read-only or full disk, missing folder) print one line; SIGTERM/SIGHUP stop like Ctrl-C
+    (temporaries removed); everything printed has its control characters escaped (:mod:`a2fbench.util.guard`)."""
+    with stop_on_signals(), safe_streams():
+        code = _run(group, prog)
+    sys.exit(code)
+
+
+def _run(group: click.Group, prog: str) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         rv = group.main(prog_name=prog, standalone_mode=False)
     except A2FBenchError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(e.exit_code)
-    except click.exceptions.Abort:
+        click.echo(f"error: {printable(e)}", err=True)
+        return e.exit_code
+    except click.exceptions.Abort as e:  # click turns KeyboardInterrupt (and so Terminated) into Abort
+        if isinstance(e.__cause__, Terminated):
+            click.echo(f"stopped by {e.__cause__}; temporary files removed, no partial output left", err=True)
+            return 128 + e.__cause__.signum
         click.echo("aborted", err=True)
-        sys.exit(130)
+        return 130
     except click.UsageError as e:  # click writes "Error:"; every message of ours starts "error:"
         if e.ctx is not None:
             click.echo(e.ctx.get_usage(), err=True)
         hint = f" (see `{e.ctx.command_path} --help`)" if e.ctx is not None else ""
-        click.echo(f"error: {e.format_message()}{hint}", err=True)
-        sys.exit(e.exit_code)
+        click.echo(f"error: {printable(e.format_message())}{hint}", err=True)
+        return e.exit_code
     except click.ClickException as e:
-        click.echo(f"error: {e.format_message()}", err=True)
-        sys.exit(e.exit_code)
+        click.echo(f"error: {printable(e.format_message())}", err=True)
+        return e.exit_code
+    except Terminated as e:
+        click.echo(f"stopped by {e}; temporary files removed, no partial output left", err=True)
+        return 128 + e.signum
     except KeyboardInterrupt:
         click.echo("interrupted; rerun the same command to resume", err=True)
-        sys.exit(130)
+        return 130
     except BrokenPipeError:
-        sys.exit(0)
-    sys.exit(rv if isinstance(rv, int) else 0)
+        return 0
+    except OSError as e:  # permission, read-only or full disk, missing folder: one line, never a traceback
+        click.echo(f"error: {describe_os_error(e)}", err=True)
+        return 1
+    return rv if isinstance(rv, int) else 0
 
 
 @click.group(cls=LazyGroup, lazy=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})

@@ -1,4 +1,4 @@
-"""Registry and data commands: list, info, download, synth, prepare, export-hf."""
+"""Registry and data commands: list, info, download, synth, prepare, doctor, export-hf."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import click
 from ..errors import A2FBenchError
 from ..registry import all_specs, get_space, resolve
 from ..util import paths
+from ..util.guard import real, show
 from ..util.constants import SAMPLE_RATE
 from ..util.fsutil import atomic_path
 from . import DATA_OPT
@@ -154,7 +155,8 @@ def download_cmd(datasets: str, raw: Path | None, no_verify: bool, retries: int)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="RAW root to write.")
 @click.option("--size", type=click.Choice(["tiny", "small", "full"]), default="tiny", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--layout", default=None, help="Write another accepted layout (e.g. vertices_npy for D1).")
+@click.option("--layout", default=None, help="Write another accepted layout (e.g. vertices_npy for D1; raw: the "
+              "corpus as its authors ship it, e.g. D0's rigid_scans/faces/videos).")
 @click.option("--splits", default=None, help="Only these splits, comma-separated (e.g. train).")
 @click.option("--dry-run", is_flag=True, help="Print what would be written (sequences, hours, GB); write nothing.")
 def synth_cmd(datasets: str, out: Path, size: str, seed: int, layout: str | None, splits: str | None,
@@ -165,6 +167,7 @@ def synth_cmd(datasets: str, out: Path, size: str, seed: int, layout: str | None
     Example:
       a2fbench synth D0..D7 --out raw --size tiny
       a2fbench synth vocaset --out raw --size small --layout vertices_npy
+      a2fbench synth D0 --out raw --layout raw
       a2fbench synth D0..D7 --out raw --size full --dry-run
     """
     from ..sources.synth import plan_stats, synth_dataset
@@ -200,6 +203,9 @@ def prepare_cmd(datasets: str, raw: Path | None, data: Path | None, workers: int
 
     raw = raw or paths.default_raw()
     data = data or paths.default_data()
+    if real(data) == real(raw):  # DATA/<id>/ would replace RAW/<id>/, the download (beside or inside: no clash)
+        raise A2FBenchError(f"--out {show(data)}: expected a folder apart from --raw, found the same folder; "
+                            "prepared stores never replace the raw files; pass another --out")
     res = prepare_many(resolve(datasets), raw, data, workers=workers)
     failed = 0
     for sid, (card, err) in res.items():
@@ -212,6 +218,45 @@ def prepare_cmd(datasets: str, raw: Path | None, data: Path | None, workers: int
             click.echo(f"{sid}: {st['n_sequences']} sequences ({splits}), {st['hours']} h at {card['fps']:g} fps "
                        f"-> {Path(data) / sid}")
     if failed:
+        sys.exit(1)
+
+
+@click.command("doctor")
+@click.argument("datasets", nargs=-1, required=True)
+@click.option("--raw", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Raw downloads root to check (RAW/<id>/).")
+@DATA_OPT
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable report.")
+@click.option("--strict", is_flag=True, help="Warnings (lengths apart by more than a frame, absent sequences) fail too.")
+def doctor_cmd(datasets: tuple[str, ...], raw: Path | None, data: Path | None, as_json: bool, strict: bool) -> None:
+    """Is a downloaded corpus whole? Checks RAW/<id>/ (and a prepared DATA/<id>/) against the manifest.
+
+    Missing and half sequences (known-missing ones listed as such, with their source), frame gaps, unreadable
+    or truncated archives and files, audio and motion lengths more than a frame apart, NaN, wrong dtypes,
+    pinned checksums. Exit 1 when there is an error (or, with --strict, a warning); 0 when clean. Without
+    --raw and --data: the default raw root, and the default store when one is prepared.
+
+    \b
+    Example:
+      a2fbench doctor D0 --raw ~/.a2fbench/raw
+      a2fbench doctor D0..D7 --data data --json
+    """
+    from ..prepare.doctor import doctor, format_report, to_json
+
+    if raw is None and data is None:
+        raw, data = paths.default_raw(), paths.default_data()
+        data = data if Path(data).is_dir() else None
+    reports = [doctor(spec, raw, data, progress=not as_json) for name in datasets for spec in resolve(name)]
+    if as_json:
+        click.echo(to_json(reports))
+    else:
+        for r in reports:
+            click.echo(format_report(r))
+    bad = [r["dataset"] for r in reports if not r["ok"] or (strict and r["counts"]["warning"])]
+    if not as_json:
+        click.echo(f"doctor: {'problems in ' + ', '.join(bad) if bad else 'clean'}"
+                   f"{'' if bad else ' (warnings and notes above are for information)' if any(r['findings'] for r in reports) else ''}")
+    if bad:
         sys.exit(1)
 
 

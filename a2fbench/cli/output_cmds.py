@@ -12,6 +12,7 @@ from ..errors import A2FBenchError, OutputError
 from ..outputs import FORMATS
 from ..registry import get_space
 from ..util import paths
+from ..util.guard import FORCE_HELP, show
 from . import DATA_OPT
 
 # numpy, outputs.export, .heads, .render, sources.audio, .meshes and spaces are imported inside the functions
@@ -26,6 +27,7 @@ DATASET_OPT = click.option("--dataset", required=True, help="Dataset id or alias
 MESH_OPT = click.option("--mesh", type=click.Path(dir_okay=False, path_type=Path), default=None,
                         help="A .ply/.obj with the dataset's topology, used instead of the store's faces.")
 PROGRESS_OPT = click.option("--no-progress", is_flag=True, help="No progress bar.")
+FORCE_OPT = click.option("--force", is_flag=True, help=FORCE_HELP)
 
 
 def _mesh(mesh: Optional[Path]) -> Optional[tuple]:
@@ -74,8 +76,9 @@ def _audio_reader(path: Path) -> np.ndarray:
 @click.option("--size", type=int, default=512, show_default=True, help="Panel size in pixels.")
 @MESH_OPT
 @PROGRESS_OPT
+@FORCE_OPT
 def render_cmd(input_path: Path, dataset: str, data: Optional[Path], out: Path, audio: Optional[Path], gt: bool,
-               errors: bool, size: int, mesh: Optional[Path], no_progress: bool) -> None:
+               errors: bool, size: int, mesh: Optional[Path], no_progress: bool, force: bool) -> None:
     """Render motion (vertices or the dataset's parameters) to mp4 with sound, offscreen, on the CPU.
 
     \b
@@ -92,11 +95,11 @@ def render_cmd(input_path: Path, dataset: str, data: Optional[Path], out: Path, 
     try:
         wav = _audio_reader(audio) if audio is not None else None
         done = render(input_path, head, out, gt=gt, errors=errors, size=size, audio=wav, read_audio=_audio_reader,
-                      progress=False if no_progress else None)
+                      progress=False if no_progress else None, force=force, inputs=[audio, mesh])
     finally:
         head.close()
     for r in done:
-        click.echo(f"{r.path}: {r.info.frames} frames at {r.info.fps:g} fps, {r.info.width}x{r.info.height}, "
+        click.echo(f"{show(r.path)}: {r.info.frames} frames at {r.info.fps:g} fps, {r.info.width}x{r.info.height}, "
                    f"{'with' if r.info.has_audio else 'without'} sound")
     _notes(n for r in done for n in r.notes)
 
@@ -113,8 +116,9 @@ def render_cmd(input_path: Path, dataset: str, data: Optional[Path], out: Path, 
               help="arkit-csv of a vertex topology: a blendshape basis npz (meanshape + 52 ARKit blendshapes) on it.")
 @MESH_OPT
 @PROGRESS_OPT
+@FORCE_OPT
 def export_cmd(input_path: Path, dataset: str, data: Optional[Path], fmt: str, out: Path, basis: Optional[Path],
-               mesh: Optional[Path], no_progress: bool) -> None:
+               mesh: Optional[Path], no_progress: bool, force: bool) -> None:
     """Export motion as an ARKit CSV (Live Link Face), a glTF binary with morph targets, or OBJ frames.
 
     \b
@@ -131,11 +135,12 @@ def export_cmd(input_path: Path, dataset: str, data: Optional[Path], fmt: str, o
         b = read_blendshape_basis(basis, (get_space("arkit52"), get_space("arkit51")))
     head = _head(dataset, data, mesh)
     try:
-        done = export(input_path, head, fmt, out, basis=b, progress=False if no_progress else None)
+        done = export(input_path, head, fmt, out, basis=b, progress=False if no_progress else None, force=force,
+                      inputs=[basis, mesh])
     finally:
         head.close()
     for r in done:
-        click.echo(f"{r.path}")
+        click.echo(show(r.path))
     _notes(n for r in done for n in r.notes)
 
 
@@ -150,8 +155,9 @@ def export_cmd(input_path: Path, dataset: str, data: Optional[Path], fmt: str, o
 @click.option("--videos", is_flag=True, help="Also render the worst sequences (pred | GT, errors) beside the page.")
 @MESH_OPT
 @PROGRESS_OPT
+@FORCE_OPT
 def report_cmd(results: Path, pred: Optional[Path], data: Optional[Path], out: Path, worst: int, videos: bool,
-               mesh: Optional[Path], no_progress: bool) -> None:
+               mesh: Optional[Path], no_progress: bool, force: bool) -> None:
     """One self-contained HTML page for a results JSON: metrics with CIs, per-sequence distributions, and with
     --pred the per-vertex error map and the upper-face velocity maps (UniTalker Fig. 6) on the template.
 
@@ -163,5 +169,6 @@ def report_cmd(results: Path, pred: Optional[Path], data: Optional[Path], out: P
     from ..outputs.report import write_report  # matplotlib takes 0.4 s to import; render and export need none
 
     page = write_report(results, out, pred=pred, data=data or paths.default_data(), worst=worst, videos=videos,
-                        mesh=_mesh(mesh), read_audio=_audio_reader, progress=False if no_progress else None)
-    click.echo(f"report written to {page}")
+                        mesh=_mesh(mesh), read_audio=_audio_reader, progress=False if no_progress else None,
+                        force=force, inputs=[mesh])
+    click.echo(f"report written to {show(page)}")

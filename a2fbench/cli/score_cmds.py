@@ -11,6 +11,7 @@ import click
 from ..scoring.protocols import LENGTH_POLICIES, PROTOCOLS
 from ..util import paths
 from ..util.fsutil import write_json
+from ..util.guard import FORCE_HELP, check_output, show
 from . import DATA_OPT
 
 # scoring.compare, .evaluate and .options are imported inside the commands that use them, not here: they load
@@ -86,10 +87,11 @@ def results_table(doc: dict) -> str:
                    "provenance file, which `unitalker predict` writes).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results JSON instead of the table.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (bars show on a terminal only anyway).")
+@click.option("--force", is_flag=True, help=FORCE_HELP)
 def evaluate_cmd(pred: Path, dataset: str, data: Optional[Path], split: Optional[str], protocol: str,
                  length_policy: Optional[str], regions: Optional[str], region_files: tuple[str, ...],
                  prefix: Optional[str], out: Optional[Path], ignore_extra: bool, n_bootstrap: int, seed: int,
-                 workers: Optional[int], method: Optional[str], as_json: bool, no_progress: bool) -> None:
+                 workers: Optional[int], method: Optional[str], as_json: bool, no_progress: bool, force: bool) -> None:
     """Score a predictions folder (one <seq_id>.npy per sequence) and write a results JSON.
 
     \b
@@ -103,17 +105,19 @@ def evaluate_cmd(pred: Path, dataset: str, data: Optional[Path], split: Optional
     from ..scoring.evaluate import evaluate
     from ..scoring.options import parse_region_args
 
+    region_args = parse_region_args(list(region_files))
+    target = check_output(out or default_out(pred, protocol, length_policy),  # before the work, not after it
+                          [pred, data or paths.default_data(), *region_args.values()], force=force)
     doc = evaluate(dataset, pred, data or paths.default_data(), split=split, protocol=protocol, regions=regions,
-                   length_policy=length_policy, region_files=parse_region_args(list(region_files)), prefix=prefix,
+                   length_policy=length_policy, region_files=region_args, prefix=prefix,
                    ignore_extra=ignore_extra, n_bootstrap=n_bootstrap, seed=seed, workers=workers, method=method,
                    progress=not no_progress)
-    target = out or default_out(pred, protocol, length_policy)
     write_json(target, doc)
     if as_json:
         click.echo(json.dumps(doc, indent=1))
     else:
         click.echo(results_table(doc))
-    click.echo(f"results written to {target}", err=True)
+    click.echo(f"results written to {show(target)}", err=True)
 
 
 @click.command("compare")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -25,9 +25,9 @@ from ..errors import OutputError, StoreError
 from ..registry import get_space, space_channels
 from ..spaces import BlendshapeConverter
 from ..spaces.pca import load_for, pca_path
+from ..util.guard import check_output, show
 from ..util.progress import bar
 from . import FORMATS, arkit_csv, gltf, obj
-from .files import check_parent
 from .heads import Frames, Head, collect_inputs, load_frames
 from .render import plan_outputs, written_together
 
@@ -62,24 +62,27 @@ def arkit_solver(head: Head, basis: Optional[dict[str, np.ndarray]]) -> tuple[An
 
 
 def export(src: str | os.PathLike, head: Head, fmt: str, out: str | os.PathLike, *,
-           basis: Optional[dict[str, np.ndarray]] = None, progress: Optional[bool] = None) -> list[Exported]:
-    """Export INPUT ``src`` (see module doc) of ``head``'s dataset as ``fmt`` to ``out``."""
+           basis: Optional[dict[str, np.ndarray]] = None, progress: Optional[bool] = None, force: bool = False,
+           inputs: Sequence[Any] = ()) -> list[Exported]:
+    """Export INPUT ``src`` (see module doc) of ``head``'s dataset as ``fmt`` to ``out``. ``force``: replace
+    existing outputs; ``inputs``: further files the command reads (never written over)."""
     if fmt not in FORMATS:
         raise OutputError(f"--format: expected one of {', '.join(FORMATS)}, found {fmt!r}")
     items, one_file = collect_inputs(src, head)
     solver = arkit_solver(head, basis) if fmt == "arkit-csv" else None  # a meaningless CSV fails before any work
+    inputs = [src, head.ds.path, *inputs]
     if fmt == "obj" and one_file:
-        targets = [check_parent(out)]
+        targets = [check_output(out, [*inputs, items[0].path], force=force)]
         _check_obj_folder(targets[0])
     else:
-        targets = plan_outputs(items, one_file, out, FORMATS[fmt])
+        targets = plan_outputs(items, one_file, out, FORMATS[fmt], inputs=inputs, force=force)
         if fmt == "obj":
             for t in targets:
                 _check_obj_folder(t)
     # float64 for the ARKit solve and OBJ text; glTF stores float32 (and projects in float32)
     frames = [load_frames(it, head, np.float32 if fmt == "gltf" else np.float64) for it in items]
     done: list[Path] = []
-    undo = written_together(done, None if one_file else Path(out))
+    undo = written_together(done, None if one_file else Path(out), targets[0] if one_file else None)
     results = []
     try:
         with bar(total=sum(len(f) for f in frames), desc=f"export {head.id} {fmt}", unit="frame", show=progress) as pbar:
@@ -104,7 +107,7 @@ def export(src: str | os.PathLike, head: Head, fmt: str, out: str | os.PathLike,
 
 def _check_obj_folder(target: Path) -> None:
     if target.exists() and (not target.is_dir() or any(not p.name.endswith(".obj") for p in target.iterdir())):
-        raise OutputError(f"--out {target}: expected a new folder (or an old OBJ sequence) for the OBJ frames, found "
+        raise OutputError(f"--out {show(target)}: expected a new folder (or an old OBJ sequence) for the OBJ frames, found "
                           f"{'a file' if not target.is_dir() else 'a folder with other files'}; pick another path")
 
 

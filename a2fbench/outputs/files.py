@@ -1,8 +1,8 @@
 """Atomic output files: every writer of this package writes to a temporary name beside its target and renames
 it into place only when complete, so a failed or interrupted export never leaves a file that looks finished.
 
-Unlike :func:`a2fbench.util.fsutil.atomic_path`, nothing here creates missing folders: an output path in a
-folder that does not exist is the user's mistake, reported before any work (:func:`check_parent`).
+Which paths may be written at all (never an input, an existing one only with ``--force``, missing folders
+created) is decided before any work by :mod:`a2fbench.util.guard`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from ..errors import OutputError
 from ..util.fsutil import fsync_dir
 
 
@@ -53,13 +52,3 @@ def atomic_file(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Bina
                 os.fsync(fh.fileno())
     if fsync and hasattr(os, "O_DIRECTORY"):
         fsync_dir(path.parent)
-
-
-def check_parent(path: str | os.PathLike, option: str = "--out") -> Path:
-    """``path`` as a Path whose folder exists; else :class:`~a2fbench.errors.OutputError` (one line)."""
-    p = Path(path)
-    parent = p.absolute().parent
-    if not parent.is_dir():
-        raise OutputError(f"{option} {p}: expected an existing folder {parent}, found "
-                          f"{'a file' if parent.exists() else 'nothing'}; create it first (mkdir -p {parent})")
-    return p

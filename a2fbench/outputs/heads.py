@@ -65,7 +65,7 @@ class Head:
         else:
             subject, key = None, f"{given.source}:{given.detail}"
         if key not in self._templates:
-            t = choose_template(self.ds, subject=subject, given=given).values
+            t = np.asarray(choose_template(self.ds, subject=subject, given=given).values, np.float64)
             self._templates[key] = self.to_vertices(t[None])[0]
         return self._templates[key]
 

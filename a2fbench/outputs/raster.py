@@ -35,6 +35,22 @@ _MIN_GROUP = 48  # box shapes with fewer triangles are merged into square blocks
 _SENTINEL = np.iinfo(np.int64).max
 _NOTHING = (np.empty(0, np.intp),) * 2 + (np.empty(0, np.float32),) * 2
 _TINY = np.float32(np.finfo(np.float32).smallest_subnormal)  # "x >= _TINY" == "x > 0"
+_NO_DEPTH = np.iinfo(np.int32).max
+#: block pixels evaluated at once, and fragments kept before they are resolved, per image pixel: bounds a frame's
+#: working memory to about 80 bytes x this x width x height whatever the geometry
+_CELLS_PER_PIXEL = 16
+_MAX_CELLS = 1 << 23  # ... up to 8 Mi (about 0.7 GB at most), for images over 1400 x 1400
+
+
+class _Visible:
+    """The running z-buffer of one frame: per pixel, the nearest fragment's depth bits, triangle and two
+    barycentric edge values."""
+
+    def __init__(self, n: int):
+        self.depth = np.full(n, _NO_DEPTH, np.int32)
+        self.tri = np.zeros(n, np.intp)
+        self.e1 = np.zeros(n, np.float32)
+        self.e2 = np.zeros(n, np.float32)
 
 
 def _size(size: int | Sequence[int]) -> tuple[int, int]:
@@ -199,50 +215,74 @@ class Renderer:
             base = (ymin * W + xmin).astype(np.intp)
         bounds = np.flatnonzero(np.diff(key)) + 1
         steps = np.arange(_BLOCKS[-1], dtype=np.float32)
-        out_pix, out_tri, out_e1, out_e2 = [], [], [], []
+        # Memory is bounded by the image, not by the triangles' screen area (wild geometry: huge triangles):
+        # a group is evaluated in slices of at most `cells` block pixels, and the fragments found so far are
+        # resolved into the running z-buffer whenever they reach `cells` (normal faces: once per frame).
+        cells = min(max(_CELLS_PER_PIXEL * W * H, 1 << 20), _MAX_CELLS)
+        best = _Visible(W * H)
+        inv_area = 1 / np.abs(area)
+        zs0 = z0[order]
+        dz1, dz2 = (z1[order] - zs0) * inv_area, (z2[order] - zs0) * inv_area
+        pending: list[tuple[np.ndarray, ...]] = []
+        n_pending = 0
         for g0, g1 in zip(np.r_[0, bounds], np.r_[bounds, key.size]):
             # Arrays are (block rows, block cols, triangles): triangles innermost keeps the
             # numpy loops long and contiguous even for 1-3 pixel blocks.
             k = int(key[g0])
             pw, ph = int(_BLOCKS[(k // nb) % nb]), int(_BLOCKS[k % nb])
             lx, ly = steps[:pw, None], steps[:ph, None, None]
-            inside, ev = None, []
-            for a, b, e, thr in coef:
-                ek = (e[g0:g1] + b[g0:g1] * ly) + a[g0:g1] * lx
-                m = ek >= thr[g0:g1]
-                inside = m if inside is None else np.logical_and(inside, m, out=inside)
-                ev.append(ek)
-            if k >= nb * nb:  # box reaches past the image border
-                inside &= (xmin[g0:g1] + lx < W) & (ymin[g0:g1] + ly < H)
-            idx = np.flatnonzero(inside)
-            if idx.size == 0:
-                continue
-            cell, tri = np.divmod(idx, g1 - g0)
             off = (np.arange(ph)[:, None] * W + np.arange(pw)).ravel()
-            out_pix.append(base[g0:g1][tri] + off[cell])
-            out_tri.append(tri + g0)
-            out_e1.append(ev[1].ravel()[idx])
-            out_e2.append(ev[2].ravel()[idx])
-        if not out_pix:
+            per = max(1, cells // (pw * ph))
+            for s0 in range(int(g0), int(g1), per):
+                s1 = min(int(g1), s0 + per)
+                inside, ev = None, []
+                for a, b, e, thr in coef:
+                    ek = (e[s0:s1] + b[s0:s1] * ly) + a[s0:s1] * lx
+                    m = ek >= thr[s0:s1]
+                    inside = m if inside is None else np.logical_and(inside, m, out=inside)
+                    ev.append(ek)
+                if k >= nb * nb:  # box reaches past the image border
+                    inside &= (xmin[s0:s1] + lx < W) & (ymin[s0:s1] + ly < H)
+                idx = np.flatnonzero(inside)
+                del inside
+                if idx.size == 0:
+                    continue
+                cell, tri = np.divmod(idx, s1 - s0)
+                pending.append((base[s0:s1][tri] + off[cell], tri + s0, ev[1].ravel()[idx], ev[2].ravel()[idx]))
+                n_pending += idx.size
+                del ev, idx, cell, tri
+                if n_pending >= cells:
+                    self._resolve(best, pending, zs0, dz1, dz2)
+                    pending, n_pending = [], 0
+        if pending:
+            self._resolve(best, pending, zs0, dz1, dz2)
+        covered = np.flatnonzero(best.depth != _NO_DEPTH)
+        if covered.size == 0:
             return _NOTHING
-        pix, tri = np.concatenate(out_pix), np.concatenate(out_tri)
-        e1, e2 = np.concatenate(out_e1), np.concatenate(out_e2)
-        inv_area = 1 / np.abs(area)
-        zs0 = z0[order]
-        dz1, dz2 = (z1[order] - zs0) * inv_area, (z2[order] - zs0) * inv_area
+        tri = best.tri[covered]  # group-sorted index; order[] maps back to the caller's numbering
+        return covered, order[tri], best.e1[covered] * inv_area[tri], best.e2[covered] * inv_area[tri]
+
+    def _resolve(self, best: "_Visible", pending: list, zs0: np.ndarray, dz1: np.ndarray, dz2: np.ndarray) -> None:
+        """Merge a batch of fragments into ``best``: nearest depth wins, ties go to the earlier fragment (within
+        the batch by fragment number, across batches to the earlier batch), as one exact z-buffer would."""
+        pix, tri, e1, e2 = (np.concatenate(c) for c in zip(*pending))
         depth = np.abs(zs0[tri] + e1 * dz1[tri] + e2 * dz2[tri])
-        # Exact z-buffer: nearest depth wins, ties go to the lower fragment number
-        # (positive float32 bit patterns sort like the floats).
+        # positive float32 bit patterns sort like the floats
         frag_key = depth.view(np.int32).astype(np.int64)
         frag_key <<= 32
         frag_key |= np.arange(pix.size)
         zbuf = self._zbuf
         zbuf.fill(_SENTINEL)
         np.minimum.at(zbuf, pix, frag_key)  # fast since numpy 1.25
-        covered = np.flatnonzero(zbuf != _SENTINEL)
-        win = zbuf[covered] & 0xFFFFFFFF
-        tri = tri[win]  # group-sorted index; order[] maps back to the caller's numbering
-        return covered, order[tri], e1[win] * inv_area[tri], e2[win] * inv_area[tri]
+        hit = np.flatnonzero(zbuf != _SENTINEL)
+        win = zbuf[hit] & 0xFFFFFFFF
+        d = (zbuf[hit] >> 32).astype(np.int32)
+        better = d < best.depth[hit]
+        hit, win = hit[better], win[better]
+        best.depth[hit] = d[better]
+        best.tri[hit] = tri[win]
+        best.e1[hit] = e1[win]
+        best.e2[hit] = e2[win]
 
     def _surface(self, per_vertex: np.ndarray, tri, l1, l2) -> np.ndarray:
         """Per-vertex attribute at the covered pixels (face mean for flat shading)."""

@@ -16,15 +16,15 @@ import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from ..errors import OutputError
 from ..util.constants import SAMPLE_RATE
+from ..util.guard import check_apart, check_output, make_parent, show
 from ..util.progress import bar
 from . import compose, video
-from .files import check_parent
 from .heads import AudioReader, Frames, Head, InputItem, collect_inputs, gt_frames, load_frames
 
 
@@ -46,32 +46,38 @@ class _Job:
     notes: list[str]
 
 
-def plan_outputs(items: list[InputItem], one_file: bool, out: str | os.PathLike, suffix: str) -> list[Path]:
-    """The output path of each item: ``out`` itself for one file, else ``out/<name><suffix>``; checks that the
-    folder to write in exists (one line, before any work)."""
+def plan_outputs(items: list[InputItem], one_file: bool, out: str | os.PathLike, suffix: str, *,
+                 inputs: Sequence[Any] = (), force: bool = False) -> list[Path]:
+    """The output path of each item: ``out`` itself for one file, else ``out/<name><suffix>``; before any work,
+    checks each against the command's ``inputs`` (never written over, not even with ``force``) and refuses an
+    existing one unless ``force`` (:func:`a2fbench.util.guard.check_output`). Missing folders are made when
+    writing starts (:func:`written_together`)."""
     out = Path(out)
+    inputs = [*inputs, *(it.path for it in items)]
     if one_file:
         if out.is_dir():
-            raise OutputError(f"--out {out}: expected a {suffix} file path for one INPUT file, found a folder; name "
-                              f"the file, e.g. {out / (items[0].name + suffix)}")
-        check_parent(out)
-        return [out]
-    check_parent(out)
+            raise OutputError(f"--out {show(out)}: expected a {suffix} file path for one INPUT file, found a folder; "
+                              f"name the file, e.g. {show(out / (items[0].name + suffix))}")
+        return [check_output(out, inputs, force=force)]
+    check_apart(out, inputs)
     if out.exists() and not out.is_dir():
-        raise OutputError(f"--out {out}: expected a folder for {len(items)} outputs, found a file; pass a folder")
+        raise OutputError(f"--out {show(out)}: expected a folder for {len(items)} outputs, found a file; pass a folder")
     names = [it.name for it in items]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        raise OutputError(f"INPUT: expected distinct names, found {dup[0]!r} twice; rename one")
-    return [out / f"{n}{suffix}" for n in names]
+        raise OutputError(f"INPUT: expected distinct names, found {show(dup[0])!r} twice; rename one")
+    return [check_output(out / f"{n}{suffix}", inputs, force=force) for n in names]
 
 
-def written_together(paths: list[Path], folder: Optional[Path]) -> Callable[[], None]:
-    """A clean-up for a failed multi-file output: remove the files written so far (and ``folder`` if this call
-    created it)."""
+def written_together(paths: list[Path], folder: Optional[Path], one: Optional[Path] = None) -> Callable[[], None]:
+    """Make the output folder (``folder``, else the folder of the one output file ``one``: ``mkdir -p``, the one
+    rule) and return the clean-up for a failed output: remove the files written so far (and ``folder`` if this
+    call created it)."""
     made = folder is not None and not folder.exists()
     if folder is not None:
-        folder.mkdir(exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
+    elif one is not None:
+        make_parent(one)
 
     def undo() -> None:
         for p in paths:
@@ -87,19 +93,21 @@ def written_together(paths: list[Path], folder: Optional[Path]) -> Callable[[], 
 
 def render(src: str | os.PathLike, head: Head, out: str | os.PathLike, *, gt: bool = False, errors: bool = False,
            size: int = 512, audio: Optional[np.ndarray] = None, read_audio: Optional[AudioReader] = None,
-           progress: Optional[bool] = None, **encode: Any) -> list[Rendered]:
+           progress: Optional[bool] = None, force: bool = False, inputs: Sequence[Any] = (),
+           **encode: Any) -> list[Rendered]:
     """Render INPUT ``src`` (see module doc) of ``head``'s dataset to ``out`` (a file for one ``.npy``, else a
-    folder). ``audio``: mono float32 at 16 kHz for a single input (``--audio``); ``read_audio``: how to read an
+    folder). ``force``: replace existing videos; ``inputs``: further files the command reads (never written
+    over; ``src`` and the store count already). ``audio``: mono float32 at 16 kHz for a single input (``--audio``); ``read_audio``: how to read an
     ``infer`` output's audio file (the command line passes :func:`a2fbench.sources.audio.read_audio`)."""
     items, one_file = collect_inputs(src, head)
     if audio is not None and not one_file:
         raise OutputError("--audio: expected one INPUT .npy file, found a folder; the folder's own audio is used")
     if size < 16 or size > 4096:
         raise OutputError(f"--size: expected 16..4096 pixels, found {size}")
-    targets = plan_outputs(items, one_file, out, ".mp4")
+    targets = plan_outputs(items, one_file, out, ".mp4", inputs=[src, head.ds.path, *inputs], force=force)
     jobs = [_job(it, t, head, gt, errors) for it, t in zip(items, targets)]  # all checked before drawing
     done: list[Path] = []
-    undo = written_together(done, None if one_file else Path(out))
+    undo = written_together(done, None if one_file else Path(out), targets[0] if one_file else None)
     results = []
     total = sum(len(j.pred) for j in jobs)
     try:

@@ -19,7 +19,7 @@ import html
 import os
 import shlex
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -29,7 +29,7 @@ from ..scoring.results import load as load_results
 from ..util.fsutil import atomic_path
 from ..util.progress import bar
 from . import figures
-from .files import check_parent
+from ..util.guard import check_output
 from .heads import AudioReader, Head, open_head
 from .maps import VertexStats, vertex_stats
 from .render import render
@@ -94,8 +94,9 @@ def report_html(doc: dict, *, maps: Optional[dict[str, bytes]] = None, worst: in
     ds, pr = doc["dataset"], doc["protocol"]
     title = title or f"A2F-Bench report: {ds['id']} {ds['name']}, split {ds['split']}, protocol {pr['name']}"
     rows = worst_rows(doc, worst)
-    cmds = commands or {r["id"]: f"a2fbench render PRED/{r['id']}.npy --dataset {ds['id']} --gt --errors --out "
-                                 f"{r['id']}.mp4" for r in rows}
+    cmds = commands or {r["id"]: " ".join(shlex.quote(str(a)) for a in (
+        "a2fbench", "render", f"PRED/{r['id']}.npy", "--dataset", ds["id"], "--gt", "--errors", "--out",
+        f"{r['id']}.mp4")) for r in rows}
     parts = [f"<h1>{_e(title)}</h1>",
              f"<p>{_e(ds['n_sequences'])} sequences, {_e(ds['n_frames'])} frames; regions "
              f"{_e(ds.get('regions', {}).get('set'))}; store {_e(str(ds.get('fingerprint', ''))[:19])}...; "
@@ -158,9 +159,10 @@ def map_sections(doc: dict, stats: VertexStats, head: Head) -> dict[str, tuple[b
 def write_report(results: str | os.PathLike, out: str | os.PathLike, *, pred: Optional[str | os.PathLike] = None,
                  data: Optional[str | os.PathLike] = None, worst: int = 5, videos: bool = False,
                  mesh: Optional[tuple[np.ndarray, np.ndarray]] = None, read_audio: Optional[AudioReader] = None,
-                 progress: Optional[bool] = None) -> Path:
-    """Write the report page for a results file (see module doc); returns its path."""
-    out = check_parent(out)
+                 progress: Optional[bool] = None, force: bool = False, inputs: Sequence[Any] = ()) -> Path:
+    """Write the report page for a results file (see module doc); returns its path. ``force``: replace an
+    existing page (and videos); ``inputs``: further files read (never written over, like results, pred, data)."""
+    out = check_output(out, [results, pred, data, *inputs], force=force)
     doc = load_results(results)
     if videos and pred is None:
         raise OutputError("--videos: expected --pred (the predictions to render), found none")
@@ -178,7 +180,7 @@ def write_report(results: str | os.PathLike, out: str | os.PathLike, *, pred: Op
             with bar(total=n, desc=f"report {head.id}", unit="frame", show=progress) as pbar:
                 stats = vertex_stats(doc, pred, head, pbar.update)
             maps = map_sections(doc, stats, head)
-            cmds, links = _worst_commands(doc, worst, Path(pred), data, out, head, videos, read_audio, progress)
+            cmds, links = _worst_commands(doc, worst, Path(pred), data, out, head, videos, read_audio, progress, force)
         finally:
             head.close()
     text = report_html(doc, maps=maps, worst=worst, commands=cmds, videos=links, notes=notes)
@@ -188,7 +190,8 @@ def write_report(results: str | os.PathLike, out: str | os.PathLike, *, pred: Op
 
 
 def _worst_commands(doc: dict, n: int, pred: Path, data: Any, out: Path, head: Head, videos: bool,
-                    read_audio: Optional[AudioReader], progress: Optional[bool]) -> tuple[dict, dict]:
+                    read_audio: Optional[AudioReader], progress: Optional[bool],
+                    force: bool = False) -> tuple[dict, dict]:
     cmds, links = {}, {}
     folder = out.with_name(out.stem + "_videos")
     for r in worst_rows(doc, n):
@@ -198,8 +201,9 @@ def _worst_commands(doc: dict, n: int, pred: Path, data: Any, out: Path, head: H
         cmds[r["id"]] = " ".join(shlex.quote(str(a)) for a in (
             "a2fbench", "render", src, "--dataset", head.id, "--data", data, "--gt", "--errors", "--out", target))
         if videos and files:
-            folder.mkdir(exist_ok=True)
-            render(src, head, target, gt=True, errors=True, size=384, read_audio=read_audio, progress=progress)
+            folder.mkdir(parents=True, exist_ok=True)
+            render(src, head, target, gt=True, errors=True, size=384, read_audio=read_audio, progress=progress,
+                   force=force, inputs=[pred, data, out])
             links[r["id"]] = f"{folder.name}/{target.name}"
     return cmds, links
 

@@ -271,8 +271,8 @@ def _process(spec: DatasetSpec, it: RawItem, training: bool) -> Optional[tuple[n
     mismatch = av_mismatch(len(audio), T, spec.fps)
     if abs(mismatch) > spec.filters.max_av_mismatch_s:
         raise RawDataError(f"{it.files[-1]}: expected audio within {spec.filters.max_av_mismatch_s} s of the motion "
-                           f"({T / spec.fps:.2f} s), found {T / spec.fps + mismatch:.2f} s; check that the audio "
-                           "belongs to this sequence")
+                           f"({T / spec.fps:.2f} s) of {it.id}, found {T / spec.fps + mismatch:.2f} s; check that the "
+                           f"audio belongs to this sequence (`a2fbench doctor {spec.id}` lists every such problem)")
     return m, np.ascontiguousarray(audio, dtype=np.float32), float(mismatch)
 
 

@@ -28,8 +28,8 @@ from .schema import (
                       SynthSize,
                       UnitalkerInfo,
 )
-from .splits import assign_splits
+from .splits import assign_splits, expected_ids, sentence_id
 
 __all__ = ["all_spaces", "all_specs", "did_you_mean", "get_space", "get_spec", "manifests_dir", "match_channels",
            "resolve", "space_channels", "Archive", "DatasetSpec", "FileEntry", "RegionSource", "Source", "Space",
-           "SynthSize", "UnitalkerInfo", "assign_splits"]
+           "SynthSize", "UnitalkerInfo", "assign_splits", "expected_ids", "sentence_id"]

@@ -263,6 +263,14 @@ class SynthSpec(_Strict):
     full: SynthSize = SynthSize()
 
 
+class KnownMissing(_Strict):
+    """Sequences a public source reports absent from the distributed corpus (``a2fbench doctor`` lists them
+    as known-missing, not as damage), and that source."""
+
+    source: str
+    ids: tuple[str, ...] = ()
+
+
 class Filters(_Strict):
     min_duration_s: float = 0.5
     max_av_mismatch_s: float = 0.5
@@ -287,7 +295,7 @@ class FaceDiffuserInfo(_Strict):
     regions: str
 
 
-Layout = Literal["vertices_npy", "vocaset_release", "clip_pairs", "unitalker_release"]
+Layout = Literal["vertices_npy", "vocaset_release", "clip_pairs", "unitalker_release", "biwi_raw"]
 
 
 class DatasetSpec(_Strict):
@@ -327,6 +335,7 @@ class DatasetSpec(_Strict):
     unitalker: UnitalkerInfo
     synth: SynthSpec
     filters: Filters = Filters()
+    known_missing: Optional[KnownMissing] = None
     evaluation: Evaluation = Evaluation()
     facediffuser: Optional[FaceDiffuserInfo] = None
 

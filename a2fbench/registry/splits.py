@@ -108,3 +108,32 @@ def _assign(spec: DatasetSpec, items: Sequence[Named]) -> tuple[dict[str, list[s
     for it in sorted(items, key=lambda i: (i.subject, i.id)):
         out[which[it.subject]].append(it.id)
     return out, unassigned, "manifest"
+
+
+def sentence_id(spec: DatasetSpec, subject: str, sentence: int) -> str:
+    """The sequence id of a subject's sentence in the manifest's naming (``F2_e01``, ``..._sentence01``, or a
+    sentence-table name)."""
+    pat = spec.naming.pattern if spec.naming else ""
+    if "_e(?P<sentence>" in pat:
+        return f"{subject}_e{sentence:02d}"
+    if "_sentence(?P<sentence>" in pat:
+        return f"{subject}_sentence{sentence:02d}"
+    name = spec.sentence_name(sentence)
+    if name is not None:  # a sentence table (Multiface SEN_<text>)
+        return f"{subject}_{name}"
+    raise RawDataError(f"{spec.id}: expected a naming pattern with a sentence number, found {pat!r}")
+
+
+def expected_ids(spec: DatasetSpec) -> dict[str, str]:
+    """{sequence id: split} of every sequence the manifest's standard splits name (rule ``subject_sentence``
+    with subject lists and sentence ranges); empty for rules that name no sequences."""
+    out: dict[str, str] = {}
+    if spec.splits.rule != "subject_sentence":
+        return out
+    for name, s in spec.splits.sets.items():
+        if s.subjects == "all" or not s.sentences:
+            continue
+        for subj in s.subjects:
+            for n in range(s.sentences[0], s.sentences[1] + 1):
+                out.setdefault(sentence_id(spec, subj, n), name)
+    return out

@@ -33,7 +33,7 @@ from .parallel import score_parallel, worker_count
 from .pipeline import Context, spare_cpu, stream
 from .predictions import PredFile, PredictionSet, read_provenance, scan
 from .protocols import frames_scored, get_protocol, resolve_policy
-from .results import finalize
+from .results import finalize, sign
 
 log = logging.getLogger("a2fbench.evaluate")
 
@@ -144,7 +144,7 @@ def evaluate(dataset: str, pred_dir: str | os.PathLike, data: str | os.PathLike,
         if proto.min_seconds is not None:
             doc["protocol"]["min_seconds"] = float(proto.min_seconds)
             doc["protocol"]["skipped"] = [{"id": sid, "seconds": round(float(short[sid]), 6)} for sid in skip]
-        return finalize(stamp_method(doc, pred_dir, method))
+        return finalize(sign(stamp_method(doc, pred_dir, method)))
     finally:
         ds.close()
 
@@ -194,4 +194,6 @@ def stamp_method(doc: dict, pred_dir: str | os.PathLike, method: Optional[str]) 
         doc["predictions"]["method"] = str(name)
     if source:
         doc["predictions"]["source"] = source
+        if isinstance(source.get("streaming"), dict):  # made in streaming mode: chunk, look-ahead, latency (ms)
+            doc["predictions"]["streaming"] = source["streaming"]
     return doc

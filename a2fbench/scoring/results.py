@@ -11,7 +11,11 @@ Schema (version 1; every key documented in docs/metrics.md)::
     predictions      {fingerprint, n_files}
     samples          (several runs only) {n, indices, rule, metrics: {M: {values, std, min, max}}}
     created
-    content_hash     sha256 of the canonical JSON of everything else
+    signature        (files `evaluate` wrote) {scheme: hmac-sha256, key_id, value}: HMAC of the canonical JSON
+                     of everything but signature and content_hash, with this installation's key
+                     (:mod:`a2fbench.util.signing`); :func:`signature_status` checks it
+    content_hash     sha256 of the canonical JSON of everything else (an integrity check, not a proof: anyone
+                     can recompute it)
 
 Aggregates follow from the per-sequence scores by the aggregation each metric records (the metric table's,
 unless the protocol says otherwise): LVE, MVE and UFVE are pooled over frames (frame-weighted means of the
@@ -36,6 +40,7 @@ from typing import Any, Optional, get_args
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import ResultSchemaError
+from ..util import signing
 from .metrics.stats import aggregate as aggregate_values
 from .metrics.table import METRICS, Aggregation
 
@@ -98,6 +103,36 @@ def _canonical(doc: dict) -> bytes:
 
 def content_hash(doc: dict) -> str:
     return "sha256:" + hashlib.sha256(_canonical(doc)).hexdigest()
+
+
+def _signed_bytes(doc: dict) -> bytes:
+    body = {k: v for k, v in doc.items() if k not in ("content_hash", "signature")}
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+
+
+def sign(doc: dict) -> dict:
+    """``doc`` with a ``signature`` by this installation's key (``evaluate`` signs what it computed); unchanged
+    when no key can be made (a read-only ``$A2FBENCH_HOME``): the file is then simply unsigned."""
+    key = signing.installation_key(create=True)
+    out = {k: v for k, v in doc.items() if k not in ("content_hash", "signature")}
+    if key is None:
+        return out
+    out["signature"] = {"scheme": signing.SCHEME, "key_id": signing.key_id(key),
+                        "value": signing.mac(key, _signed_bytes(out))}
+    return out
+
+
+def signature_status(doc: dict) -> str:
+    """``valid`` (signed by this installation's key and unchanged since), ``invalid`` (signed by this
+    installation's key, then edited), ``foreign`` (signed by another installation: cannot be checked here) or
+    ``unsigned``."""
+    sig = doc.get("signature")
+    if not isinstance(sig, dict) or sig.get("scheme") != signing.SCHEME:
+        return "unsigned"
+    key = signing.installation_key(create=False)
+    if key is None or sig.get("key_id") != signing.key_id(key):
+        return "foreign"
+    return "valid" if signing.matches(key, _signed_bytes(doc), str(sig.get("value"))) else "invalid"
 
 
 def finalize(doc: dict) -> dict:

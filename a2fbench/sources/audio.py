@@ -60,3 +60,35 @@ def read_audio(path: str | os.PathLike, target_sr: int = SAMPLE_RATE) -> np.ndar
 def write_wav(path: str | os.PathLike, x: np.ndarray, sr: int) -> None:
     """Write mono float audio as 16-bit PCM wav."""
     sf.write(str(path), np.asarray(x, dtype=np.float32), int(sr), subtype="PCM_16", format="WAV")
+
+
+#: the rate CodeTalker's video2audio.py asks ffmpeg for (``-f wav -ar 44100``: 16-bit PCM)
+FLV_WAV_RATE = 44100
+
+
+def read_video_audio(path: str | os.PathLike, target_sr: int = SAMPLE_RATE) -> np.ndarray:
+    """The sound track of a video (BIWI's ``.flv``), decoded by PyAV (FFmpeg) as CodeTalker's
+    ``ffmpeg -i x.flv -f wav -ar 44100`` does: 16-bit samples at 44.1 kHz, channels kept; then channels are
+    averaged and resampled to ``target_sr`` as :func:`read_audio` does with that wav. Mono float32."""
+    import av
+
+    p = Path(path)
+    if not p.is_file():
+        raise RawDataError(f"{p}: expected a video with the sequence's audio, found nothing; restore it")
+    try:
+        with av.open(str(p)) as c:
+            if not c.streams.audio:
+                raise RawDataError(f"{p}: expected an audio stream in the video, found none; this video has no sound, "
+                                   "restore the original file")
+            st = c.streams.audio[0]
+            rs = av.AudioResampler(format="s16", layout=st.codec_context.layout.name, rate=FLV_WAV_RATE)
+            ch = st.codec_context.layout.nb_channels
+            parts = []
+            for frame in c.decode(st):
+                parts += [g.to_ndarray().reshape(-1, ch) for g in rs.resample(frame)]
+            parts += [g.to_ndarray().reshape(-1, ch) for g in rs.resample(None)]
+    except av.FFmpegError as e:
+        raise RawDataError(f"{p}: expected a readable video, found an unreadable or truncated file ({e}); restore "
+                           "it") from None
+    x = np.concatenate(parts) if parts else np.zeros((0, 1), np.int16)
+    return resample(to_mono_float(x[:, 0] if x.shape[1] == 1 else x), FLV_WAV_RATE, target_sr)

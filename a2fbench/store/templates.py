@@ -28,7 +28,8 @@ from ..errors import StoreError
 
 @dataclass(frozen=True)
 class Template:
-    """A neutral template: ``values`` (D,) float64 in the dataset's native units; ``source`` one of ``subject``,
+    """A neutral template: ``values`` (D,) in the dataset's native units (a store template keeps the store's dtype, as
+    motion does: scoring compares in it bit for bit; a file's is float64); ``source`` one of ``subject``,
     ``file``, ``identity-row``; ``detail`` the subject, the file path or the row it came from."""
 
     values: np.ndarray
@@ -41,8 +42,8 @@ class Template:
 
 
 def subject_template(ds, subject: str) -> Template:
-    """The store's template of ``subject`` (float64, native units)."""
-    return Template(np.asarray(ds.template(subject), np.float64).reshape(-1), "subject", f"{ds.id}/{subject}")
+    """The store's template of ``subject`` (native units, the store's dtype)."""
+    return Template(np.asarray(ds.template(subject)).reshape(-1), "subject", f"{ds.id}/{subject}")
 
 
 def choose_template(ds, *, subject: Optional[str] = None, seq_id: Optional[str] = None,

@@ -30,6 +30,7 @@ from a2fbench.sources.meshes import read_template_file
 from a2fbench.store.templates import choose_template
 from a2fbench.util.constants import SAMPLE_RATE
 from a2fbench.util.fsutil import atomic_path
+from a2fbench.util.guard import check_apart, check_output, show
 from a2fbench.util.progress import bar as progress_bar
 
 from ..model.encoder import frames_for_samples, normalize_audio
@@ -136,14 +137,19 @@ def motion_audio(seq: Any, fps: float) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------ predict
-def _check_out_dir(out: Path) -> None:
+def _check_out_dir(out: Path, inputs: Sequence[Any], force: bool) -> None:
+    check_apart(out, inputs)
     if out.exists():
         if not out.is_dir():
-            raise PredictionError(f"--out {out}: expected a folder for predictions, found a file; choose another path")
+            raise PredictionError(f"--out {show(out)}: expected a folder for predictions, found a file; choose another "
+                                  "path")
         other = [p.name for p in out.iterdir() if p.suffix != ".npy"]
         if other:
-            raise PredictionError(f"--out {out}: expected a new folder or an old predictions folder (only .npy "
-                                  f"files), found {other[0]!r}; choose an empty or new folder")
+            raise PredictionError(f"--out {show(out)}: expected a new folder or an old predictions folder (only .npy "
+                                  f"files), found {show(other[0])!r}; choose an empty or new folder")
+        if not force and any(out.iterdir()):
+            raise PredictionError(f"--out {show(out)}: expected a new or empty folder, found earlier predictions; pass "
+                                  "--force to replace them, or choose another folder")
 
 
 def head_for(loaded: Loaded, dataset: str) -> dict:
@@ -174,7 +180,7 @@ def head_for(loaded: Loaded, dataset: str) -> dict:
 
 def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: str, device: torch.device,
                   identity: str = "gt", amp: str = "none", progress: bool = True, protocol: str = "a2f",
-                  record: Optional[dict] = None) -> Iterator[tuple[str, np.ndarray]]:
+                  record: Optional[dict] = None, clip_fn: Any = None) -> Iterator[tuple[str, np.ndarray]]:
     """(seq_id, prediction (T, D) in native units) for every clip of a split.
 
     ``protocol`` ``a2f`` (default): every clip whole, T = its ground-truth frames; the recording cut or padded
@@ -183,6 +189,8 @@ def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: 
     round(duration x fps), samples = round(duration x 16000), nothing padded), fp32, the identity row's own
     template (the release's), clips under 0.5 s after the cut skipped. ``record``: filled with what produced
     each sequence (``sequences``: {id: identity row, template, frames, seconds, cut}) and the skipped clips.
+    ``clip_fn(model, audio, space, fps, identity_row, device, amp) -> offsets (T, D)``: animate each clip alone
+    this way instead (streaming mode, :func:`unitalker.infer.stream.predict_streaming`).
     """
 
     paper = protocol == UNITALKER_PROTOCOL
@@ -239,7 +247,7 @@ def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: 
                          "audio_s": round(min(n_audio, seq.n_samples) / SAMPLE_RATE, 6),
                          "padded_s": round(max(0, n_audio - seq.n_samples) / SAMPLE_RATE, 6),
                          "cut": "min(recording, motion, 20 s)" if paper else "whole clip (motion length)"}
-        return sid, _native(off, tm, scale, space)
+        return sid, to_native(off, tm, scale, space)
 
     order = sorted(ids, key=lambda sid: plan[sid][0])
     norm = loaded.model.encoder.normalize
@@ -254,6 +262,15 @@ def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: 
         for sid, a, o in zip(batch, raw, offs):
             yield done(sid, o, len(a))
 
+    if clip_fn is not None:
+        for sid in order:
+            raw = audio(sid)
+            off = clip_fn(loaded.model, raw, space, fps, rows[subj[sid]].row, device, amp)
+            bar.update(1)
+            yield done(sid, off, len(raw))
+        bar.close()
+        ds.close()
+        return
     max_batch_s = 60.0 if device.type == "cpu" else 320.0
     for sid in order:
         n = plan[sid][0]
@@ -276,7 +293,7 @@ def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: 
     ds.close()
 
 
-def _native(offset_scaled: np.ndarray, template_native: np.ndarray, scale: float, space: str) -> np.ndarray:
+def to_native(offset_scaled: np.ndarray, template_native: np.ndarray, scale: float, space: str) -> np.ndarray:
     """Native units: offset / scale + template. The model's output as it is: blendshape weights are not clamped
     to [0, 1] (the official output is not; formats that demand the range, the ARKit CSV, clamp and say so)."""
     return (offset_scaled.astype(np.float64) / scale + np.asarray(template_native, np.float64)[None]).astype(np.float32)
@@ -293,9 +310,8 @@ def predictions_record(loaded: Loaded, dataset: str, split: str, identity: str, 
     ``predictions.source``): what made the folder and, per sequence, the identity row, template, cut and frames.
     ``extra``: further settings a caller adds (recorded as given)."""
     paper = protocol == UNITALKER_PROTOCOL
-    return {"method": "UniTalker", "checkpoint": str(loaded.meta["path"]),
-            "encoder": loaded.cfg["model"]["encoder"]["name"], "dataset": dataset, "split": split,
-            "identity": identity, "protocol": protocol, "mode": "paper" if paper else "default",
+    return {"method": "UniTalker", "checkpoint": str(loaded.meta["path"]), "encoder": loaded.cfg["model"]["encoder"][
+            "name"], "dataset": dataset, "split": split, "identity": identity, "protocol": protocol, "mode": "paper" if paper else "default",
             "precision": prec, "clamp": "none (the model's output)",
             "cut": ("each clip cut to min(recording, motion, 20 s) before the model runs; no silence padded; clips "
                     f"under {UNITALKER_MIN_SECONDS:g} s skipped" if paper else
@@ -308,25 +324,28 @@ def predictions_record(loaded: Loaded, dataset: str, split: str, identity: str, 
 
 def predict(checkpoint: str | os.PathLike, data: str | os.PathLike, dataset: str, out: str | os.PathLike,
             split: str = "test", identity: str = "gt", device: str = "auto", progress: bool = True,
-            protocol: str = "a2f") -> Path:
+            protocol: str = "a2f", clip_fn: Any = None, record: Optional[dict] = None, force: bool = False) -> Path:
     """Write ``out/<seq_id>.npy`` for every clip of the split (atomically: all or nothing) and the predictions
-    record. ``protocol``: ``a2f`` (whole clips) or ``unitalker`` (paper mode, see :func:`predict_split`)."""
+    record (:func:`predictions_record`). Earlier predictions in ``out`` are replaced only with ``force``.
+    ``protocol``: ``a2f`` (whole clips) or ``unitalker`` (paper mode, see :func:`predict_split`); ``clip_fn``: see
+    :func:`predict_split`; ``record``: more fields for the predictions record (e.g. ``streaming``)."""
 
     if identity not in ("gt", "pivot"):
         raise ConfigError(f"--identity: expected gt or pivot, found {identity!r}")
     dev = select_device(device)
     loaded = load_model(checkpoint, dev)
     out = Path(out)
-    _check_out_dir(out)
+    _check_out_dir(out, [checkpoint, data], force)
     amp = "none" if protocol == UNITALKER_PROTOCOL else loaded.cfg["train"]["amp"]
-    record: dict = {}
+    seqs: dict = {}
     with atomic_path(out, is_dir=True) as tmp:
         n = 0
-        for sid, arr in predict_split(loaded, data, dataset, split, dev, identity, amp, progress, protocol, record):
+        for sid, arr in predict_split(loaded, data, dataset, split, dev, identity, amp, progress, protocol, seqs,
+                                      clip_fn):
             write_prediction(tmp, sid, arr)
             n += 1
         write_provenance(tmp, **predictions_record(loaded, dataset, split, identity, protocol, precision(dev, amp),
-                                                   record))
+                                                   seqs, **(record or {})))
     log.info("wrote %d predictions to %s (checkpoint %s)", n, out, loaded.meta["path"])
     return out
 
@@ -350,8 +369,9 @@ def read_input_audio(path: str | os.PathLike) -> np.ndarray:
 
 def infer(checkpoint: str | os.PathLike, audio_files: Sequence[str | os.PathLike], out: str | os.PathLike,
           heads: str = "all", identity: str = "pivot", device: str = "auto",
-          template: Optional[str | os.PathLike] = None) -> list[Path]:
+          template: Optional[str | os.PathLike] = None, force: bool = False) -> list[Path]:
     """Animate audio files under each requested head: ``out/<stem>/<dataset>.npy`` (T, D) in native units.
+    An existing ``out/<stem>/`` is replaced only with ``force``; no input is ever written over.
 
     ``template``: a neutral mesh of one vertex head's topology (native units); outputs are it plus the
     predicted offsets (the official demo adds its template the same way)."""
@@ -366,7 +386,7 @@ def infer(checkpoint: str | os.PathLike, audio_files: Sequence[str | os.PathLike
         if not targets:
             raise ConfigError(f"--heads: expected 'all' or dataset ids (e.g. D1,D3), found {heads!r}")
     row = loaded.identities.lookup(identity)
-    own = _user_template(template, targets) if template is not None else None
+    own = user_template(template, targets) if template is not None else None
     stems: dict[str, Path] = {}
     clips = []
     for f in audio_files:  # read and check everything before writing anything
@@ -375,7 +395,13 @@ def infer(checkpoint: str | os.PathLike, audio_files: Sequence[str | os.PathLike
             raise AudioInputError(f"{f}: two inputs share the name {stem!r} ({stems[stem]}); rename one")
         stems[stem] = Path(f)
         clips.append((stem, read_input_audio(f)))
-    out = Path(out)
+    inputs = [checkpoint, *audio_files, template]
+    out = check_apart(out, inputs)
+    if out.exists() and not out.is_dir():
+        raise AudioInputError(f"--out {show(out)}: expected a folder (OUT/<audio name>/), found a file; choose "
+                              "another path")
+    for stem in stems:
+        check_output(out / stem, inputs, force=force)
     out.mkdir(parents=True, exist_ok=True)
     norm = loaded.model.encoder.normalize
     written = []
@@ -391,7 +417,7 @@ def infer(checkpoint: str | os.PathLike, audio_files: Sequence[str | os.PathLike
                 off = animate(loaded.model, a, n, fps, row, [d["space"]], dev, loaded.cfg["train"]["amp"],
                               norm)[d["space"]]
                 tmpl = own if own is not None else template_for(loaded, d["id"], row) / float(d["scale"])
-                arr = _native(off, tmpl, float(d["scale"]), d["space"])
+                arr = to_native(off, tmpl, float(d["scale"]), d["space"])
                 np.save(tmp / f"{d['id']}.npy", arr, allow_pickle=False)
                 info["heads"][d["id"]] = {"space": d["space"], "fps": fps, "frames": n, "shape": list(arr.shape)}
             (tmp / "meta.json").write_text(json.dumps(info, indent=1) + "\n")
@@ -400,7 +426,7 @@ def infer(checkpoint: str | os.PathLike, audio_files: Sequence[str | os.PathLike
     return written
 
 
-def _user_template(path: str | os.PathLike, targets: list[dict]) -> np.ndarray:
+def user_template(path: str | os.PathLike, targets: list[dict]) -> np.ndarray:
     """The --template mesh (native units, (D,)) for the one vertex head asked for."""
     verts = [d for d in targets if get_space(d["space"]).is_vertex]
     if len(targets) != 1 or len(verts) != 1:

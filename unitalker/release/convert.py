@@ -26,6 +26,7 @@ import torch
 from a2fbench.errors import ConfigError, StoreError
 from a2fbench.registry import get_space, get_spec
 from a2fbench.util.fsutil import atomic_path, write_json
+from a2fbench.util.guard import check_apart, make_parent, show
 
 from ..model import checkpoint as ck
 from . import official as of
@@ -66,6 +67,11 @@ def load_official(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise StoreError(f"{p}: expected a state dict (a dict of tensors), found {type(obj).__name__}"
                          f"{' with non-tensor values' if isinstance(obj, dict) else ''}; pass the released .pt")
+    for k, v in obj.items():  # NaN/inf weights would make every output of the run NaN: refuse at the door
+        if v.is_floating_point() and v.numel() and not bool(torch.isfinite(v).all()):
+            n = int((~torch.isfinite(v)).sum())
+            raise StoreError(f"{p}: expected finite weights, found {n} NaN/inf value{'s' if n > 1 else ''} in tensor "
+                             f"{show(k)} {tuple(v.shape)}; the checkpoint is damaged: download it again")
     return obj
 
 
@@ -103,10 +109,11 @@ def import_official(ckpt: str | os.PathLike, release: str | os.PathLike, out: st
                     datasets: Optional[list[str]] = None) -> Path:
     """Write a run folder ``out`` (``checkpoints/e0000-b00000.safetensors``, ``config.yaml``, ``run.json``)."""
     t0 = time.perf_counter()
-    out = Path(out)
+    out = check_apart(out, [ckpt, release])
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         what = "file" if out.is_file() else "folder"
-        raise ConfigError(f"--out {out}: expected a new run folder, found an existing {what}; choose another path")
+        raise ConfigError(f"--out {show(out)}: expected a new run folder, found an existing {what}; choose another "
+                          "path")
     rel = check_folder(Path(release))
     sd = load_official(ckpt)
     shapes = {k: tuple(v.shape) for k, v in sd.items()}
@@ -224,10 +231,11 @@ def export_official(run: str | os.PathLike, out: str | os.PathLike, weight_norm:
         sd["decoder.PPE.pe"] = of.ppe_buffer(int(dec["transformer"]["period"]), int(dec["hidden"]))
     out = Path(out)
     if out.is_dir():
-        raise ConfigError(f"--out {out}: expected a .pt file path, found a folder; name the file (e.g. {out}/model.pt)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out) as tmp:
-        torch.save(sd, tmp)
+        raise ConfigError(f"--out {show(out)}: expected a .pt file path, found a folder; name the file (e.g. "
+                          f"{show(out)}/model.pt)")
+    make_parent(out)
+    with atomic_path(out) as tmp, open(tmp, "wb") as fh:  # open() here: an OSError is one line, not torch's
+        torch.save(sd, fh)
     unfilled = sum(r is None for r in rows)
     log.info("exported %s -> %s (%d tensors; official dataset list %s; %d identity rows%s)", meta["path"], out, len(sd),
              ",".join(ds_ids), len(rows) + 1, f", {unfilled} of them new (the pivot row)" if unfilled else "")

@@ -34,9 +34,17 @@ class ReleaseDataset:
     pca: Optional[dict] = None  # {"components": (k, D) float32, "mean": (D,) float32}
 
 
+def _finite(a: np.ndarray, path: Path, what: str) -> np.ndarray:
+    """``a``, after refusing NaN/inf values (they would make every output of the imported run NaN)."""
+    if a.dtype.kind == "f" and not np.isfinite(a).all():
+        raise RawDataError(f"{path}: expected finite {what}, found {int((~np.isfinite(a)).sum())} NaN/inf values; "
+                           "restore the release file")
+    return a
+
+
 def _load_npy(path: Path, what: str) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=False)
+        return _finite(np.load(path, allow_pickle=False), path, what)
     except FileNotFoundError:
         raise RawDataError(f"expected {what} at {path}, found nothing; pass the unitalker_data_release_V1 folder as "
                            "--release") from None
@@ -81,6 +89,8 @@ def read_pca(path: Path, dataset: str, annot: str, dim: int, k: int) -> dict:
     if comps.shape[0] < k:
         raise RawDataError(f"{path}: expected at least {k} components (the {annot} head's width), found "
                            f"{comps.shape[0]}; restore the release file")
+    _finite(comps[:k], path, "PCA components (components_to_data)")
+    _finite(mean, path, "PCA mean (original_data_mean)")
     return {"components": np.ascontiguousarray(comps[:k], np.float32), "mean": mean.astype(np.float32)}
 
 

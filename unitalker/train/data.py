@@ -84,7 +84,7 @@ class Source:
         """Scaled float32 template (D,)."""
         t = self._templates.get(subject)
         if t is None:
-            t = (choose_template(self.ds, subject=subject).values * self.scale).astype(np.float32)
+            t = (np.asarray(choose_template(self.ds, subject=subject).values, np.float64) * self.scale).astype(np.float32)
             self._templates[subject] = t
         return t
 

@@ -2,7 +2,7 @@
 
 Each layout module holds both directions of one file layout: ``read(root, spec) -> RawData`` (what ``prepare``
 reads), ``write(gen, root, plans, bar)`` (the stand-in ``synth`` writes) and ``detect(root, spec)``. Layouts
-know file layouts, never dataset names: four of them cover D0..D7, and a new layout is one module plus one
+know file layouts, never dataset names: five of them cover D0..D7, and a new layout is one module plus one
 entry in :data:`LAYOUTS`.
 
 Takes: a raw folder ``RAW/<id>/``. Gives: the layout present (:func:`detect_layout`), its reader and writer,
@@ -20,10 +20,13 @@ from ...spaces import n_vertices, read_space_files
 from ...util.progress import bar as progress_bar
 from ..raw import AUDIO_EXT, RawData, check_audio_header
 from ..regions import load_region
-from . import clip_pairs, unitalker_release, vertices_npy, vocaset_release
+from . import biwi_raw, clip_pairs, unitalker_release, vertices_npy, vocaset_release
 
-#: in detection order: the most specific layout first
-LAYOUTS: dict[str, ModuleType] = {m.NAME: m for m in (unitalker_release, vocaset_release, vertices_npy, clip_pairs)}
+#: in detection order: the most specific layout first. A folder holding both CodeTalker's processed outputs and
+#: the raw BIWI corpus (CodeTalker's recipe writes them side by side) is read through the processed outputs, as
+#: before the raw route existed; move ``vertices_npy/`` away to prepare from the raw corpus.
+LAYOUTS: dict[str, ModuleType] = {m.NAME: m for m in (unitalker_release, vocaset_release, vertices_npy, biwi_raw,
+                                                       clip_pairs)}
 
 
 def read(layout: str, root: Path, spec: DatasetSpec) -> RawData:

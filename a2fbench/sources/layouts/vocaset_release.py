@@ -21,6 +21,8 @@ from ..audio import resample, to_mono_float
 from ..raw import RawData, RawItem, load_motion_npy, load_templates_pkl
 
 NAME = "vocaset_release"
+#: the layout of a corpus as its authors ship it (``a2fbench synth --layout raw``)
+RAW_CORPUS = True
 
 
 def detect(root: Path, spec: DatasetSpec) -> bool:

@@ -43,10 +43,16 @@ def synth_dataset(spec: DatasetSpec, out: str | os.PathLike, size: Size = "tiny"
                   splits: Optional[list[str]] = None) -> Path:
     """Write the stand-in of one dataset to ``out/<id>/`` (atomically) and return that folder.
 
+    ``layout``: one of the manifest's layouts, or ``raw`` for its raw-corpus layout (D0: ``biwi_raw``).
     ``splits`` keeps only the sequences of those splits (benchmarks use it to build, e.g., the full-size
     BIWI training split without the rest).
     """
     layout = layout or spec.layouts[0]
+    if layout == "raw":  # the corpus as its authors ship it, when the manifest has that layout
+        raw = [name for name in spec.layouts if getattr(LAYOUTS[name], "RAW_CORPUS", False)]
+        if not raw:
+            raise A2FBenchError(f"{spec.id} has no raw-corpus layout; expected one of {', '.join(spec.layouts)}")
+        layout = raw[0]
     if layout not in spec.layouts:
         raise A2FBenchError(f"{spec.id} has no layout {layout!r}; expected one of {', '.join(spec.layouts)}")
     target = Path(out) / spec.id

@@ -9,7 +9,7 @@ from typing import Callable, Literal, Optional
 import numpy as np
 
 from ...errors import A2FBenchError
-from ...registry import DatasetSpec, SynthSize, assign_splits, get_space
+from ...registry import DatasetSpec, SynthSize, assign_splits, get_space, sentence_id
 
 Size = Literal["tiny", "small", "full"]
 
@@ -69,7 +69,7 @@ def plan(spec: DatasetSpec, size: Size, seed: int = 0) -> list[SeqPlan]:
             hi = max((s.sentences[1] for s in spec.splits.sets.values() if s.sentences), default=0)
             for subj in all_subj:
                 for sent in range(1, hi + 1):
-                    sid = _sentence_id(spec, subj, sent)
+                    sid = sentence_id(spec, subj, sent)
                     if sid not in seen:
                         seen.add(sid)
                         add(sid, subj, None)
@@ -106,25 +106,13 @@ def _release_split(k: int, n: int, g: int, splits: list[str]) -> str:
     return "train" if x < 0.8 else ("val" if x < 0.9 else "test")
 
 
-def _sentence_id(spec: DatasetSpec, subj: str, sent: int) -> str:
-    pat = spec.naming.pattern if spec.naming else ""
-    if "_e(?P<sentence>" in pat:
-        return f"{subj}_e{sent:02d}"
-    if "_sentence(?P<sentence>" in pat:
-        return f"{subj}_sentence{sent:02d}"
-    name = spec.sentence_name(sent)
-    if name is not None:  # a sentence table (Multiface SEN_<text>)
-        return f"{subj}_{name}"
-    raise A2FBenchError(f"{spec.id}: synth cannot build names for pattern {pat!r}")
-
-
 def _ids_for(spec: DatasetSpec, subj: str, split: str, sentences: Optional[tuple[int, int]],
              sz: SynthSize) -> list[str]:
     if sentences is not None:
         nums = list(range(sentences[0], sentences[1] + 1))
         if sz.sentences_per_split:
             nums = nums[: sz.sentences_per_split]
-        return [_sentence_id(spec, subj, n) for n in nums]
+        return [sentence_id(spec, subj, n) for n in nums]
     # clip naming (RAVDESS-style): emotion x intensity x statement x repetition
     fmt = spec.synth.clip_format or "{subject}_{k:03d}"
     combos = [(1, 1, st, rp) for st in (1, 2) for rp in (1, 2)]

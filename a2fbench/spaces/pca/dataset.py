@@ -43,7 +43,7 @@ class DatasetSource:
 
     def template(self, subject: str) -> np.ndarray:
         if subject not in self._templates:
-            self._templates[subject] = choose_template(self.ds, subject=subject).values
+            self._templates[subject] = np.asarray(choose_template(self.ds, subject=subject).values, np.float64)
         return self._templates[subject]
 
     def blocks(self) -> Iterator[np.ndarray]:
