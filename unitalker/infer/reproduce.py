@@ -28,6 +28,7 @@ from a2fbench.scoring.evaluate import evaluate
 from a2fbench.scoring.protocols import UNITALKER, UNITALKER_VERSION
 from a2fbench.store import list_prepared
 from a2fbench.util.fsutil import atomic_path, write_json
+from a2fbench.util.guard import check_apart
 
 from ..model.load import load_model
 from ..model.runtime import select_device
@@ -124,6 +125,7 @@ def reproduce(checkpoint: str | os.PathLike, data: str | os.PathLike, out: str |
     """Run paper mode on every dataset asked for (default: every prepared one with a head), write the results
     and the report under ``out`` (a new folder, written whole or not at all); return the report's rows."""
     out = Path(out)
+    check_apart(out, [checkpoint, data])
     if out.exists():
         raise ConfigError(f"--out {out}: expected a new folder, found an existing "
                           f"{'folder' if out.is_dir() else 'file'}; choose another path")
