@@ -219,7 +219,7 @@ def test_one_line_hints_for_common_mistakes(raw_tiny: Path, data_tiny: Path, tmp
 def test_blendshape_outputs_are_the_models_own() -> None:
     """No clamp: the official output is not clamped, so predictions keep weights outside [0, 1] (the ARKit CSV
     clamps, as its format demands)."""
-    from unitalker.infer.predict import _native
+    from unitalker.infer.predict import to_native as _native
 
     x = np.array([[-0.06, 0.5, 1.2]], np.float32)
     assert _native(x, np.zeros(3), 1.0, "arkit52").tolist() == x.tolist()
