@@ -6,6 +6,9 @@
 * "prepare": ``a2fbench prepare D0`` on the same folder (parse, CodeTalker processing in float64, audio
   decoding and resampling, sha256 of every input, store writing); wall time and peak RSS.
 
+Each also reports its CPU time (user + sys) and the 1-minute load average after it: on a shared machine the
+wall time depends on the others' load, the CPU time much less.
+
 Both read files that ``synth`` has just written, which may sit in the page cache for both alike (no root to
 drop caches); ``sync`` runs before each (not timed). ``--splits`` keeps a subset of the full plan (the whole
 full raw D0 is ~20 GB of .vl frames plus a ~41 GB store). Run it under the shared lock:
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import shutil
 import subprocess
@@ -43,12 +47,13 @@ print(n)
 def timed(cmd: list[str]) -> dict:
     subprocess.run(["sync"], check=False)
     t0 = time.perf_counter()
-    r = subprocess.run(["/usr/bin/time", "-f", "%e %M", *cmd], capture_output=True, text=True)
+    r = subprocess.run(["/usr/bin/time", "-f", "%e %M %U %S", *cmd], capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if r.returncode != 0:
         raise SystemExit(f"failed ({r.returncode}): {' '.join(cmd)}\n{r.stderr[-2000:]}")
-    _, rss = r.stderr.strip().splitlines()[-1].split()
-    return {"wall_s": round(wall, 2), "peak_rss_mib": round(int(rss) / 1024, 1), "stdout": r.stdout.strip()[-200:]}
+    _, rss, user, sys_ = r.stderr.strip().splitlines()[-1].split()
+    return {"wall_s": round(wall, 2), "cpu_s": round(float(user) + float(sys_), 2),
+            "peak_rss_mib": round(int(rss) / 1024, 1), "load_1min": round(os.getloadavg()[0], 1), "stdout": r.stdout.strip()[-200:]}
 
 
 def main() -> None:
@@ -79,6 +84,7 @@ def main() -> None:
                                          "--out", str(data)]))
         card = json.loads((data / "D0" / "card.json").read_text())
         out["frames"] = card["stats"]["n_frames"]
+        out["cpu_ratio"] = round(min(r["cpu_s"] for r in out["prepare"]) / min(r["cpu_s"] for r in out["read_once"]), 2)
         out["ratio"] = round(min(r["wall_s"] for r in out["prepare"]) / min(r["wall_s"] for r in out["read_once"]), 2)
         print(json.dumps(out, indent=1))
     finally:

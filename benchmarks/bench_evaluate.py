@@ -31,6 +31,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -83,13 +84,17 @@ def child_load_npy(gt_dir: str, dataset: str, pred: str) -> dict:
     return {"seconds": time.perf_counter() - t, "cpu": _cpu() - c0, "rss_mib": _rss_mib(), "frames": n}
 
 
-def child_evaluate(data: str, dataset: str, pred: str, protocol: str, workers: str = "") -> dict:
+#: ``--axes``: the a2f metrics plus every evaluation axis (docs/metrics.md, "Timing, silence, intensity and diversity")
+AXES_METRICS = "lve,mve,ufve,fdd,fdd-abs,mtm,lip-lag,silence-opening,slcc,diversity"
+
+
+def child_evaluate(data: str, dataset: str, pred: str, protocol: str, workers: str = "", metrics: str = "") -> dict:
     from a2fbench.scoring.evaluate import evaluate
 
     w = int(workers) if workers else None
     c0 = _cpu()
     t = time.perf_counter()
-    doc = evaluate(dataset, pred, data, protocol=protocol, progress=False, workers=w)
+    doc = evaluate(dataset, pred, data, protocol=protocol, progress=False, workers=w, metrics=metrics or None)
     from a2fbench.scoring.parallel import worker_count
 
     gt_bytes = doc["dataset"]["n_frames"] * doc["dataset"]["n_vertices"] * 3 * 8
@@ -176,7 +181,8 @@ def _prepare(work: Path, dataset: str) -> tuple[Path, Path]:
     return data, pred
 
 
-def bench(work: Path, datasets: list[str], repeat: int, references: bool) -> dict:
+def bench(work: Path, datasets: list[str], repeat: int, references: bool, only: Optional[list[str]] = None,
+          axes: bool = False, compute: bool = True) -> dict:
     import a2fbench
 
     report: dict = {"machine": os.environ.get("A2F_MACHINE", "2-core CPU sandbox, shared"),
@@ -193,8 +199,8 @@ def bench(work: Path, datasets: list[str], repeat: int, references: bool) -> dic
         ds.close()
         print(f"[{d}] {info}", flush=True)
         _run_child("load", str(data), d, str(pred))  # warm the page cache
-        runs: dict[str, list[dict]] = {"load": [], "load_npy": [], "a2f": [], "codetalker": [], "facediffuser": [],
-                                       "a2f_workers1": []}
+        names = ["load", "load_npy", "a2f", "codetalker", "facediffuser", "a2f_workers1"] + (["a2f_axes"] if axes else [])
+        runs: dict[str, list[dict]] = {k: [] for k in names if only is None or k in only or k in ("load", "load_npy")}
         gt_npy = str(work / f"gt_npy_{d}")
         _run_child("load_npy", gt_npy, d, str(pred))
         for r in range(repeat):
@@ -202,17 +208,24 @@ def bench(work: Path, datasets: list[str], repeat: int, references: bool) -> dic
                 res = (_run_child("load", str(data), d, str(pred)) if name == "load"
                        else _run_child("load_npy", gt_npy, d, str(pred)) if name == "load_npy"
                        else _run_child("evaluate", str(data), d, str(pred), "a2f", "1") if name == "a2f_workers1"
+                       else _run_child("evaluate", str(data), d, str(pred), "a2f", "", AXES_METRICS) if name == "a2f_axes"
                        else _run_child("evaluate", str(data), d, str(pred), name))
                 runs[name].append(res)
                 print(f"[{d}] run {r + 1}/{repeat} {name}: {res['seconds']:.2f} s, CPU {res['cpu']:.2f} s, "
                       f"{res['rss_mib']:.0f} MiB", flush=True)
         med = {k: {"seconds": statistics.median(x["seconds"] for x in v), "cpu": statistics.median(x["cpu"] for x in v),
                    "rss_mib": max(x["rss_mib"] for x in v)} for k, v in runs.items()}
-        for k in ("a2f", "codetalker", "facediffuser", "a2f_workers1"):
+        for k in (k for k in runs if k not in ("load", "load_npy")):
             med[k]["ratio_to_load_npy"] = med[k]["seconds"] / med["load_npy"]["seconds"]
             med[k]["ratio_to_load"] = med[k]["seconds"] / med["load"]["seconds"]
             med[k]["cpu_ratio_to_load"] = med[k]["cpu"] / med["load"]["cpu"]
+        if "a2f_axes" in med and "a2f" in med:
+            med["a2f_axes"]["ratio_to_a2f"] = med["a2f_axes"]["seconds"] / med["a2f"]["seconds"]
+            med["a2f_axes"]["cpu_ratio_to_a2f"] = med["a2f_axes"]["cpu"] / med["a2f"]["cpu"]
         refs = (["codetalker"] if d == "D0" else ["codetalker", "facediffuser"]) if references else []
+        if not compute:
+            report["datasets"][d] = {**info, "end_to_end": med, "runs": runs, "compute": {}}
+            continue
         print(f"[{d}] in-memory compute: ours vs reference {refs} ...", flush=True)
         comp = _run_child("compute", str(data), d, str(pred), "a2f,codetalker,facediffuser", ",".join(refs))
         for ref in refs:
@@ -236,13 +249,16 @@ def markdown(rep: dict) -> str:
         lines.append(f"| {d} | load GT `.npy` files (reference layout) + predictions | {e['load_npy']['seconds']:.2f} | "
                      f"{e['load_npy']['cpu']:.2f} | {e['load_npy']['seconds'] / e['load']['seconds']:.2f}x | "
                      f"{e['load_npy']['rss_mib']:.0f} |")
-        for k in ("a2f", "codetalker", "facediffuser", "a2f_workers1"):
-            what = "`evaluate --protocol a2f --workers 1`" if k == "a2f_workers1" else f"`evaluate --protocol {k}`"
+        for k in (k for k in e if k not in ("load", "load_npy")):
+            what = ("`evaluate --protocol a2f --workers 1`" if k == "a2f_workers1" else
+                    f"`evaluate --metrics {AXES_METRICS}`" if k == "a2f_axes" else f"`evaluate --protocol {k}`")
             lines.append(f"| {d} | {what} end to end | {e[k]['seconds']:.2f} | {e[k]['cpu']:.2f} | "
                          f"{e[k]['ratio_to_load']:.2f}x store load ({e[k]['cpu_ratio_to_load']:.2f}x CPU); "
-                         f"{e[k]['ratio_to_load_npy']:.2f}x `.npy` load | {e[k]['rss_mib']:.0f} |")
+                         f"{e[k]['ratio_to_load_npy']:.2f}x `.npy` load"
+                         + (f"; {e[k]['ratio_to_a2f']:.3f}x `a2f` ({e[k]['cpu_ratio_to_a2f']:.3f}x CPU)"
+                            if "ratio_to_a2f" in e[k] else "") + f" | {e[k]['rss_mib']:.0f} |")
         c = r["compute"]
-        for k in ("a2f", "codetalker", "facediffuser"):
+        for k in (k for k in ("a2f", "codetalker", "facediffuser") if f"ours_{k}" in c):
             lines.append(f"| {d} | in memory: ours, {k} metrics | {c[f'ours_{k}']['seconds']:.2f} | "
                          f"{c[f'ours_{k}']['cpu']:.2f} | | |")
         for k in ("codetalker", "facediffuser"):
@@ -274,9 +290,16 @@ def main() -> None:
     ap.add_argument("--no-reference", action="store_true", help="Skip the (slow, ~8 GB) reference formulation.")
     ap.add_argument("--keep", action="store_true", help="Keep the full-size data and predictions.")
     ap.add_argument("--json", type=Path, default=None, help="Also write the full report here.")
+    ap.add_argument("--axes", action="store_true",
+                    help="Also run `evaluate --metrics` with every evaluation axis (a2f_axes), interleaved with a2f.")
+    ap.add_argument("--only", default=None, help="Comma list of the end-to-end runs to do (a2f, codetalker, "
+                    "facediffuser, a2f_workers1, a2f_axes); load and load_npy always run.")
+    ap.add_argument("--no-compute", action="store_true", help="Skip the in-memory comparison.")
     a = ap.parse_args()
     try:
-        rep = bench(a.work, a.datasets.split(","), a.repeat, not a.no_reference)
+        rep = bench(a.work, a.datasets.split(","), a.repeat, not a.no_reference,
+                    a.only.split(",") if a.only else None, a.axes or bool(a.only and "a2f_axes" in a.only),
+                    not a.no_compute)
     finally:
         if not a.keep:
             shutil.rmtree(a.work, ignore_errors=True)

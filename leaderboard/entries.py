@@ -16,6 +16,7 @@ from a2fbench.registry import get_spec
 from a2fbench.scoring.results import check_consistency as doc_consistency
 from a2fbench.util.guard import show
 
+from .axes import column, stored as stored_metrics
 from .model import LeaderboardError, MethodMeta, ReportedEntry
 from .scores import decode, score_blob
 from .transactions import bump, immediate, now
@@ -61,7 +62,7 @@ def _insert_metrics(conn: sqlite3.Connection, entry_id: int, metrics: dict[str, 
     for name, m in metrics.items():
         ci = m.get("ci95") or (None, None)
         conn.execute("INSERT INTO metrics (entry_id, metric, value, unit, ci_lo, ci_hi) VALUES (?, ?, ?, ?, ?, ?)",
-                     (entry_id, name, m.get("value"), m.get("unit"), ci[0], ci[1]))
+                     (entry_id, column(name, m), m.get("value"), m.get("unit"), ci[0], ci[1]))
 
 
 def _insert_document(conn: sqlite3.Connection, entry_id: int, doc: dict) -> None:
@@ -147,15 +148,15 @@ TAMPERED = ("its signature (this installation's key) does not match its content:
 def _differ(conn: sqlite3.Connection, eid: int, doc: dict) -> list[str]:
     """The metrics whose value differs between entry ``eid`` and ``doc`` (and those only one of them has)."""
     stored = {n: v for n, v in conn.execute("SELECT metric, value FROM metrics WHERE entry_id = ?", (eid,))}
-    return sorted(n for n, m in doc["metrics"].items() if stored.get(n) != m.get("value")) + sorted(
-        set(stored) - set(doc["metrics"]))
+    docm = stored_metrics(doc["metrics"])  # axes under their versioned names (leaderboard.axes)
+    return sorted(n for n, m in docm.items() if stored.get(n) != m.get("value")) + sorted(set(stored) - set(docm))
 
 
 def conflict(row: tuple, doc: dict, differ: list[str], source: Optional[str], tampered: bool = False) -> str:
     """One line: results ``doc`` (from ``source``) and entry ``row`` are the same evaluation with other numbers."""
     eid, method, was_verified, _, old_source = row
     name = differ[0]
-    new = doc["metrics"].get(name, {}).get("value")
+    new = stored_metrics(doc["metrics"]).get(name, {}).get("value")
     return (f"conflict: {show(source or 'these results')} gives {name} {new!r} but entry #{eid} ({show(method)}"
             f"{', verified' if was_verified else ''}, from {show(old_source or 'an unnamed file')}) holds other numbers "
             f"for the same evaluation (same predictions, data and protocol)"
@@ -386,11 +387,12 @@ def check_consistency(conn: sqlite3.Connection) -> list[str]:
             continue
         doc = json.loads(text)
         stored = {name: v for name, v in conn.execute("SELECT metric, value FROM metrics WHERE entry_id = ?", (eid,))}
-        if set(stored) != set(doc["metrics"]):
+        docm = stored_metrics(doc["metrics"])
+        if set(stored) != set(docm):
             problems.append(f"entry #{eid}: metrics rows {sorted(stored)} differ from its document")
             continue
         for name, v in stored.items():
-            if v != doc["metrics"][name].get("value"):
+            if v != docm[name].get("value"):
                 problems.append(f"entry #{eid}: stored {name} {v!r} differs from its document")
         try:
             doc_consistency(doc, f"entry #{eid}")  # aggregates follow from per-sequence scores (results' tolerance)

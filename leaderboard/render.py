@@ -23,6 +23,7 @@ from typing import Any, Optional, Sequence
 from a2fbench.util.fsutil import atomic_path
 
 from . import db, ranking, units
+from . import axes
 from .model import METRICS
 
 _STATIC = Path(__file__).with_name("static")
@@ -76,6 +77,9 @@ def add_display(entries: list[dict]) -> None:
     for e in entries:
         du = units.display_units(e["dataset"])
         for name, m in e["metrics"].items():
+            if axes.is_axis(name):  # shown in its own unit (ms, 1, the vertex unit)
+                m["display_unit"], m["display_value"] = m.get("unit"), m.get("value")
+                continue
             m["display_unit"] = du.get(name)
             m["display_value"] = units.to_display(m.get("value"), m.get("unit"), e["dataset"], name)
 
@@ -126,8 +130,10 @@ def entry_kind(e: dict) -> str:
 
 def terminal_table(entries: list[dict], overall: list[dict], *, show_overall: bool = True) -> str:
     add_display(entries)
+    extra = axes.columns(entries)  # evaluation axes some entries have, by name and version
     cols = [("id", 5), ("rank", 4), ("method", 30), ("kind", 9), ("split/protocol", 26)] + \
-           [(m, 10) for m in METRICS] + [("params", 7), ("ms/10s", 8), ("latency", 8)]
+           [(m, 10) for m in METRICS] + [(c, max(10, len(c))) for c in extra] + \
+           [("params", 7), ("ms/10s", 8), ("latency", 8)]
     left = 5
     out: list[str] = []
     current = None
@@ -136,8 +142,10 @@ def terminal_table(entries: list[dict], overall: list[dict], *, show_overall: bo
             current = e["dataset"]
             du = units.display_units(current)
             out.append("")
+            here = [x for x in entries if x["dataset"] == current]
             out.append(f"{e['dataset']}  {e.get('dataset_name') or ''}   units: "
-                       + ", ".join(f"{m} {du.get(m, '?')}" for m in METRICS))
+                       + ", ".join([f"{m} {du.get(m, '?')}" for m in METRICS]
+                                   + [f"{c} {axes.unit(here, c)}" for c in extra if axes.unit(here, c)]))
             note = units.scaled_note(current)
             if note:
                 out.append(f"  ({note})")
@@ -149,6 +157,7 @@ def terminal_table(entries: list[dict], overall: list[dict], *, show_overall: bo
         ms = None if e.get("inference_s") is None else e["inference_s"] * 1e3
         vals = [str(e["id"]), str(rank) if rank is not None else "-", _fit(name, 30), kind, _fit(sp, 26)]
         vals += [_cell(e["metrics"].get(m)) for m in METRICS]
+        vals += [_cell(e["metrics"].get(c)) for c in extra]
         lat = "offline" if e.get("latency_ms") is None else f"{e['latency_ms']:g} ms"
         vals += [fmt_params(e.get("params")) or "-", _num(ms), lat if e["kind"] == "evaluated" else "-"]
         out.append("  ".join(f"{v:<{w}}" if i < left else f"{v:>{w}}" for i, (v, (_, w)) in enumerate(zip(vals, cols))))
@@ -229,7 +238,7 @@ def page_entry(e: dict, tables: Optional[_Tables] = None, *, detail: bool = True
     for name, m in e["metrics"].items():
         ci = m.get("ci95") or (None, None)
         tied = m.get("tied")
-        f = units.factor(m.get("unit"), units.display_units(e["dataset"]).get(name))
+        f = 1.0 if axes.is_axis(name) else units.factor(m.get("unit"), units.display_units(e["dataset"]).get(name))
         dv = [None if (x is None or f is None) else x * f for x in (m.get("value"), ci[0], ci[1])]
         m_out[name] = [m.get("value"), ci[0], ci[1], m.get("rank"), int(bool(m.get("best"))),
                        None if tied is None else int(tied), t.unit(m.get("unit")), _TESTS.get(m.get("tie_test")),
@@ -254,10 +263,15 @@ def page_data(entries: list[dict], overall: list[dict], *, mode: str,
     for e, r in zip(entries, rows):
         if e["kind"] == "evaluated" and (mode == "serve" or reports_dir):
             r["report"] = report_href(e["id"], mode, reports_dir)
-    display = {ds: units.display_units(ds) for ds in sorted({e["dataset"] for e in entries})}
-    notes = {ds: n for ds in display for n in [units.scaled_note(ds)] if n}
-    return {"schema": 3, "mode": mode, "generated": _now(), "metrics": list(METRICS), "groups": t.groups,
-            "units": t.units, "display": display, "display_notes": notes, "entries": rows, "overall": overall,
+    extra = axes.columns(entries)
+    display = {}
+    for ds in sorted({e["dataset"] for e in entries}):
+        here = [e for e in entries if e["dataset"] == ds]
+        display[ds] = {**units.display_units(ds), **{c: axes.unit(here, c) for c in extra if axes.unit(here, c)}}
+    return {"schema": 3, "mode": mode, "generated": _now(), "metrics": [*METRICS, *extra], "groups": t.groups,
+            "units": t.units, "display": display, "display_notes": {ds: n for ds in display for n in
+                                                                    [units.scaled_note(ds)] if n},
+            "entries": rows, "overall": overall,
             "per_sequence": {str(k): v for k, v in (per_sequence or {}).items()}}
 
 

@@ -88,9 +88,12 @@ def verify(doc: dict, pred: Path, data: Path) -> None:
     # imported here: it takes 0.35 s (measured) and only `submit --verify` re-runs an evaluation
     from a2fbench.scoring.evaluate import evaluate
 
+    selected = doc["protocol"].get("metrics_selected")  # `evaluate --metrics` (axes included)
+    mouth = (doc["dataset"].get("regions") or {}).get("mouth_pair") or {}
     fresh = evaluate(doc["dataset"]["id"], pred, data, split=doc["dataset"]["split"],
                      protocol=doc["protocol"]["name"], length_policy=doc["protocol"].get("length_policy"),
-                     prefix=doc["predictions"].get("prefix"))
+                     prefix=doc["predictions"].get("prefix"), metrics=",".join(selected) if selected else None,
+                     mouth_pair=(mouth["upper"], mouth["lower"]) if mouth.get("source") == "--mouth-pair" else None)
     problems = compare_docs(doc, fresh)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""

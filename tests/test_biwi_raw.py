@@ -56,6 +56,28 @@ def reference_process(V: np.ndarray, T: np.ndarray) -> np.ndarray:
     return X / math.sqrt(mixed_voronoi_total(X, T))
 
 
+def plain_blocks_normalise(V: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """The plain numpy form of the same steps (the first implementation, kept as the bit-level reference):
+    blocks of 8 frames in the (T, N, 3) layout, mean over axis 1, per-triangle cross product on gathered
+    coordinate rows, per-frame sum over the triangles."""
+    X = np.array(V, dtype=np.float64)
+    c, s = math.cos(math.pi), math.sin(math.pi)
+    y, z = X[..., 1].copy(), X[..., 2].copy()
+    X[..., 1] = y * c + z * s
+    X[..., 2] = y * -s + z * c
+    for a in range(0, len(X), 8):
+        blk = X[a: a + 8]
+        blk -= blk.mean(axis=1, keepdims=True)
+        C = np.ascontiguousarray(np.moveaxis(blk, -1, -2))
+        p, q, r = (np.take(C, faces[:, k], axis=-1) for k in range(3))
+        u, v = p - q, p - r
+        nx = u[..., 1, :] * v[..., 2, :] - u[..., 2, :] * v[..., 1, :]
+        ny = u[..., 2, :] * v[..., 0, :] - u[..., 0, :] * v[..., 2, :]
+        nz = u[..., 0, :] * v[..., 1, :] - u[..., 1, :] * v[..., 0, :]
+        blk /= np.sqrt(np.sqrt(nx * nx + ny * ny + nz * nz).sum(-1) / 2)[:, None, None]
+    return X
+
+
 def small_mesh(rng: np.random.Generator, n: int = 7) -> tuple[np.ndarray, np.ndarray]:
     """A bumpy n x n grid with jittered vertices (some triangles obtuse) and its triangles."""
     g = np.stack(np.meshgrid(np.arange(n), np.arange(n), indexing="ij"), -1).reshape(-1, 2).astype(float)
@@ -93,6 +115,22 @@ def test_normalise_matches_the_matlab_steps_frame_by_frame() -> None:
     # a rigid shift and a uniform scale of the raw frame change nothing: centring and area normalisation
     moved = codetalker_normalise(frames[0].astype(np.float64) * 3.0 + [10.0, -4.0, 7.0], T)
     assert np.abs(moved - got[0]).max() <= 1e-12
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_normalise_is_bit_identical_to_the_plain_block_form(threads: int, monkeypatch) -> None:
+    """The per-frame, coordinate-major form gives the same bits as the plain block form: same elementwise
+    operations, the mean as the same running sum, the triangle sum as the same pairwise sum (a 40 x 40 grid:
+    3,042 triangles, so numpy's pairwise blocks of 128 are crossed), whatever the number of threads."""
+    import a2fbench.sources.biwi as biwi
+
+    monkeypatch.setattr(biwi, "THREADS", threads)
+    rng = np.random.default_rng(5)
+    V, T = small_mesh(rng, 40)
+    frames = np.stack([V + rng.normal(0, 3, 3) + rng.normal(0, 0.7, V.shape) for _ in range(19)]).astype(np.float32)
+    got, want = codetalker_normalise(frames, T), plain_blocks_normalise(frames, T)
+    assert got.tobytes() == want.tobytes()
+    assert codetalker_normalise(V, T).tobytes() == plain_blocks_normalise(V[None], T)[0].tobytes()
 
 
 def test_biwi_ply_is_a_fixed_point(shared_resources: Path) -> None:
@@ -227,8 +265,10 @@ def test_raw_stand_in_prepares_as_the_reference(raw_biwi: Path, tmp_path: Path, 
     for k in (0, len(frames) - 1):  # the slow reference on two frames (46k triangles each)
         want = reference_process(frames[k], T).reshape(-1)
         assert np.abs(m[k] - want).max() <= 1e-10 * np.abs(want).max()
+    assert m.tobytes() == plain_blocks_normalise(frames, T).reshape(len(frames), -1).tobytes()  # bit for bit
     tV, _ = read_mesh(raw_biwi / "D0" / "rigid_scans" / "F2.obj")
     assert np.abs(ds.template("F2").reshape(-1, 3) - codetalker_normalise(tV, T)).max() == 0.0
+    assert ds.template("F2").tobytes() == plain_blocks_normalise(tV[None], T)[0].reshape(-1).tobytes()
 
 
 def test_damaged_raw_corpus(raw_biwi: Path, tmp_path: Path, monkeypatch, capsys) -> None:

@@ -50,9 +50,11 @@ def results_table(doc: dict) -> str:
         ci = m.get("ci95")
         ci_s = f"[{_fmt(ci[0], s)}, {_fmt(ci[1], s)}]" if ci else ""
         unit = f"x{s:.0e} {m['unit']}" if s != 1.0 else m["unit"]
-        spread = samples["metrics"][name]["std"] if samples else None
+        spread = (samples["metrics"].get(name) or {}).get("std") if samples else None
         extra = f"  (spread {_fmt(spread, s)})" if spread is not None else ""
         lines.append(f"{name:<8} {_fmt(m['value'], s):>10} {ci_s:>22}  {unit}{extra}")
+        if m.get("value") is None and m.get("reason"):
+            lines.append(f"{'':<8} not computed: {show(str(m['reason']))}")
     return "\n".join(lines)
 
 
@@ -85,13 +87,21 @@ def results_table(doc: dict) -> str:
 @click.option("--method", default=None,
               help="What made the predictions, recorded in the results (default: the method named by the folder's "
                    "provenance file, which `unitalker predict` writes).")
+@click.option("--metrics", "metric_names", default=None, metavar="NAMES",
+              help="Comma list of what to compute (default: the protocol's set): the protocol's metrics (lve, mve, "
+                   "ufve, fdd, fdd-abs, lvd) and the axes mtm, lip-lag, silence-opening, slcc, diversity "
+                   "(docs/metrics.md).")
+@click.option("--mouth-pair", default=None, metavar="UPPER,LOWER",
+              help="Vertex indices of the upper and lower lip whose distance is the mouth opening (mtm, lip-lag, "
+                   "silence-opening). Default: the manifest's regions.mouth_pair.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results JSON instead of the table.")
 @click.option("--no-progress", is_flag=True, help="No progress bar (bars show on a terminal only anyway).")
 @click.option("--force", is_flag=True, help=FORCE_HELP)
 def evaluate_cmd(pred: Path, dataset: str, data: Optional[Path], split: Optional[str], protocol: str,
                  length_policy: Optional[str], regions: Optional[str], region_files: tuple[str, ...],
                  prefix: Optional[str], out: Optional[Path], ignore_extra: bool, n_bootstrap: int, seed: int,
-                 workers: Optional[int], method: Optional[str], as_json: bool, no_progress: bool, force: bool) -> None:
+                 workers: Optional[int], method: Optional[str], metric_names: Optional[str],
+                 mouth_pair: Optional[str], as_json: bool, no_progress: bool, force: bool) -> None:
     """Score a predictions folder (one <seq_id>.npy per sequence) and write a results JSON.
 
     \b
@@ -101,23 +111,36 @@ def evaluate_cmd(pred: Path, dataset: str, data: Optional[Path], split: Optional
       a2fbench evaluate fd_result --dataset biwi --protocol facediffuser --prefix face_diffuser
       a2fbench evaluate ut_pred --dataset biwi --protocol unitalker --region lips=04_BIWI_mouth_idx.npy
       a2fbench evaluate pred_voca --dataset vocaset --regions flame --length-policy truncate_both
+      a2fbench evaluate runs/pred/D1 --dataset D1 --metrics lve,fdd,mtm,lip-lag,silence-opening,slcc
     """
     from ..scoring.evaluate import evaluate
     from ..scoring.options import parse_region_args
 
     region_args = parse_region_args(list(region_files))
+    pair = _pair(mouth_pair)
     target = check_output(out or default_out(pred, protocol, length_policy),  # before the work, not after it
                           [pred, data or paths.default_data(), *region_args.values()], force=force)
     doc = evaluate(dataset, pred, data or paths.default_data(), split=split, protocol=protocol, regions=regions,
                    length_policy=length_policy, region_files=region_args, prefix=prefix,
                    ignore_extra=ignore_extra, n_bootstrap=n_bootstrap, seed=seed, workers=workers, method=method,
-                   progress=not no_progress)
+                   progress=not no_progress, metrics=metric_names, mouth_pair=pair)
     write_json(target, doc)
     if as_json:
         click.echo(json.dumps(doc, indent=1))
     else:
         click.echo(results_table(doc))
     click.echo(f"results written to {show(target)}", err=True)
+
+
+def _pair(text: Optional[str]) -> Optional[tuple[int, int]]:
+    """``"3531,3504"`` -> (3531, 3504); anything else a one-line usage error."""
+    if text is None:
+        return None
+    parts = text.replace(" ", "").split(",")
+    if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        raise click.BadParameter(f"expected UPPER,LOWER (two vertex indices), found {text!r}; e.g. 3531,3504",
+                                 param_hint="--mouth-pair")
+    return int(parts[0]), int(parts[1])
 
 
 @click.command("compare")

@@ -32,6 +32,7 @@ from . import figures
 from ..util.guard import check_output
 from .heads import AudioReader, Head, open_head
 from .maps import VertexStats, vertex_stats
+from .mouth import mouth_section
 from .render import render
 
 _CSS = """body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222;padding:0 1em}
@@ -180,6 +181,7 @@ def write_report(results: str | os.PathLike, out: str | os.PathLike, *, pred: Op
             with bar(total=n, desc=f"report {head.id}", unit="frame", show=progress) as pbar:
                 stats = vertex_stats(doc, pred, head, pbar.update)
             maps = map_sections(doc, stats, head)
+            maps.update(mouth_section(doc, pred, head))
             cmds, links = _worst_commands(doc, worst, Path(pred), data, out, head, videos, read_audio, progress, force)
         finally:
             head.close()

@@ -202,10 +202,24 @@ class RegionSet(_Strict):
     upper: RegionSource
 
 
+class MouthPair(_Strict):
+    """The two vertices whose distance is the mouth opening (``evaluate --metrics mtm,lip-lag,silence-opening``):
+    the upper and the lower lip's midline vertex, where they meet. A fact of the mesh, so one per dataset (every
+    region set of the mesh shares it); ``source`` says where it comes from, ``verified: false`` marks a pair
+    chosen by A2F-Bench that no public script uses yet."""
+
+    upper: int = Field(ge=0)
+    lower: int = Field(ge=0)
+    source: str
+    verified: bool = False
+    note: Optional[str] = None
+
+
 class Regions(_Strict):
     default: str
     note: Optional[str] = None
     sets: dict[str, RegionSet]
+    mouth_pair: Optional[MouthPair] = None
 
     @model_validator(mode="after")
     def _check(self) -> "Regions":

@@ -13,6 +13,7 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 
 from ..errors import StoreError
+from .axes import AudioInfo, AxesAccumulator
 from .metrics import functional as F
 from .metrics.table import METRICS
 from .protocols import Protocol
@@ -48,6 +49,7 @@ class Chunk:
     template: Optional[np.ndarray] = None  # (V, 3), on the first chunk of a sequence
     sources: Optional[list[Any]] = None  # prediction file per condition (for error messages)
     leases: Optional[list[Any]] = None  # pooled buffers to release once scored
+    audio: Optional[AudioInfo] = None  # the recording's silent frames and RMS, on the first chunk (audio axes)
 
     def release(self) -> None:
         for lease in self.leases or ():
@@ -58,12 +60,16 @@ class Chunk:
 @dataclass
 class Scoring:
     """What one evaluation computes: protocol, regions, coordinate scale of the lip terms (unitalker), compute
-    dtype (None: the inputs' promoted dtype)."""
+    dtype (None: the inputs' promoted dtype); the axes asked for (:mod:`.axes`), the mouth pair they use and
+    the frame rate."""
 
     proto: Protocol
     lips: np.ndarray
     upper: np.ndarray
     scale: float = 1.0
+    axes: tuple[str, ...] = ()
+    mouth: Optional[tuple[int, int]] = None
+    fps: float = 0.0
 
     def __post_init__(self) -> None:
         self.lips_ix = F.VertexIndex.of(self.lips)
@@ -80,7 +86,11 @@ class Scoring:
 
     @property
     def fdd(self) -> bool:
-        return "FDD" in self.proto.metrics
+        return any(METRICS[m].per_sequence_key == "FDD" for m in self.proto.metrics)
+
+    @property
+    def needs_audio(self) -> bool:
+        return bool({"SilenceOpening", "SLCC"} & set(self.axes))
 
 
 class SequenceAccumulator:
@@ -92,6 +102,8 @@ class SequenceAccumulator:
         self.sc, self.i, self.item = sc, index, item
         self.k = len(item.conditions)
         self.parts: dict[str, list[list[np.ndarray]]] = {m: [[] for _ in range(self.k)] for m in sc.framewise}
+        self.axes = AxesAccumulator(sc.axes, sc.fps, sc.lips_ix, sc.mouth, item.runs(), item.conditions,
+                                    first.audio) if sc.axes else None
         if sc.fdd:
             assert first.template is not None
             self.tm_u = np.asarray(first.template).reshape(-1, 3)[sc.upper]
@@ -142,6 +154,8 @@ class SequenceAccumulator:
                     self._disp(p, a, None if run else self.d_pred[c], self.run_pred[c] if run else None)
             if sc.fdd:
                 self._disp(g, a, None if run else self.d_gt, self.run_gt if run else None)
+            if self.axes is not None:  # on the same cache-resident sub-chunk
+                self.axes.add(g, [p[s0:s0 + step] for p in ch.preds])
 
     def close(self) -> dict:
         """{row: per_sequence dict, runs: per sample {frames: {metric: (T,) vector}, fdd: scalar}}; conditions
@@ -174,7 +188,14 @@ class SequenceAccumulator:
         if item.conditions[0] is not None:
             row["conditions"] = list(dict.fromkeys(item.conditions))
         row["pred_frames"] = list(item.pred_frames) if self.k > 1 else item.pred_frames[0]
-        return {"row": row, "runs": runs}
+        out = {"row": row, "runs": runs}
+        if self.axes is not None:
+            extra, out["axes_runs"] = self.axes.close()
+            row.update(extra)
+            if len(runs) > 1:
+                per = {k: [r.get(k) for r in out["axes_runs"]] for k in ("MTM", "LipLag") if k in extra}
+                row.setdefault("per_sample", {}).update(per)
+        return out
 
 
 def sequence_values(proto: Protocol, run: dict) -> dict[str, float]:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import hashlib
 import statistics
 import time
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
 from .. import __version__
 from .accumulate import headline, run_aggregates
+from .axes import axes_entries
 from .metrics.stats import BOOTSTRAP_METHOD, bootstrap_ci
 from .metrics.table import METRICS, display_scale
 from .predictions import PredictionSet
@@ -59,8 +60,10 @@ def _spread(values: list[float]) -> dict[str, Any]:
 
 
 def results_doc(ctx: Any, split: str, regions: dict, preds: PredictionSet, seqs: list[dict], digests: dict,
-                dtypes: set, n_bootstrap: int, seed: int, policy: str) -> dict:
-    """The results dict of one evaluation, without its content hash (see module doc)."""
+                dtypes: set, n_bootstrap: int, seed: int, policy: str, axes: Optional[dict] = None) -> dict:
+    """The results dict of one evaluation, without its content hash (see module doc). ``axes``: for the axes
+    asked for, ``{mouth, missing, subjects}`` (the mouth pair used, axes not computable and why, each scored
+    sequence's subject)."""
     proto, card, opts = ctx.proto, ctx.ds.card, ctx.opts
     per_seq = [s["row"] for s in seqs]
     frames = [r["frames"] for r in per_seq]
@@ -80,6 +83,10 @@ def results_doc(ctx: Any, split: str, regions: dict, preds: PredictionSet, seqs:
         metrics[m] = {"value": float(head[m]), "unit": info.unit(units), "ci95": [ci[0], ci[1]],
                       "aggregation": how, "higher_is_better": info.higher_is_better, "version": info.version,
                       "display_scale": _display(card, m, show) if show is not None else 1.0}
+    if opts.axes:
+        ax = axes or {}
+        metrics.update(axes_entries(opts.axes, seqs, ax.get("subjects") or [], ctx.fps, units, ax.get("mouth"),
+                                    ax.get("missing") or {}, n_bootstrap, seed))
     compute = "float32" if "float32" in dtypes or "float16" in dtypes else "float64"
     synthetic = card.get("synthetic")
     region_entry: dict[str, Any] = {"set": regions["set"], "n_lips": int(ctx.lips.size),
@@ -88,11 +95,15 @@ def results_doc(ctx: Any, split: str, regions: dict, preds: PredictionSet, seqs:
         region_entry["files"] = regions["files"]
     if regions.get("sources"):  # the set's own files (read by prepare) and their sha256
         region_entry["sources"] = regions["sources"]
+    if (axes or {}).get("mouth"):
+        region_entry["mouth_pair"] = axes["mouth"]
     protocol: dict[str, Any] = {"name": proto.name, "version": proto.version, "length_policy": policy,
                                 "description": proto.description, "compute_dtype": compute,
                                 "conditions": CONDITIONS_RULE,
                                 "bootstrap": {"n": int(n_bootstrap), "seed": int(seed), "level": 0.95,
                                               "method": BOOTSTRAP_METHOD}}
+    if opts.metrics is not None or opts.axes:
+        protocol["metrics_selected"] = [*proto.metrics, *opts.axes]
     if proto.scaled:
         protocol["scale"] = float(opts.scale)
     if proto.max_seconds is not None:

@@ -14,20 +14,22 @@ exactly as the reference does with its whole-split arrays; see ``docs/metrics.md
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from ..errors import PredictionError, StoreError
+from ..errors import A2FBenchError, PredictionError, StoreError
 from ..store import open_dataset
 from ..util.progress import frames_bar
 from .accumulate import Chunk, Item, Scoring, headline, run_aggregates, score_chunks
 from .document import results_doc
 from .metrics import functional as F
+from .metrics.axes import AXES, parse_metrics
 from .options import cap_frames, load_region_file, protocol_options, region_choice, too_short, training_subjects
 from .parallel import score_parallel, worker_count
 from .pipeline import Context, spare_cpu, stream
@@ -67,7 +69,8 @@ def evaluate(dataset: str, pred_dir: str | os.PathLike, data: str | os.PathLike,
              protocol: str = "a2f", regions: Optional[str] = None, *, length_policy: Optional[str] = None,
              region_files: Optional[dict[str, str | os.PathLike]] = None, prefix: Optional[str] = None,
              ignore_extra: bool = False, n_bootstrap: int = DEFAULT_BOOTSTRAP, seed: int = 0, chunk_mb: float = 32.0,
-             workers: Optional[int] = 1, progress: bool = True, method: Optional[str] = None) -> dict:
+             workers: Optional[int] = 1, progress: bool = True, method: Optional[str] = None,
+             metrics: Optional[str] = None, mouth_pair: Optional[tuple[int, int]] = None) -> dict:
     """Score a predictions folder against a prepared split; returns the finalized results dict.
 
     ``method``: the name of what made the predictions, recorded as ``predictions.method`` (default: the method
@@ -84,9 +87,12 @@ def evaluate(dataset: str, pred_dir: str | os.PathLike, data: str | os.PathLike,
     ``workers``: processes scoring contiguous blocks of sequences (forked; the numbers do not depend on it).
     Default 1, safe in threaded programs; ``None`` = automatic (min(2, CPUs) for splits of at least 128 MiB of
     ground truth, else 1), which the command line uses.
+    ``metrics``: ``--metrics`` (comma list of metric-table names of the protocol and axes, :mod:`.metrics.axes`;
+    None: the protocol's set). ``mouth_pair``: (upper, lower) vertex indices replacing the manifest's.
     """
     proto = get_protocol(protocol)
     policy = resolve_policy(proto, length_policy)
+    selected = parse_metrics(metrics, proto.metrics, proto.name)
     ds = open_dataset(data, dataset)
     try:
         split = split or ds.spec.evaluation.split
@@ -100,6 +106,8 @@ def evaluate(dataset: str, pred_dir: str | os.PathLike, data: str | os.PathLike,
             raise StoreError(f"{ds.id} split {split!r}: every sequence is under {proto.min_seconds:g} s, which "
                              f"protocol {proto.name} leaves out; nothing to score")
         opts = protocol_options(ds.spec, proto)
+        if selected is not None:
+            opts = dataclasses.replace(opts, metrics=selected[0], axes=selected[1])
         region_set, proto, fallback = region_choice(proto, ds.region_sets, regions, ds.card.get("region_default"),
                                                     opts.region_set, bool((region_files or {}).get("lips")))
         if fallback:
@@ -119,6 +127,12 @@ def evaluate(dataset: str, pred_dir: str | os.PathLike, data: str | os.PathLike,
                 raise StoreError(f"{ds.id} region set {region_set!r}: expected {name} indices in [0, {ctx.V}), found "
                                  f"{idx.size} indices in [{idx.min() if idx.size else '-'}, "
                                  f"{idx.max() if idx.size else '-'}]; re-run `a2fbench prepare {ds.id}`")
+        mouth, missing = _mouth_and_missing(ds, ctx.V, opts.axes, mouth_pair)
+        if opts.axes:
+            opts = dataclasses.replace(opts, mouth_pair=(mouth["upper"], mouth["lower"]) if mouth else None)
+            ctx.opts = opts
+            ctx.set_regions(lips, upper)
+            _check_audio(ds, ids, opts.axes)
         subjects = {sid: ds[sid].subject for sid in ids}
         preds = scan(pred_dir, ids, subjects, n_vertices=ctx.V, n_params=ctx.P, ignore_extra=ignore_extra,
                      what=f"{ds.id} split {split!r}", training_subjects=training_subjects(ds), prefix=prefix,
@@ -138,7 +152,8 @@ def evaluate(dataset: str, pred_dir: str | os.PathLike, data: str | os.PathLike,
                   n_workers)
         doc = results_doc(ctx, split, {"set": region_set, "files": files,
                                        "sources": (ds.card.get("region_files") or {}).get(region_set)},
-                          preds, seqs, digests, dtypes, n_bootstrap, seed, policy)
+                          preds, seqs, digests, dtypes, n_bootstrap, seed, policy,
+                          {"mouth": mouth, "missing": missing, "subjects": [subjects[it.sid] for it, _ in plan]})
         if fallback:
             doc["protocol"]["fallback"] = fallback
         if proto.min_seconds is not None:
@@ -147,6 +162,42 @@ def evaluate(dataset: str, pred_dir: str | os.PathLike, data: str | os.PathLike,
         return finalize(sign(stamp_method(doc, pred_dir, method)))
     finally:
         ds.close()
+
+
+def _mouth_and_missing(ds: Any, V: int, axes: tuple[str, ...],
+                       override: Optional[tuple[int, int]]) -> tuple[Optional[dict], dict[str, str]]:
+    """The mouth pair the axes use (``--mouth-pair``, else the manifest's ``regions.mouth_pair``) as recorded in
+    the results, and the axes that cannot be computed at all, with why. An index beyond V is a one-line error."""
+    if not any(AXES[a].needs_mouth for a in axes):
+        return None, {}
+    mp = ds.spec.regions.mouth_pair
+    if override is not None:
+        mouth = {"upper": int(override[0]), "lower": int(override[1]), "source": "--mouth-pair", "verified": False}
+    elif mp is not None:
+        mouth = {"upper": mp.upper, "lower": mp.lower, "source": mp.source, "verified": mp.verified}
+    else:
+        why = (f"no mouth pair for {ds.id} (its manifest declares no regions.mouth_pair: none is published for this "
+               "mesh); pass --mouth-pair UPPER,LOWER")
+        return None, {a: why for a in axes if AXES[a].needs_mouth}
+    for side in ("upper", "lower"):
+        if not 0 <= mouth[side] < V:
+            raise A2FBenchError(f"mouth pair of {ds.id}: expected {side} vertex index in [0, {V}), found "
+                                f"{mouth[side]} ({mouth['source'][:60]}); pass --mouth-pair UPPER,LOWER with indices "
+                                "of this mesh")
+    if mouth["upper"] == mouth["lower"]:
+        raise A2FBenchError(f"mouth pair of {ds.id}: expected two different vertices, found {mouth['upper']} twice; "
+                            "pass --mouth-pair UPPER,LOWER")
+    return mouth, {}
+
+
+def _check_audio(ds: Any, ids: list[str], axes: tuple[str, ...]) -> None:
+    """Audio-based axes need every sequence's recording: one line naming the first without one."""
+    need = [AXES[a].cli for a in axes if AXES[a].needs_audio]
+    for sid in ids if need else ():
+        if ds[sid].n_samples <= 0:
+            raise A2FBenchError(f"{ds.id} {sid}: expected its audio recording for --metrics {','.join(need)}, found "
+                                "none in the store; re-run `a2fbench prepare` with the audio files, or drop "
+                                f"{','.join(need)} from --metrics")
 
 
 def score_arrays(gts: list[np.ndarray], preds: list[np.ndarray], templates: list[np.ndarray], lips: np.ndarray,

@@ -25,11 +25,16 @@ from .protocols import Protocol
 @dataclass(frozen=True)
 class ProtocolOptions:
     """The dataset-dependent settings of a protocol: coordinate scale of the lip terms (unitalker), FaceDiffuser's
-    coordinate range (facediffuser_multiface) and the region set the protocol uses by default."""
+    coordinate range (facediffuser_multiface) and the region set the protocol uses by default; and what this
+    evaluation computes (``evaluate --metrics``): the metric-table metrics (None: the protocol's own set), the
+    axes (:mod:`.metrics.axes`) and the mouth pair (upper, lower) they use. Forked workers receive it whole."""
 
     scale: float = 1.0
     coord_range: Optional[tuple[tuple[float, ...], tuple[float, ...]]] = None
     region_set: Optional[str] = None
+    metrics: Optional[tuple[str, ...]] = None
+    axes: tuple[str, ...] = ()
+    mouth_pair: Optional[tuple[int, int]] = None
 
 
 def protocol_options(spec: Any, proto: Protocol) -> ProtocolOptions:

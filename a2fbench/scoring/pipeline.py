@@ -6,6 +6,7 @@ outputs, the sha256 of every prediction file and the compute dtypes used."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Callable, Iterator, Optional
 
@@ -16,6 +17,7 @@ from ..spaces import converter
 from ..store.templates import choose_template
 from ..util.threads import prefetch as background
 from .accumulate import Chunk, Item, Scoring, score_chunks
+from .axes import audio_info
 from .metrics import functional as F
 from .options import ProtocolOptions
 from .predictions import PredFile
@@ -31,7 +33,8 @@ class Context:
                  opts: Optional[ProtocolOptions] = None):
         self.ds = ds
         self.opts = opts or ProtocolOptions()
-        self.proto = proto
+        self.proto = proto if self.opts.metrics is None else dataclasses.replace(proto, metrics=self.opts.metrics)
+        self.fps = float(ds.card["fps"])
         self.space = get_space(ds.card["space"])
         self.conv = None if self.space.is_vertex else converter(self.space, ds.space_arrays())
         self.V = int(ds.card.get("n_vertices") or (self.conv.n_vertices if self.conv else self.space.n_vertices))
@@ -40,7 +43,8 @@ class Context:
 
     def set_regions(self, lips: np.ndarray, upper: np.ndarray) -> None:
         self.lips, self.upper = lips, upper
-        self.scoring = Scoring(self.proto, lips, upper, self.opts.scale)
+        self.scoring = Scoring(self.proto, lips, upper, self.opts.scale, self.opts.axes, self.opts.mouth_pair,
+                               self.fps)
 
     def ground_truth(self, x: np.ndarray) -> np.ndarray:
         """Ground truth (or template) vertices in the protocol's coordinates (FaceDiffuser's normalised ones)."""
@@ -73,6 +77,7 @@ def read_chunks(ctx: Context, plan: list[tuple[Item, list[PredFile]]], rows: int
     for i, (item, pfs) in enumerate(plan):
         seq = ctx.ds[item.sid]
         tm = ctx.template(seq.subject) if ctx.scoring.fdd else None
+        audio = audio_info(seq.audio, seq.sample_rate, ctx.fps, item.T) if ctx.scoring.needs_audio else None
         gt_dtype = seq.motion_dtype
         readers = [NpyReader(pf, hasher) for pf in pfs]
         try:
@@ -95,7 +100,8 @@ def read_chunks(ctx: Context, plan: list[tuple[Item, list[PredFile]]], rows: int
                         lp.release()
                     else:
                         leases.append(lp)
-                yield Chunk(i, a, gt, preds, tm if a == 0 else None, [r.pf.path for r in readers], leases)
+                yield Chunk(i, a, gt, preds, tm if a == 0 else None, [r.pf.path for r in readers], leases,
+                            audio if a == 0 else None)
             for r in readers:
                 hashes[r.pf.path.name] = r.finish()
         finally:

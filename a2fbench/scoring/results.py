@@ -211,6 +211,31 @@ def check_consistency(doc: dict, source: str = "results") -> None:
                                     "was edited or is corrupt; re-run `a2fbench evaluate`")
 
 
+def check_axes(doc: dict, source: str = "results") -> None:
+    """The evaluation axes' values against their per-sequence scores (one run only; docs/metrics.md): MTM, LipLag
+    and Diversity are means over the sequences with a value, SilenceOpening the ratio of the sums over silent
+    frames. SLCC (one correlation over clips) is not recomputed here."""
+    if int((doc.get("samples") or {}).get("n", 1)) > 1:
+        return
+    ps = doc["per_sequence"]
+    for name, m in doc["metrics"].items():
+        if not isinstance(m, dict) or m.get("value") is None:
+            continue
+        if name in ("MTM", "LipLag", "Diversity"):
+            vals = [float(r[name]) for r in ps if r.get(name) is not None]
+            want = sum(vals) / len(vals) if vals else None
+        elif name == "SilenceOpening":
+            rows = [r for r in ps if r.get("silence_frames")]
+            num = sum(float(r["silence_open_pred"]) * int(r["silence_frames"]) for r in rows)
+            den = sum(float(r["silence_open_gt"]) * int(r["silence_frames"]) for r in rows)
+            want = num / den if den > 0 else None
+        else:
+            continue
+        if want is None or not math.isclose(float(m["value"]), want, rel_tol=REL_TOL, abs_tol=1e-12):
+            raise ResultSchemaError(f"{source}: {name} is {m['value']!r} but its per-sequence scores give {want!r}; "
+                                    "the file was edited or is corrupt; re-run `a2fbench evaluate`")
+
+
 def validate(doc: Any, source: str = "results") -> dict:
     """Schema + hash + consistency checks; returns the document."""
     if not isinstance(doc, dict):
@@ -230,6 +255,7 @@ def validate(doc: Any, source: str = "results") -> dict:
         raise ResultSchemaError(f"{source}: content_hash does not match the file's content; the file was edited "
                                 "after `a2fbench evaluate` wrote it")
     check_consistency(doc, source)
+    check_axes(doc, source)
     return doc
 
 

@@ -24,9 +24,12 @@ Takes: ``.vl`` bytes, take folders and archives, an ``.obj``. Gives: (T, N, 3) f
 
 from __future__ import annotations
 
+import os
 import re
 import tarfile
+import threading
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Optional
 
@@ -43,8 +46,10 @@ TAKE_SUFFIXES = ("", ".tar", ".tgz", ".tar.gz")
 _FRAME = re.compile(r"^frame_(\d+)\.vl$")
 #: MATLAB's rotx(pi): cos and sin of pi in IEEE double, as MATLAB computes them
 _C, _S = float(np.cos(np.pi)), float(np.sin(np.pi))
-#: frames processed at once: bounds the temporaries (8 x 46k triangles x 3 doubles, about 9 MB each)
+#: frames per block of work: bounds the temporaries (a (3, N) copy per frame; the triangle buffers are per thread)
 _CHUNK = 8
+#: threads processing blocks of frames (frames are independent; numpy's loops release the GIL)
+THREADS = min(4, os.cpu_count() or 1)
 
 
 def parse_vl(buf: bytes, where: str, n_expected: int = N_VERTICES) -> np.ndarray:
@@ -154,29 +159,84 @@ def read_take(src: Path, n_vertices: int = N_VERTICES) -> np.ndarray:
 def triangle_area_total(X: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """Total triangle area of each frame of (..., N, 3) float64 points: the total of the mixed-Voronoi vertex
     areas of ``cotLaplacian.m`` (module doc). Computed as there: |(p1 - p2) x (p1 - p3)| / 2 per triangle,
-    on coordinate-major copies (one contiguous gather per corner: ~3x faster than gathering xyz rows)."""
-    C = np.ascontiguousarray(np.moveaxis(np.asarray(X, np.float64), -1, -2))  # (..., 3, N)
-    a, b, c = (np.take(C, faces[:, k], axis=-1) for k in range(3))
-    u, v = a - b, a - c
-    nx = u[..., 1, :] * v[..., 2, :] - u[..., 2, :] * v[..., 1, :]
-    ny = u[..., 2, :] * v[..., 0, :] - u[..., 0, :] * v[..., 2, :]
-    nz = u[..., 0, :] * v[..., 1, :] - u[..., 1, :] * v[..., 0, :]
-    return np.sqrt(nx * nx + ny * ny + nz * nz).sum(-1) / 2
+    summed over the triangles in their order (numpy's pairwise sum of one frame's contiguous row)."""
+    X = np.asarray(X, np.float64)
+    lead = X.shape[:-2]
+    flat = X.reshape((-1,) + X.shape[-2:])
+    kernel = _Area(faces)
+    out = np.array([kernel(np.ascontiguousarray(x.T)) for x in flat], np.float64)
+    return out.reshape(lead)
+
+
+class _Area:
+    """The total triangle area of one frame given coordinate-major (3, N) float64, with buffers made once per
+    mesh: 9 gathers and the cross product in place, element by element the same operations (and so the same
+    bits) as ``np.cross`` of the rows would give, then one sum over the triangles."""
+
+    def __init__(self, faces: np.ndarray):
+        f = np.asarray(faces, np.intp)
+        self.corner = [np.ascontiguousarray(f[:, k]) for k in range(3)]
+        F = len(f)
+        self.g = np.empty((3, 3, F))  # corner, coordinate, triangle
+        self.u, self.v, self.n, self.t = np.empty((3, F)), np.empty((3, F)), np.empty((3, F)), np.empty(F)
+
+    def __call__(self, C: np.ndarray) -> float:
+        g, u, v, n, t = self.g, self.u, self.v, self.n, self.t
+        for k in range(3):
+            for c in range(3):
+                np.take(C[c], self.corner[k], out=g[k, c])
+        np.subtract(g[0], g[1], out=u)  # u = p1 - p2, v = p1 - p3
+        np.subtract(g[0], g[2], out=v)
+        for i, (p, q) in enumerate(((1, 2), (2, 0), (0, 1))):  # n_i = u_p v_q - u_q v_p
+            np.multiply(u[p], v[q], out=n[i])
+            np.multiply(u[q], v[p], out=t)
+            np.subtract(n[i], t, out=n[i])
+        np.multiply(n, n, out=n)
+        np.add(n[0], n[1], out=t)  # (nx^2 + ny^2) + nz^2
+        np.add(t, n[2], out=t)
+        np.sqrt(t, out=t)
+        return float(t.sum()) / 2
+
+
+def _normalise_block(blk: np.ndarray, kernel: _Area) -> None:
+    """CodeTalker's processing of (b, N, 3) float64 frames in place (see :func:`codetalker_normalise`), on a
+    coordinate-major copy (contiguous rows: the rotation, the centring and the triangle gathers run on them)."""
+    n = blk.shape[1]
+    C = np.ascontiguousarray(blk.transpose(0, 2, 1))  # (b, 3, N)
+    y, z = C[:, 1].copy(), C[:, 2]
+    np.add(y * _C, z * _S, out=C[:, 1])  # row vector times MATLAB's rotx(pi): y' = c y + s z, z' = -s y + c z
+    np.add(y * -_S, z * _C, out=C[:, 2])
+    # each frame's mean as MATLAB's mean(V) and numpy's mean over the vertices of (b, N, 3) compute it: a
+    # running sum over the vertices in order (np.cumsum's last element is exactly that running sum), then / N
+    C -= (np.cumsum(C, axis=-1)[..., -1:] / n)
+    area = np.array([kernel(C[i]) for i in range(len(C))], np.float64)
+    C /= np.sqrt(area)[:, None, None]
+    blk[...] = C.transpose(0, 2, 1)
 
 
 def codetalker_normalise(V: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """CodeTalker's BIWI processing of one mesh (N, 3) or of frames (T, N, 3): rotx(pi), centre on the frame's
-    own mean, divide by sqrt(its own total area). Returns float64 of the same shape."""
+    own mean, divide by sqrt(its own total area). Returns float64 of the same shape. Frames are independent:
+    blocks of :data:`_CHUNK` frames run on up to :data:`THREADS` threads (numpy releases the GIL)."""
     V = np.asarray(V)
     one = V.ndim == 2
     X = np.array(V[None] if one else V, dtype=np.float64)
-    y, z = X[..., 1].copy(), X[..., 2].copy()
-    X[..., 1] = y * _C + z * _S  # row vector times MATLAB's rotx(pi): y' = c y + s z, z' = -s y + c z
-    X[..., 2] = y * -_S + z * _C
-    for a in range(0, len(X), _CHUNK):
-        blk = X[a: a + _CHUNK]
-        blk -= blk.mean(axis=1, keepdims=True)
-        blk /= np.sqrt(triangle_area_total(blk, faces))[:, None, None]
+    blocks = [X[a: a + _CHUNK] for a in range(0, len(X), _CHUNK)]
+    workers = min(THREADS, len(blocks))
+    if workers <= 1:
+        kernel = _Area(faces)
+        for blk in blocks:
+            _normalise_block(blk, kernel)
+    else:
+        local = threading.local()
+
+        def run(blk: np.ndarray) -> None:
+            if not hasattr(local, "kernel"):
+                local.kernel = _Area(faces)
+            _normalise_block(blk, local.kernel)
+
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(run, blocks))
     return X[0] if one else X
 
 

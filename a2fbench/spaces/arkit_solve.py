@@ -7,7 +7,6 @@ from typing import Optional
 
 import numpy as np
 import scipy.linalg as sl
-from scipy.optimize import lsq_linear
 
 
 class BoxLsq:
@@ -83,6 +82,8 @@ class BoxLsq:
             w[todo], low[todo], high[todo], at_min[todo] = wt, lw, hg, am
         fallback = 0
         if len(todo):  # safety net; not reached on the bases we know
+            from scipy.optimize import lsq_linear  # imported here: scipy.optimize costs ~0.5 s of every CLI start
+
             c = d[todo] @ self.Q
             for i, t in enumerate(todo):
                 w[t] = lsq_linear(self.R, c[i], bounds=(lo, hi), method="bvls", tol=1e-14).x

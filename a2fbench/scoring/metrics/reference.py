@@ -140,3 +140,25 @@ def unitalker(gts: Sequence[np.ndarray], preds: Sequence[np.ndarray], lips: Sequ
         lve.append(sum(e) / len(e))
         lvd.append(sum(x ** 0.5 for x in e) / len(e))
     return {"LVE": sum(lve) / len(lve), "LVD": sum(lvd) / len(lvd), "per_sequence_LVE": lve}
+
+
+def ddtw_path(x: Sequence[float], y: Sequence[float]) -> list[tuple[int, int]]:
+    """Derivative DTW path, cell by cell in Python (the recursion as written; the oracle for
+    :func:`a2fbench.scoring.metrics.signals.ddtw_path`, which fills anti-diagonals at once)."""
+    dx = [0.0] + [float(x[i]) - float(x[i - 1]) for i in range(1, len(x))]
+    dy = [0.0] + [float(y[j]) - float(y[j - 1]) for j in range(1, len(y))]
+    n, m = len(dx), len(dy)
+    inf = float("inf")
+    D = [[inf] * (m + 1) for _ in range(n + 1)]
+    D[0][0] = 0.0
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            D[i][j] = abs(dx[i - 1] - dy[j - 1]) + min(D[i - 1][j - 1], D[i - 1][j], D[i][j - 1])
+    path = []
+    i, j = n, m
+    while i > 0 and j > 0:
+        path.append((i - 1, j - 1))
+        steps = [D[i - 1][j - 1], D[i - 1][j], D[i][j - 1]]
+        k = steps.index(min(steps))  # the first minimum: diagonal, then up, then left
+        i, j = (i - 1, j - 1) if k == 0 else ((i - 1, j) if k == 1 else (i, j - 1))
+    return path[::-1]

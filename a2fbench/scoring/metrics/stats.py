@@ -121,6 +121,21 @@ def bootstrap_ci(metric: str, values: Sequence[float], frames: Sequence[int], *,
     return percentile_interval(theta if theta.ndim == 1 else theta.mean(axis=1), level)
 
 
+def ratio_ci(num: Sequence[float], den: Sequence[float], *, n_resamples: int = 10000, seed: int = 0,
+             level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of a ratio of sums over sequences, ``sum(num) / sum(den)`` (the same
+    resampled counts as :func:`bootstrap_ci`); draws whose denominator is 0 are left out."""
+    a, b = np.asarray(num, np.float64), np.asarray(den, np.float64)
+    point = float(a.sum() / b.sum())
+    if len(a) < 2:
+        return (point, point)
+    parts = []
+    for c in resample_counts(len(a), n_resamples, seed):
+        d = c @ b
+        parts.append((c @ a)[d > 0] / d[d > 0])
+    return percentile_interval(np.concatenate(parts), level)
+
+
 def paired_difference(metric: str, a: Sequence[float], b: Sequence[float], frames_a: Sequence[int],
                       frames_b: Sequence[int], *, n_resamples: int = 10000, seed: int = 0,
                       level: float = 0.95, how: Optional[str] = None) -> dict[str, Any]:
