@@ -14,6 +14,8 @@ from typing import Optional
 
 import click
 
+from a2fbench.util.guard import FORCE_HELP, check_output
+
 DB_OPT = click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
                       help="Leaderboard database. Default: $A2FBENCH_HOME/leaderboard.sqlite.")
 
@@ -170,8 +172,9 @@ def serve_cmd(host: str, port: int, no_cache: bool, db_path: Optional[Path]) -> 
 @click.option("--reports", is_flag=True,
               help="Also write each evaluated entry's report page into <HTML stem>_reports/ and link it "
                    "(0.2-0.6 s per entry on 2 cores).")
+@click.option("--force", is_flag=True, help=FORCE_HELP)
 @DB_OPT
-def export_cmd(html_out: Path, reports: bool, db_path: Optional[Path]) -> None:
+def export_cmd(html_out: Path, reports: bool, force: bool, db_path: Optional[Path]) -> None:
     """Write the whole leaderboard (with per-sequence drill-down) as one HTML file.
 
     \b
@@ -180,6 +183,9 @@ def export_cmd(html_out: Path, reports: bool, db_path: Optional[Path]) -> None:
     """
     from .render import export_html
 
+    check_output(html_out, [_db(db_path)], force=force, option="--html")  # before the database is opened
+    if reports:
+        check_output(html_out.with_name(html_out.stem + "_reports"), [_db(db_path)], force=force, option="--reports")
     conn = _open_for_reading(_db(db_path))
     try:
         n = export_html(conn, html_out, reports=reports)
@@ -211,7 +217,7 @@ def add_reported_cmd(file: Path, db_path: Optional[Path]) -> None:
 
 
 @leaderboard_group.command("edit")
-@click.argument("entry_id", type=int)
+@click.argument("entry_id", type=click.IntRange(1))
 @click.option("--method", default=None, help="Rename the method.")
 @_meta_options
 @DB_OPT
@@ -244,7 +250,7 @@ def edit_cmd(entry_id: int, method: Optional[str], version: Optional[str], param
 
 
 @leaderboard_group.command("remove")
-@click.argument("entry_id", type=int)
+@click.argument("entry_id", type=click.IntRange(1))
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation (needed when not on a terminal).")
 @DB_OPT
 def remove_cmd(entry_id: int, yes: bool, db_path: Optional[Path]) -> None:

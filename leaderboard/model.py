@@ -28,6 +28,8 @@ from pydantic import (
 from a2fbench.errors import A2FBenchError, UnknownNameError
 from a2fbench.registry import get_spec
 from a2fbench.scoring.metrics.table import NAMES
+from a2fbench.util.fsutil import JSON_MAX_BYTES, JSON_MAX_DEPTH, json_depth, read_json
+from a2fbench.util.guard import show
 
 #: Metrics shown as columns, in order (the metric table's). Reported rows may only use these names.
 METRICS = NAMES
@@ -239,13 +241,23 @@ def method_meta(**kwargs: Any) -> MethodMeta:
 def load_reported(path: str | Path) -> list[ReportedEntry]:
     """Read reported rows from YAML or JSON: a list of entries, or ``{"reported": [...]}``."""
     p = Path(path)
+    what = "a YAML/JSON file of reported rows"
     try:
-        text = p.read_text(encoding="utf-8")
+        if p.suffix.lower() == ".json":
+            doc = read_json(p, what=what, error=LeaderboardError)
+        else:  # the same limits as every JSON a user hands in
+            if p.stat().st_size > JSON_MAX_BYTES:
+                raise LeaderboardError(f"{show(p)}: expected {what} of at most {JSON_MAX_BYTES >> 20} MiB, found "
+                                       f"{p.stat().st_size / 2**20:.0f} MiB")
+            doc = yaml.safe_load(p.read_text(encoding="utf-8"))
+            if json_depth(doc) > JSON_MAX_DEPTH:
+                raise RecursionError
     except FileNotFoundError:
-        raise LeaderboardError(f"{p}: expected a YAML/JSON file of reported rows, found nothing") from None
-    try:
-        doc = json.loads(text) if p.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise LeaderboardError(f"{p}: expected {what}, found nothing") from None
+    except RecursionError:
+        raise LeaderboardError(f"{show(p)}: expected {what} nested at most {JSON_MAX_DEPTH} levels deep, found "
+                               "deeper nesting") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
         raise LeaderboardError(f"{p}: expected YAML/JSON, found a malformed file ({' '.join(str(e).split())[:200]})") from None
     rows = doc.get("reported") if isinstance(doc, dict) else doc
     if not isinstance(rows, list) or not rows:

@@ -19,6 +19,16 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED_RESOURCES = Path(os.environ.get("A2FBENCH_SHARED_RESOURCES", REPO.parent / "shared" / "resources"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """$A2FBENCH_HOME for the whole session (and every command it starts): a temporary folder, so no test reads or
+    writes the real ~/.a2fbench (its data, its leaderboard, its results-signing key)."""
+    h = tmp_path_factory.mktemp("a2fbench_home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("A2FBENCH_HOME", str(h))
+        yield h
+
+
 @pytest.fixture(scope="session")
 def raw_tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """RAW root with tiny stand-ins of every dataset (read-only: copy before modifying)."""

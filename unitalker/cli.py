@@ -18,7 +18,7 @@ from typing import Optional
 import click
 
 from a2fbench.util import paths
-from a2fbench.util.guard import FORCE_HELP, check_output, show
+from a2fbench.util.guard import FORCE_HELP, check_apart, check_output, make_parent, show
 
 log = logging.getLogger("unitalker")
 CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
@@ -67,6 +67,7 @@ def train_cmd(data: Optional[Path], datasets: str, out: Path, config: Optional[s
     from .model.config import load_config
     from .train.loop import train
 
+    check_apart(out, [data or paths.default_data()])  # a run folder is never the store root or inside it
     cfg = load_config(config or None, overrides)
     ckpt = train(data or paths.default_data(), _ids(datasets), out, cfg, progress=not no_progress)
     click.echo(f"trained: {ckpt}")
@@ -102,6 +103,7 @@ def finetune_cmd(init_from: str, data: Optional[Path], datasets: str, out: Path,
     from .train.finetune import finetune_config
     from .train.loop import train
 
+    check_apart(out, [data or paths.default_data(), init_from])  # never over the run it starts from, nor the data
     ov = list(overrides) + ([f"data.fraction={fraction}"] if fraction is not None else [])
     ov += [f"train.trainable={trainable}"] if trainable is not None else []
     cfg = finetune_config(init_from, ov)
@@ -329,8 +331,9 @@ def export_official_cmd(run: str, out: Path, weight_norm: str, force: bool) -> N
 @click.option("--compile", "use_compile", is_flag=True, help="Also torch.compile the fast mode.")
 @click.option("--json", "as_json", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the figures as JSON.")
+@click.option("--force", is_flag=True, help=FORCE_HELP)
 def bench_cmd(checkpoint: Optional[str], config: Optional[str], seconds: float, device: str, batch: int, runs: int,
-              use_compile: bool, as_json: Optional[Path]) -> None:
+              use_compile: bool, as_json: Optional[Path], force: bool) -> None:
     """Time inference: our fast mode beside a reference mode (fp32, eager attention, no compile), same process.
 
     Model forward only (audio already in memory), warm-up first, median of RUNS runs timed with CUDA events
@@ -342,6 +345,8 @@ def bench_cmd(checkpoint: Optional[str], config: Optional[str], seconds: float, 
     """
     from .infer.bench import bench, format_report
 
+    if as_json:  # checked before the timing, not after it
+        check_output(as_json, [checkpoint, config], force=force, option="--json")
     rep = bench(checkpoint, config, seconds=seconds, device=device, batch=batch, runs=runs, use_compile=use_compile)
     click.echo(format_report(rep))
     if as_json:
@@ -353,8 +358,9 @@ def bench_cmd(checkpoint: Optional[str], config: Optional[str], seconds: float, 
 @cli.command("plot", context_settings=CTX)
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="PNG to write. Default: RUN/training.png.")
-def plot_cmd(run: Path, out: Optional[Path]) -> None:
+              help="PNG to write. Default: RUN/training.png (replaced on every plot).")
+@click.option("--force", is_flag=True, help=FORCE_HELP)
+def plot_cmd(run: Path, out: Optional[Path], force: bool) -> None:
     """Training curves of a run as a PNG: loss per step and epoch, validation LVE against the static template.
 
     \b
@@ -363,6 +369,8 @@ def plot_cmd(run: Path, out: Optional[Path]) -> None:
     """
     from .train.plot import plot_run
 
+    if out is not None:  # the default is the run's own plot; a path the user names is new or needs --force
+        make_parent(check_output(out, [run / "log.csv", run / "val.csv"], force=force))
     click.echo(f"wrote {plot_run(run, out)}")
 
 

@@ -39,6 +39,22 @@ COMMANDS = {
 #: commands other installed packages add to ``a2fbench`` (the leaderboard adds ``leaderboard``); a2fbench never
 #: names them itself, so it depends on no package above it
 PLUGIN_GROUP = "a2fbench.commands"
+#: every seed a user types (numpy's and torch's generators take all of these; a negative one is a usage error)
+SEED = click.IntRange(0, 2**32 - 1)
+
+
+class FiniteFloat(click.FloatRange):
+    """A float option in ``[min, max]`` that is also finite: ``nan`` passes click's own range check, not this."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+        rv = super().convert(value, param, ctx)
+        if rv != rv or rv in (float("inf"), float("-inf")):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return rv
+
+
 #: the --data option of every command that reads prepared stores
 DATA_OPT = click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
                         help="Prepared store root (DATA/<id>/). Default: $A2FBENCH_HOME/data.")

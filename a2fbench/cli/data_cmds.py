@@ -12,10 +12,10 @@ import click
 from ..errors import A2FBenchError
 from ..registry import all_specs, get_space, resolve
 from ..util import paths
-from ..util.guard import real, show
 from ..util.constants import SAMPLE_RATE
 from ..util.fsutil import atomic_path
-from . import DATA_OPT
+from ..util.guard import FORCE_HELP, check_output, real, show
+from . import DATA_OPT, SEED
 
 # prepare, sources.download, sources.synth and store are imported inside the commands that use them, not here:
 # they load scipy, h5py and the raw readers. Measured (median of 5): this module imports in 0.006 s instead of
@@ -124,7 +124,7 @@ def info_cmd(dataset: str, data: Path | None, as_json: bool) -> None:
 @click.argument("datasets")
 @RAW_OPT
 @click.option("--no-verify", is_flag=True, help="Skip sha256 checks (not recommended).")
-@click.option("--retries", type=int, default=3, show_default=True, help="Resumed retries of a dropped connection.")
+@click.option("--retries", type=click.IntRange(0, 100), default=3, show_default=True, help="Resumed retries of a dropped connection.")
 def download_cmd(datasets: str, raw: Path | None, no_verify: bool, retries: int) -> None:
     """Fetch URL sources (resumable, sha256-checked); print the manual steps for the rest.
 
@@ -154,13 +154,15 @@ def download_cmd(datasets: str, raw: Path | None, no_verify: bool, retries: int)
 @click.argument("datasets")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="RAW root to write.")
 @click.option("--size", type=click.Choice(["tiny", "small", "full"]), default="tiny", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--layout", default=None, help="Write another accepted layout (e.g. vertices_npy for D1; raw: the "
               "corpus as its authors ship it, e.g. D0's rigid_scans/faces/videos).")
 @click.option("--splits", default=None, help="Only these splits, comma-separated (e.g. train).")
 @click.option("--dry-run", is_flag=True, help="Print what would be written (sequences, hours, GB); write nothing.")
+@click.option("--force", is_flag=True, help=FORCE_HELP + " An earlier stand-in is replaced without it; other files "
+              "in OUT/<id>/ (a real download) only with it.")
 def synth_cmd(datasets: str, out: Path, size: str, seed: int, layout: str | None, splits: str | None,
-              dry_run: bool) -> None:
+              dry_run: bool, force: bool) -> None:
     """Stand-in raw data in each dataset's native layout (audio-driven motion; see docs/datasets.md).
 
     \b
@@ -180,6 +182,14 @@ def synth_cmd(datasets: str, out: Path, size: str, seed: int, layout: str | None
             click.echo(f"{spec.id}: {st['sequences']} sequences ({per}{f', in no split {rest}' if rest else ''}), "
                        f"{st['subjects']} subjects, {st['hours']} h, {st['bytes'] / 1e9:.2f} GB")
         return
+    from ..sources.raw import SYNTH_MARKER
+
+    for spec in resolve(datasets):  # before any is written: OUT/<id>/ is replaced whole
+        target = out / spec.id
+        if not force and target.exists() and not (target / SYNTH_MARKER).is_file():
+            raise A2FBenchError(f"--out {show(out)}: expected {spec.id}/ to be new or an earlier stand-in, found "
+                                f"{show(target)} holding other files (a real download?); pass --force to replace it, "
+                                "or pick another --out")
     for spec in resolve(datasets):
         p = synth_dataset(spec, out, size=size, seed=seed, layout=layout,  # type: ignore[arg-type]
                           splits=splits.split(",") if splits else None)
@@ -191,8 +201,10 @@ def synth_cmd(datasets: str, out: Path, size: str, seed: int, layout: str | None
 @RAW_OPT
 @click.option("--out", "data", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Prepared store root. Default: $A2FBENCH_HOME/data.")
-@click.option("--workers", type=int, default=1, show_default=True, help="Datasets prepared in parallel.")
-def prepare_cmd(datasets: str, raw: Path | None, data: Path | None, workers: int) -> None:
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True, help="Datasets prepared in parallel.")
+@click.option("--force", is_flag=True, help=FORCE_HELP + " An earlier store is replaced without it; a DATA/<id>/ "
+              "that holds no store only with it.")
+def prepare_cmd(datasets: str, raw: Path | None, data: Path | None, workers: int, force: bool) -> None:
     """Raw native files -> verified store DATA/<id>/store.h5 (resumable; atomic per dataset).
 
     \b
@@ -206,6 +218,14 @@ def prepare_cmd(datasets: str, raw: Path | None, data: Path | None, workers: int
     if real(data) == real(raw):  # DATA/<id>/ would replace RAW/<id>/, the download (beside or inside: no clash)
         raise A2FBenchError(f"--out {show(data)}: expected a folder apart from --raw, found the same folder; "
                             "prepared stores never replace the raw files; pass another --out")
+    from ..store.dataset import CARD_FILE
+
+    for spec in resolve(datasets):  # DATA/<id>/ is replaced whole: only a store of ours without --force
+        target = Path(data) / spec.id
+        if not force and target.exists() and not (target / CARD_FILE).is_file():
+            raise A2FBenchError(f"--out {show(data)}: expected {spec.id}/ to be new or an earlier prepared store, "
+                                f"found {show(target)} holding other files; pass --force to replace it, or pick "
+                                "another --out")
     res = prepare_many(resolve(datasets), raw, data, workers=workers)
     failed = 0
     for sid, (card, err) in res.items():
@@ -265,7 +285,8 @@ def doctor_cmd(datasets: tuple[str, ...], raw: Path | None, data: Path | None, a
 @DATA_OPT
 @click.option("--split", default=None, help="One split (default: all sequences).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
-def export_hf_cmd(dataset: str, data: Path | None, split: str | None, out: Path) -> None:
+@click.option("--force", is_flag=True, help=FORCE_HELP)
+def export_hf_cmd(dataset: str, data: Path | None, split: str | None, out: Path, force: bool) -> None:
     """Export a prepared dataset to a Hugging Face `datasets` folder (load_from_disk).
 
     \b
@@ -275,7 +296,8 @@ def export_hf_cmd(dataset: str, data: Path | None, split: str | None, out: Path)
     from ..store import open_dataset
 
     ds = open_dataset(data or paths.default_data(), resolve(dataset)[0].id)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_output(out, [ds.path], force=force)  # replaced whole: never the store, an existing folder only with --force
+    out.absolute().parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.cache-") as cache, \
             atomic_path(out, is_dir=True) as tmp:
         hf = ds.to_hf(split, cache_dir=cache)  # Arrow cache beside the output, removed afterwards

@@ -73,7 +73,8 @@ def _audio_reader(path: Path) -> np.ndarray:
               help="Audio to mux in (one INPUT file). Default: the sequence's audio from the store.")
 @click.option("--gt", is_flag=True, help="Put the ground truth (from the store, by sequence name) on the right.")
 @click.option("--errors", is_flag=True, help="Colour each vertex by its distance to the ground truth (colour bar).")
-@click.option("--size", type=int, default=512, show_default=True, help="Panel size in pixels.")
+@click.option("--size", type=click.IntRange(16, 4096), default=512, show_default=True,
+              help="Panel size in pixels, 16 to 4096.")
 @MESH_OPT
 @PROGRESS_OPT
 @FORCE_OPT

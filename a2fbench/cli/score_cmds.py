@@ -12,7 +12,7 @@ from ..scoring.protocols import LENGTH_POLICIES, PROTOCOLS
 from ..util import paths
 from ..util.fsutil import write_json
 from ..util.guard import FORCE_HELP, check_output, show
-from . import DATA_OPT
+from . import DATA_OPT, SEED
 
 # scoring.compare, .evaluate and .options are imported inside the commands that use them, not here: they load
 # numpy, scipy and h5py, and `a2fbench --help` imports every command module. Measured (python -X importtime,
@@ -78,10 +78,10 @@ def results_table(doc: dict) -> str:
               help="Results JSON. Default: <PRED>.results.json beside the folder "
                    "(<PRED>.<protocol>.results.json for other protocols).")
 @click.option("--ignore-extra", is_flag=True, help="Ignore (and list) .npy files that are not in the split.")
-@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(100), default=10000, show_default=True,
+@click.option("--bootstrap", "n_bootstrap", type=click.IntRange(100, 1_000_000), default=10000, show_default=True,
               help="Bootstrap resamples for the 95% CIs.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
-@click.option("--workers", type=click.IntRange(1), default=None,
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Bootstrap seed.")
+@click.option("--workers", type=click.IntRange(1, 256), default=None,
               help="Processes scoring blocks of sequences. Default: automatic (2 for splits of 128 MiB or more). "
                    "Results do not depend on it.")
 @click.option("--method", default=None,
@@ -146,9 +146,9 @@ def _pair(text: Optional[str]) -> Optional[tuple[int, int]]:
 @click.command("compare")
 @click.argument("a", type=click.Path(path_type=Path))
 @click.argument("b", type=click.Path(path_type=Path))
-@click.option("--resamples", "n_resamples", type=click.IntRange(100), default=10000, show_default=True,
+@click.option("--resamples", "n_resamples", type=click.IntRange(100, 1_000_000), default=10000, show_default=True,
               help="Bootstrap resamples and random permutations.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def compare_cmd(a: Path, b: Path, n_resamples: int, seed: int, as_json: bool) -> None:
     """Paired difference B - A per metric on the shared sequences, with a 95% CI and a p-value.

@@ -10,7 +10,8 @@ from ..errors import SpaceError
 from ..registry import get_space, resolve
 from ..util import paths
 from ..util.fsutil import write_npy
-from . import DATA_OPT
+from ..util.guard import FORCE_HELP, check_output
+from . import DATA_OPT, SEED, FiniteFloat
 
 # numpy, spaces, spaces.pca and store are imported inside the commands that use them, not here: they load
 # scipy and h5py, and `a2fbench --help` imports every command module. Measured (python -X importtime, median
@@ -26,7 +27,7 @@ from . import DATA_OPT
                    "frames allows (frames - 1, e.g. on tiny stand-ins), with a note. A number given here is "
                    "never lowered: too many is an error.")
 @click.option("--device", default="cpu", show_default=True, help="cpu, or cuda[:N] to fit on a GPU with torch.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random sketch (same seed, same file).")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the random sketch (same seed, same file).")
 @click.option("--split", default="train", show_default=True, help="Split whose frames are fitted.")
 @click.option("--passes", type=click.IntRange(min=1), default=3, show_default=True,
               help="Reads of the data (block Krylov depth); more passes, more accurate tail components.")
@@ -73,7 +74,8 @@ def pca_cmd(datasets: str, data: Path | None, components: int | None, device: st
 @click.command("convert-flame")
 @click.argument("src", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("dst", type=click.Path(dir_okay=False, path_type=Path))
-def convert_flame_cmd(src: Path, dst: Path) -> None:
+@click.option("--force", is_flag=True, help=FORCE_HELP)
+def convert_flame_cmd(src: Path, dst: Path, force: bool) -> None:
     """FLAME 2020 generic_model.pkl -> plain-array flame.npz (no chumpy needed, to read or to write).
 
     The pickle is read with a restricted unpickler: chumpy arrays become numpy arrays without importing
@@ -85,6 +87,7 @@ def convert_flame_cmd(src: Path, dst: Path) -> None:
     """
     from ..spaces import convert_flame, read_flame_model
 
+    check_output(dst, [src], force=force, option="DST")
     out = convert_flame(src, dst)
     a = read_flame_model(out)
     click.echo(f"{out}: FLAME model, {a['v_template'].shape[0]} vertices, {a['J_regressor'].shape[0]} joints, "
@@ -100,10 +103,11 @@ def convert_flame_cmd(src: Path, dst: Path) -> None:
 @click.option("--space", default=None, help="arkit52 or arkit51: checks the basis width and names the channels.")
 @click.option("--dataset", default=None, help="Take the basis (and space) of a prepared dataset instead, e.g. D3.")
 @DATA_OPT
-@click.option("--lower", type=float, default=0.0, show_default=True)
-@click.option("--upper", type=float, default=1.0, show_default=True)
+@click.option("--lower", type=FiniteFloat(), default=0.0, show_default=True)
+@click.option("--upper", type=FiniteFloat(), default=1.0, show_default=True)
+@click.option("--force", is_flag=True, help=FORCE_HELP)
 def solve_arkit_cmd(inputs: tuple[Path, ...], out: Path, basis: Path | None, space: str | None,
-                    dataset: str | None, data: Path | None, lower: float, upper: float) -> None:
+                    dataset: str | None, data: Path | None, lower: float, upper: float, force: bool) -> None:
     """Vertices -> blendshape weights: bounded least squares in [0, 1] per frame, through a basis.
 
     Each input .npy holds vertices (T, V, 3) or (T, 3V) in the basis topology and units; each output .npy
@@ -151,6 +155,8 @@ def solve_arkit_cmd(inputs: tuple[Path, ...], out: Path, basis: Path | None, spa
             files.append((f, (out / f.name) if many else out))
     if not files:
         raise SpaceError(f"expected .npy vertex files in {', '.join(map(str, inputs))}, found none")
+    for _, dst in files:  # every output checked before the first is written
+        check_output(dst, [*inputs, basis, data if dataset else None], force=force)
     for src, dst in files:
         try:
             v = np.load(src, allow_pickle=False)

@@ -13,12 +13,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from ..util.fsutil import fsync_dir
+from ..util.fsutil import fsync_dir, name_target, sweep_stale
 
 
 def temp_beside(path: Path, suffix: str = "tmp") -> Path:
-    """A fresh hidden name in ``path``'s folder: ``.NAME.<random>.<suffix>``."""
-    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.{suffix}")
+    """A fresh hidden name in ``path``'s folder: ``.NAME.<random>-<PID>.<suffix>`` (the PID lets a later run
+    remove it once this process is gone: :func:`~a2fbench.util.fsutil.sweep_stale`)."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}-{os.getpid()}.{suffix}")
 
 
 @contextmanager
@@ -26,15 +27,17 @@ def atomic_target(path: str | os.PathLike, suffix: str = "tmp") -> Iterator[Path
     """Yield a temporary path beside ``path`` for a writer that opens files by name; rename on success, delete
     on any failure (the previous ``path``, if any, is left untouched)."""
     path = Path(path)
+    sweep_stale(path.parent)
     tmp = temp_beside(path, suffix)
     try:
         yield tmp
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         try:
             os.unlink(tmp)
         except FileNotFoundError:
             pass
+        name_target(e, tmp, path)
         raise
 
 

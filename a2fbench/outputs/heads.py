@@ -10,7 +10,6 @@ held whole.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,8 @@ from ..scoring.predictions import CONDITION_SEP, read_header
 from ..spaces import converter
 from ..store import Dataset, open_dataset
 from ..store.templates import Template, choose_template
+from ..util.fsutil import read_json
+from ..util.guard import show
 from .topology import FALLBACK_NOTE, frontal_triangulation
 
 #: frames read (and converted) at a time
@@ -161,8 +162,8 @@ def _infer_item(folder: Path, head: Head) -> InputItem:
                           f"{', '.join(have) or 'no heads'}; infer with --heads {head.id} or pick --dataset among "
                           "those")
     try:
-        meta = json.loads((folder / "meta.json").read_text())
-    except (OSError, json.JSONDecodeError):
+        meta = read_json(folder / "meta.json", what="the meta.json `unitalker infer` wrote", error=OutputError)
+    except OSError:
         meta = {}
     audio = Path(meta["audio"]) if isinstance(meta.get("audio"), str) else None
     return InputItem(folder.name, f, None, audio if audio is not None and audio.is_file() else None)
@@ -198,11 +199,7 @@ class Frames:
         """Frames ``b * block`` to ``(b + 1) * block`` (fewer at the end) as (n, V, 3) float32."""
         if self._cache[0] != b:
             rows = np.asarray(self.rows[b * self.block:min((b + 1) * self.block, self.n)])
-            rows = rows.reshape(len(rows), -1)
-            if not np.isfinite(rows).all():
-                bad = b * self.block + int(np.argwhere(~np.isfinite(rows))[0][0])
-                raise OutputError(f"{self.source}: expected finite motion, found NaN or inf at frame {bad}; fix the "
-                                  "model output")
+            rows = self._finite(rows.reshape(len(rows), -1), b * self.block)
             self._cache = (b, self.head.to_vertices(rows, self.dtype) if self.kind == "parameters"
                            else rows.reshape(len(rows), -1, 3).astype(self.dtype))
         return self._cache[1]  # type: ignore[return-value]
@@ -213,8 +210,16 @@ class Frames:
             yield self.block_at(b)
 
     def rows_array(self) -> np.ndarray:
-        """All rows (T, D) in memory (parameters, or flattened vertices)."""
-        return np.asarray(self.rows[: self.n]).reshape(self.n, -1)
+        """All rows (T, D) in memory (parameters, or flattened vertices), finite or refused."""
+        return self._finite(np.asarray(self.rows[: self.n]).reshape(self.n, -1), 0)
+
+    def _finite(self, rows: np.ndarray, first: int) -> np.ndarray:
+        """``rows`` (frames ``first``...), or one line naming the source and the first frame with NaN or inf."""
+        if not np.isfinite(rows).all():
+            bad = first + int(np.argwhere(~np.isfinite(rows))[0][0])
+            raise OutputError(f"{show(self.source)}: expected finite motion, found NaN or inf at frame {bad}; fix the "
+                              "model output")
+        return rows
 
     def all(self) -> np.ndarray:
         """All frames (T, V, 3) in memory (exports that need the whole clip)."""

@@ -27,7 +27,7 @@ from ..spaces import n_vertices as space_n_vertices
 from ..spaces import read_space_files
 from ..store import CARD_FILE, STORE_FORMAT, StoreWriter, incomplete_dir, store_dir
 from ..util.constants import SAMPLE_RATE
-from ..util.fsutil import sha256_file
+from ..util.fsutil import read_json, sha256_file
 from ..util.progress import bar as progress_bar
 from .motion import av_mismatch, resample_motion
 
@@ -110,7 +110,9 @@ def _region_file_entry(root: Path, src: Any) -> dict:
 
 def _prepare(spec: DatasetSpec, root: Path, data: Path, work: Path, progress: bool, position: int) -> dict:
     layout = detect_layout(root, spec)
-    synthetic = json.loads((root / SYNTH_MARKER).read_text()) if (root / SYNTH_MARKER).is_file() else None
+    marker = root / SYNTH_MARKER
+    synthetic = read_json(marker, what="the stand-in marker `a2fbench synth` wrote", error=RawDataError) \
+        if marker.is_file() else None
     pinned = verify_pinned_files(spec, root, synthetic is not None)
     raw = read(layout, root, spec)
     _check_unique(raw, root)
@@ -177,6 +179,9 @@ def _prepare(spec: DatasetSpec, root: Path, data: Path, work: Path, progress: bo
                 raise RawDataError(f"{root}: expected a template for subject {s!r}, found none in the layout's "
                                    "template file; the templates do not match the sequences")
             templates[s] = np.asarray(raw.templates[s])  # the source's array and dtype, untouched (FDD parity)
+            if templates[s].dtype.kind not in "fiu" or not np.isfinite(templates[s]).all():
+                raise RawDataError(f"{root}: expected finite numeric template values for subject {s!r}, found NaN, inf "
+                                   "or non-numbers in the layout's template file; restore it")
         writer.put_group("templates", templates)
         writer.put_group("regions", regions)
         if space_arrays:

@@ -21,7 +21,6 @@ space (converted to vertices with the space's converter, like the ground truth).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -32,7 +31,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..errors import PredictionError
-from ..util.fsutil import write_json, write_npy
+from ..util.fsutil import read_json, write_json, write_npy
+from ..util.guard import show
 
 log = logging.getLogger("a2fbench.predictions")
 
@@ -78,11 +78,13 @@ def write_provenance(pred_dir: str | os.PathLike, **info: Any) -> Path:
 
 
 def read_provenance(pred_dir: str | os.PathLike) -> Optional[dict]:
-    """The provenance record of a predictions folder, or None (absent or unreadable: it is optional)."""
+    """The provenance record of a predictions folder, or None (absent: it is optional); a record that is there
+    but malformed, oversized or nested too deep is one line (:func:`~a2fbench.util.fsutil.read_json`)."""
     p = Path(pred_dir) / PROVENANCE_FILE
     try:
-        d = json.loads(p.read_text())
-    except (OSError, ValueError):
+        d = read_json(p, what="the predictions record its maker wrote (delete it to evaluate without it)",
+                      error=PredictionError)
+    except (FileNotFoundError, IsADirectoryError):
         return None
     return d if isinstance(d, dict) else None
 
@@ -139,10 +141,16 @@ def read_header(path: Path) -> tuple[tuple[int, ...], bool, np.dtype, int]:
             else:
                 raise ValueError(f"unsupported .npy version {version}")
             offset = f.tell()
+            size = os.fstat(f.fileno()).st_size
     except (ValueError, OSError, EOFError) as e:
-        raise PredictionError(f"{path}: expected a NumPy .npy file, found an unreadable one ({e}); "
+        raise PredictionError(f"{show(path)}: expected a NumPy .npy file, found an unreadable one ({show(e)}); "
                               "save predictions with numpy.save") from None
-    return tuple(int(s) for s in shape), bool(fortran), np.dtype(dtype), int(offset)
+    shape, dtype = tuple(int(s) for s in shape), np.dtype(dtype)
+    need = int(offset) + int(np.prod(shape, dtype=object)) * dtype.itemsize
+    if not dtype.hasobject and size < need:  # truncated: the header promises more than the body holds
+        raise PredictionError(f"{show(path)}: expected {need - offset} bytes of data for shape {shape} {dtype}, found "
+                              f"{size - offset} (a truncated file); copy or save it again")
+    return shape, bool(fortran), dtype, int(offset)
 
 
 def _shorten(names: Sequence[str], n: int = 5) -> str:

@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..errors import ResultSchemaError
 from ..util import signing
+from ..util.fsutil import read_json
 from .metrics.stats import aggregate as aggregate_values
 from .metrics.table import METRICS, Aggregation
 
@@ -263,9 +264,7 @@ def load(path: str | os.PathLike) -> dict:
     """Read and validate a results file (see :func:`validate`)."""
     p = Path(path)
     try:
-        doc = json.loads(p.read_text())
+        doc = read_json(p, what="a results JSON written by `a2fbench evaluate`", error=ResultSchemaError)
     except FileNotFoundError:
         raise ResultSchemaError(f"{p}: expected a results JSON written by `a2fbench evaluate`, found nothing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ResultSchemaError(f"{p}: expected JSON, found a malformed file ({e})") from None
     return validate(doc, str(p))

@@ -22,7 +22,6 @@ Tests and mirrors redirect URLs with ``mirror={prefix: replacement}`` or the env
 from __future__ import annotations
 
 import http.client
-import json
 import os
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from urllib.request import Request, urlopen
 from .. import __version__
 from ..errors import A2FBenchError, ChecksumMismatch, DownloadError
 from ..registry import DatasetSpec, FileEntry, Source
-from ..util.fsutil import sha256_file, write_json
+from ..util.fsutil import read_json, sha256_file, write_json
 from ..util.progress import bar as progress_bar
 from .archives import find_archive, safe_extract
 from .layouts import check_structure
@@ -237,8 +236,8 @@ def download_dataset(spec: DatasetSpec, raw: str | os.PathLike, *, verify: bool 
     root.mkdir(parents=True, exist_ok=True)
     record_path = root / FILES_RECORD
     try:
-        previous = json.loads(record_path.read_text()).get("files", {}) if record_path.is_file() else {}
-    except (OSError, ValueError):
+        previous = read_json(record_path, what="the download record").get("files", {}) if record_path.is_file() else {}
+    except (OSError, AttributeError, A2FBenchError):  # the record only saves re-hashing: rebuilt when unusable
         previous = {}
     report: dict = {"fetched": [], "verified": [], "todo": [], "structure": None, "files": {}}
     echo(f"{spec.id}  {spec.name} -> {root}")

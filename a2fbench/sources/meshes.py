@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import RawDataError
 from ..store.templates import Template
+from ..util.guard import show
 
 _PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
               "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
@@ -33,8 +34,8 @@ def read_mesh(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
             v, f = _read_obj(p.read_text(encoding="utf-8", errors="replace"))
         else:
             raise ValueError(f"unknown mesh suffix {p.suffix!r}")
-    except (ValueError, IndexError, KeyError, UnicodeDecodeError) as e:
-        raise RawDataError(f"{p}: expected a readable PLY or OBJ mesh, found a broken file ({e}); "
+    except (ValueError, IndexError, KeyError, UnicodeDecodeError, StopIteration) as e:
+        raise RawDataError(f"{show(p)}: expected a readable PLY or OBJ mesh, found a broken file ({show(e)}); "
                            "re-download it") from None
     if len(v) == 0 or len(f) == 0:
         raise RawDataError(f"{p}: expected vertices and faces, found {len(v)} vertices and {len(f)} faces")
@@ -75,6 +76,8 @@ def _read_ply(data: bytes) -> tuple[np.ndarray, np.ndarray]:
         if tok[0] == "format":
             fmt = tok[1]
         elif tok[0] == "element":
+            if int(tok[2]) < 0:
+                raise ValueError(f"element {tok[1]!r} with a negative count {tok[2]}")
             elements.append([tok[1], int(tok[2]), []])
         elif tok[0] == "property":
             elements[-1][2].append((tok[-1], tok[2], tok[3]) if tok[1] == "list" else (tok[-1], tok[1]))
@@ -86,10 +89,13 @@ def _read_ply(data: bytes) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _ply_ascii(body: bytes, elements: list) -> tuple[np.ndarray, np.ndarray]:
-    lines = iter(body.decode("ascii", "replace").splitlines())
-    verts, faces = None, None
+    lines = body.decode("ascii", "replace").splitlines()
+    verts, faces, at = None, None, 0
     for name, count, props in elements:
-        rows = [next(lines).split() for _ in range(count)]
+        if at + count > len(lines):  # a header that promises more rows than the body holds
+            raise ValueError(f"the header declares {count} {name} rows, the body holds {len(lines) - at}")
+        rows = [line.split() for line in lines[at:at + count]]
+        at += count
         if name == "vertex":
             names = [p[0] for p in props]
             cols = [names.index(c) for c in "xyz"]
@@ -147,7 +153,7 @@ def _template_vertices(p: Path) -> np.ndarray:
     if suffix == ".npy":
         try:
             return np.load(p, allow_pickle=False)
-        except (ValueError, OSError) as e:
+        except (ValueError, OSError, EOFError) as e:
             raise TemplateError(f"{p}: expected a numeric .npy of vertices, found an unreadable file ({e})") from None
     if suffix in (".obj", ".ply"):
         try:

@@ -13,7 +13,8 @@ Rules (docs/architecture.md, "Integrity at the edges"):
 * **Stopping is clean.** :func:`stop_on_signals` (installed by the command runner) turns SIGTERM and SIGHUP into
   :class:`Terminated`, a ``KeyboardInterrupt``: every ``atomic_path``/``atomic_target`` block deletes its
   temporary exactly as for Ctrl-C. A stale temporary of a killed run (``.NAME.incomplete-PID``,
-  ``.NAME.<hex>.part``) is hidden and never read as output.
+  ``.NAME.<hex>-PID.part``) is hidden and never read as output, and the next write into its folder removes it
+  once its process is gone (:func:`~a2fbench.util.fsutil.sweep_stale`).
 * **One line for an OS error.** :func:`describe_os_error`: what failed, on which path, what to do.
 * **Terminal-safe text.** :func:`printable` escapes control characters and bidirectional overrides in text
   that came from a file, a name or a database; :func:`safe_streams` applies the same rule (keeping newline,
@@ -163,6 +164,8 @@ _ADVICE = {
     errno.EPERM: "check its permissions, or write somewhere you may",
     errno.EROFS: "the file system is read-only; write somewhere else",
     errno.ENOSPC: "the disk is full; free some space or write somewhere else",
+    errno.EFBIG: "the file is larger than this file system or the file-size limit (ulimit -f) allows; write "
+                 "somewhere else or raise the limit",
     errno.EDQUOT: "the disk quota is used up; free some space or write somewhere else",
     errno.ENOENT: "check the path",
     errno.ENOTDIR: "a part of the path is a file, not a folder; check the path",

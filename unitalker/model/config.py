@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import os
 from pathlib import Path
 from typing import Any, Iterable
@@ -186,6 +187,13 @@ _CHOICES = {
 }
 
 
+#: real-valued keys: (path, lower bound, bound excluded, upper bound or None)
+_REALS = (("train.lr", 0.0, True, None), ("train.lr_final", 0.0, False, None), ("train.grad_clip", 0.0, False, None),
+          ("train.pca_weight", 0.0, False, None), ("train.param_weight", 0.0, False, None),
+          ("train.flame_param_weight", 0.0, False, None), ("model.decoder.dropout", 0.0, False, 1.0),
+          ("data.max_seconds", 0.0, True, None), ("data.min_seconds", 0.0, False, None))
+
+
 def get(cfg: dict, path: str) -> Any:
     node: Any = cfg
     for p in path.split("."):
@@ -208,6 +216,19 @@ def validate(cfg: dict) -> None:
     for path in ("train.warmup_epochs", "train.checkpoint_every_steps", "train.threads", "data.num_workers"):
         if int(get(cfg, path)) < 0:
             raise ConfigError(f"config key {path}: expected an integer >= 0, found {get(cfg, path)!r}")
+    for path in ("model.decoder.layers", "train.keep_checkpoints", "train.val_every_epochs"):
+        if int(get(cfg, path)) < 1:
+            raise ConfigError(f"config key {path}: expected a positive integer, found {get(cfg, path)!r}")
+    if not 0 <= int(get(cfg, "train.seed")) < 2**32:
+        raise ConfigError(f"config key train.seed: expected a seed in 0..{2**32 - 1}, found {get(cfg, 'train.seed')!r}")
+    if int(get(cfg, "train.lr_warmup_steps")) < 0:
+        raise ConfigError(f"config key train.lr_warmup_steps: expected an integer >= 0, found "
+                          f"{get(cfg, 'train.lr_warmup_steps')!r}")
+    for path, lo, lo_open, hi in _REALS:  # every real number a user can type: finite, in its range
+        v = float(get(cfg, path))
+        if not (math.isfinite(v) and (v > lo if lo_open else v >= lo) and (hi is None or v <= hi)):
+            rng = f"{'(' if lo_open else '['}{lo:g}, {'inf)' if hi is None else f'{hi:g}]'}"
+            raise ConfigError(f"config key {path}: expected a finite number in {rng}, found {get(cfg, path)!r}")
     p = float(get(cfg, "train.pivot_prob"))
     if not 0.0 <= p <= 1.0:
         raise ConfigError(f"config key train.pivot_prob: expected a probability in [0, 1], found {p}")

@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Optional
@@ -27,6 +26,7 @@ from torch import nn
 
 from a2fbench.errors import ConfigError
 from a2fbench.util.constants import SAMPLE_RATE
+from a2fbench.util.fsutil import read_json
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +71,14 @@ def _local_config(path: Path) -> dict:
     if not cfg.is_file():
         raise ConfigError(f"{path}: expected a transformers model folder with config.json, found none; "
                           "use save_pretrained() output or a hub id")
-    with open(cfg) as f:
-        return json.load(f)
+    return read_json(cfg, what="a transformers config.json", error=ConfigError)
 
 
 def _read_norm_default(path: Path) -> Optional[bool]:
     p = path / "preprocessor_config.json"
     if p.is_file():
-        with open(p) as f:
-            return bool(json.load(f).get("do_normalize", False))
+        return bool(read_json(p, what="a transformers preprocessor_config.json", error=ConfigError).get("do_normalize",
+                                                                                                       False))
     return None
 
 

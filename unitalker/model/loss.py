@@ -42,7 +42,7 @@ def read_vertex_index(path: str, n_vertices: int, what: str) -> np.ndarray:
     """A 1-D .npy of vertex indices (e.g. UniTalker's ``flame_humanface_index.npy``), checked against the mesh."""
     try:
         idx = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError) as e:
         raise ConfigError(f"{what}: expected a .npy of vertex indices at {path}, found {type(e).__name__} ({e}); "
                           "check the path") from None
     idx = np.asarray(idx).reshape(-1)

@@ -9,7 +9,6 @@ Dirnames are the manifests' ``unitalker.dirname``.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 
 from a2fbench.errors import RawDataError
 from a2fbench.registry import get_space, get_spec
+from a2fbench.util.fsutil import read_json
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,10 @@ def _id_list(folder: Path, n: int) -> list[str]:
         if not p.is_file():
             continue
         try:
-            ids = [str(x) for x in json.loads(p.read_text())["info"]["id_list"]]
+            doc = read_json(p, what="a UniTalker release split JSON", error=RawDataError)
+            ids = [str(x) for x in doc["info"]["id_list"]]
+        except RawDataError:
+            raise
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise RawDataError(f"{p}: expected {{'info': {{'id_list': [...]}}, ...}}, found {e!r}") from None
         if len(ids) != n or len(set(ids)) != n:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import functools
-import json
 import logging
 import math
 import time
@@ -40,7 +39,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from a2fbench.errors import ConfigError, StoreError
 from a2fbench.util.constants import SAMPLE_RATE
-from a2fbench.util.fsutil import atomic_path, write_json
+from a2fbench.util.fsutil import atomic_path, read_json, write_json
 from a2fbench.util.progress import bar as progress_bar
 
 from ..model import checkpoint as ck
@@ -157,7 +156,8 @@ class Trainer:
             return None
 
         old = with_defaults(yaml.safe_load(cfg_file.read_text()))
-        run = json.loads((self.out / "run.json").read_text()) if (self.out / "run.json").is_file() else {}
+        run = read_json(self.out / "run.json", what="the run record `unitalker train` wrote", error=ConfigError) \
+            if (self.out / "run.json").is_file() else {}
         if run.get("datasets") and run["datasets"] != self.datasets:
             raise ConfigError(f"--out {self.out}: this run trains {','.join(run['datasets'])}, found "
                               f"--datasets {','.join(self.datasets)}; use the same datasets to resume or a new --out")

@@ -16,6 +16,7 @@ import numpy as np
 from ...errors import RawDataError
 from ...registry import DatasetSpec, get_space
 from ...util.constants import SAMPLE_RATE
+from ...util.fsutil import read_json
 from ..audio import read_audio, resample, write_wav
 from ..raw import RawData, RawItem, load_motion_npy
 
@@ -34,8 +35,11 @@ def read(root: Path, spec: DatasetSpec) -> RawData:
         id_tmpl = np.load(tpath, allow_pickle=False)
     except FileNotFoundError:
         raise RawDataError(f"{tpath}: expected the release's id_template.npy, found nothing; restore it") from None
-    except ValueError as e:
+    except (ValueError, EOFError) as e:
         raise RawDataError(f"{tpath}: expected a numeric array, found a corrupt file ({e})") from None
+    if id_tmpl.dtype.kind not in "fiu" or not np.isfinite(id_tmpl).all():
+        raise RawDataError(f"{tpath}: expected finite numeric templates, found NaN, inf or non-numbers; restore the "
+                           "release file")
     id_tmpl = id_tmpl.reshape(id_tmpl.shape[0], -1)
     if id_tmpl.shape[1] != dim:
         raise RawDataError(f"{tpath}: expected rows of {dim} values, found {id_tmpl.shape}")
@@ -47,9 +51,11 @@ def read(root: Path, spec: DatasetSpec) -> RawData:
         if not jpath.is_file():
             continue
         try:
-            meta = json.loads(jpath.read_text())
+            meta = read_json(jpath, what="a UniTalker release split JSON", error=RawDataError)
             ids = [str(x) for x in meta["info"]["id_list"]]
             data = meta["data"]
+        except RawDataError:
+            raise
         except Exception as e:  # noqa: BLE001
             raise RawDataError(f"{jpath}: expected {{'info': {{'id_list': [...]}}, 'data': [...]}}, found {e!r}") from None
         if id_list is not None and ids != id_list:

@@ -53,7 +53,14 @@ def load(path: str | os.PathLike) -> PCA:
         raise StoreError(f"{path}: expected components_to_data (K, {mu.size}) to match original_data_mean, found "
                          f"{W.shape}; re-run `a2fbench pca`")
     K = W.shape[0]
-    meta = json.loads(str(d["meta"].reshape(-1)[0])) if "meta" in d else {}
+    for k in ("components_to_data", "original_data_mean", "S", "explained_variance_ratio"):
+        if k in d and (d[k].dtype.kind not in "fiu" or not np.isfinite(d[k]).all()):
+            raise StoreError(f"{path}: expected finite numbers in {k}, found NaN, inf or non-numbers; re-run "
+                             "`a2fbench pca` or restore the file")
+    try:
+        meta = json.loads(str(d["meta"].reshape(-1)[0])) if "meta" in d else {}
+    except ValueError as e:
+        raise StoreError(f"{path}: expected a JSON meta entry, found an unreadable one ({e}); re-run `a2fbench pca`") from None
     S = np.asarray(d.get("S", np.zeros(K)), np.float64)[:K]
     evr = np.asarray(d.get("explained_variance_ratio", np.zeros(K)), np.float64)[:K]
     return PCA(W.astype(np.float32), mu.astype(np.float32), S, evr, int(meta.get("n_frames", 0)), meta)
