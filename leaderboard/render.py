@@ -155,6 +155,9 @@ def terminal_table(entries: list[dict], overall: list[dict], *, show_overall: bo
             out.append(f"{e['dataset']}  {e.get('dataset_name') or ''}{stand_in}   units: "
                        + ", ".join([f"{m} {du.get(m, '?')}" for m in METRICS]
                                    + [f"{c} {axes.unit(here, c)}" for c in extra if axes.unit(here, c)]))
+            note = units.scaled_note(e["dataset"])
+            if note:
+                out.append(f"  ({note})")
             out.append("  ".join(f"{h:<{w}}" if i < left else f"{h:>{w}}" for i, (h, w) in enumerate(cols)))
         rank = e["metrics"].get("LVE", {}).get("rank")
         kind = entry_kind(e)
@@ -283,7 +286,9 @@ def page_data(entries: list[dict], overall: list[dict], *, mode: str,
         here = [e for e in entries if e["dataset"] == ds]
         display[ds] = {**units.display_units(ds), **{c: axes.unit(here, c) for c in extra if axes.unit(here, c)}}
     return {"schema": 3, "mode": mode, "generated": _now(), "metrics": [*METRICS, *extra], "groups": t.groups,
-            "units": t.units, "display": display, "entries": rows, "overall": overall,
+            "units": t.units, "display": display, "display_notes": {ds: n for ds in display for n in
+                                                                    [units.scaled_note(ds)] if n},
+            "entries": rows, "overall": overall,
             "tracks": [{"id": k, "title": tracks.TITLE[k], "note": tracks.NOTE[k]} for k in tracks.TRACKS],
             "per_sequence": {str(k): v for k, v in (per_sequence or {}).items()}}
 

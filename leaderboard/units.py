@@ -75,3 +75,16 @@ def to_display(value: Optional[float], unit: Optional[str], dataset: str, metric
         return None
     f = factor(unit, display_units(dataset).get(metric))
     return None if f is None else value * f
+
+
+def scaled_note(dataset: str) -> Optional[str]:
+    """The unit header's note for a dataset whose UniTalker scale is not 1: the ``unitalker`` protocol scores in
+    UniTalker's scaled space, so its LVE is scale² times the dataset's unit (BIWI: x0.2, LVE x0.04)."""
+    try:
+        scale = float(get_spec(dataset).unitalker.scale)
+    except A2FBenchError:  # an unknown dataset id has no note
+        return None
+    if scale == 1.0:
+        return None
+    return (f"protocol unitalker rows are in UniTalker's scaled space: coordinates x{scale:g}, so LVE x{scale ** 2:g} "
+            "of the unit above")

@@ -253,12 +253,14 @@ def test_one_line_hints_for_common_mistakes(raw_tiny: Path, data_tiny: Path, tmp
     assert r.returncode == 1 and "did you mean 'biwi'" in r.stderr
 
 
-def test_blendshape_outputs_are_clamped_to_their_range() -> None:
-    from unitalker.infer.predict import clamp_weights
+def test_blendshape_outputs_are_the_models_own() -> None:
+    """No clamp: the official output is not clamped, so predictions keep weights outside [0, 1] (the ARKit CSV
+    clamps, as its format demands)."""
+    from unitalker.infer.predict import to_native as _native
 
     x = np.array([[-0.06, 0.5, 1.2]], np.float32)
-    assert clamp_weights(x.copy(), "arkit52").tolist() == [[0.0, 0.5, 1.0]]
-    assert clamp_weights(x.copy(), "flame_5023_verts").tolist() == x.tolist()  # vertices are not weights
+    assert _native(x, np.zeros(3), 1.0, "arkit52").tolist() == x.tolist()
+    assert _native(x, np.ones(3), 0.5, "arkit52").tolist() == (x.astype(np.float64) / 0.5 + 1).astype(np.float32).tolist()
 
 
 def test_params_read_the_same_in_the_terminal_and_on_the_page() -> None:

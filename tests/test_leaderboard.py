@@ -613,3 +613,15 @@ def test_stand_in_scores_never_share_a_table_or_a_ranking_with_real_data(conn):
     js = render.json_rows(*render.load_ranked(conn, ["D1"]), ":memory:")
     assert {e["id"]: e["track"] for e in js["entries"]}[stand_in] == "synthetic"
     assert {r["track"] for r in js["overall"]} == {"real", "synthetic"}
+
+
+def test_biwi_unit_header_spells_out_unitalkers_scale() -> None:
+    from leaderboard import units
+    from leaderboard.render import terminal_table
+
+    assert units.scaled_note("D0") == ("protocol unitalker rows are in UniTalker's scaled space: coordinates x0.2, "
+                                       "so LVE x0.04 of the unit above")
+    assert units.scaled_note("D1") is None and units.scaled_note("D2").endswith("LVE x1e-06 of the unit above")
+    e = {"id": 1, "kind": "reported", "method": "m", "dataset": "D0", "dataset_name": "BIWI", "group": "reported / test / p",
+         "metrics": {}}
+    assert "LVE x0.04" in terminal_table([e], [], show_overall=False)

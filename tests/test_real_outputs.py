@@ -149,7 +149,8 @@ def test_unitalker_protocol_closed_form_and_reference(data_tiny: Path, tmp_path:
     doc = evaluate("D0", tmp_path / "noise", data_tiny, protocol="unitalker", progress=False)
     ids = list(gt)
     ref = R.unitalker([gt[s] for s in ids], [np.load(tmp_path / "noise" / f"{s}.npy") for s in ids],
-                      ds.regions["lips"], 23370, scale=0.2)
+                      ds.regions_for("unitalker")["lips"], 23370, scale=0.2)  # UniTalker's mouth list (synth's)
+    assert doc["dataset"]["regions"]["set"] == "unitalker" and doc["protocol"]["version"] == 2
     # float64: scaling before or after the squared distance differs by a few ulps per term
     assert doc["metrics"]["LVE"]["value"] == pytest.approx(ref["LVE"], rel=1e-12)
     assert doc["metrics"]["LVD"]["value"] == pytest.approx(ref["LVD"], rel=1e-12)
@@ -204,6 +205,44 @@ def test_unitalker_cuts_as_dataitem_truncate(raw_tiny: Path, tmp_path: Path) -> 
     assert doc["metrics"]["LVE"]["value"] == 0.0
 
 
+def test_unitalker_protocol_falls_back_loudly_and_leaves_out_clips_under_half_a_second(raw_tiny: Path,
+                                                                                       tmp_path: Path) -> None:
+    """Without UniTalker's mouth list the protocol scores the dataset's lips as version 3 (said in the results);
+    a clip under 0.5 s after the cut is left out and listed, its prediction neither needed nor read; the mean is
+    over the other clips' per-sequence values."""
+    import shutil
+
+    import soundfile as sf
+    from _raw_helpers import rewrite
+
+    raw = clone(raw_tiny, tmp_path / "raw")
+    shutil.rmtree(raw / "D0" / "resources")
+    wav, npy = raw / "D0" / "wav" / "F2_e37.wav", raw / "D0" / "vertices_npy" / "F2_e37.npy"
+    x, sr = sf.read(str(wav), dtype="float32")
+    m = np.load(npy)
+    for p in (wav, npy):
+        rewrite(p)
+    sf.write(str(wav), x[: int(0.4 * sr)], sr, subtype="PCM_16")  # 0.4 s of recording and of motion: under 0.5 s
+    np.save(npy, m[:10])
+    prepare_dataset(get_spec("D0"), raw, tmp_path / "data", progress=False)
+    ds = a2fbench.open_dataset(tmp_path / "data", "D0")
+    assert "unitalker" not in ds.region_sets and "unitalker" in ds.card["regions_unavailable"]
+    gt = _gt(ds)
+    for sid, g in gt.items():
+        if sid != "F2_e37":
+            _save(tmp_path / "p", f"{sid}.npy", _noise(g, 1e-3, len(sid)))
+    doc = evaluate("D0", tmp_path / "p", tmp_path / "data", protocol="unitalker", progress=False)
+    assert doc["protocol"]["version"] == 3 and "not the paper's" in doc["protocol"]["fallback"]
+    assert doc["dataset"]["regions"]["set"] == "codetalker"
+    assert [x["id"] for x in doc["protocol"]["skipped"]] == ["F2_e37"]
+    assert doc["protocol"]["skipped"][0]["seconds"] == pytest.approx(0.4, abs=1 / sr)
+    ids = [s for s in gt if s != "F2_e37"]
+    assert [r["id"] for r in doc["per_sequence"]] == ids
+    ref = R.unitalker([gt[s] for s in ids], [np.load(tmp_path / "p" / f"{s}.npy") for s in ids],
+                      ds.regions["lips"], 23370, scale=0.2)
+    assert doc["metrics"]["LVE"]["value"] == pytest.approx(ref["LVE"], rel=1e-12)
+
+
 def test_unitalker_protocol_on_a_parameter_dataset_scores_vertices(data_tiny: Path, tmp_path: Path) -> None:
     from a2fbench.spaces import converter
 
@@ -216,7 +255,7 @@ def test_unitalker_protocol_on_a_parameter_dataset_scores_vertices(data_tiny: Pa
     ids = list(gt)
     ref = R.unitalker([conv.to_vertices(gt[s]) for s in ids],
                       [conv.to_vertices(np.load(tmp_path / "p" / f"{s}.npy")) for s in ids],
-                      ds.regions["lips"], conv.n_vertices, 1.0)
+                      ds.regions_for("unitalker")["lips"], conv.n_vertices, 1.0)
     assert doc["metrics"]["LVE"]["value"] == pytest.approx(ref["LVE"], rel=1e-12) and ref["LVE"] > 0
     assert doc["metrics"]["LVD"]["value"] == pytest.approx(ref["LVD"], rel=1e-12)
 

@@ -131,3 +131,44 @@ def test_prediction_outputs_the_ground_truth_frames_from_the_aligned_recording(s
     assert any(sid in changed for sid in ds.split("test"))
     for sid, p in out.items():
         assert p.shape == (ds[sid].n_frames, 52)
+
+
+def test_paper_mode_cuts_each_clip_before_the_model_and_pads_nothing(skewed, monkeypatch) -> None:
+    """--protocol unitalker: the model gets round(d * 16000) samples of the recording and is asked for round(d *
+    fps) frames, d = min(recording, motion, 20 s) (DataItem.truncate); no silence; the record says so."""
+    data, changed = skewed
+    ds = a2fbench.open_dataset(data, "D3")
+    calls: list[tuple[int, int, bool]] = []
+
+    def fake(model, audios, frames, identities, spaces, device, amp="none"):  # noqa: ANN001, ANN202
+        calls.extend((len(x), f, amp == "none") for x, f in zip(audios, frames))
+        return {sp: [np.zeros((f, 52), np.float32) for f in frames] for sp in spaces}
+
+    class Loaded:  # the parts of a loaded checkpoint predict_split reads
+        class model:  # noqa: N801
+            class spec:  # noqa: N801
+                heads = [type("H", (), {"space": "arkit52"})()]
+
+            class encoder:  # noqa: N801
+                normalize = False
+
+        datasets = [{"id": "D3", "space": "arkit52", "fps": 30.0, "scale": 1.0}]
+        identities = identity_table(open_sources(data, ["D3"], load_config("tiny")))
+        meta: dict = {}
+        aux: dict = {}
+
+    monkeypatch.setattr(P, "run_batch", fake)
+    record: dict = {}
+    out = dict(P.predict_split(Loaded, data, "D3", "test", torch.device("cpu"), amp="bf16", progress=False,
+                               protocol="unitalker", record=record))
+    want = []
+    for sid in ds.split("test"):
+        s = ds[sid]
+        d = min(s.n_samples / 16000, s.n_frames / 30.0, 20.0)
+        want.append((round(d * 16000), round(d * 30.0), True))
+        assert out[sid].shape == (round(d * 30.0), 52)
+        assert record["sequences"][sid]["padded_s"] == 0.0 and record["sequences"][sid]["frames"] == round(d * 30.0)
+    assert sorted(calls) == sorted(want)
+    short = [sid for sid in ds.split("test") if ds[sid].n_samples < round(ds[sid].n_frames / 30.0 * 16000)]
+    assert short, "the fixture has a recording that ends before its motion"
+    assert record["skipped"] == []

@@ -21,7 +21,7 @@ from unitalker.model.fastcnn import GemmCNN
 from unitalker.infer.fastinfer import FastForward
 from unitalker.model.loss import Eq2Loss
 from unitalker.model.model import UniTalker
-from unitalker.train.loop import Trainer, train
+from unitalker.train.loop import Trainer
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")

@@ -120,7 +120,13 @@ def finetune_cmd(init_from: str, data: Optional[Path], datasets: str, out: Path,
 @click.option("--split", default="test", show_default=True, help="Split to predict.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Predictions folder (PRED/<seq_id>.npy).")
 @click.option("--identity", type=click.Choice(["gt", "pivot"]), default="gt", show_default=True,
-              help="gt: each clip's own subject when seen in training (else the pivot); pivot: the pivot for all.")
+              help="gt: each clip's own subject's row (an imported release: its id_template row, found by template; "
+                   "a trained run: the pivot for subjects unseen in training); pivot: the pivot for all.")
+@click.option("--protocol", type=click.Choice(["a2f", "unitalker"]), default="a2f", show_default=True,
+              help="a2f: whole clips, scored under every protocol. unitalker: paper mode, as the official test loop "
+                   "(each clip cut to min(recording, motion, 20 s), no silence padded, fp32, the release's template "
+                   "row, clips under 0.5 s skipped).")
+@click.option("--paper", is_flag=True, help="Same as --protocol unitalker.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--chunk-ms", type=float, default=None,
               help="Streaming mode: feed each clip in chunks of this many ms (see `unitalker stream`); recorded.")
@@ -129,15 +135,18 @@ def finetune_cmd(init_from: str, data: Optional[Path], datasets: str, out: Path,
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--force", is_flag=True, help=FORCE_HELP)
 def predict_cmd(checkpoint: str, data: Optional[Path], dataset: str, split: str, out: Path, identity: str,
-                device: str, chunk_ms: Optional[float], lookahead_ms: float, context_ms: Optional[float],
-                no_progress: bool, force: bool) -> None:
-    """Write a2fbench predictions (native units, one .npy per clip, T = ground-truth frames) for a split.
+                protocol: str, paper: bool, device: str, chunk_ms: Optional[float], lookahead_ms: float,
+                context_ms: Optional[float], no_progress: bool, force: bool) -> None:
+    """Write a2fbench predictions (native units, one .npy per clip) for a split, and the predictions record
+    (.a2fbench-predictions.json: per sequence the identity row, template, cut and frames; precision).
 
     \b
     Example:
       unitalker predict --checkpoint run --data data --dataset D1 --split test --out pred
       a2fbench evaluate pred --dataset D1 --data data
       unitalker predict --checkpoint run --data data --dataset D1 --out pred200 --chunk-ms 200   # streaming
+      unitalker predict --checkpoint run --data data --dataset D1 --out paper --protocol unitalker
+      a2fbench evaluate paper --dataset D1 --data data --protocol unitalker
     """
     from .infer.predict import predict
 
@@ -149,15 +158,46 @@ def predict_cmd(checkpoint: str, data: Optional[Path], dataset: str, split: str,
     if len(ids) != 1:
         raise click.UsageError(f"--dataset: expected one dataset, found {len(ids)} ({', '.join(ids)})")
     dataset = ids[0]
+    protocol = "unitalker" if paper else protocol
     if stream is not None:
+        if protocol != "a2f":
+            raise click.UsageError("--chunk-ms: expected the default --protocol a2f (paper mode runs whole clips, "
+                                   "as the official test loop)")
         from .infer.stream import predict_streaming
 
         p = predict_streaming(checkpoint, data or paths.default_data(), dataset, out, stream, split=split,
                               identity=identity, device=device, progress=not no_progress, force=force)
     else:
         p = predict(checkpoint, data or paths.default_data(), dataset, out, split=split, identity=identity,
-                    device=device, progress=not no_progress, force=force)
+                    device=device, progress=not no_progress, force=force, protocol=protocol)
     click.echo(f"predictions: {show(p)}")
+
+
+@cli.command("reproduce", context_settings=CTX)
+@click.option("--checkpoint", required=True, help="Checkpoint file or run folder (e.g. an imported release).")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Prepared store root. Default: $A2FBENCH_HOME/data.")
+@click.option("--datasets", default=None, help="Datasets (D0..D7, D0,D1). Default: every prepared one with a head.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("reproduce"), show_default=True,
+              help="New folder: <id>/predictions, <id>/results.json, report.md, report.json.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+def reproduce_cmd(checkpoint: str, data: Optional[Path], datasets: Optional[str], out: Path, device: str,
+                  no_progress: bool) -> None:
+    """Paper mode on every prepared dataset, scored with --protocol unitalker, beside the paper's LVE (Table 6):
+    ratio, verdict and every reason the number can differ.
+
+    \b
+    Example:
+      unitalker import-official UniTalker-B-D0-D7.pt --release unitalker_data_release_V1 --out ut-b
+      unitalker reproduce --checkpoint ut-b --data data --datasets D0,D1 --out repro
+    """
+    from .infer.reproduce import format_rows, reproduce
+
+    rows = reproduce(checkpoint, data or paths.default_data(), out, _ids(datasets) if datasets else None,
+                     device=device, progress=not no_progress)
+    click.echo(format_rows(rows))
+    click.echo(f"report: {out / 'report.md'}", err=True)
 
 
 @cli.command("infer", context_settings=CTX)

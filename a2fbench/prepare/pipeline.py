@@ -12,7 +12,7 @@ import shutil
 import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from ..registry import DatasetSpec, assign_splits, get_space, get_spec
 from ..sources.layouts import detect_layout, read
 from ..sources.meshes import read_mesh
 from ..sources.raw import SYNTH_MARKER, RawData, RawItem
-from ..sources.regions import load_region
+from ..sources.regions import RegionFileMissing, load_region, region_path
 from ..spaces import n_vertices as space_n_vertices
 from ..spaces import read_space_files
 from ..store import CARD_FILE, STORE_FORMAT, StoreWriter, incomplete_dir, store_dir
@@ -99,6 +99,15 @@ def prepare_dataset(spec: DatasetSpec, raw_root: str | os.PathLike, data: str | 
     return card
 
 
+def _region_file_entry(root: Path, src: Any) -> dict:
+    """The file a region was read from (relative to the raw folder) and its sha256, as the card records it."""
+    p = region_path(root, src)
+    entry = {"file": p.relative_to(root).as_posix(), "format": src.format}
+    if p.is_file():
+        entry["sha256"] = sha256_file(p)
+    return entry
+
+
 def _prepare(spec: DatasetSpec, root: Path, data: Path, work: Path, progress: bool, position: int) -> dict:
     layout = detect_layout(root, spec)
     marker = root / SYNTH_MARKER
@@ -110,15 +119,17 @@ def _prepare(spec: DatasetSpec, root: Path, data: Path, work: Path, progress: bo
     space = get_space(spec.space)
     space_arrays = read_space_files(space, root)
     n_v = space_n_vertices(space, space_arrays)
-    regions, region_notes = {}, {}
+    regions, region_notes, region_files = {}, {}, {}
     for name, rs in spec.regions.sets.items():
         try:
             regions[name] = {w: load_region(root, getattr(rs, w), n_v, space_arrays, spec) for w in ("lips", "upper")}
-        except RawDataError as e:
+        except RegionFileMissing as e:  # an optional set without its files; files present but wrong are errors
             if name == spec.regions.default:
                 raise
             region_notes[name] = f"not available: {e}"
             log.info("%s: region set %r skipped (%s)", spec.id, name, e)
+            continue
+        region_files[name] = {w: _region_file_entry(root, getattr(rs, w)) for w in ("lips", "upper")}
     splits, unassigned, split_source = assign_splits(spec, raw.items)
     keep = {sid for ids in splits.values() for sid in ids}
     dropped = list(raw.dropped) + unassigned
@@ -182,7 +193,7 @@ def _prepare(spec: DatasetSpec, root: Path, data: Path, work: Path, progress: bo
         writer.drop_sequences_except({i.id for i in kept})
         input_list = [{"path": p, "size": s, "sha256": h} for p, s, h in hashes]
         card = _card(spec, raw, writer, splits, kept, input_list, pinned, dropped, synthetic, split_source, regions,
-                     region_notes, n_v, str(spec.dtype if dtype is None else dtype))
+                     region_notes, region_files, n_v, str(spec.dtype if dtype is None else dtype))
         card["mesh"] = mesh_note
         writer.finalize(card)
     finally:
@@ -271,7 +282,8 @@ def _process(spec: DatasetSpec, it: RawItem, training: bool) -> Optional[tuple[n
 
 
 def _card(spec: DatasetSpec, raw: RawData, writer: StoreWriter, splits: dict, kept: list, inputs: list, pinned: list,
-          dropped: list, synthetic: Optional[dict], split_source: str, regions: dict, region_notes: dict, n_v: int,
+          dropped: list, synthetic: Optional[dict], split_source: str, regions: dict, region_notes: dict,
+          region_files: dict, n_v: int,
           dtype: str) -> dict:
     metas = {i.id: writer.meta(i.id) for i in kept}
     frames = {k: int(m["n_frames"]) for k, m in metas.items()}
@@ -307,6 +319,7 @@ def _card(spec: DatasetSpec, raw: RawData, writer: StoreWriter, splits: dict, ke
         "region_default": spec.regions.default,
         "regions": {k: {w: int(len(v[w])) for w in v} for k, v in regions.items()},
         "regions_unavailable": region_notes,
+        "region_files": region_files,
         "inputs": {"n_files": len(inputs), "files": inputs, "pinned": pinned},
         "dropped": dropped, "audio_motion_lengths": av,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

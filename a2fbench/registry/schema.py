@@ -159,12 +159,22 @@ class SplitSet(_Strict):
     sentences: Optional[tuple[int, int]] = None
 
 
+class DerivedSplit(_Strict):
+    """A split cut from another one: the sequences of ``of`` whose subject is number ``subject_numbers`` (1-based)
+    in the sorted list of the dataset's subjects (e.g. FaceDiffuser's Multiface test subjects 1, 4, 5, 8)."""
+
+    of: str
+    subject_numbers: tuple[int, ...]
+    source: str = ""
+
+
 class Splits(_Strict):
     rule: Literal["subject_sentence", "subject_hash", "release_json"]
     source: str = ""
     defined_by_a2fbench: bool = False
     sets: dict[str, SplitSet] = Field(default_factory=dict)
     fractions: dict[str, float] = Field(default_factory=dict)
+    derived: dict[str, DerivedSplit] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _check(self) -> "Splits":
@@ -176,8 +186,12 @@ class Splits(_Strict):
 
 
 class RegionSource(_Strict):
+    """Where one region's indices come from: ``file`` (or the first of ``also`` that exists, e.g. the same name
+    under ``resources/binary_resources/`` as UniTalker's resources.zip unpacks) in ``format``."""
+
     file: str
     format: Literal["index_list", "pickle_dict", "weights", "index_npy", "basis_channels"]
+    also: tuple[str, ...] = ()
     keys: tuple[str, ...] = ()
     threshold: Optional[float] = None
     channels: tuple[str, ...] = ()

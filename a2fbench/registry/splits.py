@@ -24,7 +24,34 @@ class Named(Protocol):
 
 
 def assign_splits(spec: DatasetSpec, items: Sequence[Named]) -> tuple[dict[str, list[str]], list[dict], str]:
-    """{split: ids in canonical order}, the items in no split (with reasons), and the split source."""
+    """{split: ids in canonical order}, the items in no split (with reasons), and the split source; the
+    manifest's derived splits (:func:`derived_splits`) are added."""
+    out, unassigned, source = _assign(spec, items)
+    return {**out, **derived_splits(spec, items, out)}, unassigned, source
+
+
+def derived_splits(spec: DatasetSpec, items: Sequence[Named], splits: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The manifest's ``splits.derived``: each the sequences of its parent split whose subject has one of the
+    given numbers (1-based) in the sorted list of every subject found. A parent split absent here gives none.
+
+    >>> from types import SimpleNamespace as N
+    >>> from a2fbench.registry import get_spec
+    >>> its = [N(id=f"s{i}_{j}", subject=f"s{i:02d}", split=None) for i in range(1, 14) for j in (1, 2)]
+    >>> derived_splits(get_spec("D2"), its, {"test": [i.id for i in its if i.id.endswith("_2")]})
+    {'test_facediffuser': ['s1_2', 's4_2', 's5_2', 's8_2']}
+    """
+    subjects = sorted({i.subject for i in items})
+    subject_of = {i.id: i.subject for i in items}
+    out = {}
+    for name, d in spec.splits.derived.items():
+        if d.of not in splits:
+            continue
+        chosen = {subjects[k - 1] for k in d.subject_numbers if 0 < k <= len(subjects)}
+        out[name] = [sid for sid in splits[d.of] if subject_of.get(sid) in chosen]
+    return out
+
+
+def _assign(spec: DatasetSpec, items: Sequence[Named]) -> tuple[dict[str, list[str]], list[dict], str]:
     rule = spec.splits.rule
     if any(i.split for i in items):
         source = "release_json"

@@ -93,6 +93,8 @@ def results_doc(ctx: Any, split: str, regions: dict, preds: PredictionSet, seqs:
                                     "n_upper": int(ctx.upper.size), "digest": regions_digest(ctx.lips, ctx.upper)}
     if regions.get("files"):
         region_entry["files"] = regions["files"]
+    if regions.get("sources"):  # the set's own files (read by prepare) and their sha256
+        region_entry["sources"] = regions["sources"]
     if (axes or {}).get("mouth"):
         region_entry["mouth_pair"] = axes["mouth"]
     protocol: dict[str, Any] = {"name": proto.name, "version": proto.version, "length_policy": policy,

@@ -31,7 +31,7 @@ from .axes import audio_info, axes_entries
 from .document import results_doc
 from .metrics import functional as F
 from .metrics.axes import AXES, parse_metrics
-from .options import cap_frames, load_region_file, protocol_options, training_subjects
+from .options import cap_frames, load_region_file, protocol_options, region_choice, too_short, training_subjects
 from .parallel import score_parallel, worker_count
 from .pipeline import Context, spare_cpu, stream
 from .predictions import PredFile, PredictionSet, read_provenance, scan
@@ -100,10 +100,19 @@ def evaluate(dataset: str, pred_dir: str | os.PathLike, data: str | os.PathLike,
         ids = ds.split(split)
         if not ids:
             raise StoreError(f"{ds.id} split {split!r} has no sequences; pick another with --split")
+        short = {sid: sec for sid in ids for sec in [too_short(proto, ds[sid])] if sec is not None}
+        skip = [sid for sid in ids if sid in short]
+        ids = [sid for sid in ids if sid not in short]
+        if not ids:
+            raise StoreError(f"{ds.id} split {split!r}: every sequence is under {proto.min_seconds:g} s, which "
+                             f"protocol {proto.name} leaves out; nothing to score")
         opts = protocol_options(ds.spec, proto)
         if selected is not None:
             opts = dataclasses.replace(opts, metrics=selected[0], axes=selected[1])
-        region_set = regions or opts.region_set or ds.card.get("region_default")
+        region_set, proto, fallback = region_choice(proto, ds.region_sets, regions, ds.card.get("region_default"),
+                                                    opts.region_set, bool((region_files or {}).get("lips")))
+        if fallback:
+            log.warning("%s: %s", ds.id, fallback)
         reg = ds.regions_for(region_set)
         lips, upper = np.asarray(reg["lips"], np.int64), np.asarray(reg["upper"], np.int64)
         ctx = Context(ds, proto, lips, upper, opts)
@@ -127,7 +136,8 @@ def evaluate(dataset: str, pred_dir: str | os.PathLike, data: str | os.PathLike,
             _check_audio(ds, ids, opts.axes)
         subjects = {sid: ds[sid].subject for sid in ids}
         preds = scan(pred_dir, ids, subjects, n_vertices=ctx.V, n_params=ctx.P, ignore_extra=ignore_extra,
-                     what=f"{ds.id} split {split!r}", training_subjects=training_subjects(ds), prefix=prefix)
+                     what=f"{ds.id} split {split!r}", training_subjects=training_subjects(ds), prefix=prefix,
+                     skip=skip)
         plan = _plan(ctx, ids, preds, policy)
         t0 = time.perf_counter()
         n_workers = worker_count(workers, len(plan), sum(it.T for it, _ in plan) * ctx.V * 3 * 8)
@@ -141,9 +151,15 @@ def evaluate(dataset: str, pred_dir: str | os.PathLike, data: str | os.PathLike,
                 seqs, digests, dtypes = stream(ctx, plan, chunk_mb, bar.update if bar else None, spare_cpu(1))
         log.debug("scored %d sequences in %.2f s with %d process(es)", len(plan), time.perf_counter() - t0,
                   n_workers)
-        doc = results_doc(ctx, split, {"set": region_set, "files": files}, preds, seqs, digests, dtypes,
-                          n_bootstrap, seed, policy, {"mouth": mouth, "missing": missing,
-                                                      "subjects": [subjects[it.sid] for it, _ in plan]})
+        doc = results_doc(ctx, split, {"set": region_set, "files": files,
+                                       "sources": (ds.card.get("region_files") or {}).get(region_set)},
+                          preds, seqs, digests, dtypes, n_bootstrap, seed, policy,
+                          {"mouth": mouth, "missing": missing, "subjects": [subjects[it.sid] for it, _ in plan]})
+        if fallback:
+            doc["protocol"]["fallback"] = fallback
+        if proto.min_seconds is not None:
+            doc["protocol"]["min_seconds"] = float(proto.min_seconds)
+            doc["protocol"]["skipped"] = [{"id": sid, "seconds": round(float(short[sid]), 6)} for sid in skip]
         return finalize(sign(stamp_method(doc, pred_dir, method)))
     finally:
         ds.close()

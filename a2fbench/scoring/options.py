@@ -8,6 +8,7 @@ for :mod:`.evaluate`."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -53,6 +54,33 @@ def cap_frames(proto: Protocol, seq: Any) -> Optional[int]:
     what UniTalker's ``DataItem.truncate`` keeps, ``round(min(audio s, motion s, 20 s) * fps)``
     (:meth:`~a2fbench.store.Sequence.common_length`)."""
     return None if proto.max_seconds is None else seq.common_length(proto.max_seconds)[0]
+
+
+def too_short(proto: Protocol, seq: Any) -> Optional[float]:
+    """The seconds ``proto`` would score of a sequence when that is under its ``min_seconds`` (the sequence is
+    then left out, as UniTalker's loader skips it), else None."""
+    if proto.min_seconds is None:
+        return None
+    dur = seq.common_seconds(proto.max_seconds)
+    return dur if dur < proto.min_seconds else None
+
+
+def region_choice(proto: Protocol, available: list[str], asked: Optional[str], default: Optional[str],
+                  opts_set: Optional[str], lips_file: bool = False) -> tuple[str, Protocol, Optional[str]]:
+    """(region set, protocol as applied, fallback note). A protocol with its own region set (unitalker) scores on
+    it when the store has it and none other was asked for; otherwise it takes the dataset's set under its
+    ``fallback_version``, with a note saying why (never ranked with the protocol on its own lists). A lip index
+    file given by the user (``lips_file``; ``--region lips=04_BIWI_mouth_idx.npy``) stands in for the set's list:
+    no fallback, the file is recorded by digest."""
+    chosen = asked or opts_set or (proto.region_set if proto.region_set in available else None) or default
+    if proto.region_set is None or chosen == proto.region_set or lips_file:
+        return str(chosen), proto, None
+    why = (f"region set {chosen!r} was asked for" if asked else
+           f"the prepared store has no region set {proto.region_set!r} (its files were absent at prepare)")
+    note = (f"protocol {proto.name} v{proto.version} scores on region set {proto.region_set!r}, but {why}; scored on "
+            f"{chosen!r} as protocol version {proto.fallback_version}, which is not the paper's and is never ranked "
+            f"with version {proto.version}")
+    return str(chosen), dataclasses.replace(proto, version=int(proto.fallback_version or proto.version)), note
 
 
 def training_subjects(ds: Any) -> list[str]:

@@ -178,14 +178,16 @@ _SAMPLE = re.compile(r"(.+)_(\d+)")
 
 def scan(pred_dir: str | os.PathLike, seq_ids: Sequence[str], subjects: dict[str, str], *, n_vertices: int,
          n_params: Optional[int] = None, ignore_extra: bool = False, what: str = "the split",
-         training_subjects: Optional[Sequence[str]] = None, prefix: Optional[str] = None) -> PredictionSet:
+         training_subjects: Optional[Sequence[str]] = None, prefix: Optional[str] = None,
+         skip: Sequence[str] = ()) -> PredictionSet:
     """Match a predictions folder to the sequences ``seq_ids`` and check every header (no data read).
 
     ``subjects`` maps sequence id -> subject. ``training_subjects``: the subjects a condition may name (default:
     those of ``subjects``); a sequence of one of them is *seen* and scored under its own condition, any other
     under every training-subject condition (averaged). ``prefix``: a model name every file starts with
     (FaceDiffuser's ``<model>_<seq>_condition_<subj>.npy``). ``n_params``: width of a parameter space (None for
-    vertex spaces). Raises :class:`PredictionError` (one line) on any mismatch. See the module doc for the rules.
+    vertex spaces). ``skip``: sequences of the split the protocol leaves out; their files may be there or not,
+    and are not read. Raises :class:`PredictionError` (one line) on any mismatch. See the module doc for the rules.
     """
     root = Path(pred_dir)
     if not root.is_dir():
@@ -210,7 +212,7 @@ def scan(pred_dir: str | os.PathLike, seq_ids: Sequence[str], subjects: dict[str
     if not npys:
         raise PredictionError(f"{root}: expected one .npy per sequence of {what} ({len(seq_ids)} sequences, e.g. "
                               f"{prediction_name(seq_ids[0]) if seq_ids else '<seq_id>.npy'}), found an empty folder")
-    plain, conds, extra = _match(root, npys, set(seq_ids), known, prefix)
+    plain, conds, extra = _match(root, npys, set(seq_ids) | set(skip), known, prefix)
     chosen: dict[str, list[tuple[Path, Optional[str], Optional[int]]]] = {}
     missing = []
     for sid in seq_ids:

@@ -11,11 +11,14 @@ from dataclasses import dataclass
 from typing import Optional
 
 from ..errors import A2FBenchError
-from ..store import UNITALKER_MAX_SECONDS
+from ..store import UNITALKER_MAX_SECONDS, UNITALKER_MIN_SECONDS
 from .metrics.table import METRICS
 
 #: the name of UniTalker's protocol (a protocol name, not the ``unitalker`` package; tests/test_layering.py)
 UNITALKER = "unitalker"
+#: the unitalker protocol's version on UniTalker's own mouth lists (region set ``unitalker``), and the version it
+#: takes when it falls back to the dataset's default lip list (the mouth list files are absent): never ranked with 2
+UNITALKER_VERSION, UNITALKER_FALLBACK_VERSION = 2, 3
 #: the length policies, in the spelling of the results JSON (``protocol.length_policy``)
 LENGTH_POLICIES = ("truncate_pred_only", "truncate_both")
 
@@ -29,6 +32,9 @@ class Protocol:
     * ``aggregation``: metrics aggregated otherwise than the metric table says, ``((metric, aggregation), ...)``;
     * ``max_seconds``: every sequence cut to the part its recording covers, at most its first ``max_seconds``
       (UniTalker's ``DataItem.truncate``);
+    * ``min_seconds``: sequences shorter than this after that cut are left out and listed (UniTalker's loader);
+    * ``region_set``: the region set the protocol scores on when the prepared store has it (else the dataset's
+      default, under ``fallback_version``);
     * ``scaled``: values in UniTalker's scaled coordinates (motion x the manifest's ``unitalker.scale``);
     * ``normalised``: ground truth and templates in FaceDiffuser's min/max-normalised Multiface coordinates (the
       manifest's ``facediffuser`` block), where FaceDiffuser's predictions are.
@@ -43,6 +49,9 @@ class Protocol:
     policies: tuple[str, ...] = LENGTH_POLICIES
     aggregation: tuple[tuple[str, str], ...] = ()
     max_seconds: Optional[float] = None
+    min_seconds: Optional[float] = None
+    region_set: Optional[str] = None
+    fallback_version: Optional[int] = None
     scaled: bool = False
     normalised: bool = False
 
@@ -66,12 +75,14 @@ PROTOCOLS: dict[str, Protocol] = {
         "FaceDiffuser writes them (normalised); lips = mouth weight > 0.1, upper = forehead weight > 0.4",
         normalised=True),
     UNITALKER: Protocol(
-        UNITALKER, 1, ("LVE", "LVD"), "truncate_both", True,
+        UNITALKER, UNITALKER_VERSION, ("LVE", "LVD"), "truncate_both", True,
         "UniTalker's in-loop metric (loss.mouth_metric, validate_epoch): per sequence the mean over frames of the "
-        "max over lip vertices of the squared distance (LVE) and of the distance (LVD), then the mean over "
-        "sequences; in UniTalker's scaled coordinates (x unitalker.scale); every sequence cut as "
-        f"DataItem.truncate cuts it (the part its recording covers, at most {UNITALKER_MAX_SECONDS:g} s)",
+        "max over UniTalker's mouth list (region set unitalker) of the squared distance (LVE) and of the distance "
+        "(LVD), then the mean over sequences; in UniTalker's scaled coordinates (x unitalker.scale); every sequence "
+        f"cut as DataItem.truncate cuts it (the part its recording covers, at most {UNITALKER_MAX_SECONDS:g} s); "
+        f"sequences under {UNITALKER_MIN_SECONDS:g} s after the cut left out (and listed), as its loader skips them",
         policies=("truncate_both",), aggregation=(("LVE", "mean_sequences"),), max_seconds=UNITALKER_MAX_SECONDS,
+        min_seconds=UNITALKER_MIN_SECONDS, region_set=UNITALKER, fallback_version=UNITALKER_FALLBACK_VERSION,
         scaled=True),
 }
 

@@ -17,16 +17,30 @@ from ..spaces import basis_region
 from ..util import safepickle
 
 
+class RegionFileMissing(RawDataError):
+    """A region file that is not in the raw folder (an optional region set is then skipped; a file that is there
+    but wrong is a plain :class:`RawDataError`)."""
+
+
+def region_path(root: Path, src: RegionSource) -> Path:
+    """The region's file: ``src.file``, else the first of ``src.also`` that exists (``src.file`` when none does)."""
+    for name in (src.file, *src.also):
+        if (root / name).is_file():
+            return root / name
+    return root / src.file
+
+
 def load_region(root: Path, src: RegionSource, n_vertices: int, space_arrays: dict, spec: DatasetSpec) -> np.ndarray:
     """Vertex indices of one region, from a file in its published format."""
-    p = root / src.file
+    p = region_path(root, src)
     if src.format == "basis_channels":
         chans = space_channels(get_space(spec.space)) or []
         idx = basis_region(space_arrays, chans, src.channels, src.threshold or 0.1)
     else:
         if not p.is_file():
-            raise RawDataError(f"{p}: expected the region file ({src.format}), found nothing; run `a2fbench download "
-                               f"{spec.id}` or see `a2fbench info {spec.id}`")
+            where = " or ".join(str(root / n) for n in (src.file, *src.also))
+            raise RegionFileMissing(f"{where}: expected the region file ({src.format}), found nothing; run `a2fbench "
+                                    f"download {spec.id}` or see `a2fbench info {spec.id}`")
         try:
             if src.format == "index_list":
                 txt = p.read_text().replace(",", " ").split()

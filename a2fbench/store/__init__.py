@@ -24,6 +24,7 @@ from .dataset import (
                       STORE_FILE,
                       STORE_FORMAT,
                       UNITALKER_MAX_SECONDS,
+                      UNITALKER_MIN_SECONDS,
                       Dataset,
                       Sequence,
                       common_length,
@@ -34,5 +35,5 @@ from .dataset import (
 )
 from .writer import StoreWriter
 
-__all__ = ["CARD_FILE", "STORE_FILE", "STORE_FORMAT", "UNITALKER_MAX_SECONDS", "Dataset", "Sequence", "common_length",
-           "incomplete_dir", "list_prepared", "open_dataset", "store_dir", "StoreWriter"]
+__all__ = ["CARD_FILE", "STORE_FILE", "STORE_FORMAT", "UNITALKER_MAX_SECONDS", "UNITALKER_MIN_SECONDS", "Dataset",
+           "Sequence", "common_length", "incomplete_dir", "list_prepared", "open_dataset", "store_dir", "StoreWriter"]

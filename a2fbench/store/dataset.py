@@ -23,6 +23,7 @@ STORE_FORMAT = 2
 
 #: UniTalker's longest clip (``DataItem.truncate``): the unitalker scoring protocol and training cut to it
 UNITALKER_MAX_SECONDS = 20.0
+UNITALKER_MIN_SECONDS = 0.5  # UniTalker's loader skips clips shorter than this after the cut (every split)
 
 
 STORE_FILE = "store.h5"
@@ -108,6 +109,11 @@ class Sequence:
     def duration(self) -> float:
         """The sequence's length, which the motion defines (= :attr:`motion_seconds`)."""
         return self.motion_seconds
+
+    def common_seconds(self, max_seconds: Optional[float] = None) -> float:
+        """Seconds both audio and motion cover, at most ``max_seconds`` (UniTalker's ``DataItem`` duration)."""
+        dur = min(self.audio_seconds, self.motion_seconds)
+        return dur if max_seconds is None else min(dur, float(max_seconds))
 
     def common_length(self, max_seconds: Optional[float] = None) -> tuple[int, int]:
         """(frames, samples) both audio and motion cover, at most ``max_seconds`` (see :func:`common_length`)."""

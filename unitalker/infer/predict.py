@@ -20,9 +20,10 @@ import torch
 import a2fbench
 from a2fbench.errors import ConfigError, PredictionError
 from a2fbench.outputs import sidecar
-from a2fbench.registry import get_space
 from a2fbench.scoring.predictions import PROVENANCE_FILE, write_prediction, write_provenance
+from a2fbench.scoring.protocols import UNITALKER as UNITALKER_PROTOCOL
 from a2fbench.sources.audio import write_wav
+from a2fbench.store import UNITALKER_MAX_SECONDS, UNITALKER_MIN_SECONDS
 from a2fbench.store.templates import Template, choose_template
 from a2fbench.util.constants import SAMPLE_RATE
 from a2fbench.util.fsutil import atomic_path
@@ -34,6 +35,7 @@ from ..model.load import Loaded, load_model
 from ..model.runtime import amp_context, select_device
 from .checks import (  # noqa: F401 (re-exported: stream.py takes them from here)
     AudioInputError, InferPlan, head_for, plan_infer, read_input_audio, user_template)
+from .rows import PIVOT_UNSEEN, subject_rows
 
 log = logging.getLogger(__name__)
 WINDOW_S = 25.0
@@ -145,65 +147,114 @@ def _check_out_dir(out: Path, inputs: Sequence[Any], force: bool) -> None:
 
 
 def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: str, device: torch.device,
-                  identity: str = "gt", amp: str = "none", progress: bool = True,
-                  clip_fn: Any = None) -> Iterator[tuple[str, np.ndarray]]:
-    """(seq_id, prediction (T, D) in native units, T = the ground-truth frame count) for every clip of a split.
-    ``clip_fn(model, audio, space, fps, identity_row, device, amp) -> offsets (T, D)``: animate each clip alone
-    this way instead (streaming mode, :func:`unitalker.infer.stream.predict_streaming`)."""
+                  identity: str = "gt", amp: str = "none", progress: bool = True, protocol: str = "a2f",
+                  record: Optional[dict] = None, clip_fn: Any = None) -> Iterator[tuple[str, np.ndarray]]:
+    """(seq_id, prediction (T, D) in native units) for every clip of a split.
 
+    ``protocol`` ``a2f`` (default): every clip whole, T = its ground-truth frames; the recording cut or padded
+    with silence to the motion (:func:`motion_audio`); the store's template of the subject. ``unitalker`` (paper
+    mode, as the official test loop): each clip cut to min(recording, motion, 20 s) before the model runs (T =
+    round(duration x fps), samples = round(duration x 16000), nothing padded), fp32, the identity row's own
+    template (the release's), clips under 0.5 s after the cut skipped. ``record``: filled with what produced
+    each sequence (``sequences``: {id: identity row, template, frames, seconds, cut}) and the skipped clips.
+    ``clip_fn(model, audio, space, fps, identity_row, device, amp) -> offsets (T, D)``: animate each clip alone
+    this way instead (streaming mode, :func:`unitalker.infer.stream.predict_streaming`).
+    """
+
+    paper = protocol == UNITALKER_PROTOCOL
+    if protocol not in ("a2f", UNITALKER_PROTOCOL):
+        raise ConfigError(f"--protocol: expected a2f or {UNITALKER_PROTOCOL}, found {protocol!r}")
+    amp = "none" if paper else amp
     head = head_for(loaded.meta, dataset)
     ds = a2fbench.open_dataset(data, dataset)
     spec = ds.spec
     scale = float(spec.unitalker.scale)
     fps = float(ds.card["fps"])
     space = head["space"]
-    ids = ds.split(split)
-    idt = loaded.identities
-    rows, unseen = [], 0
-    for sid in ids:
-        r = idt.row(spec.id, ds[sid].subject) if identity == "gt" else idt.pivot
-        if r is None:
-            r, unseen = idt.pivot, unseen + 1
-        rows.append(r)
-    if identity == "gt" and unseen:
-        log.info("%s %s: %d of %d clips are of subjects unseen in training; they use the pivot identity",
-                 spec.id, split, unseen, len(ids))
-    order = sorted(range(len(ids)), key=lambda i: ds[ids[i]].n_frames)
+    rec = record if record is not None else {}
+    seqs_rec: dict[str, dict] = rec.setdefault("sequences", {})
+    skipped: list[dict] = rec.setdefault("skipped", [])
+    ids: list[str] = []
+    plan: dict[str, tuple[int, Optional[int]]] = {}  # frames, samples fed (None: the motion's, padded)
+    for sid in ds.split(split):
+        seq = ds[sid]
+        if paper:
+            sec = seq.common_seconds(UNITALKER_MAX_SECONDS)
+            if sec < UNITALKER_MIN_SECONDS:
+                skipped.append({"id": sid, "seconds": round(sec, 6)})
+                continue
+            frames, samples = seq.common_length(UNITALKER_MAX_SECONDS)
+            plan[sid] = (frames, samples)
+        else:
+            plan[sid] = (seq.n_frames, None)
+        ids.append(sid)
+    if skipped:
+        log.info("%s %s: %d clips under %g s skipped (paper mode): %s", spec.id, split, len(skipped),
+                 UNITALKER_MIN_SECONDS, ", ".join(x["id"] for x in skipped[:5]))
+    subj = {sid: ds[sid].subject for sid in ids}
+    rows = subject_rows(loaded, ds, list(dict.fromkeys(subj.values())), identity)
+    unseen = sorted({s for s in subj.values() if rows[s].how == PIVOT_UNSEEN})
+    if unseen:
+        log.info("%s %s: subjects unseen in training use the pivot identity: %s", spec.id, split, ", ".join(unseen))
+
+    def template(s: str) -> Template:
+        key = rows[s].key
+        if paper and key is not None and f"template.{key}" in loaded.aux:  # the row's own (release) template
+            return choose_template(ds, given=Template(loaded.aux[f"template.{key}"].double().numpy() / scale,
+                                                      "identity-row", f"{key} (row {rows[s].row})"))
+        return choose_template(ds, subject=s)
+
+    def audio(sid: str) -> np.ndarray:
+        seq, (_, samples) = ds[sid], plan[sid]
+        return motion_audio(seq, fps) if samples is None else np.asarray(seq.audio, np.float32)[:samples]
+
+    def done(sid: str, off: np.ndarray, n_audio: int) -> tuple[str, np.ndarray]:
+        s = subj[sid]
+        tm = template(s)
+        seq = ds[sid]
+        seqs_rec[sid] = {"subject": s, **rows[s].record(), "template": tm.record(), "frames": int(plan[sid][0]),
+                         "audio_s": round(min(n_audio, seq.n_samples) / SAMPLE_RATE, 6),
+                         "padded_s": round(max(0, n_audio - seq.n_samples) / SAMPLE_RATE, 6),
+                         "cut": "min(recording, motion, 20 s)" if paper else "whole clip (motion length)"}
+        return sid, to_native(off, np.asarray(tm.values, np.float64), scale, space)
+
+    order = sorted(ids, key=lambda sid: plan[sid][0])
     norm = loaded.model.encoder.normalize
     bar = progress_bar(total=len(ids), desc=f"predict {spec.id} {split}", show=progress, unit="clip")
-    batch: list[int] = []
+    batch: list[str] = []
 
-    def flush(batch: list[int]) -> Iterator[tuple[str, np.ndarray]]:
-        seqs = [ds[ids[i]] for i in batch]
-        audios = [_prep_audio(motion_audio(s, fps), norm, windows_too=True) for s in seqs]
-        offs = run_batch(loaded.model, audios, [s.n_frames for s in seqs], [rows[i] for i in batch], [space], device,
-                         amp)[space]
-        for i, s, o in zip(batch, seqs, offs):
-            yield ids[i], to_native(o, choose_template(ds, subject=s.subject).values, scale, space)
+    def flush(batch: list[str]) -> Iterator[tuple[str, np.ndarray]]:
+        raw = [audio(sid) for sid in batch]
+        audios = [_prep_audio(a, norm, windows_too=True) for a in raw]
+        offs = run_batch(loaded.model, audios, [plan[sid][0] for sid in batch],
+                         [rows[subj[sid]].row for sid in batch], [space], device, amp)[space]
+        for sid, a, o in zip(batch, raw, offs):
+            yield done(sid, o, len(a))
 
     if clip_fn is not None:
-        for i in order:
-            seq = ds[ids[i]]
-            off = clip_fn(loaded.model, motion_audio(seq, fps), space, fps, rows[i], device, amp)
+        for sid in order:
+            raw = audio(sid)
+            off = clip_fn(loaded.model, raw, space, fps, rows[subj[sid]].row, device, amp)
             bar.update(1)
-            yield ids[i], to_native(off, choose_template(ds, subject=seq.subject).values, scale, space)
+            yield done(sid, off, len(raw))
         bar.close()
         ds.close()
         return
     max_batch_s = 60.0 if device.type == "cpu" else 320.0
-    for i in order:
-        seq = ds[ids[i]]
-        if seq.n_frames / fps > WINDOW_S:
-            a = _prep_audio(motion_audio(seq, fps), norm)
-            off = animate(loaded.model, a, seq.n_frames, fps, rows[i], [space], device, amp, norm)[space]
+    for sid in order:
+        n = plan[sid][0]
+        if n / fps > WINDOW_S:
+            raw = audio(sid)
+            a = _prep_audio(raw, norm)
+            off = animate(loaded.model, a, n, fps, rows[subj[sid]].row, [space], device, amp, norm)[space]
             bar.update(1)
-            yield ids[i], to_native(off, choose_template(ds, subject=seq.subject).values, scale, space)
+            yield done(sid, off, len(raw))
             continue
-        if batch and (len(batch) + 1) * seq.n_frames / fps > max_batch_s:
+        if batch and (len(batch) + 1) * n / fps > max_batch_s:
             yield from flush(batch)
             bar.update(len(batch))
             batch = []
-        batch.append(i)
+        batch.append(sid)
     if batch:
         yield from flush(batch)
         bar.update(len(batch))
@@ -212,31 +263,41 @@ def predict_split(loaded: Loaded, data: str | os.PathLike, dataset: str, split: 
 
 
 def to_native(offset_scaled: np.ndarray, template_native: np.ndarray, scale: float, space: str) -> np.ndarray:
-    """Native units: offset / scale + template; blendshape weights clamped to [0, 1], their range (see
-    :func:`clamp_weights`)."""
-    x = (offset_scaled.astype(np.float64) / scale + np.asarray(template_native, np.float64)[None]).astype(np.float32)
-    return clamp_weights(x, space)
+    """Native units: offset / scale + template. The model's output as it is: blendshape weights are not clamped
+    to [0, 1] (the official output is not; formats that demand the range, the ARKit CSV, clamp and say so)."""
+    return (offset_scaled.astype(np.float64) / scale + np.asarray(template_native, np.float64)[None]).astype(np.float32)
 
 
-def clamp_weights(x: np.ndarray, space: str) -> np.ndarray:
-    """Blendshape (ARKit) weights live in [0, 1]; the heads are linear, so a trained model can step outside by a
-    little. Outputs are clamped there, in place, and how many values were moved is logged (docs/unitalker.md)."""
-    if get_space(space).kind != "blendshape":
-        return x
-    out = (x < 0) | (x > 1)
-    n = int(out.sum())
-    if n:
-        log.debug("%s: %d of %d weights outside [0, 1] clamped (min %.3g, max %.3g)", space, n, x.size, x.min(), x.max())
-        np.clip(x, 0.0, 1.0, out=x)
-    return x
+def precision(device: torch.device, amp: str) -> str:
+    """The arithmetic the model ran in, as the predictions record says it (:func:`amp_context`'s rule)."""
+    return "bf16 autocast" if device.type == "cuda" and amp == "bf16" else "fp32"
+
+
+def predictions_record(loaded: Loaded, dataset: str, split: str, identity: str, protocol: str, prec: str,
+                       record: dict, **extra: Any) -> dict:
+    """The predictions record (``PRED/.a2fbench-predictions.json``; ``evaluate`` copies it into the results as
+    ``predictions.source``): what made the folder and, per sequence, the identity row, template, cut and frames.
+    ``extra``: further settings a caller adds (recorded as given)."""
+    paper = protocol == UNITALKER_PROTOCOL
+    return {"method": "UniTalker", "checkpoint": str(loaded.meta["path"]), "encoder": loaded.cfg["model"]["encoder"][
+            "name"], "dataset": dataset, "split": split, "identity": identity, "protocol": protocol, "mode": "paper" if paper else "default",
+            "precision": prec, "clamp": "none (the model's output)",
+            "cut": ("each clip cut to min(recording, motion, 20 s) before the model runs; no silence padded; clips "
+                    f"under {UNITALKER_MIN_SECONDS:g} s skipped" if paper else
+                    "whole clips; the recording cut to the motion, or padded with silence to it (padded_s)"),
+            "template": "the identity row's own (release) template" if paper else "the store's template of the subject",
+            "imported_release": (loaded.meta.get("official") or {}).get("release"),
+            "sequences": record.get("sequences", {}), "skipped": record.get("skipped", []), **extra,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
 def predict(checkpoint: str | os.PathLike, data: str | os.PathLike, dataset: str, out: str | os.PathLike,
             split: str = "test", identity: str = "gt", device: str = "auto", progress: bool = True,
-            clip_fn: Any = None, record: Optional[dict] = None, force: bool = False) -> Path:
-    """Write ``out/<seq_id>.npy`` for every clip of the split (atomically: all or nothing). Earlier predictions
-    in ``out`` are replaced only with ``force``. ``clip_fn``: see :func:`predict_split`; ``record``: more fields
-    for the predictions record (e.g. ``streaming``)."""
+            protocol: str = "a2f", clip_fn: Any = None, record: Optional[dict] = None, force: bool = False) -> Path:
+    """Write ``out/<seq_id>.npy`` for every clip of the split (atomically: all or nothing) and the predictions
+    record (:func:`predictions_record`). Earlier predictions in ``out`` are replaced only with ``force``.
+    ``protocol``: ``a2f`` (whole clips) or ``unitalker`` (paper mode, see :func:`predict_split`); ``clip_fn``: see
+    :func:`predict_split`; ``record``: more fields for the predictions record (e.g. ``streaming``)."""
 
     if identity not in ("gt", "pivot"):
         raise ConfigError(f"--identity: expected gt or pivot, found {identity!r}")
@@ -244,16 +305,16 @@ def predict(checkpoint: str | os.PathLike, data: str | os.PathLike, dataset: str
     loaded = load_model(checkpoint, dev)
     out = Path(out)
     _check_out_dir(out, [checkpoint, data], force)
+    amp = "none" if protocol == UNITALKER_PROTOCOL else loaded.cfg["train"]["amp"]
+    seqs: dict = {}
     with atomic_path(out, is_dir=True) as tmp:
         n = 0
-        for sid, arr in predict_split(loaded, data, dataset, split, dev, identity, loaded.cfg["train"]["amp"], progress,
+        for sid, arr in predict_split(loaded, data, dataset, split, dev, identity, amp, progress, protocol, seqs,
                                       clip_fn):
             write_prediction(tmp, sid, arr)
             n += 1
-        write_provenance(tmp, method="UniTalker", checkpoint=str(loaded.meta["path"]),
-                         encoder=loaded.cfg["model"]["encoder"]["name"], dataset=dataset, split=split, identity=identity,
-                         **(record or {}),
-                         created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        write_provenance(tmp, **predictions_record(loaded, dataset, split, identity, protocol, precision(dev, amp),
+                                                   seqs, **(record or {})))
     log.info("wrote %d predictions to %s (checkpoint %s)", n, out, loaded.meta["path"])
     return out
 

@@ -8,7 +8,6 @@ from typing import Callable, Literal, Optional
 
 import numpy as np
 
-from ...errors import A2FBenchError
 from ...registry import DatasetSpec, SynthSize, assign_splits, get_space, sentence_id
 
 Size = Literal["tiny", "small", "full"]
