@@ -34,14 +34,18 @@ def test_all_eight_prepared_with_fps_splits_templates_regions(data_tiny: Path) -
         ds = a2fbench.open_dataset(data_tiny, spec.id)
         card = ds.card
         assert card["fps"] == spec.fps and card["id"] == spec.id and card["dim"] == get_space(spec.space).dim
-        names = set(ds.split_names)
+        derived = spec.splits.derived  # subsets of a parent split (D2's test_facediffuser): they overlap it
+        names = set(ds.split_names) - set(derived)
         assert names == ({"train", "val", "test", "test_b"} if spec.id == "D0" else {"train", "val", "test"})
+        assert set(ds.split_names) & set(derived) == set(derived)
+        for name, d in derived.items():
+            assert ds.split(name) and set(ds.split(name)) <= set(ds.split(d.of))
         seen: list[str] = []
         for n in names:
             seen += ds.split(n)
-        assert sorted(seen) == sorted(ds.ids)  # every sequence in exactly one split
+        assert sorted(seen) == sorted(ds.ids)  # every sequence in exactly one (non-derived) split
         st = card["stats"]
-        assert st["n_sequences"] == len(ds) == sum(v["n_sequences"] for v in st["splits"].values())
+        assert st["n_sequences"] == len(ds) == sum(v["n_sequences"] for k, v in st["splits"].items() if k not in derived)
         n_frames = 0
         for sid in ds.ids:
             s = ds[sid]
@@ -134,7 +138,7 @@ def test_regions_come_from_the_raw_files(raw_tiny: Path, data_tiny: Path) -> Non
     w = np.loadtxt(raw_tiny / "D2" / "forehead_mask.txt")
     assert d2.regions["upper"].tolist() == np.flatnonzero(w > 0.4).tolist()
     d1 = a2fbench.open_dataset(data_tiny, "D1")
-    assert set(d1.region_sets) == {"facediffuser", "flame"}
+    assert set(d1.region_sets) == {"facediffuser", "flame", "unitalker"}  # unitalker: the stand-in's mouth list
     masks = safepickle.load(raw_tiny / "D1" / "FLAME_masks.pkl")
     assert d1.regions_for("flame")["upper"].tolist() == sorted(set(masks["forehead"]) | set(masks["eye_region"]))
 

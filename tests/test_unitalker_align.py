@@ -122,6 +122,7 @@ def test_prediction_outputs_the_ground_truth_frames_from_the_aligned_recording(s
 
         datasets = [{"id": "D3", "space": "arkit52", "fps": 30.0, "scale": 1.0}]
         identities = identity_table(open_sources(data, ["D3"], load_config("tiny")))
+        meta = {"model_spec": {"heads": [{"space": "arkit52"}]}, "datasets": datasets}
 
     monkeypatch.setattr(P, "run_batch", fake)
     out = dict(P.predict_split(Loaded, data, "D3", "test", torch.device("cpu"), progress=False))
@@ -154,7 +155,7 @@ def test_paper_mode_cuts_each_clip_before_the_model_and_pads_nothing(skewed, mon
 
         datasets = [{"id": "D3", "space": "arkit52", "fps": 30.0, "scale": 1.0}]
         identities = identity_table(open_sources(data, ["D3"], load_config("tiny")))
-        meta: dict = {}
+        meta = {"model_spec": {"heads": [{"space": "arkit52"}]}, "datasets": datasets}
         aux: dict = {}
 
     monkeypatch.setattr(P, "run_batch", fake)

@@ -137,7 +137,8 @@ def atomic_path(target: str | os.PathLike, *, is_dir: bool = False, fsync: bool 
 def name_target(e: BaseException, tmp: Path, target: Path) -> None:
     """An OSError raised while writing ``tmp`` names ``target`` (what the user asked for), not the hidden
     temporary or nothing (``write()`` of a full disk or a file-size limit carries no file name)."""
-    if isinstance(e, OSError) and (e.filename is None or os.fspath(e.filename).startswith(os.fspath(tmp))):
+    if (isinstance(e, OSError) and e.errno is not None  # an errno-less OSError's text is its whole message: kept
+            and (e.filename is None or os.fspath(e.filename).startswith(os.fspath(tmp)))):
         try:
             e.filename = os.fspath(target)
         except AttributeError:  # a library's OSError subclass with a read-only filename (PyAV)
