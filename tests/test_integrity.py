@@ -634,7 +634,7 @@ def test_every_number_a_user_types_is_range_checked(world, tmp_path, monkeypatch
     assert {p: _snap(p) for p in keep} == before and list(tmp_path.iterdir()) == []  # nothing made before the check
 
 
-@pytest.mark.parametrize("override", ["train.lr=nan", "train.lr=0", "train.seed=-1", "model.decoder.dropout=1.5",
+@pytest.mark.parametrize("override", ["train.lr=nan", "train.lr=-1", "train.seed=-1", "model.decoder.dropout=1.5",
                                       "train.grad_clip=-1", "train.keep_checkpoints=0", "data.max_seconds=inf"])
 def test_every_number_in_a_training_config_is_range_checked(override) -> None:
     pytest.importorskip("torch")

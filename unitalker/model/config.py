@@ -188,7 +188,9 @@ _CHOICES = {
 
 
 #: real-valued keys: (path, lower bound, bound excluded, upper bound or None)
-_REALS = (("train.lr", 0.0, True, None), ("train.lr_final", 0.0, False, None), ("train.grad_clip", 0.0, False, None),
+#: train.lr = 0 is allowed (the weights stay as initialised; a test pins the unit handling that way)
+_REALS = (("train.lr", 0.0, False, None),
+          ("train.lr_final", 0.0, False, None), ("train.grad_clip", 0.0, False, None),
           ("train.pca_weight", 0.0, False, None), ("train.param_weight", 0.0, False, None),
           ("train.flame_param_weight", 0.0, False, None), ("model.decoder.dropout", 0.0, False, 1.0),
           ("data.max_seconds", 0.0, True, None), ("data.min_seconds", 0.0, False, None))
