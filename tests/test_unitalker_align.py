@@ -94,6 +94,25 @@ def test_min_seconds_applies_to_training_only(skewed) -> None:
     assert len(ClipSet(val, identity_table(srcs), c, normalize=False, split="val")) == len(val[0].ids) > 0
 
 
+def _d3_checkpoint(data):  # noqa: ANN001, ANN202
+    """The parts of a loaded checkpoint that predict_split reads: one arkit52 head (D3), no templates kept."""
+
+    class Loaded:
+        class model:  # noqa: N801
+            class spec:  # noqa: N801
+                heads = [type("H", (), {"space": "arkit52"})()]
+
+            class encoder:  # noqa: N801
+                normalize = False
+
+        datasets = [{"id": "D3", "space": "arkit52", "fps": 30.0, "scale": 1.0}]
+        identities = identity_table(open_sources(data, ["D3"], load_config("tiny")))
+        meta = {"model_spec": {"heads": [{"space": "arkit52"}]}, "datasets": datasets}
+        aux: dict = {}
+
+    return Loaded
+
+
 def test_prediction_outputs_the_ground_truth_frames_from_the_aligned_recording(skewed, monkeypatch) -> None:
     """predict_split feeds round(T / fps * 16000) samples: the recording cut to the motion, or padded with
     silence when it ends first; the model is asked for exactly T frames."""
@@ -112,17 +131,7 @@ def test_prediction_outputs_the_ground_truth_frames_from_the_aligned_recording(s
         calls.extend((len(x), f) for x, f in zip(audios, frames))
         return {sp: [np.zeros((f, 52), np.float32) for f in frames] for sp in spaces}
 
-    class Loaded:  # the parts of a loaded checkpoint predict_split reads
-        class model:  # noqa: N801
-            class spec:  # noqa: N801
-                heads = [type("H", (), {"space": "arkit52"})()]
-
-            class encoder:  # noqa: N801
-                normalize = False
-
-        datasets = [{"id": "D3", "space": "arkit52", "fps": 30.0, "scale": 1.0}]
-        identities = identity_table(open_sources(data, ["D3"], load_config("tiny")))
-        meta = {"model_spec": {"heads": [{"space": "arkit52"}]}, "datasets": datasets}
+    Loaded = _d3_checkpoint(data)
 
     monkeypatch.setattr(P, "run_batch", fake)
     out = dict(P.predict_split(Loaded, data, "D3", "test", torch.device("cpu"), progress=False))
@@ -145,18 +154,7 @@ def test_paper_mode_cuts_each_clip_before_the_model_and_pads_nothing(skewed, mon
         calls.extend((len(x), f, amp == "none") for x, f in zip(audios, frames))
         return {sp: [np.zeros((f, 52), np.float32) for f in frames] for sp in spaces}
 
-    class Loaded:  # the parts of a loaded checkpoint predict_split reads
-        class model:  # noqa: N801
-            class spec:  # noqa: N801
-                heads = [type("H", (), {"space": "arkit52"})()]
-
-            class encoder:  # noqa: N801
-                normalize = False
-
-        datasets = [{"id": "D3", "space": "arkit52", "fps": 30.0, "scale": 1.0}]
-        identities = identity_table(open_sources(data, ["D3"], load_config("tiny")))
-        meta = {"model_spec": {"heads": [{"space": "arkit52"}]}, "datasets": datasets}
-        aux: dict = {}
+    Loaded = _d3_checkpoint(data)
 
     monkeypatch.setattr(P, "run_batch", fake)
     record: dict = {}
