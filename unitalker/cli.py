@@ -22,6 +22,11 @@ from a2fbench.util.guard import FORCE_HELP, check_apart, check_output, make_pare
 
 log = logging.getLogger("unitalker")
 CTX = {"help_option_names": ["-h", "--help"], "max_content_width": 110}
+#: options several commands share, spelled once
+DATA_OPT = click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+                        help="Prepared store root. Default: $A2FBENCH_HOME/data.")
+CHECKPOINT_OPT = click.option("--checkpoint", required=True,
+                              help="Checkpoint file, or run folder (its latest checkpoint).")
 
 
 def _ids(datasets: str) -> list[str]:
@@ -42,8 +47,7 @@ def cli() -> None:
 
 
 @cli.command("train", context_settings=CTX)
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Prepared store root. Default: $A2FBENCH_HOME/data.")
+@DATA_OPT
 @click.option("--datasets", required=True, help="Training datasets: D0..D7, D0,D3, vocaset, ...")
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Run folder (config, logs, checkpoints). An earlier run there is resumed.")
@@ -75,8 +79,7 @@ def train_cmd(data: Optional[Path], datasets: str, out: Path, config: Optional[s
 
 @cli.command("finetune", context_settings=CTX)
 @click.option("--from", "init_from", required=True, help="Checkpoint file or run folder to start from.")
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Prepared store root. Default: $A2FBENCH_HOME/data.")
+@DATA_OPT
 @click.option("--datasets", required=True, help="Datasets to fine-tune on (seen, or new annotations: new heads).")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Run folder of the fine-tuning run.")
 @click.option("--reinit-decoder", is_flag=True, help="Keep only the audio encoder; decoder, identities, heads start fresh.")
@@ -113,9 +116,8 @@ def finetune_cmd(init_from: str, data: Optional[Path], datasets: str, out: Path,
 
 
 @cli.command("predict", context_settings=CTX)
-@click.option("--checkpoint", required=True, help="Checkpoint file, or run folder (its latest checkpoint).")
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Prepared store root. Default: $A2FBENCH_HOME/data.")
+@CHECKPOINT_OPT
+@DATA_OPT
 @click.option("--dataset", required=True, help="Dataset to predict (its space must be a head of the checkpoint).")
 @click.option("--split", default="test", show_default=True, help="Split to predict.")
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Predictions folder (PRED/<seq_id>.npy).")
@@ -175,8 +177,7 @@ def predict_cmd(checkpoint: str, data: Optional[Path], dataset: str, split: str,
 
 @cli.command("reproduce", context_settings=CTX)
 @click.option("--checkpoint", required=True, help="Checkpoint file or run folder (e.g. an imported release).")
-@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Prepared store root. Default: $A2FBENCH_HOME/data.")
+@DATA_OPT
 @click.option("--datasets", default=None, help="Datasets (D0..D7, D0,D1). Default: every prepared one with a head.")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("reproduce"), show_default=True,
               help="New folder: <id>/predictions, <id>/results.json, report.md, report.json.")
@@ -201,7 +202,7 @@ def reproduce_cmd(checkpoint: str, data: Optional[Path], datasets: Optional[str]
 
 
 @cli.command("infer", context_settings=CTX)
-@click.option("--checkpoint", required=True, help="Checkpoint file, or run folder (its latest checkpoint).")
+@CHECKPOINT_OPT
 @click.argument("audio", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Output folder: OUT/<audio name>/<dataset>.npy, with the clip's audio, each head's template and "
@@ -243,7 +244,7 @@ def _stream_settings(chunk_ms: float, lookahead_ms: float, context_ms: Optional[
 
 
 @cli.command("stream", context_settings=CTX)
-@click.option("--checkpoint", required=True, help="Checkpoint file, or run folder (its latest checkpoint).")
+@CHECKPOINT_OPT
 @click.argument("audio", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Output folder: OUT/<audio name>/<dataset>.npy and OUT/<audio name>/stream.json.")

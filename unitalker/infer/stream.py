@@ -347,40 +347,27 @@ def stream_files(checkpoint, audio_files, out, *, heads: str = "all", identity: 
     """``unitalker stream``: ``out/<stem>/<dataset>.npy`` (the frames ``unitalker infer`` writes) and
     ``out/<stem>/stream.json`` (settings, RTF, compute per chunk, frames per chunk)."""
     import json
-    import re
-    from pathlib import Path
 
     from a2fbench.util.fsutil import atomic_path
-    from a2fbench.util.guard import check_output
 
     from ..model.load import load_model
     from ..model.runtime import select_device, set_threads
-    from .predict import AudioInputError, head_for, read_input_audio
+    from .checks import plan_infer, read_input_audio
 
-    if not audio_files:
-        raise AudioInputError("expected at least one audio file to stream, found none; pass AUDIO...")
+    # every argument infer checks (clip names, heads, identity, template, the output rule of a2fbench.util.guard),
+    # checked the same way and before the model loads
+    plan = plan_infer(checkpoint, audio_files, out, heads, identity, template, force)
+    groups: dict[float, list[str]] = {}
+    for d in plan.targets:
+        groups.setdefault(float(d.get("fps") or 30.0), []).append(d["id"])
+    for fps in groups:
+        settings.check(fps)
+    stems, out = plan.stems, plan.out
+    clips = [(stem, read_input_audio(f)) for stem, f in stems.items()]  # all decoded before anything is written
     dev = select_device(device)
     if dev.type == "cpu":
         set_threads(0)  # the cores not busy now: a busy neighbour stalls a full thread pool (runtime.auto_threads)
     loaded = load_model(checkpoint, dev)
-    ids = [d["id"] for d in loaded.datasets] if heads == "all" else [h.strip() for h in heads.split(",") if h.strip()]
-    groups: dict[float, list[str]] = {}
-    for h in ids:
-        d = head_for(loaded.meta, h)
-        groups.setdefault(float(d.get("fps") or 30.0), []).append(d["id"])
-    for fps in groups:
-        settings.check(fps)
-    out = Path(out)
-    stems: dict[str, Path] = {}
-    clips = []
-    for f in audio_files:  # read and check everything before writing anything
-        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(f).stem) or "audio"
-        if stem in stems:
-            raise AudioInputError(f"{f}: two inputs share the name {stem!r} ({stems[stem]}); rename one")
-        stems[stem] = Path(f)
-        clips.append((stem, read_input_audio(f)))
-    for stem, _ in clips:  # the output rule of every write command (a2fbench.util.guard)
-        check_output(out / stem, [checkpoint, *audio_files], force=force)
     written = []
     for stem, x in clips:
         records = []
