@@ -27,6 +27,12 @@ DATA_OPT = click.option("--data", type=click.Path(file_okay=False, path_type=Pat
                         help="Prepared store root. Default: $A2FBENCH_HOME/data.")
 CHECKPOINT_OPT = click.option("--checkpoint", required=True,
                               help="Checkpoint file, or run folder (its latest checkpoint).")
+#: infer's and stream's (the same arguments, checked by infer.checks.plan_infer)
+IDENTITY_OPT = click.option("--identity", default="pivot", show_default=True,
+                            help="pivot, a training subject (D1/FaceTalk_...), or an identity row number.")
+TEMPLATE_OPT = click.option("--template", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                            help="Your own neutral mesh (.npy (V,3) or (3V,), .obj, .ply; native units) for one "
+                                 "vertex head.")
 
 
 def _ids(datasets: str) -> list[str]:
@@ -208,10 +214,8 @@ def reproduce_cmd(checkpoint: str, data: Optional[Path], datasets: Optional[str]
               help="Output folder: OUT/<audio name>/<dataset>.npy, with the clip's audio, each head's template and "
                    "infer.json (render and export read them; docs/outputs.md).")
 @click.option("--heads", default="all", show_default=True, help="all, or dataset ids / spaces (D1,D3).")
-@click.option("--identity", default="pivot", show_default=True,
-              help="pivot, a training subject (D1/FaceTalk_...), or an identity row number.")
-@click.option("--template", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Your own neutral mesh (.npy (V,3) or (3V,), .obj, .ply; native units) for one vertex head.")
+@IDENTITY_OPT
+@TEMPLATE_OPT
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--force", is_flag=True, help=FORCE_HELP)
 def infer_cmd(checkpoint: str, audio: tuple[Path, ...], out: Path, heads: str, identity: str,
@@ -256,10 +260,8 @@ def _stream_settings(chunk_ms: float, lookahead_ms: float, context_ms: Optional[
 @click.option("--context-ms", type=float, default=None,
               help="Left context: audio before the first frame still owed that the model sees. Default: 2000.")
 @click.option("--no-cache", is_flag=True, help="Recompute the CNN features of the whole window every chunk.")
-@click.option("--identity", default="pivot", show_default=True,
-              help="pivot, a training subject (D1/FaceTalk_...), or an identity row number.")
-@click.option("--template", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Your own neutral mesh (.npy, .obj, .ply; native units) for one vertex head.")
+@IDENTITY_OPT
+@TEMPLATE_OPT
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--force", is_flag=True, help=FORCE_HELP)
 def stream_cmd(checkpoint: str, audio: tuple[Path, ...], out: Path, heads: str, chunk_ms: float, lookahead_ms: float,
