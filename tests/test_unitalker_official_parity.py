@@ -37,10 +37,11 @@ torch.set_num_threads(1)
 pytestmark = pytest.mark.filterwarnings("ignore:Support for mismatched key_padding_mask")
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "tests" / "assets" / "official"
-U = 2.0 ** -24  # float32 unit roundoff
+U, U64 = 2.0 ** -24, 2.0 ** -53  # float32 / float64 unit roundoff
 # network bound: layers in a row (7 CNN, projection, 2 x (3 attention products + 2 FF), adaptor, projection,
-# 3 TCN blocks, head, PCA decode) and the longest reduction (the first TCN conv: (C + 64 identity) x 3 taps)
-DEPTH, N_MAX = 25, (16 + 64) * 3
+# 3 TCN blocks, head, PCA decode) and the longest reduction: the first TCN conv ((C + 64 identity) x 3 taps) or
+# the attention over every encoder frame (50 per second)
+DEPTH, N_CONV = 25, (16 + 64) * 3
 
 
 def _generator():
@@ -59,8 +60,9 @@ def fixture(name: str) -> dict:
     return json.loads((ASSETS / f"{name}.json").read_text())
 
 
-def net_tol(reference: np.ndarray) -> float:
-    return DEPTH * N_MAX * U * float(np.max(np.abs(reference)))
+def net_tol(reference: np.ndarray, seconds: float = 1.3, u: float = U) -> float:
+    """``DEPTH * N_MAX * u * max|output|`` for clips (or windows) of at most ``seconds``."""
+    return DEPTH * max(N_CONV, int(50 * seconds)) * u * float(np.max(np.abs(reference)))
 
 
 # ------------------------------------------------------------------------------------------- the inputs
@@ -212,7 +214,37 @@ def test_windows_and_cross_fades_match_the_official_demo(run, tmp_path):
     ours = np.load(folder / "D6.npy")[:, z["long/D6_cols"]]
     ref = z["long/D6"]
     assert ours.shape == ref.shape and len(ours) == meta["long"]["frames"] == 1380
-    assert np.max(np.abs(ours - ref)) <= net_tol(ref)
+    assert np.max(np.abs(ours - ref)) <= net_tol(ref, 25.0)
+
+
+def test_in_float64_ours_and_the_official_network_are_the_same_function(run):
+    """Both networks run in float64 (the official ``model.double()``): rounding drops to ~1e-16, so a difference in
+    the formulas (an epsilon, a scale, an interpolation rule) that float32 rounding would hide shows here. A 1.3 s
+    clip (PCA coefficients of D1 subject #3, D6 subject #2's output) and a whole 25 s window."""
+    z = np.load(ASSETS / "model.npz")
+    rows = fixture("model")["rows"]
+    loaded = load_model(run, torch.device("cpu"))
+    loaded.model.to(torch.float64)
+    t6 = G.release_arrays()["D6/id_template"][rows["D6"] - 12].astype(np.float64)
+
+    def run64(x: np.ndarray, row: int, space: str) -> tuple[np.ndarray, np.ndarray]:
+        a = torch.from_numpy(x).double()[None]
+        with torch.no_grad():
+            f = loaded.model.features(a, torch.tensor([a.shape[1]]), torch.tensor([round(len(x) / G.SR * 30)]),
+                                      torch.tensor([row]))
+            off, zz = loaded.model.heads[space](f)
+        return off[0].numpy(), None if zz is None else zz[0].numpy()
+
+    x = G.audio(G.CLIP_S[0], 0)
+    _, zz = run64(x, rows["D1"], "flame_5023_verts")
+    ref = z["fp64/clip0/D1_pca"]
+    assert np.max(np.abs(zz - ref)) <= net_tol(ref, G.CLIP_S[0], U64)
+    off, _ = run64(x, rows["D6"], "arkit51")
+    ref = z["fp64/clip0/D6"]
+    assert np.max(np.abs(off + t6 - ref)) <= net_tol(ref, G.CLIP_S[0], U64)
+    off, _ = run64(G.audio(G.LONG_S, 5)[: 25 * G.SR], rows["D6"], "arkit51")
+    cols, ref = z["fp64/window0/D6_cols"], z["fp64/window0/D6"]
+    assert np.max(np.abs(off[:, cols] + t6[cols] - ref)) <= net_tol(ref, 25.0, U64)
 
 
 # ------------------------------------------------------------------------------------------- the test loop
@@ -266,10 +298,22 @@ def test_paper_mode_predictions_score_the_official_in_loop_lve(run, monkeypatch)
     pl = [preds[f"c{i}"] for i in range(len(gts))]
     mouth = z["inloop/mouth"]
     res = score_arrays(gts, pl, [template] * len(gts), mouth, np.arange(3), "unitalker", scale=1.0)["metrics"]
-    # prediction error <= net_tol per coordinate: e_t moves by <= 2 sqrt(3 e_max) d + 3 d^2, plus the metric's own
+    # each predicted coordinate within d = net_tol of the official one: per frame e_t moves by at most
+    # 2 sqrt(3 e_t) d + 3 d^2 (three coordinates of the worst mouth vertex), plus the official loop's own float32
+    # rounding (metric_bound); sqrt(e_t) by that over 2 sqrt(e_t)
     d = max(net_tol(p) for p in pl)
-    e_max = max(float(((g.reshape(len(g), -1, 3)[:, mouth] - p.reshape(len(p), -1, 3)[:, mouth]) ** 2).sum(-1).max())
-                for g, p in zip(gts, pl))
-    b_lve = 2 * np.sqrt(3 * e_max) * d + 3 * d * d + metric_bound(gts, pl, mouth, 1.0)[0]
-    assert abs(res["LVE"] - meta["LVE"]) <= b_lve, (res["LVE"], meta["LVE"], b_lve)
-    assert abs(res["LVD"] - meta["LVD"]) <= b_lve / (2 * np.sqrt(res["LVE"])) * 4, (res["LVD"], meta["LVD"])
+    b_lve, b_lvd = metric_bound(gts, pl, mouth, 1.0)
+    de, dl = [], []
+    for g, p in zip(gts, pl):
+        e = ((g.reshape(len(g), -1, 3)[:, mouth] - p.reshape(len(p), -1, 3)[:, mouth]).astype(np.float64) ** 2
+             ).sum(-1).max(-1)
+        de.append((2 * np.sqrt(3 * e) * d + 3 * d * d).mean())
+        dl.append(((2 * np.sqrt(3 * e) * d + 3 * d * d) / (2 * np.sqrt(e))).mean())
+    assert abs(res["LVE"] - meta["LVE"]) <= np.mean(de) + b_lve, (res["LVE"], meta["LVE"])
+    assert abs(res["LVD"] - meta["LVD"]) <= np.mean(dl) + b_lvd, (res["LVD"], meta["LVD"])
+    # the pivot row instead of the subject's (UniTalker issue #19's mistake) misses by far more
+    piv = dict(predict_split(loaded, "unused", "D1", "test", torch.device("cpu"), "pivot", progress=False,
+                             protocol="unitalker"))
+    wrong = score_arrays(gts, [piv[f"c{i}"] for i in range(len(gts))], [template] * len(gts), mouth, np.arange(3),
+                         "unitalker", scale=1.0)["metrics"]
+    assert abs(wrong["LVE"] - meta["LVE"]) > 10 * (np.mean(de) + b_lve)
