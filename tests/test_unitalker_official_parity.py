@@ -220,28 +220,35 @@ def test_windows_and_cross_fades_match_the_official_demo(run, tmp_path):
 def test_in_float64_ours_and_the_official_network_are_the_same_function(run):
     """Both networks run in float64 (the official ``model.double()``): rounding drops to ~1e-16, so a difference in
     the formulas (an epsilon, a scale, an interpolation rule) that float32 rounding would hide shows here. A 1.3 s
-    clip (PCA coefficients of D1 subject #3, D6 subject #2's output) and a whole 25 s window."""
+    clip (PCA coefficients of D1 subject #3, D6 subject #2's output), alone and padded in a batch behind a longer clip
+(our masked group norm, attention and decoder masks), and a whole 25 s window."""
     z = np.load(ASSETS / "model.npz")
     rows = fixture("model")["rows"]
     loaded = load_model(run, torch.device("cpu"))
     loaded.model.to(torch.float64)
     t6 = G.release_arrays()["D6/id_template"][rows["D6"] - 12].astype(np.float64)
 
-    def run64(x: np.ndarray, row: int, space: str) -> tuple[np.ndarray, np.ndarray]:
-        a = torch.from_numpy(x).double()[None]
+    def run64(x: np.ndarray, row: int, space: str, pad_with: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """``pad_with`` seconds > the clip: run it in a padded batch behind a longer clip (the masked paths)."""
+        clips = [x] + ([G.audio(pad_with, 9)] if pad_with else [])
+        n = torch.tensor([len(c) for c in clips])
+        a = torch.zeros(len(clips), int(n.max()), dtype=torch.float64)
+        for b, c in enumerate(clips):
+            a[b, : len(c)] = torch.from_numpy(c).double()
+        t = torch.tensor([round(len(c) / G.SR * 30) for c in clips])
         with torch.no_grad():
-            f = loaded.model.features(a, torch.tensor([a.shape[1]]), torch.tensor([round(len(x) / G.SR * 30)]),
-                                      torch.tensor([row]))
-            off, zz = loaded.model.heads[space](f)
+            f = loaded.model.features(a, n, t, torch.tensor([row] * len(clips)))
+            off, zz = loaded.model.heads[space](f[:1, : int(t[0])])
         return off[0].numpy(), None if zz is None else zz[0].numpy()
 
     x = G.audio(G.CLIP_S[0], 0)
-    _, zz = run64(x, rows["D1"], "flame_5023_verts")
-    ref = z["fp64/clip0/D1_pca"]
-    assert np.max(np.abs(zz - ref)) <= net_tol(ref, G.CLIP_S[0], U64)
-    off, _ = run64(x, rows["D6"], "arkit51")
-    ref = z["fp64/clip0/D6"]
-    assert np.max(np.abs(off + t6 - ref)) <= net_tol(ref, G.CLIP_S[0], U64)
+    for pad in (0.0, 2.0):
+        _, zz = run64(x, rows["D1"], "flame_5023_verts", pad)
+        ref = z["fp64/clip0/D1_pca"]
+        assert np.max(np.abs(zz - ref)) <= net_tol(ref, 2.0, U64), pad
+        off, _ = run64(x, rows["D6"], "arkit51", pad)
+        ref = z["fp64/clip0/D6"]
+        assert np.max(np.abs(off + t6 - ref)) <= net_tol(ref, 2.0, U64), pad
     off, _ = run64(G.audio(G.LONG_S, 5)[: 25 * G.SR], rows["D6"], "arkit51")
     cols, ref = z["fp64/window0/D6_cols"], z["fp64/window0/D6"]
     assert np.max(np.abs(off[:, cols] + t6[cols] - ref)) <= net_tol(ref, 25.0, U64)

@@ -185,13 +185,13 @@ def _masked_group_norm(x: torch.Tensor, gn: nn.GroupNorm, lengths: torch.Tensor)
     """GroupNorm with one group per channel, statistics over each clip's first ``lengths`` frames only."""
     B, C, L = x.shape
     dt = x.dtype
-    x = x.float()  # statistics in fp32 whatever the compute dtype
+    x = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # statistics in at least fp32
     mask = (torch.arange(L, device=x.device)[None, :] < lengths[:, None]).to(x.dtype)[:, None, :]  # (B,1,L)
     n = lengths.to(x.dtype).clamp(min=1)[:, None, None]
     mean = (x * mask).sum(-1, keepdim=True) / n
     var = (((x - mean) * mask) ** 2).sum(-1, keepdim=True) / n
     y = (x - mean) / torch.sqrt(var + gn.eps)
-    return (y * gn.weight.float()[None, :, None] + gn.bias.float()[None, :, None]).to(dt)
+    return (y * gn.weight.to(x.dtype)[None, :, None] + gn.bias.to(x.dtype)[None, :, None]).to(dt)
 
 
 def build_from_config_dict(d: dict) -> nn.Module:
