@@ -254,6 +254,41 @@ def test_in_float64_ours_and_the_official_network_are_the_same_function(run):
     assert np.max(np.abs(off[:, cols] + t6[cols] - ref)) <= net_tol(ref, 25.0, U64)
 
 
+
+def test_wav2vec2_and_transformer_decoder_reproduce_the_official_demo(tmp_path):
+    """The other published pair: a wav2vec2 encoder (xlsr-53's layout; its input normalised per clip and again per
+    window, as the demo) with the transformer decoder (periodic encoding, ALiBi-style causal mask, frame-to-frame
+    cross-attention), on a 1.3 s clip and the 46 s clip's three windows."""
+    z = np.load(ASSETS / "model_w2v.npz")
+    meta = fixture("model_w2v")
+    sd = torch.load(ASSETS / "model_w2v.pt", weights_only=True)
+    shape = tuple(int(x) for x in z["ppe_shape"])  # the official buffer: its first period, repeated
+    sd["decoder.PPE.pe"] = torch.from_numpy(z["ppe_period"])[None].repeat(1, shape[1] // 30, 1)
+    assert tuple(sd["decoder.PPE.pe"].shape) == shape
+    torch.save(sd, tmp_path / "w2v.pt")
+    run = import_official(tmp_path / "w2v.pt", G.write_release(tmp_path / "rel"), tmp_path / "run")
+    loaded = load_model(run, torch.device("cpu"))
+    assert loaded.model.encoder.normalize and loaded.cfg["model"]["decoder"]["type"] == "transformer"
+    cols = meta["columns"]
+    for name, secs, seed in (("clip0", G.CLIP_S[0], 0), ("long", G.LONG_S, 5)):
+        wav = _wav(tmp_path / f"{name}.wav", secs, seed)
+        for d, key in (("D1", "D1/#3"), ("D6", "D6/#2")):
+            (folder,) = infer(run, [wav], tmp_path / f"o{name}{d}", heads=d, identity=key, device="cpu")
+            ours = np.load(folder / f"{d}.npy")
+            ref = z[f"{name}/{d}"]
+            ours = ours[:, cols] if ref.shape[1] != ours.shape[1] else ours
+            assert ours.shape == ref.shape and len(ours) == round(secs * 30)
+            assert np.max(np.abs(ours - ref)) <= net_tol(ref, min(secs, 25.0)), (name, d, np.max(np.abs(ours - ref)))
+    loaded.model.to(torch.float64)  # float64: the same function (raw clip, no normalisation, on both sides)
+    x = torch.from_numpy(G.audio(G.CLIP_S[0], 0)).double()[None]
+    with torch.no_grad():
+        f = loaded.model.features(x, torch.tensor([x.shape[1]]), torch.tensor([round(G.CLIP_S[0] * 30)]),
+                                  torch.tensor([meta["rows"]["D1"]]))
+        zz = loaded.model.heads["flame_5023_verts"](f)[1][0].numpy()
+    ref = z["fp64/clip0/D1_pca"]
+    assert np.max(np.abs(zz - ref)) <= net_tol(ref, G.CLIP_S[0], U64), np.max(np.abs(zz - ref))
+
+
 # ------------------------------------------------------------------------------------------- the test loop
 class _Store:
     """A prepared D1 store as predict_split reads it (spec, card, split, sequences, templates), in memory."""

@@ -7,14 +7,18 @@ checkout of the official code that is never copied into this project:
 in a virtual environment with what the official code imports (torch, transformers 4.x, librosa, smplx, pyyaml,
 tqdm). Every input is ours: seeded random weights at a tiny size, closed-form audio, release files and motion
 (:func:`pattern`, :func:`audio`: integer arithmetic, exact in float32 on any machine, so the tests rebuild them
-instead of storing them). The official modules are imported from the checkout and run unchanged; the one run-time
-change is ``torch.Tensor.cuda`` made the identity (its test loop moves every batch to CUDA; this machine has none).
+instead of storing them). The official modules are imported from the checkout and run unchanged; the run-time
+changes are ``torch.Tensor.cuda`` made the identity (its test loop moves every batch to CUDA; this machine has none)
+and, for the float64 runs only, the transformer decoder's ``biased_mask`` cast to float64 (a plain attribute, which
+``model.double()`` leaves in float32; a float32 mask on float64 queries changes the official output by 0.07).
 
 What is made (README.md there says how to read each file):
 
 * ``metric.npz`` / ``metric.json``: the in-loop lip metric (``loss.VerticesLoss.mouth_metric`` inside
   ``main/train_eval_loop.validate_epoch``, its ``AverageMeter``) on seeded sequences, three coordinate scales;
 * ``cut.json``: ``DataItem.truncate`` and ``AudioFaceDataset``'s skip rule on (audio samples, motion frames, fps);
+* ``model_w2v.pt`` / ``.npz`` / ``.json``: the same with a tiny wav2vec2 (normalised input) and the transformer
+  decoder, the demo's call on a short and the 46 s clip;
 * ``model.pt`` (a state dict in the official layout, as ``utils.filter_unitalker_state_dict`` saves it) and
   ``model.npz`` / ``model.json``: the official ``UniTalker`` (tiny WavLM, conv decoder, heads D1 (PCA) and D6) on
   closed-form clips: its outputs as the demo calls it (``face_motion=None``), the demo's 25 s windows
@@ -39,6 +43,7 @@ import numpy as np
 SR = 16000
 H, LAYERS, HEADS, FF, CONV, POS_K, POS_G, BUCKETS = 32, 2, 4, 64, 16, 16, 4, 32  # the tiny WavLM
 C = 16  # decoder width
+W2V_H = 16  # the tiny wav2vec2's width
 K = 8  # PCA components of the D1 head
 ROWS = {"D1": 12, "D6": 8}  # official subject counts; identity rows = 12 + 8 + the pivot
 V1, P6 = 5023, 51  # D1 vertices, D6 blendshape weights
@@ -349,6 +354,74 @@ def make_model(out: Path, seed: int = 0) -> dict:
     return res
 
 
+def make_model_w2v(out: Path, seed: int = 10) -> dict:
+    """The other published pair: a tiny wav2vec2 (xlsr-53's layout: layer-norm CNN with biases, stable layer norm,
+    normalised input) and the ``transformer`` decoder, heads D1 (PCA) and D6, called as the demo calls it
+    (processor on the clip, then ``split_long_audio``: every window normalised again). ``decoder.PPE.pe``, a fixed
+    (1, 3030, C) encoding, is stored as its first period (it repeats it; the tests tile it back)."""
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    from main.demo import merge_out_list, split_long_audio
+    from models.unitalker import UniTalker
+    from utils.utils import filter_unitalker_state_dict
+
+    arrays: dict[str, np.ndarray] = {}
+    with tempfile.TemporaryDirectory() as td:
+        torch.manual_seed(seed)
+        cfg = Wav2Vec2Config(hidden_size=W2V_H, num_hidden_layers=1, num_attention_heads=1, intermediate_size=32,
+                             conv_dim=[8] * 7, num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2,
+                             conv_bias=True, feat_extract_norm="layer", do_stable_layer_norm=True)
+        enc = Path(td) / "tiny-wav2vec2"
+        m = Wav2Vec2Model(cfg)
+        with torch.no_grad():
+            g = torch.Generator().manual_seed(seed + 1)
+            for n, p in m.named_parameters():
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
+        m.save_pretrained(enc, safe_serialization=True)
+        Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SR, padding_value=0.0, do_normalize=True,
+                                 return_attention_mask=True).save_pretrained(enc)
+        rel = write_release(Path(td) / "rel")
+        args = SimpleNamespace(audio_encoder_repo=str(enc), freeze_wav2vec=False, decoder_type="transformer",
+                               decoder_dimension=C, audio_encoder_feature_dim=W2V_H,
+                               identity_num=sum(ROWS.values()) + 1, interpolate_pos=1, use_pca=True, pca_dim=512,
+                               dataset=["D1", "D6"], data_root=str(rel), headlayer=1, period=30)
+        torch.manual_seed(seed + 2)
+        model = UniTalker(args)
+        with torch.no_grad():
+            g = torch.Generator().manual_seed(seed + 3)
+            for n, p in list(model.decoder.named_parameters()) + list(model.out_head_dict.named_parameters()):
+                p.add_(torch.randn(p.shape, generator=g) * (0.3 if "out_head" in n else 0.1))
+        model.eval()
+        sd = filter_unitalker_state_dict(model.state_dict())
+        pe = sd.pop("decoder.PPE.pe")
+        arrays["ppe_period"], arrays["ppe_shape"] = pe[0, :30].numpy(), np.array(pe.shape, np.int64)
+        assert torch.equal(pe, pe[:, :30].repeat(1, pe.shape[1] // 30, 1))
+        torch.save(sd, out / "model_w2v.pt")
+        proc = Wav2Vec2FeatureExtractor.from_pretrained(str(enc))
+        r = release_arrays()
+        templates = {"D1": torch.from_numpy(r["D1/id_template"][ROW_D1].reshape(1, -1)),
+                     "D6": torch.from_numpy(r["D6/id_template"][ROW_D6 - ROWS["D1"]].reshape(1, -1))}
+        heads = (("D1", "FLAME_5023_vertices", ROW_D1), ("D6", "inhouse_blendshape_weight", ROW_D6))
+        with torch.no_grad():
+            for name, x in (("clip0", audio(CLIP_S[0], 0)), ("long", audio(LONG_S, 5))):
+                x = np.squeeze(proc(x, sampling_rate=SR).input_values).astype(np.float32)
+                for d, annot, row in heads:
+                    pieces = [model(torch.from_numpy(w)[None], templates[d], None, torch.tensor([row]), annot,
+                                    fps=30)[0][0].numpy() for w in split_long_audio(x, proc)]
+                    y = merge_out_list(pieces, 30)
+                    arrays[f"{name}/{d}"] = y[:, [0, 17, 33, 50]] if name == "long" or d == "D1" else y
+            model.double()  # float64, on the clip as it is (the network alone; normalisation is checked above)
+            model.decoder.biased_mask = model.decoder.biased_mask.double()  # a plain attribute: .double() skips it
+            y, z, _ = model(torch.from_numpy(audio(CLIP_S[0], 0)).double()[None], templates["D1"].double(), None,
+                            torch.tensor([ROW_D1]), "FLAME_5023_vertices", fps=30)
+            arrays["fp64/clip0/D1_pca"] = z[0].numpy()
+    np.savez_compressed(out / "model_w2v.npz", **arrays)
+    return {"encoder": {"family": "wav2vec2", "hidden": W2V_H, "layers": 1, "heads": 1, "normalize": True},
+            "decoder": {"type": "transformer", "hidden": C, "period": 30}, "rows": {"D1": ROW_D1, "D6": ROW_D6},
+            "columns": [0, 17, 33, 50], "clips": {"clip0": CLIP_S[0], "long": LONG_S}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("checkout", type=Path, help="a checkout of github.com/X-niper/UniTalker (outside this project)")
@@ -362,11 +435,14 @@ def main() -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     prov = {"official_repository": "https://github.com/X-niper/UniTalker", "official_commit": a.commit,
             "command": "python tools/official_fixtures.py <checkout> tests/assets/official --commit " + a.commit,
-            "runtime_change": "torch.Tensor.cuda replaced by the identity (validate_epoch moves batches to CUDA)",
+            "runtime_changes": ["torch.Tensor.cuda replaced by the identity (validate_epoch moves batches to CUDA)",
+                                "float64 runs only: the transformer decoder's biased_mask, a plain tensor attribute "
+                                "that model.double() leaves in float32, cast to float64 as well"],
             "versions": {"python": platform.python_version(), "torch": torch.__version__,
                          "transformers": transformers.__version__, "numpy": np.__version__},
             "machine": f"{platform.system()} {platform.machine()}, CPU"}
-    for name, fn in (("metric", make_metric), ("cut", make_cut), ("model", make_model)):
+    for name, fn in (("metric", make_metric), ("cut", make_cut), ("model", make_model),
+                     ("model_w2v", make_model_w2v)):
         res = fn(a.out)
         (a.out / f"{name}.json").write_text(json.dumps({**prov, **res}, indent=1) + "\n")
         print(f"wrote {name}", file=sys.stderr)
