@@ -12,18 +12,7 @@ changes are ``torch.Tensor.cuda`` made the identity (its test loop moves every b
 and, for the float64 runs only, the transformer decoder's ``biased_mask`` cast to float64 (a plain attribute, which
 ``model.double()`` leaves in float32; a float32 mask on float64 queries changes the official output by 0.07).
 
-What is made (README.md there says how to read each file):
-
-* ``metric.npz`` / ``metric.json``: the in-loop lip metric (``loss.VerticesLoss.mouth_metric`` inside
-  ``main/train_eval_loop.validate_epoch``, its ``AverageMeter``) on seeded sequences, three coordinate scales;
-* ``cut.json``: ``DataItem.truncate`` and ``AudioFaceDataset``'s skip rule on (audio samples, motion frames, fps);
-* ``model_w2v.pt`` / ``.npz`` / ``.json``: the same with a tiny wav2vec2 (normalised input) and the transformer
-  decoder, the demo's call on a short and the 46 s clip;
-* ``model.pt`` (a state dict in the official layout, as ``utils.filter_unitalker_state_dict`` saves it) and
-  ``model.npz`` / ``model.json``: the official ``UniTalker`` (tiny WavLM, conv decoder, heads D1 (PCA) and D6) on
-  closed-form clips: its outputs as the demo calls it (``face_motion=None``), the demo's 25 s windows
-  (``split_long_audio`` + ``merge_out_list``) on a 46 s clip, and the test loop's in-loop metric on a clip whose
-  ground truth is closed-form motion.
+What each file holds, the agreement figures and how to read them: tests/assets/official/README.md.
 """
 
 from __future__ import annotations
