@@ -25,10 +25,12 @@ import soundfile as sf
 import torch
 
 import a2fbench
+from a2fbench.prepare.motion import resample_motion
 from a2fbench.registry import get_spec
 from a2fbench.scoring.evaluate import score_arrays
+from a2fbench.scoring.options import cap_frames, too_short
+from a2fbench.scoring.protocols import get_protocol
 from a2fbench.store.dataset import UNITALKER_MAX_SECONDS, UNITALKER_MIN_SECONDS, Sequence
-from a2fbench.prepare.motion import resample_motion
 from unitalker.infer.predict import infer, predict_split
 from unitalker.model.load import load_model
 from unitalker.release.convert import import_official
@@ -77,7 +79,8 @@ def test_closed_form_inputs_are_the_ones_the_official_run_saw():
 
 
 # ------------------------------------------------------------------------------------------- the metric
-def metric_bound(gts: list[np.ndarray], preds: list[np.ndarray], mouth: np.ndarray, scale: float) -> tuple[float, float]:
+def metric_bound(gts: list[np.ndarray], preds: list[np.ndarray], mouth: np.ndarray,
+                 scale: float) -> tuple[float, float]:
     """Largest difference between the official float32 in-loop LVE/LVD and the exact values (see module doc):
     per coordinate, scaling (u each side), the difference (u) and the square (u) -> |2 d| (u |sg| + u |sp| + u |d|)
     + u d^2; the sum of three (2u) and the frame mean (T u) relative; LVD = sqrt(LVE term) moves by Δe / (2 sqrt e)."""
@@ -128,6 +131,9 @@ def test_the_metric_comparison_can_fail():
 
 
 # ------------------------------------------------------------------------------------------- the cut
+UT = get_protocol("unitalker")
+
+
 class _Card:
     def __init__(self, fps: float):
         self.card = {"fps": fps}
@@ -136,7 +142,7 @@ class _Card:
 def test_paper_cut_and_skip_equal_the_official_data_item_and_loader():
     """Our fps conversion (prepare), then Sequence.common_length / common_seconds with the 20 s and 0.5 s rules
     (predict --protocol unitalker and the unitalker scoring protocol use them) against DataItem.truncate and
-    AudioFaceDataset's skip."""
+    AudioFaceDataset's skip; and the unitalker scoring protocol's frames scored and clips left out."""
     cases = fixture("cut")["cases"]
     assert any(not c["kept"] for c in cases) and any(c["duration"] == 20 for c in cases)
     for c in cases:
@@ -147,6 +153,8 @@ def test_paper_cut_and_skip_equal_the_official_data_item_and_loader():
         assert got == (c["frames"], c["samples"]), (c, got)
         assert seq.common_seconds(UNITALKER_MAX_SECONDS) == pytest.approx(c["duration"], abs=1e-12)
         assert (seq.common_seconds(UNITALKER_MAX_SECONDS) >= UNITALKER_MIN_SECONDS) == c["kept"], c
+        # the scoring side (evaluate --protocol unitalker): frames scored, clips left out
+        assert cap_frames(UT, seq) == c["frames"] and (too_short(UT, seq) is None) == c["kept"], c
 
 
 # ------------------------------------------------------------------------------------------- the network

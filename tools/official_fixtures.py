@@ -120,10 +120,9 @@ def in_loop(pairs: list[tuple[np.ndarray, np.ndarray]], mouth: np.ndarray, annot
     """``validate_epoch`` over (prediction, ground truth) pairs (scaled float32, (T, 3V)) with a loss module
     holding only the ``VerticesLoss`` of ``annot``: LVE (mouth_metric_L2) and LVD (its square-root variant)."""
     import torch
-    from torch import nn
-
     from loss.loss import UniTalkerLoss, VerticesLoss
     from main.train_eval_loop import validate_epoch
+    from torch import nn
     from utils.utils import AverageMeter
 
     with tempfile.TemporaryDirectory() as td:
@@ -180,10 +179,9 @@ CUT_CASES = [  # (audio samples, motion frames as the JSON's fps gives them, tha
 
 def make_cut(out: Path) -> dict:
     """``DataItem`` on each case (as ``AudioFaceDataset`` builds it from a JSON), and which items the dataset keeps."""
-    from transformers import Wav2Vec2FeatureExtractor
-
     from dataset.data_item import DataItem
     from dataset.dataset import AudioFaceDataset
+    from transformers import Wav2Vec2FeatureExtractor
 
     proc = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SR, padding_value=0.0, do_normalize=False,
                                     return_attention_mask=True)
@@ -236,10 +234,9 @@ def _tiny_encoder_dir(root: Path, seed: int) -> Path:
 
 def make_model(out: Path, seed: int = 0) -> dict:
     import torch
-    from transformers import Wav2Vec2FeatureExtractor
-
     from main.demo import merge_out_list, split_long_audio
     from models.unitalker import UniTalker
+    from transformers import Wav2Vec2FeatureExtractor
     from utils.utils import filter_unitalker_state_dict
 
     torch.set_num_threads(1)
@@ -349,10 +346,9 @@ def make_model_w2v(out: Path, seed: int = 10) -> dict:
     (processor on the clip, then ``split_long_audio``: every window normalised again). ``decoder.PPE.pe``, a fixed
     (1, 3030, C) encoding, is stored as its first period (it repeats it; the tests tile it back)."""
     import torch
-    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
-
     from main.demo import merge_out_list, split_long_audio
     from models.unitalker import UniTalker
+    from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
     from utils.utils import filter_unitalker_state_dict
 
     arrays: dict[str, np.ndarray] = {}
