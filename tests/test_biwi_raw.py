@@ -150,6 +150,27 @@ def test_biwi_ply_is_a_fixed_point(shared_resources: Path) -> None:
     assert np.abs(got - (V0 - V0.mean(0)) / math.sqrt(triangle_area_total(V0, F))).max() < 1e-12
 
 
+def test_obj_fast_reader_agrees_with_the_line_reader(tmp_path: Path) -> None:
+    """The one-pass OBJ reader gives the line-by-line reader's exact values on a written template (v, vt,
+    f v/vt), and steps aside (None) for what only the line reader handles."""
+    from a2fbench.sources import meshes
+    from a2fbench.sources.layouts.biwi_raw import write_obj
+
+    rng = np.random.default_rng(9)
+    V, T = small_mesh(rng, 30)
+    write_obj(tmp_path / "t.obj", V * 1.2345678, T)
+    text = (tmp_path / "t.obj").read_text()
+    fast, slow = meshes._read_obj_triangles(text), meshes._read_obj_lines(text)
+    assert fast is not None
+    assert fast[0].tobytes() == slow[0].tobytes() and np.array_equal(fast[1], slow[1]) and fast[1].dtype == np.int64
+    assert np.array_equal(read_mesh(tmp_path / "t.obj")[1], T)
+    head = "v 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0\n"
+    for other in ("f 1 2 3 4\n", "f -4 -3 -2\n", "v 1 2 3 1\nf 1 2 3\n", "f 1 2 3 x\n"):
+        assert meshes._read_obj_triangles(head + other) is None, other
+        if "x" not in other:
+            assert meshes._read_obj(head + other)[1].shape[1] == 3
+
+
 # -------------------------------------------------------------------------------------------- .vl format
 def test_vl_header_width_is_read_from_the_file_size() -> None:
     P = np.random.default_rng(2).normal(size=(N, 3)).astype(np.float32)

@@ -125,25 +125,35 @@ def _collect(src: Path, pairs: list[tuple[str, int, bytes]]) -> list[bytes]:
     return [data[k] for k in range(1, T + 1)]
 
 
-def read_take_bytes(src: Path, digests: Optional[dict[Path, str]] = None) -> list[bytes | memoryview]:
+def _record_sha256(digests: Optional[dict[Path, str]], path: Path, data: bytes,
+                   hasher: Optional[ThreadPoolExecutor]) -> None:
+    if digests is None:
+        return
+    if hasher is None:
+        digests[path] = hashlib.sha256(data).hexdigest()
+    else:  # on the hasher's thread (hashlib releases the GIL) while the caller goes on
+        hasher.submit(lambda: digests.__setitem__(path, hashlib.sha256(data).hexdigest()))
+
+
+def read_take_bytes(src: Path, digests: Optional[dict[Path, str]] = None,
+                    hasher: Optional[ThreadPoolExecutor] = None) -> list[bytes | memoryview]:
     """The raw bytes of each frame of a take (folder or archive), frames 1..T in order. An archive is read
     once, front to back, whatever order its members are stored in; an uncompressed ``.tar`` is read into memory
     in one piece and its members are views of it (no copy). Memory holds one take. With ``digests``, the
-    sha256 of each file read (the archive, or each ``.vl`` of a folder) is recorded there, from the same bytes."""
+    sha256 of each file read (the archive, or each ``.vl`` of a folder) is recorded there, from the same bytes
+    (on ``hasher``'s thread if given: the caller waits for it before reading ``digests``)."""
     pairs: list[tuple[str, int, bytes | memoryview]] = []
     if src.is_dir():
         for p in sorted(src.rglob("*.vl")):
             k = _frame_number(p.name)
             b = p.read_bytes()
-            if digests is not None:
-                digests[p] = hashlib.sha256(b).hexdigest()
+            _record_sha256(digests, p, b, hasher)
             if k is not None:
                 pairs.append((str(p.relative_to(src)), k, b))
         return _collect(src, pairs)
     try:
         data = src.read_bytes()
-        if digests is not None:
-            digests[src] = hashlib.sha256(data).hexdigest()
+        _record_sha256(digests, src, data, hasher)
         bio = io.BytesIO(data)
         with tarfile.open(fileobj=bio, mode="r:*") as tf:
             whole = memoryview(data) if tf.fileobj is bio else None  # a plain tar: members are slices of it
@@ -165,12 +175,12 @@ def read_take_bytes(src: Path, digests: Optional[dict[Path, str]] = None) -> lis
     return _collect(src, pairs)
 
 
-def read_take_frames(src: Path, n_vertices: int = N_VERTICES,
-                     digests: Optional[dict[Path, str]] = None) -> list[np.ndarray]:
+def read_take_frames(src: Path, n_vertices: int = N_VERTICES, digests: Optional[dict[Path, str]] = None,
+                     hasher: Optional[ThreadPoolExecutor] = None) -> list[np.ndarray]:
     """A take's frames as read-only (N, 3) float32 views of the bytes read (checked as :func:`parse_vl` does);
-    ``digests`` as in :func:`read_take_bytes`."""
+    ``digests`` and ``hasher`` as in :func:`read_take_bytes`."""
     return [_vl_view(b, f"{src}: frame_{i + 1:03d}.vl", n_vertices)
-            for i, b in enumerate(read_take_bytes(src, digests))]
+            for i, b in enumerate(read_take_bytes(src, digests, hasher))]
 
 
 def read_take(src: Path, n_vertices: int = N_VERTICES) -> np.ndarray:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import re
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Optional
 
@@ -118,9 +119,10 @@ def read(root: Path, spec: DatasetSpec) -> RawData:
 def load_take_motion(src: Path, faces: np.ndarray, digests: Optional[dict[Path, str]] = None) -> np.ndarray:
     """One take as (T, 3N) float64, processed as CodeTalker does (:func:`a2fbench.sources.biwi.process_frames`),
     straight from the float32 views of the bytes read into the float64 result (no other copy of the take)."""
-    frames = read_take_frames(src, digests=digests)
-    out = np.empty((len(frames), N_VERTICES, 3), np.float64)
-    process_frames(frames, faces, out)
+    with ThreadPoolExecutor(1) as hasher:  # the take's sha256 runs while its frames are processed
+        frames = read_take_frames(src, digests=digests, hasher=hasher)
+        out = np.empty((len(frames), N_VERTICES, 3), np.float64)
+        process_frames(frames, faces, out)
     return out.reshape(len(frames), -1)
 
 
