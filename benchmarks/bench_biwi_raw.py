@@ -100,7 +100,7 @@ def timed(cmd: list[str]) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--splits", default="test", help="splits of the full plan to build ('' for all 560 takes)")
-    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=4, help="rounds of the four runs (each kind first once in 4)")
     ap.add_argument("--keep", action="store_true")
     ap.add_argument("--raw", type=Path, help="an existing raw root (with D0/ made by synth) instead of a new one")
     a = ap.parse_args()
@@ -121,15 +121,22 @@ def main() -> None:
                      "vl_bytes": sum(p.stat().st_size for p in takes), "synth_s": round(synth_s, 1),
                      "read_once": [], "read_write_f64": [], "read_write_f64_sha256": [], "prepare": []}
         floor_h5 = tmp / "floor.h5"
-        for _ in range(a.rounds):
-            out["read_once"].append(timed([sys.executable, "-c", READ_ONCE, str(raw / "D0")]))
-            for key, h in (("read_write_f64", "-"), ("read_write_f64_sha256", "hash")):
-                out[key].append(timed([sys.executable, "-c", READ_WRITE, str(raw / "D0"), str(floor_h5), h]))
-                floor_h5.unlink()
-            shutil.rmtree(data, ignore_errors=True)
-            out["prepare"].append(timed([sys.executable, "-m", "a2fbench.cli", "prepare", "D0", "--raw", str(raw),
-                                         "--out", str(data)]))
-        card = json.loads((data / "D0" / "card.json").read_text())
+        runs = {"read_once": [sys.executable, "-c", READ_ONCE, str(raw / "D0")],
+                "read_write_f64": [sys.executable, "-c", READ_WRITE, str(raw / "D0"), str(floor_h5), "-"],
+                "read_write_f64_sha256": [sys.executable, "-c", READ_WRITE, str(raw / "D0"), str(floor_h5), "hash"],
+                "prepare": [sys.executable, "-m", "a2fbench.cli", "prepare", "D0", "--raw", str(raw), "--out",
+                            str(data)]}
+        order = list(runs)
+        for k in range(a.rounds):
+            # each run starts with no output of an earlier one on disk, and round k starts with the k-th kind: on
+            # this machine the first run after a pause, or after a 2.2 GB file was written or dropped, can take
+            # several times the system time of the next one
+            for key in order[k % len(order):] + order[:k % len(order)]:
+                out[key].append(timed(runs[key]))
+                if key == "prepare":
+                    card = json.loads((data / "D0" / "card.json").read_text())
+                shutil.rmtree(data, ignore_errors=True)
+                floor_h5.unlink(missing_ok=True)
         out["frames"] = card["stats"]["n_frames"]
         best = {k: (min(r["wall_s"] for r in out[k]), min(r["cpu_s"] for r in out[k]))
                 for k in ("read_once", "read_write_f64", "read_write_f64_sha256", "prepare")}
