@@ -11,13 +11,14 @@
 * "prepare": ``a2fbench prepare D0`` on the same folder (parse, CodeTalker processing in float64, audio
   decoding and resampling, sha256 of every input, store writing); wall time and peak RSS.
 
-Each also reports its CPU time (user + sys) and the 1-minute load average after it: on a shared machine the
-wall time depends on the others' load, the CPU time much less.
+Each also reports its CPU time (user + sys) and the 1-minute load average before and after it: on a shared
+machine the wall time depends on the others' load, the CPU time much less. The four runs repeat ``--rounds``
+times in rotated order; the ratios printed are of the best round of each (wall, then CPU).
 
-Both read files that ``synth`` has just written, which may sit in the page cache for both alike (no root to
+All read files that ``synth`` has just written, which may sit in the page cache for all alike (no root to
 drop caches); ``sync`` runs before each (not timed). ``--splits`` keeps a subset of the full plan (the whole
-full raw D0 is ~20 GB of .vl frames plus a ~41 GB store). Run it under the shared lock:
-``flock /tmp/a2f-heavy.lock python benchmarks/bench_biwi_raw.py --splits test``.
+full raw D0 is ~20 GB of .vl frames plus a ~41 GB store); ``--raw`` reuses a stand-in already written. Run it
+under the shared lock: ``flock /tmp/a2f-heavy.lock python benchmarks/bench_biwi_raw.py --splits test``.
 """
 
 from __future__ import annotations
@@ -116,7 +117,8 @@ def main() -> None:
         files = [p for p in (raw / "D0").rglob("*") if p.is_file()]
         takes = [p for p in files if p.suffix == ".tar"]
         out: dict = {"machine": f"{platform.machine()} {platform.system()} {platform.release()}, Python "
-                                f"{platform.python_version()}", "splits": a.splits or "all",
+                                f"{platform.python_version()}",
+                     "splits": f"given raw folder {a.raw}" if a.raw else a.splits or "all",
                      "takes": len(takes), "raw_bytes": sum(p.stat().st_size for p in files),
                      "vl_bytes": sum(p.stat().st_size for p in takes), "synth_s": round(synth_s, 1),
                      "read_once": [], "read_write_f64": [], "read_write_f64_sha256": [], "prepare": []}
