@@ -810,4 +810,5 @@ def test_a_file_too_large_is_one_line_and_leaves_nothing(world, tmp_path, cmd) -
                        capture_output=True, text=True, timeout=300)
     _one_line_refusal(r.returncode, r.stderr)
     assert "File too large" in r.stderr and "ulimit -f" in r.stderr and "nothing partial was left" in r.stderr
+    assert str(args[-1]) in r.stderr and ".part" not in r.stderr  # the file asked for, not a hidden temporary
     assert list(out.iterdir()) == [] and {p: _snap(p) for p in keep} == before

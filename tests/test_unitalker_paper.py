@@ -202,3 +202,74 @@ def test_configs_saved_before_new_keys_still_load():
     del old["model"]["identities"], old["data"]["cut_eval"]
     c = load_config(None, ["train.trainable=heads"], base=old)
     assert c["train"]["trainable"] == "heads" and c["model"]["identities"] == "train" and c["data"]["cut_eval"] is False
+
+
+def _without_unitalker_set(data: Path, to: Path) -> Path:
+    """A copy of ``data``'s D1 store prepared as if UniTalker's mouth list had been absent from the raw folder."""
+    import h5py
+
+    shutil.copytree(data / "D1", to / "D1")
+    for h5 in (to / "D1").rglob("*.h5"):
+        with h5py.File(h5, "r+") as f:
+            if "regions" in f and "unitalker" in f["regions"]:
+                del f["regions"]["unitalker"]
+    assert "unitalker" not in a2fbench.open_dataset(to, "D1").region_sets
+    return to
+
+
+def test_mouth_list_from_the_release_folder_scores_as_the_store_set(imported, tmp_path):
+    """UniTalker's mouth list given with the release folder (not the raw folder): import-official carries it into
+    the run, the predictions record names it, and `evaluate --protocol unitalker` on a store prepared without it
+    gives the number, region digest and protocol version that the store's own `unitalker` set gives."""
+    from a2fbench.errors import RawDataError, StoreError
+    from a2fbench.scoring.evaluate import evaluate
+    from unitalker.infer.predict import predict
+
+    data, _ = imported
+    lips = np.asarray(a2fbench.open_dataset(data, "D1").regions_for("unitalker")["lips"], np.int64)
+    rel = release(tmp_path / "rel", ["D1"], seed=3)
+    (rel / "resources" / "binary_resources").mkdir(parents=True)
+    np.save(rel / "resources" / "binary_resources" / "02_flame_mouth_idx.npy", lips)
+    torch.save(official_state_dict(["D1"], head_std=0.3), tmp_path / "u.pt")
+    run = import_official(tmp_path / "u.pt", rel, tmp_path / "run")
+    carried = ck.read_meta(ck.resolve(run))["official"]["mouth_lists"]["D1"]
+    assert carried["file"] == "resources/02_flame_mouth_idx.npy" and carried["n"] == lips.size
+    assert np.array_equal(np.load(run / carried["file"]), lips)
+
+    pred = predict(run, data, "D1", tmp_path / "pred", split="test", identity="pivot", device="cpu",
+                   progress=False, protocol="unitalker")
+    with_set = evaluate("D1", pred, data, protocol="unitalker", progress=False, n_bootstrap=10)
+    bare = _without_unitalker_set(data, tmp_path / "bare")
+    via_release = evaluate("D1", pred, bare, protocol="unitalker", progress=False, n_bootstrap=10)
+    assert with_set["metrics"]["LVE"]["value"] == via_release["metrics"]["LVE"]["value"]
+    a, b = with_set["dataset"]["regions"], via_release["dataset"]["regions"]
+    assert a["set"] == b["set"] == "unitalker" and a["digest"] == b["digest"]
+    assert b["files"]["lips"]["sha256"] == carried["sha256"] and "release" in b["files"]["lips"]["source"]
+    assert via_release["protocol"]["version"] == with_set["protocol"]["version"] and "fallback" not in via_release[
+        "protocol"]
+    # without the record's list the same store falls back, loudly, under the other version (never ranked together)
+    (pred / ".a2fbench-predictions.json").rename(tmp_path / "record.json")
+    fallback = evaluate("D1", pred, bare, protocol="unitalker", progress=False, n_bootstrap=10)
+    assert fallback["protocol"]["version"] != with_set["protocol"]["version"] and fallback["protocol"]["fallback"]
+    (tmp_path / "record.json").rename(pred / ".a2fbench-predictions.json")
+    # the list is what scores: another release list (half of it) gives --region lips=FILE's number, not the set's
+    half = tmp_path / "half" / "resources"
+    half.mkdir(parents=True)
+    np.save(half / "02_flame_mouth_idx.npy", lips[: lips.size // 2])
+    shutil.copytree(rel / "D1_vocaset", tmp_path / "half" / "D1_vocaset")
+    run_half = import_official(tmp_path / "u.pt", tmp_path / "half", tmp_path / "run_half")
+    pred_half = predict(run_half, data, "D1", tmp_path / "pred_half", split="test", identity="pivot", device="cpu",
+                        progress=False, protocol="unitalker")
+    v_half = evaluate("D1", pred_half, bare, protocol="unitalker", progress=False, n_bootstrap=10)["metrics"]["LVE"]
+    v_file = evaluate("D1", pred_half, bare, protocol="unitalker", progress=False, n_bootstrap=10,
+                      region_files={"lips": half / "02_flame_mouth_idx.npy"})["metrics"]["LVE"]
+    assert v_half["value"] == v_file["value"] != with_set["metrics"]["LVE"]["value"]
+    # the carried file edited since the import: one line, nothing scored
+    np.save(run / carried["file"], lips[:-1])
+    with pytest.raises(StoreError, match="changed since import-official"):
+        evaluate("D1", pred, bare, protocol="unitalker", progress=False, n_bootstrap=10)
+    # a list that indexes past V is refused at the import, before the run folder exists
+    np.save(rel / "resources" / "binary_resources" / "02_flame_mouth_idx.npy", np.array([1, 5023]))
+    with pytest.raises(RawDataError, match=r"expected vertex indices in \[0, 5023\) for D1"):
+        import_official(tmp_path / "u.pt", rel, tmp_path / "run2")
+    assert not (tmp_path / "run2").exists()

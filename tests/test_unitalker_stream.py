@@ -189,6 +189,16 @@ def test_stream_command_writes_infer_frames_and_its_record(run, tmp_path, monkey
     assert len(rec["chunks"]) == math.ceil(2.5 / 0.2) and sum(c["frames"] for c in rec["chunks"]) == len(off)
     assert rec["algorithmic_latency_ms"] == 200 and rec["chunk_ms"] == 200 and rec["rtf"] > 0
     assert np.load(tmp_path / "s" / "talk" / "D1.npy").shape == off.shape
+    # the sidecar infer writes, so render and export find the clip's audio and the template the frames sit on
+    from a2fbench.outputs import sidecar
+
+    for name in ("off", "s"):
+        got = sidecar.for_motion(tmp_path / name / "talk" / "D1.npy")
+        assert got is not None and got.audio == tmp_path / name / "talk" / sidecar.AUDIO_FILE
+        assert np.array_equal(sf.read(got.audio, dtype="float32")[0], sf.read(wav, dtype="float32")[0])
+    s_side = sidecar.for_motion(tmp_path / "s" / "talk" / "D1.npy").template
+    assert np.array_equal(s_side.values, sidecar.for_motion(tmp_path / "off" / "talk" / "D1.npy").template.values)
+    assert json.loads((tmp_path / "s" / "talk" / "infer.json").read_text())["made_by"] == "unitalker stream"
     # existing output: refused without --force, replaced with it
     args = ("stream", "--checkpoint", str(run / "run"), str(wav), "--out", str(tmp_path / "s"), "--heads", "D1",
             "--chunk-ms", "300", "--device", "cpu")

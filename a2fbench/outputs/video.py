@@ -54,6 +54,13 @@ def _even(frame: np.ndarray) -> np.ndarray:
     return frame
 
 
+def _name_path(e: BaseException, tmp: "os.PathLike[str] | str", path: str) -> None:
+    """An OSError about the hidden temporary (PyAV's errors name it and keep that name read-only) is raised as
+    one naming the file the user asked for, with the same errno and reason."""
+    if isinstance(e, OSError) and e.filename is not None and os.fspath(e.filename) == os.fspath(tmp):
+        raise OSError(e.errno, e.strerror or str(e), path) from None
+
+
 def _check_frame(frame, shape) -> np.ndarray:
     f = np.asarray(frame)
     if f.dtype != np.uint8 or f.ndim != 3 or f.shape[2] not in (3, 4):
@@ -126,13 +133,18 @@ def write_mp4(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float,
             container.mux(vstream.encode(None))
             if astream is not None:
                 container.mux(astream.encode(None))
-        except BaseException:
+        except BaseException as e:
             try:
                 container.close()
             except Exception:  # noqa: BLE001 - already failing; the file goes anyway
                 pass
+            _name_path(e, tmp, path)
             raise
-        container.close()
+        try:
+            container.close()
+        except OSError as e:  # the last writes (faststart's copy) can fail too: same naming
+            _name_path(e, tmp, path)
+            raise
     info = VideoInfo(path, n, float(rate), vstream.width, vstream.height, float(n / rate),
                      has_audio=wav is not None)
     if wav is not None:

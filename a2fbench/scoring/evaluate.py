@@ -31,7 +31,8 @@ from .axes import audio_info, axes_entries
 from .document import results_doc
 from .metrics import functional as F
 from .metrics.axes import AXES, parse_metrics
-from .options import cap_frames, load_region_file, protocol_options, region_choice, too_short, training_subjects
+from .options import (cap_frames, load_region_file, protocol_options, recorded_mouth_list, region_choice, too_short,
+                      training_subjects)
 from .parallel import score_parallel, worker_count
 from .pipeline import Context, spare_cpu, stream
 from .predictions import PredFile, PredictionSet, read_provenance, scan
@@ -109,17 +110,26 @@ def evaluate(dataset: str, pred_dir: str | os.PathLike, data: str | os.PathLike,
         opts = protocol_options(ds.spec, proto)
         if selected is not None:
             opts = dataclasses.replace(opts, metrics=selected[0], axes=selected[1])
+        carried = recorded_mouth_list(proto, ds, read_provenance(pred_dir), regions, region_files)
+        if carried:  # UniTalker's list, from the release folder through import-official: the protocol's own set
+            region_files = {**(region_files or {}), "lips": carried[0]}
+            log.info("%s: region set %r from UniTalker's mouth list the predictions record names (%s, %s), upper "
+                     "face as region set %r", ds.id, proto.region_set, carried[0], carried[1][:19], carried[2])
         region_set, proto, fallback = region_choice(proto, ds.region_sets, regions, ds.card.get("region_default"),
                                                     opts.region_set, bool((region_files or {}).get("lips")))
         if fallback:
             log.warning("%s: %s", ds.id, fallback)
-        reg = ds.regions_for(region_set)
+        reg = ds.regions_for(carried[2] if carried else region_set)
+        region_set = str(proto.region_set) if carried else region_set
         lips, upper = np.asarray(reg["lips"], np.int64), np.asarray(reg["upper"], np.int64)
         ctx = Context(ds, proto, lips, upper, opts)
         files: dict[str, dict] = {}
         for what, path in (region_files or {}).items():
             idx, digest = load_region_file(path, ctx.V, what, ds.id)
             files[what] = {"file": Path(path).name, "sha256": digest, "n": int(idx.size)}
+            if carried and what == "lips":
+                files[what].update(source="the imported UniTalker release (the predictions record names it)",
+                                   upper_from=carried[2])
             lips, upper = (idx, upper) if what == "lips" else (lips, idx)
         if files:
             ctx.set_regions(lips, upper)

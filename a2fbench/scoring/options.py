@@ -83,6 +83,31 @@ def region_choice(proto: Protocol, available: list[str], asked: Optional[str], d
     return str(chosen), dataclasses.replace(proto, version=int(proto.fallback_version or proto.version)), note
 
 
+def recorded_mouth_list(proto: Protocol, ds: Any, record: Optional[dict], asked: Optional[str],
+                        region_files: Optional[dict]) -> Optional[tuple[Path, str, str]]:
+    """UniTalker's mouth list that the predictions record names (``mouth_lists``: carried from the release folder
+    by ``unitalker import-official``), when ``proto`` scores on a region set the store lacks and the user asked for
+    no other: (file, its recorded sha256, the store's region set whose upper list the protocol's set shares).
+    None otherwise (the protocol then falls back, loudly). A file that changed since it was recorded is a
+    one-line error: its digest is what the results will name."""
+    if (proto.region_set is None or proto.region_set in ds.region_sets or asked
+            or (region_files or {}).get("lips")):
+        return None
+    m = ((record or {}).get("mouth_lists") or {}).get(ds.id)
+    want = ds.spec.regions.sets.get(proto.region_set)
+    if not isinstance(m, dict) or want is None or not Path(str(m.get("path", ""))).is_file():
+        return None
+    path = Path(str(m["path"]))
+    got = "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
+    if got != m.get("sha256"):
+        raise StoreError(f"{path}: expected the mouth list the predictions record names (sha256 "
+                         f"{str(m.get('sha256'))[7:19]}...), found a file with sha256 {got[7:19]}...; it changed "
+                         "since import-official copied it: import the release again, or pass --region lips=FILE")
+    upper = next((n for n in ds.region_sets if n in ds.spec.regions.sets
+                  and ds.spec.regions.sets[n].upper == want.upper), ds.card.get("region_default"))
+    return path, got, str(upper)
+
+
 def training_subjects(ds: Any) -> list[str]:
     """Subjects a prediction may be conditioned on: those of the training split, in split order (all subjects
     of the dataset when it has no training split)."""

@@ -30,6 +30,7 @@ from a2fbench.util.fsutil import atomic_path
 from a2fbench.util.guard import check_apart, show
 from a2fbench.util.progress import bar as progress_bar
 
+from ..model import checkpoint as ck
 from ..model.encoder import frames_for_samples, normalize_audio
 from ..model.load import Loaded, load_model
 from ..model.runtime import amp_context, select_device
@@ -287,8 +288,21 @@ def predictions_record(loaded: Loaded, dataset: str, split: str, identity: str, 
                     "whole clips; the recording cut to the motion, or padded with silence to it (padded_s)"),
             "template": "the identity row's own (release) template" if paper else "the store's template of the subject",
             "imported_release": (loaded.meta.get("official") or {}).get("release"),
+            "mouth_lists": release_mouth_lists(loaded.meta, dataset),
             "sequences": record.get("sequences", {}), "skipped": record.get("skipped", []), **extra,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+
+
+def release_mouth_lists(meta: dict, dataset: str) -> dict:
+    """``{dataset: {"path", "sha256", "n"}}``: UniTalker's mouth list that ``import-official`` carried into the run
+    from the release folder (``RUN/resources/<name>``), for ``evaluate --protocol unitalker`` on a store prepared
+    without it; {} when the run has none for ``dataset``."""
+    m = ((meta.get("official") or {}).get("mouth_lists") or {}).get(dataset)
+    ckpt = Path(meta["path"])
+    run = ckpt.parent.parent if ckpt.parent.name == ck.CKPT_DIR else ckpt.parent
+    if not m or not (run / m["file"]).is_file():
+        return {}
+    return {dataset: {"path": str((run / m["file"]).resolve()), "sha256": m["sha256"], "n": m["n"]}}
 
 
 def predict(checkpoint: str | os.PathLike, data: str | os.PathLike, dataset: str, out: str | os.PathLike,

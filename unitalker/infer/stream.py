@@ -332,22 +332,29 @@ def open_streamer(checkpoint, head: str, *, identity: str = "pivot", chunk_ms: f
     if len(fps) != 1:
         raise ConfigError(f"expected heads of one frame rate in one streamer, found {sorted(fps)} fps; open one per rate")
     row = loaded.identities.lookup(identity)
-    own = user_template(template, targets).values if template is not None else None
-    outs = []
+    own = user_template(template, targets) if template is not None else None
+    outs, templates = [], {}
     for d in targets:
-        tmpl = own if own is not None else template_for(loaded, d, row).values
+        templates[d["id"]] = tmpl = own if own is not None else template_for(loaded, d, row)
         outs.append(HeadOut(d["id"], d["space"],
-                            lambda off, t=tmpl, d=d: to_native(off, t, float(d["scale"]), d["space"])))
+                            lambda off, t=tmpl.values, d=d: to_native(off, t, float(d["scale"]), d["space"])))
     settings = StreamSettings(float(chunk_ms), float(lookahead_ms), float(context_ms), bool(cache))
-    return Streamer(loaded.model, outs, fps.pop(), row, settings, dev, loaded.cfg["train"]["amp"])
+    s = Streamer(loaded.model, outs, fps.pop(), row, settings, dev, loaded.cfg["train"]["amp"])
+    s.templates = templates  # what each head's frames sit on (stream_files writes them beside the frames)
+    return s
 
 
 def stream_files(checkpoint, audio_files, out, *, heads: str = "all", identity: str = "pivot",
                  settings: StreamSettings, device: str = "auto", template=None, force: bool = False) -> list:
-    """``unitalker stream``: ``out/<stem>/<dataset>.npy`` (the frames ``unitalker infer`` writes) and
+    """``unitalker stream``: ``out/<stem>/<dataset>.npy`` (the frames ``unitalker infer`` writes), the sidecar
+    ``infer`` writes (the clip's audio, each head's template, ``infer.json``: render and export read them) and
     ``out/<stem>/stream.json`` (settings, RTF, compute per chunk, frames per chunk)."""
     import json
+    import time
 
+    from a2fbench.outputs import sidecar
+    from a2fbench.sources.audio import write_wav
+    from a2fbench.util.constants import SAMPLE_RATE as SR
     from a2fbench.util.fsutil import atomic_path
 
     from ..model.load import load_model
@@ -372,6 +379,12 @@ def stream_files(checkpoint, audio_files, out, *, heads: str = "all", identity: 
     for stem, x in clips:
         records = []
         with atomic_path(out / stem, is_dir=True) as tmp:
+            write_wav(tmp / sidecar.AUDIO_FILE, x, SR)
+            side = {"made_by": "unitalker stream", "audio": {"file": sidecar.AUDIO_FILE,
+                    "source": str(stems[stem].resolve()), "sample_rate": SR, "seconds": round(x.size / SR, 3)},
+                    "checkpoint": loaded.meta["path"], "identity": identity, "identity_row": plan.row,
+                    "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "heads": {},
+                    "streaming": "stream.json"}
             for fps, group in groups.items():
                 s = open_streamer(loaded, ",".join(group), identity=identity, chunk_ms=settings.chunk_ms,
                                   lookahead_ms=settings.lookahead_ms, context_ms=settings.context_ms,
@@ -384,8 +397,14 @@ def stream_files(checkpoint, audio_files, out, *, heads: str = "all", identity: 
                         if fr[h].size:
                             got[h].append(fr[h])
                 for h in group:
-                    np.save(tmp / f"{h}.npy", np.concatenate(got[h], 0), allow_pickle=False)
+                    d = next(t for t in plan.targets if t["id"] == h)
+                    arr = np.concatenate(got[h], 0)
+                    np.save(tmp / f"{h}.npy", arr, allow_pickle=False)
+                    side["heads"][h] = {"file": f"{h}.npy", "space": d["space"], "fps": fps, "frames": len(arr),
+                                        "shape": list(arr.shape),
+                                        "template": sidecar.write_template(tmp, h, s.templates[h])}
                 records.append({**s.record(), "heads": group})
+            sidecar.write_sidecar(tmp, side)
             info = {"audio": str(stems[stem]), "identity": identity, "checkpoint": loaded.meta["path"],
                     "template": None if template is None else str(template), **records[0]}
             if len(records) > 1:

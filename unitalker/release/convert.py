@@ -33,7 +33,7 @@ from . import official as of
 from ..model.config import dump, load_config
 from ..model.encoder import KNOWN_ARCH
 from ..model.model import HeadSpec, ModelSpec, UniTalker
-from .release import ReleaseDataset, check_folder, read_dataset
+from .release import ReleaseDataset, check_folder, find_mouth_lists, read_dataset
 from ..model.load import spec_to_meta
 
 log = logging.getLogger(__name__)
@@ -132,6 +132,7 @@ def import_official(ckpt: str | os.PathLike, release: str | os.PathLike, out: st
                                  "training datasets with --datasets")
     pca_k = {spaces[d]: widths[of.ANNOT_TYPES[d]] for d in ds_ids if get_space(spaces[d]).is_vertex}
     rels: list[ReleaseDataset] = [read_dataset(rel, d, of.ANNOT_TYPES[d], pca_k.get(spaces[d])) for d in ds_ids]
+    mouths = find_mouth_lists(rel, ds_ids)  # carried into the run: paper mode scores on them (evaluate reads them)
     heads: dict[str, HeadSpec] = {}
     for d, r in zip(ds_ids, rels):
         sp = spaces[d]
@@ -183,12 +184,18 @@ def import_official(ckpt: str | os.PathLike, release: str | os.PathLike, out: st
         "git_sha": ck.git_sha(), "epoch": 0, "batch": 0, "step": 0, "init_from": source,
         "official": {"source": source, "release": str(rel.resolve()), "weight_norm": spelling,
                      "encoder": enc_name, "annot_types": annot_of_space,
-                     "id_lists": {r.id: r.id_list for r in rels if r.id_list}},
+                     "id_lists": {r.id: r.id_list for r in rels if r.id_list},
+                     "mouth_lists": {d: {"file": f"resources/{m.path.name}", "sha256": m.sha256,
+                                         "n": int(m.indices.size), "source": str(m.path.resolve())}
+                                     for d, m in mouths.items()}},
         "a2fbench_version": __import__("a2fbench").__version__, "torch": torch.__version__})
     with atomic_path(out, is_dir=True) as tmp:
         ck.write_weights(tmp, TAG, tensors, aux, meta)
         ck.write_latest(tmp, TAG)
         (tmp / "config.yaml").write_text(dump(cfg))
+        for m in mouths.values():  # the bytes whose digest is recorded (D1 and D5 share one file)
+            (tmp / "resources").mkdir(exist_ok=True)
+            (tmp / "resources" / m.path.name).write_bytes(m.data)
         write_json(tmp / "run.json", {"datasets": ds_ids, "data": None, "init_from": source, "git_sha": ck.git_sha(),
                                       "imported": {"release": str(rel.resolve()), "encoder": enc_name,
                                                    "decoder": cfg["model"]["decoder"]["type"]},
@@ -196,6 +203,9 @@ def import_official(ckpt: str | os.PathLike, release: str | os.PathLike, out: st
     log.info("imported %s (%s, %s decoder, %d tensors, %d identities, heads %s) -> %s in %.1f s", Path(ckpt).name,
              enc_name, cfg["model"]["decoder"]["type"], len(sd), n_rows, ", ".join(widths), out,
              time.perf_counter() - t0)
+    if mouths:
+        log.info("UniTalker mouth lists from the release folder, carried into the run: %s",
+                 ", ".join(f"{d} {m.path.name}" for d, m in mouths.items()))
     return out
 
 

@@ -4,11 +4,16 @@
 identity table's order), ``DIR/<dirname>/pca.npz`` for a vertex head (``components_to_data`` (K, 3V) and
 ``original_data_mean`` (3V,), in UniTalker's scaled units; the first ``k`` components are used as shipped, never
 refitted), and ``{train,val,test}.json`` where the release has them (their ``info.id_list`` names the subjects).
-Dirnames are the manifests' ``unitalker.dirname``.
+Dirnames are the manifests' ``unitalker.dirname``. UniTalker's mouth index lists (``04_BIWI_mouth_idx.npy``, ...,
+from the official repository's ``resources.zip``) are read from the folder too when the user put them there
+(:func:`find_mouth_lists`): ``resources/binary_resources/``, as the zip unpacks, ``resources/`` or
+``binary_resources/``.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +118,58 @@ def read_dataset(root: Path, dataset: str, annot: str, pca_k: Optional[int]) -> 
     names = list(ids) if ids else [f"#{i}" for i in range(n)]
     pca = read_pca(folder / "pca.npz", dataset, annot, dim, pca_k) if pca_k else None
     return ReleaseDataset(dataset, names, templates, ids, pca)
+
+
+@dataclass
+class MouthList:
+    """One of UniTalker's mouth index files found in the release folder: the dataset it scores, the file, its
+    bytes' sha256 (``sha256:...``) and its indices."""
+
+    dataset: str
+    path: Path
+    sha256: str
+    indices: np.ndarray
+    data: bytes  # the file's bytes, as hashed
+
+
+def mouth_list_name(dataset: str) -> Optional[str]:
+    """The official file name of ``dataset``'s UniTalker mouth list (the manifest's ``unitalker`` region set), or
+    None when the dataset has no such set."""
+    rs = get_spec(dataset).regions.sets.get("unitalker")
+    return Path(rs.lips.file).name if rs is not None and rs.lips.format == "index_npy" else None
+
+
+def find_mouth_lists(root: Path, datasets: list[str]) -> dict[str, MouthList]:
+    """UniTalker's mouth lists for ``datasets`` found under the release folder ``root`` (datasets without one are
+    left out). A file that is there but is not integer indices, or indexes past the dataset's V (vertex spaces),
+    is a one-line :class:`RawDataError`."""
+    found: dict[str, MouthList] = {}
+    for d in datasets:
+        name = mouth_list_name(d)
+        if name is None:
+            continue
+        cands = [root / "resources" / "binary_resources" / name, root / "resources" / name,
+                 root / "binary_resources" / name]
+        p = next((c for c in cands if c.is_file()), None)
+        if p is None:
+            continue
+        data = p.read_bytes()
+        try:
+            a = np.load(io.BytesIO(data), allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise RawDataError(f"{p}: expected UniTalker's mouth index list (an integer .npy), found an unreadable "
+                               f"file ({e}); restore it from resources.zip") from None
+        if not np.issubdtype(a.dtype, np.integer) or a.size == 0:
+            raise RawDataError(f"{p}: expected integer vertex indices, found {a.size} values of dtype {a.dtype}; "
+                               "restore it from resources.zip")
+        idx = a.astype(np.int64).reshape(-1)
+        sp = get_space(get_spec(d).space)
+        V = sp.n_vertices if sp.kind == "vertices" else None
+        if idx.min() < 0 or (V is not None and idx.max() >= V):
+            raise RawDataError(f"{p}: expected vertex indices in [0, {V if V is not None else 'V'}) for {d}, found "
+                               f"{idx.size} indices in [{idx.min()}, {idx.max()}]; is it another mesh's list?")
+        found[d] = MouthList(d, p, "sha256:" + hashlib.sha256(data).hexdigest(), idx, data)
+    return found
 
 
 def check_folder(root: Path) -> Path:
