@@ -21,6 +21,7 @@ from a2fbench.sources.audio import read_video_audio
 from a2fbench.sources.biwi import codetalker_normalise, parse_vl, read_take, triangle_area_total
 from a2fbench.sources.layouts.biwi_raw import vl_bytes, write_flv
 from a2fbench.sources.meshes import read_mesh
+from a2fbench.util.fsutil import sha256_file
 
 from _cli_helpers import run_a2fbench
 
@@ -54,28 +55,6 @@ def reference_process(V: np.ndarray, T: np.ndarray) -> np.ndarray:
     X = np.asarray(V, np.float64) @ R
     X = X - X.mean(axis=0)
     return X / math.sqrt(mixed_voronoi_total(X, T))
-
-
-def plain_blocks_normalise(V: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """The plain numpy form of the same steps (the first implementation, kept as the bit-level reference):
-    blocks of 8 frames in the (T, N, 3) layout, mean over axis 1, per-triangle cross product on gathered
-    coordinate rows, per-frame sum over the triangles."""
-    X = np.array(V, dtype=np.float64)
-    c, s = math.cos(math.pi), math.sin(math.pi)
-    y, z = X[..., 1].copy(), X[..., 2].copy()
-    X[..., 1] = y * c + z * s
-    X[..., 2] = y * -s + z * c
-    for a in range(0, len(X), 8):
-        blk = X[a: a + 8]
-        blk -= blk.mean(axis=1, keepdims=True)
-        C = np.ascontiguousarray(np.moveaxis(blk, -1, -2))
-        p, q, r = (np.take(C, faces[:, k], axis=-1) for k in range(3))
-        u, v = p - q, p - r
-        nx = u[..., 1, :] * v[..., 2, :] - u[..., 2, :] * v[..., 1, :]
-        ny = u[..., 2, :] * v[..., 0, :] - u[..., 0, :] * v[..., 2, :]
-        nz = u[..., 0, :] * v[..., 1, :] - u[..., 1, :] * v[..., 0, :]
-        blk /= np.sqrt(np.sqrt(nx * nx + ny * ny + nz * nz).sum(-1) / 2)[:, None, None]
-    return X
 
 
 def small_mesh(rng: np.random.Generator, n: int = 7) -> tuple[np.ndarray, np.ndarray]:
@@ -117,20 +96,48 @@ def test_normalise_matches_the_matlab_steps_frame_by_frame() -> None:
     assert np.abs(moved - got[0]).max() <= 1e-12
 
 
+def cross_product_total(X: np.ndarray, T: np.ndarray) -> float:
+    """Total triangle area with math.fsum (correctly rounded sum) of |(p1 - p2) x (p1 - p3)| / 2 per triangle."""
+    p = np.asarray(X, np.float64)[T]
+    return math.fsum(np.linalg.norm(np.cross(p[:, 0] - p[:, 1], p[:, 0] - p[:, 2]), axis=1)) / 2
+
+
 @pytest.mark.parametrize("threads", [1, 3])
-def test_normalise_is_bit_identical_to_the_plain_block_form(threads: int, monkeypatch) -> None:
-    """The per-frame, coordinate-major form gives the same bits as the plain block form: same elementwise
-    operations, the mean as the same running sum, the triangle sum as the same pairwise sum (a 40 x 40 grid:
-    3,042 triangles, so numpy's pairwise blocks of 128 are crossed), whatever the number of threads."""
+def test_normalise_matches_the_reference_and_is_deterministic(threads: int, monkeypatch) -> None:
+    """On a 40 x 40 grid (3,042 triangles): each frame as the MATLAB steps written out (reference_process, with
+    the mixed-Voronoi total), within float64 rounding; the same bits whatever the number of threads, the
+    order of the frames in the call, and for one mesh alone."""
     import a2fbench.sources.biwi as biwi
 
-    monkeypatch.setattr(biwi, "THREADS", threads)
     rng = np.random.default_rng(5)
     V, T = small_mesh(rng, 40)
     frames = np.stack([V + rng.normal(0, 3, 3) + rng.normal(0, 0.7, V.shape) for _ in range(19)]).astype(np.float32)
-    got, want = codetalker_normalise(frames, T), plain_blocks_normalise(frames, T)
-    assert got.tobytes() == want.tobytes()
-    assert codetalker_normalise(V, T).tobytes() == plain_blocks_normalise(V[None], T)[0].tobytes()
+    monkeypatch.setattr(biwi, "THREADS", threads)
+    got = codetalker_normalise(frames, T)
+    for k in (0, 7, 18):
+        want = reference_process(frames[k], T)
+        # each output: a few roundings of a ~1e3 mm coordinate (rotation, centring on a mean of ~1.6e3 terms,
+        # division) and the area's relative error (3e3 terms, pairwise vs one by one); 1e-12 bounds both
+        assert np.abs(got[k] - want).max() <= 1e-12 * np.abs(want).max()
+    monkeypatch.setattr(biwi, "THREADS", 1)
+    one = codetalker_normalise(frames, T)
+    rev = codetalker_normalise(frames[::-1], T)[::-1]
+    assert got.tobytes() == one.tobytes() == rev.tobytes()
+    assert codetalker_normalise(frames[4], T).tobytes() == got[4].tobytes()
+
+
+def test_area_is_the_correctly_rounded_total_within_its_bound() -> None:
+    """The kernel's total area against math.fsum of the same terms: a float64 sum of F positive terms is within
+    about F x 2^-53 of the exact total (pairwise summation: much less); computed on raw (not rotated, not
+    centred) coordinates, the area differs from the centred one by rounding only."""
+    rng = np.random.default_rng(6)
+    V, T = small_mesh(rng, 60)  # 6,962 triangles
+    X = V.astype(np.float32)
+    ref = cross_product_total(X, T)
+    got = float(triangle_area_total(X, T))
+    assert abs(got - ref) <= len(T) * 2.0 ** -52 * ref
+    centred = X.astype(np.float64) - X.astype(np.float64).mean(0)
+    assert abs(cross_product_total(centred, T) - ref) <= 1e-12 * ref
 
 
 def test_biwi_ply_is_a_fixed_point(shared_resources: Path) -> None:
@@ -141,6 +148,27 @@ def test_biwi_ply_is_a_fixed_point(shared_resources: Path) -> None:
     raw = (V0 * [1.0, -1.0, -1.0]) * 185.0 + [3.0, -40.0, 880.0]
     got = codetalker_normalise(raw, F)
     assert np.abs(got - (V0 - V0.mean(0)) / math.sqrt(triangle_area_total(V0, F))).max() < 1e-12
+
+
+def test_obj_fast_reader_agrees_with_the_line_reader(tmp_path: Path) -> None:
+    """The one-pass OBJ reader gives the line-by-line reader's exact values on a written template (v, vt,
+    f v/vt), and steps aside (None) for what only the line reader handles."""
+    from a2fbench.sources import meshes
+    from a2fbench.sources.layouts.biwi_raw import write_obj
+
+    rng = np.random.default_rng(9)
+    V, T = small_mesh(rng, 30)
+    write_obj(tmp_path / "t.obj", V * 1.2345678, T)
+    text = (tmp_path / "t.obj").read_text()
+    fast, slow = meshes._read_obj_triangles(text), meshes._read_obj_lines(text)
+    assert fast is not None
+    assert fast[0].tobytes() == slow[0].tobytes() and np.array_equal(fast[1], slow[1]) and fast[1].dtype == np.int64
+    assert np.array_equal(read_mesh(tmp_path / "t.obj")[1], T)
+    head = "v 0 0 0\nv 1 0 0\nv 0 1 0\nv 1 1 0\n"
+    for other in ("f 1 2 3 4\n", "f -4 -3 -2\n", "v 1 2 3 1\nf 1 2 3\n", "f 1 2 3 x\n"):
+        assert meshes._read_obj_triangles(head + other) is None, other
+        if "x" not in other:
+            assert meshes._read_obj(head + other)[1].shape[1] == 3
 
 
 # -------------------------------------------------------------------------------------------- .vl format
@@ -265,10 +293,37 @@ def test_raw_stand_in_prepares_as_the_reference(raw_biwi: Path, tmp_path: Path, 
     for k in (0, len(frames) - 1):  # the slow reference on two frames (46k triangles each)
         want = reference_process(frames[k], T).reshape(-1)
         assert np.abs(m[k] - want).max() <= 1e-10 * np.abs(want).max()
-    assert m.tobytes() == plain_blocks_normalise(frames, T).reshape(len(frames), -1).tobytes()  # bit for bit
+    assert m.tobytes() == codetalker_normalise(frames, T).reshape(len(frames), -1).tobytes()  # same bits
     tV, _ = read_mesh(raw_biwi / "D0" / "rigid_scans" / "F2.obj")
-    assert np.abs(ds.template("F2").reshape(-1, 3) - codetalker_normalise(tV, T)).max() == 0.0
-    assert ds.template("F2").tobytes() == plain_blocks_normalise(tV[None], T)[0].reshape(-1).tobytes()
+    assert ds.template("F2").tobytes() == codetalker_normalise(tV, T).reshape(-1).tobytes()
+    want = reference_process(tV, T).reshape(-1)
+    assert np.abs(ds.template("F2") - want).max() <= 1e-10 * np.abs(want).max()
+
+
+def test_same_corpus_elsewhere_and_on_one_thread_gives_the_same_bits(raw_biwi: Path, tmp_path: Path, monkeypatch,
+                                                                     capsys) -> None:
+    """Determinism: the raw stand-in copied to another path and prepared with one processing thread (the
+    default uses several) stores the same motion and template bits."""
+    import a2fbench.sources.biwi as biwi
+
+    rc, _, err = run_a2fbench(monkeypatch, capsys, "prepare", "D0", "--raw", raw_biwi, "--out", tmp_path / "a")
+    assert rc == 0, err
+    other = tmp_path / "elsewhere" / "raw"
+    shutil.copytree(raw_biwi, other)
+    monkeypatch.setattr(biwi, "THREADS", 1)
+    rc, _, err = run_a2fbench(monkeypatch, capsys, "prepare", "D0", "--raw", other, "--out", tmp_path / "b")
+    assert rc == 0, err
+    da, db = a2fbench.open_dataset(tmp_path / "a", "D0"), a2fbench.open_dataset(tmp_path / "b", "D0")
+    assert sorted(da.ids) == sorted(db.ids) and da.card["fingerprint"] == db.card["fingerprint"]
+    for sid in da.ids:
+        assert np.asarray(da[sid].motion).tobytes() == np.asarray(db[sid].motion).tobytes(), sid
+    for s in {da[sid].subject for sid in da.ids}:
+        assert np.asarray(da.template(s)).tobytes() == np.asarray(db.template(s)).tobytes(), s
+    # the sha256 the loaders took from the bytes they read is each file's own sha256
+    files = da.card["inputs"]["files"]
+    assert {f["path"] for f in files} >= {"faces/F2/e37.tar", "videos/F2_e37.flv", "rigid_scans/F2.obj"}
+    for f in files:
+        assert f["sha256"] == sha256_file(raw_biwi / "D0" / f["path"]), f["path"]
 
 
 def test_damaged_raw_corpus(raw_biwi: Path, tmp_path: Path, monkeypatch, capsys) -> None:

@@ -136,10 +136,13 @@ def _prepare(spec: DatasetSpec, root: Path, data: Path, work: Path, progress: bo
     for d in dropped:
         log.info("%s: dropped %s: %s", spec.id, d["id"], d["reason"])
 
-    # hash inputs in a background thread while sequences are processed (hashlib releases the GIL)
+    # hash inputs in a background thread while sequences are processed (hashlib releases the GIL), except the
+    # files the kept items' loaders hash from the bytes they read anyway (RawItem.hashed): not read twice
     inputs = sorted(set(raw.inputs))
+    own = {p: it for it in raw.items if it.id in keep for p in it.hashed}
+    rest = [p for p in inputs if p not in own]
     pool = ThreadPoolExecutor(max_workers=1)
-    hashes = pool.map(lambda p: (str(p.relative_to(root)), p.stat().st_size, sha256_file(p)), inputs)
+    hashes = pool.map(sha256_file, rest)
 
     _check_free_disk(spec, inputs, data, work)
     writer = StoreWriter(work, _plan_fingerprint(spec, raw, root))
@@ -191,7 +194,10 @@ def _prepare(spec: DatasetSpec, root: Path, data: Path, work: Path, progress: bo
             writer.put_group("mesh", {"faces": faces})
         writer.put_splits(splits)
         writer.drop_sequences_except({i.id for i in kept})
-        input_list = [{"path": p, "size": s, "sha256": h} for p, s, h in hashes]
+        digest = dict(zip(rest, hashes))
+        for p, it in own.items():  # a loader that did not run (resumed, dropped before reading): hashed here
+            digest[p] = it.digests.get(p) or sha256_file(p)
+        input_list = [{"path": str(p.relative_to(root)), "size": p.stat().st_size, "sha256": digest[p]} for p in inputs]
         card = _card(spec, raw, writer, splits, kept, input_list, pinned, dropped, synthetic, split_source, regions,
                      region_notes, region_files, n_v, str(spec.dtype if dtype is None else dtype))
         card["mesh"] = mesh_note

@@ -6,8 +6,11 @@ anti-aliasing filter, as librosa does by default. Channels are averaged to mono.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 import soundfile as sf
@@ -66,17 +69,24 @@ def write_wav(path: str | os.PathLike, x: np.ndarray, sr: int) -> None:
 FLV_WAV_RATE = 44100
 
 
-def read_video_audio(path: str | os.PathLike, target_sr: int = SAMPLE_RATE) -> np.ndarray:
+def read_video_audio(path: str | os.PathLike, target_sr: int = SAMPLE_RATE,
+                     digests: Optional[dict[Path, str]] = None) -> np.ndarray:
     """The sound track of a video (BIWI's ``.flv``), decoded by PyAV (FFmpeg) as CodeTalker's
     ``ffmpeg -i x.flv -f wav -ar 44100`` does: 16-bit samples at 44.1 kHz, channels kept; then channels are
-    averaged and resampled to ``target_sr`` as :func:`read_audio` does with that wav. Mono float32."""
+    averaged and resampled to ``target_sr`` as :func:`read_audio` does with that wav. Mono float32. With
+    ``digests``, the file is read once into memory, decoded from there and its sha256 recorded there."""
     import av
 
     p = Path(path)
     if not p.is_file():
         raise RawDataError(f"{p}: expected a video with the sequence's audio, found nothing; restore it")
+    src: Any = str(p)
+    if digests is not None:
+        data = p.read_bytes()
+        digests[p] = hashlib.sha256(data).hexdigest()
+        src = io.BytesIO(data)
     try:
-        with av.open(str(p)) as c:
+        with av.open(src) as c:
             if not c.streams.audio:
                 raise RawDataError(f"{p}: expected an audio stream in the video, found none; this video has no sound, "
                                    "restore the original file")

@@ -24,6 +24,8 @@ Takes: ``.vl`` bytes, take folders and archives, an ``.obj``. Gives: (T, N, 3) f
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import re
 import tarfile
@@ -54,6 +56,11 @@ THREADS = min(4, os.cpu_count() or 1)
 
 def parse_vl(buf: bytes, where: str, n_expected: int = N_VERTICES) -> np.ndarray:
     """One ``.vl`` frame -> (N, 3) float32 (a copy); ``where`` names the file in errors."""
+    return _vl_view(buf, where, n_expected).copy()
+
+
+def _vl_view(buf: bytes | memoryview, where: str, n_expected: int = N_VERTICES) -> np.ndarray:
+    """One ``.vl`` frame -> a read-only (N, 3) float32 view of ``buf``, checked (:func:`parse_vl`)."""
     size = len(buf)
     for width in (4, 8):
         if size >= width:
@@ -69,8 +76,7 @@ def parse_vl(buf: bytes, where: str, n_expected: int = N_VERTICES) -> np.ndarray
     if n != n_expected:
         raise RawDataError(f"{where}: expected {n_expected} vertices (the BIWI face), found {n}; this is not a BIWI "
                            "tracked-face frame")
-    v = np.frombuffer(buf, "<f4", 3 * n, width).reshape(n, 3)
-    return v.astype(np.float32)
+    return np.frombuffer(buf, "<f4", 3 * n, width).reshape(n, 3)
 
 
 def take_path(folder: Path, take: str) -> Optional[Path]:
@@ -119,24 +125,47 @@ def _collect(src: Path, pairs: list[tuple[str, int, bytes]]) -> list[bytes]:
     return [data[k] for k in range(1, T + 1)]
 
 
-def read_take_bytes(src: Path) -> list[bytes]:
+def _record_sha256(digests: Optional[dict[Path, str]], path: Path, data: bytes,
+                   hasher: Optional[ThreadPoolExecutor]) -> None:
+    if digests is None:
+        return
+    if hasher is None:
+        digests[path] = hashlib.sha256(data).hexdigest()
+    else:  # on the hasher's thread (hashlib releases the GIL) while the caller goes on
+        hasher.submit(lambda: digests.__setitem__(path, hashlib.sha256(data).hexdigest()))
+
+
+def read_take_bytes(src: Path, digests: Optional[dict[Path, str]] = None,
+                    hasher: Optional[ThreadPoolExecutor] = None) -> list[bytes | memoryview]:
     """The raw bytes of each frame of a take (folder or archive), frames 1..T in order. An archive is read
-    once, front to back, whatever order its members are stored in; memory holds one take."""
-    pairs: list[tuple[str, int, bytes]] = []
+    once, front to back, whatever order its members are stored in; an uncompressed ``.tar`` is read into memory
+    in one piece and its members are views of it (no copy). Memory holds one take. With ``digests``, the
+    sha256 of each file read (the archive, or each ``.vl`` of a folder) is recorded there, from the same bytes
+    (on ``hasher``'s thread if given: the caller waits for it before reading ``digests``)."""
+    pairs: list[tuple[str, int, bytes | memoryview]] = []
     if src.is_dir():
         for p in sorted(src.rglob("*.vl")):
             k = _frame_number(p.name)
+            b = p.read_bytes()
+            _record_sha256(digests, p, b, hasher)
             if k is not None:
-                pairs.append((str(p.relative_to(src)), k, p.read_bytes()))
+                pairs.append((str(p.relative_to(src)), k, b))
         return _collect(src, pairs)
     try:
-        with tarfile.open(src, "r:*") as tf:
+        data = src.read_bytes()
+        _record_sha256(digests, src, data, hasher)
+        bio = io.BytesIO(data)
+        with tarfile.open(fileobj=bio, mode="r:*") as tf:
+            whole = memoryview(data) if tf.fileobj is bio else None  # a plain tar: members are slices of it
             for m in tf:
-                k = _frame_number(m.name) if m.isfile() else None
+                k = _frame_number(m.name) if m.isfile() and not m.issparse() else None
                 if k is None:
                     continue
-                fh = tf.extractfile(m)
-                b = fh.read() if fh is not None else b""
+                if whole is not None:
+                    b = whole[m.offset_data: m.offset_data + m.size]
+                else:
+                    fh = tf.extractfile(m)
+                    b = fh.read() if fh is not None else b""
                 if len(b) != m.size:
                     raise EOFError(f"member {m.name} ends after {len(b)} of {m.size} bytes")
                 pairs.append((m.name, k, b))
@@ -146,98 +175,127 @@ def read_take_bytes(src: Path) -> list[bytes]:
     return _collect(src, pairs)
 
 
+def read_take_frames(src: Path, n_vertices: int = N_VERTICES, digests: Optional[dict[Path, str]] = None,
+                     hasher: Optional[ThreadPoolExecutor] = None) -> list[np.ndarray]:
+    """A take's frames as read-only (N, 3) float32 views of the bytes read (checked as :func:`parse_vl` does);
+    ``digests`` and ``hasher`` as in :func:`read_take_bytes`."""
+    return [_vl_view(b, f"{src}: frame_{i + 1:03d}.vl", n_vertices)
+            for i, b in enumerate(read_take_bytes(src, digests, hasher))]
+
+
 def read_take(src: Path, n_vertices: int = N_VERTICES) -> np.ndarray:
     """A take's frames as (T, N, 3) float32, as stored (see :func:`parse_vl`)."""
-    frames = read_take_bytes(src)
+    frames = read_take_frames(src, n_vertices)
     out = np.empty((len(frames), n_vertices, 3), np.float32)
-    for i, b in enumerate(frames):
-        out[i] = parse_vl(b, f"{src}: frame_{i + 1:03d}.vl", n_vertices)
+    for i, v in enumerate(frames):
+        out[i] = v
     return out
 
 
 # ------------------------------------------------------------------------------------------ processing
 def triangle_area_total(X: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Total triangle area of each frame of (..., N, 3) float64 points: the total of the mixed-Voronoi vertex
-    areas of ``cotLaplacian.m`` (module doc). Computed as there: |(p1 - p2) x (p1 - p3)| / 2 per triangle,
-    summed over the triangles in their order (numpy's pairwise sum of one frame's contiguous row)."""
-    X = np.asarray(X, np.float64)
+    """Total triangle area of each frame of (..., N, 3) points, in float64: the total of the mixed-Voronoi
+    vertex areas of ``cotLaplacian.m`` (module doc), |(p1 - p2) x (p1 - p3)| / 2 per triangle, summed."""
+    X = np.asarray(X)
     lead = X.shape[:-2]
     flat = X.reshape((-1,) + X.shape[-2:])
-    kernel = _Area(faces)
-    out = np.array([kernel(np.ascontiguousarray(x.T)) for x in flat], np.float64)
+    kernel = _Frame(faces, X.shape[-2])
+    out = np.array([kernel.area(kernel.load(x)) for x in flat], np.float64)
     return out.reshape(lead)
 
 
-class _Area:
-    """The total triangle area of one frame given coordinate-major (3, N) float64, with buffers made once per
-    mesh: 9 gathers and the cross product in place, element by element the same operations (and so the same
-    bits) as ``np.cross`` of the rows would give, then one sum over the triangles."""
+class _Frame:
+    """CodeTalker's processing of one frame with buffers made once per mesh (one per thread).
 
-    def __init__(self, faces: np.ndarray):
-        f = np.asarray(faces, np.intp)
-        self.corner = [np.ascontiguousarray(f[:, k]) for k in range(3)]
+    ``load`` widens a frame to float64 and makes it coordinate-major (3, N) in one copy. ``area`` is the total
+    triangle area of those (raw) coordinates: the area does not change under rotx(pi) and centring, so it is
+    computed before them. All nine triangle-corner coordinates come from one gather (triangles sorted by their
+    corners, for locality; the order is fixed by the mesh alone), then the edges u = p1 - p2, v = p1 - p3, the
+    cross product, its norm and the sum over the triangles run on contiguous rows. ``finish`` applies rotx(pi), the centring on the frame's own mean and the
+    division by sqrt(area) on the rows and writes them back vertex-major.
+    """
+
+    def __init__(self, faces: np.ndarray, n: int):
+        f = np.asarray(faces, np.intp).reshape(-1, 3)
+        if f.size and (f.min() < 0 or f.max() >= n):
+            raise RawDataError(f"expected triangle corners in [0, {n}), found [{f.min()}, {f.max()}]")
+        f = f[np.lexsort((f[:, 2], f[:, 1], f[:, 0]))]
         F = len(f)
-        self.g = np.empty((3, 3, F))  # corner, coordinate, triangle
-        self.u, self.v, self.n, self.t = np.empty((3, F)), np.empty((3, F)), np.empty((3, F)), np.empty(F)
+        self.n = n
+        self.idx = np.concatenate([c * n + f[:, k] for k in range(3) for c in range(3)])
+        self.C, self.y, self.w = np.empty((3, n)), np.empty(n), np.empty(n)
+        self.g, self.u, self.v = np.empty((3, 3, F)), np.empty((3, F)), np.empty((3, F))
+        self.cr, self.a = np.empty((3, F)), np.empty(F)
 
-    def __call__(self, C: np.ndarray) -> float:
-        g, u, v, n, t = self.g, self.u, self.v, self.n, self.t
-        for k in range(3):
-            for c in range(3):
-                np.take(C[c], self.corner[k], out=g[k, c])
+    def load(self, x: np.ndarray) -> np.ndarray:
+        np.copyto(self.C, x.T)
+        return self.C
+
+    def area(self, C: np.ndarray) -> float:
+        g, u, v, cr, a = self.g, self.u, self.v, self.cr, self.a
+        np.take(C.reshape(-1), self.idx, out=g.reshape(-1), mode="clip")  # indices checked in __init__
         np.subtract(g[0], g[1], out=u)  # u = p1 - p2, v = p1 - p3
         np.subtract(g[0], g[2], out=v)
         for i, (p, q) in enumerate(((1, 2), (2, 0), (0, 1))):  # n_i = u_p v_q - u_q v_p
-            np.multiply(u[p], v[q], out=n[i])
-            np.multiply(u[q], v[p], out=t)
-            np.subtract(n[i], t, out=n[i])
-        np.multiply(n, n, out=n)
-        np.add(n[0], n[1], out=t)  # (nx^2 + ny^2) + nz^2
-        np.add(t, n[2], out=t)
-        np.sqrt(t, out=t)
-        return float(t.sum()) / 2
+            np.multiply(u[p], v[q], out=cr[i])
+            np.multiply(u[q], v[p], out=a)
+            np.subtract(cr[i], a, out=cr[i])
+        np.multiply(cr, cr, out=cr)
+        np.add(cr[0], cr[1], out=a)  # (nx^2 + ny^2) + nz^2
+        np.add(a, cr[2], out=a)
+        np.sqrt(a, out=a)
+        return float(a.sum()) / 2
+
+    def finish(self, C: np.ndarray, area: float, out: np.ndarray) -> None:
+        y, t = self.y, self.w
+        np.copyto(y, C[1])  # row vector times MATLAB's rotx(pi): y' = c y + s z, z' = -s y + c z
+        np.multiply(C[1], _C, out=C[1])
+        C[1] += np.multiply(C[2], _S, out=t)
+        np.multiply(C[2], _C, out=C[2])
+        C[2] -= np.multiply(y, _S, out=t)
+        C -= C.sum(axis=1, keepdims=True) / self.n  # the frame's own mean (MATLAB's mean(V): sum / n)
+        C /= np.sqrt(area)
+        np.copyto(out, C.T)
+
+    def __call__(self, x: np.ndarray, out: np.ndarray) -> None:
+        C = self.load(x)
+        self.finish(C, self.area(C), out)
 
 
-def _normalise_block(blk: np.ndarray, kernel: _Area) -> None:
-    """CodeTalker's processing of (b, N, 3) float64 frames in place (see :func:`codetalker_normalise`), on a
-    coordinate-major copy (contiguous rows: the rotation, the centring and the triangle gathers run on them)."""
-    n = blk.shape[1]
-    C = np.ascontiguousarray(blk.transpose(0, 2, 1))  # (b, 3, N)
-    y, z = C[:, 1].copy(), C[:, 2]
-    np.add(y * _C, z * _S, out=C[:, 1])  # row vector times MATLAB's rotx(pi): y' = c y + s z, z' = -s y + c z
-    np.add(y * -_S, z * _C, out=C[:, 2])
-    # each frame's mean as MATLAB's mean(V) and numpy's mean over the vertices of (b, N, 3) compute it: a
-    # running sum over the vertices in order (np.cumsum's last element is exactly that running sum), then / N
-    C -= (np.cumsum(C, axis=-1)[..., -1:] / n)
-    area = np.array([kernel(C[i]) for i in range(len(C))], np.float64)
-    C /= np.sqrt(area)[:, None, None]
-    blk[...] = C.transpose(0, 2, 1)
+def process_frames(frames, faces: np.ndarray, out: np.ndarray) -> None:
+    """CodeTalker's processing of each frame of ``frames`` (a sequence of (N, 3) arrays of any float dtype)
+    into ``out`` (T, N, 3) float64. Frames are independent: blocks of :data:`_CHUNK` frames run on up to
+    :data:`THREADS` threads (numpy releases the GIL); each frame's arithmetic is the same whatever the thread."""
+    T = len(frames)
+    n = out.shape[1]
+    blocks = [range(a, min(a + _CHUNK, T)) for a in range(0, T, _CHUNK)]
+    workers = min(THREADS, len(blocks))
+    local = threading.local()
+
+    def run(blk: range) -> None:
+        k = getattr(local, "kernel", None)
+        if k is None:
+            k = local.kernel = _Frame(faces, n)
+        for i in blk:
+            k(frames[i], out[i])
+
+    if workers <= 1:
+        for blk in blocks:
+            run(blk)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(run, blocks))
 
 
 def codetalker_normalise(V: np.ndarray, faces: np.ndarray) -> np.ndarray:
     """CodeTalker's BIWI processing of one mesh (N, 3) or of frames (T, N, 3): rotx(pi), centre on the frame's
-    own mean, divide by sqrt(its own total area). Returns float64 of the same shape. Frames are independent:
-    blocks of :data:`_CHUNK` frames run on up to :data:`THREADS` threads (numpy releases the GIL)."""
+    own mean, divide by sqrt(its own total area). Returns float64 of the same shape (see :func:`process_frames`)."""
     V = np.asarray(V)
     one = V.ndim == 2
-    X = np.array(V[None] if one else V, dtype=np.float64)
-    blocks = [X[a: a + _CHUNK] for a in range(0, len(X), _CHUNK)]
-    workers = min(THREADS, len(blocks))
-    if workers <= 1:
-        kernel = _Area(faces)
-        for blk in blocks:
-            _normalise_block(blk, kernel)
-    else:
-        local = threading.local()
-
-        def run(blk: np.ndarray) -> None:
-            if not hasattr(local, "kernel"):
-                local.kernel = _Area(faces)
-            _normalise_block(blk, local.kernel)
-
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(run, blocks))
-    return X[0] if one else X
+    X = V[None] if one else V
+    out = np.empty(X.shape, np.float64)
+    process_frames(X, faces, out)
+    return out[0] if one else out
 
 
 def read_template(path: Path, n_vertices: int = N_VERTICES) -> tuple[np.ndarray, np.ndarray]:

@@ -8,8 +8,11 @@ faces, and trimesh is an optional extra.
 
 from __future__ import annotations
 
+import io
 import os
+import re
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -17,6 +20,8 @@ from ..errors import RawDataError
 from ..store.templates import Template
 from ..util.guard import show
 
+#: the ``/vt/vn`` part of an OBJ face corner
+_REF = re.compile(r"/[^\s]*")
 _PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
               "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
               "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
@@ -53,6 +58,29 @@ def _fans(polys: list[list[int]]) -> np.ndarray:
 
 
 def _read_obj(text: str) -> tuple[np.ndarray, np.ndarray]:
+    fast = _read_obj_triangles(text)
+    return fast if fast is not None else _read_obj_lines(text)
+
+
+def _read_obj_triangles(text: str) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """The common OBJ in one pass per kind (a BIWI template: 23k ``v``, 47k ``f``, ~10x faster than line by
+    line): every ``v`` line with exactly x y z and every ``f`` a triangle of positive indices. Numbers are parsed
+    by numpy's text reader (correctly rounded, as ``float()``); anything else returns None (the line-by-line
+    reader handles it)."""
+    lines = text.splitlines()
+    v = "\n".join(ln[2:] for ln in lines if ln.startswith("v "))
+    f = _REF.sub("", "\n".join(ln[2:] for ln in lines if ln.startswith("f ")))
+    try:  # numpy's C reader: a row with another number of columns or a non-number is a ValueError
+        xyz = np.loadtxt(io.StringIO(v), np.float64, comments=None, ndmin=2) if v else np.zeros((0, 3))
+        idx = np.loadtxt(io.StringIO(f), np.int64, comments=None, ndmin=2) if f else np.zeros((0, 3), np.int64)
+    except ValueError:
+        return None
+    if xyz.shape[1] != 3 or idx.shape[1] != 3 or (idx.size and idx.min() < 1):
+        return None
+    return xyz.reshape(-1, 3), (idx - 1).reshape(-1, 3)
+
+
+def _read_obj_lines(text: str) -> tuple[np.ndarray, np.ndarray]:
     verts, polys = [], []
     for line in text.splitlines():
         if line.startswith("v "):

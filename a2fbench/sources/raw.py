@@ -33,6 +33,10 @@ class RawItem:
     load_audio: Callable[[], np.ndarray]  # mono float32 at 16 kHz
     files: list[Path]
     split: Optional[str] = None
+    #: input files whose sha256 the loaders take from the bytes they read anyway (into ``digests``, path ->
+    #: hex), so that ``prepare`` does not read them a second time to hash them
+    hashed: list[Path] = field(default_factory=list)
+    digests: dict[Path, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -16,15 +16,16 @@ from __future__ import annotations
 import io
 import re
 import tarfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
 from ...errors import RawDataError
 from ...registry import DatasetSpec
 from ..audio import read_video_audio
-from ..biwi import N_VERTICES, codetalker_normalise, read_take, read_template, take_name, take_path
+from ..biwi import N_VERTICES, process_frames, read_take_frames, read_template, take_name, take_path
 from ..raw import RawData, RawItem
 
 NAME = "biwi_raw"
@@ -91,11 +92,13 @@ def survey(root: Path, spec: DatasetSpec) -> tuple[RawData, list[dict]]:
         if subj not in faces_of:
             continue
         src, vid = takes[sid], videos[sid]
+        own = (sorted(src.rglob("*.vl")) if src.is_dir() else [src]) + [vid]
+        digests: dict[Path, str] = {}  # the loaders hash what they read (prepare records it; no second read)
         items.append(RawItem(sid, subj, spec.fps_native,
-                             lambda s=src, f=faces_of[subj]: load_take_motion(s, f),
-                             lambda v=vid: read_video_audio(v), [src, vid]))
-        inputs += sorted(src.rglob("*.vl")) if src.is_dir() else [src]
-        inputs.append(vid)
+                             lambda s=src, f=faces_of[subj], d=digests: load_take_motion(s, f, d),
+                             lambda v=vid, d=digests: read_video_audio(v, digests=d), [src, vid],
+                             hashed=own, digests=digests))
+        inputs += own
     if not items and not problems:
         problems.append({"id": "", "file": str(faces_dir), "problem": "expected takes faces/<subj>/eNN(.tar|.tgz) "
                          "with videos/<subj>_eNN.flv, found none"})
@@ -113,10 +116,14 @@ def read(root: Path, spec: DatasetSpec) -> RawData:
     return raw
 
 
-def load_take_motion(src: Path, faces: np.ndarray) -> np.ndarray:
-    """One take as (T, 3N) float64, processed as CodeTalker does (:func:`codetalker_normalise`)."""
-    V = read_take(src)
-    return codetalker_normalise(V, faces).reshape(len(V), -1)
+def load_take_motion(src: Path, faces: np.ndarray, digests: Optional[dict[Path, str]] = None) -> np.ndarray:
+    """One take as (T, 3N) float64, processed as CodeTalker does (:func:`a2fbench.sources.biwi.process_frames`),
+    straight from the float32 views of the bytes read into the float64 result (no other copy of the take)."""
+    with ThreadPoolExecutor(1) as hasher:  # the take's sha256 runs while its frames are processed
+        frames = read_take_frames(src, digests=digests, hasher=hasher)
+        out = np.empty((len(frames), N_VERTICES, 3), np.float64)
+        process_frames(frames, faces, out)
+    return out.reshape(len(frames), -1)
 
 
 # ------------------------------------------------------------------------------------------- stand-in
