@@ -249,3 +249,51 @@ def test_page_never_scrolls_sideways_and_the_method_column_stays_readable(browse
             assert wide == []
     finally:
         browser.set_window_size(1400, 1000)
+
+
+def test_latency_column_says_offline_or_the_streaming_latency(browser, tmp_path):
+    """Streaming entries (predictions made with `unitalker predict --chunk-ms`) show their algorithmic latency in
+    a Latency column and the drill-down, offline entries say "offline" and papers' rows "–"; sorting by latency
+    puts the lower latency first and offline after every streaming entry."""
+    import copy
+
+    from a2fbench.scoring.results import finalize
+
+    def streamed(doc: dict, ms: float) -> dict:
+        d = copy.deepcopy(doc)
+        d["predictions"]["fingerprint"] += f"-streamed-{ms:g}"
+        d["predictions"]["streaming"] = {"chunk_ms": ms, "lookahead_ms": 0, "algorithmic_latency_ms": ms}
+        d.pop("content_hash")
+        return finalize(d)
+
+    conn = db.connect(tmp_path / "lb.sqlite")
+    base = make_results(seed=1, n_seq=N_SEQ, synthetic=False)
+    for doc, name in ((base, "m-offline"), (streamed(base, 400), "m-400"),
+                      (streamed(make_results(seed=2, n_seq=N_SEQ, synthetic=False), 200), "m-200")):
+        db.submit_doc(conn, doc, method_meta(method=name))
+    html = tmp_path / "lb.html"
+    render.export_html(conn, html)
+    conn.close()
+    _load(browser, html.resolve().as_uri())
+
+    table = 'table[data-dataset="D1"][data-track="real"]'
+
+    def cells() -> dict[str, str]:
+        rows = _css(browser, f"{table} tbody tr")
+        return {r.find_element("css selector", "button.drill").text: r.find_element("css selector", "td.latency").text
+                for r in rows}
+
+    got = cells()
+    assert got["m-offline"] == "offline" and got["m-400"] == "400 ms" and got["m-200"] == "200 ms"
+    assert {v for k, v in got.items() if not k.startswith("m-")} == {"\u2013"}  # the shipped papers' rows
+    _css(browser, f'{table} th[data-key="latency_ms"]')[0].click()
+    names = [b.text for b in _css(browser, f"{table} button.drill")]
+    assert names[:3] == ["m-200", "m-400", "m-offline"]  # offline is the longest latency; papers' rows last
+    _css(browser, f'{table} th[data-key="latency_ms"]')[0].click()
+    names = [b.text for b in _css(browser, f"{table} button.drill")]
+    assert names[:3] == ["m-offline", "m-400", "m-200"]  # descending; papers' rows still last
+    (btn,) = [b for b in _css(browser, f"{table} button.drill") if b.text == "m-200"]
+    btn.click()
+    items = dict(zip([dt.text for dt in _css(browser, "#detail dt")], [dd.text for dd in _css(browser, "#detail dd")]))
+    assert items["latency"].startswith("200 ms algorithmic")
+    assert browser.execute_script("return document.documentElement.scrollWidth <= window.innerWidth")
