@@ -10,6 +10,7 @@ dataset (``dataset_seed``), times a method factor ``scale``, times independent n
 
 from __future__ import annotations
 
+import copy
 import hashlib
 from typing import Optional, Sequence
 
@@ -74,3 +75,13 @@ def make_results(*, dataset: str = "D1", split: str = "test", protocol: str = "a
         "created": created,
     }
     return finalize(doc)
+
+
+def streamed(doc: dict, latency_ms: float) -> dict:
+    """The same scores as predictions made in streaming mode with ``latency_ms`` of algorithmic latency (what
+    `unitalker predict --chunk-ms` records: chunk, no look-ahead), under other predictions' fingerprint."""
+    d = copy.deepcopy(doc)
+    d["predictions"]["fingerprint"] += f"-streamed-{latency_ms:g}"
+    d["predictions"]["streaming"] = {"chunk_ms": latency_ms, "lookahead_ms": 0, "algorithmic_latency_ms": latency_ms}
+    d.pop("content_hash")
+    return finalize(d)

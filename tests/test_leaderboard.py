@@ -31,7 +31,7 @@ from leaderboard.model import (
     parse_params,
     parse_seconds,
 )
-from leaderboard.synthetic import make_results
+from leaderboard.synthetic import make_results, streamed
 
 HOSTILE = "<script>alert(1)</script>"
 
@@ -218,18 +218,9 @@ def test_entries_of_different_length_policies_are_never_ranked_together(conn):
     assert "(truncate_both)" in by[ids[1]]["group"] and by[ids[0]]["group"] != by[ids[1]]["group"]
 
 
-def _streamed(doc: dict, latency: float) -> dict:
-    """The same scores as predictions made in streaming mode (what `unitalker predict --chunk-ms` records)."""
-    d = copy.deepcopy(doc)
-    d["predictions"]["fingerprint"] += f"-streamed-{latency:g}"  # other predictions than the offline ones
-    d["predictions"]["streaming"] = {"chunk_ms": latency, "lookahead_ms": 0, "algorithmic_latency_ms": latency}
-    d.pop("content_hash")
-    return finalize(d)
-
-
 def test_streaming_entries_rank_in_a_track_per_latency_and_show_it(conn):
     off, worse = make_results(seed=1), make_results(seed=2, scale=3.0)
-    s200, s200b, s400 = _streamed(worse, 200), _streamed(make_results(seed=3, scale=5.0), 200), _streamed(off, 400)
+    s200, s200b, s400 = streamed(worse, 200), streamed(make_results(seed=3, scale=5.0), 200), streamed(off, 400)
     ids = [db.submit_doc(conn, d, method_meta(method=n)).entry_id
            for d, n in ((off, "A"), (s200, "B"), (s200b, "C"), (s400, "A"))]
     es = ranking.rank_entries(db.fetch_entries(conn, kind="evaluated"), db.fetch_scores(conn))

@@ -18,7 +18,7 @@ import pytest
 
 from leaderboard import db, render
 from leaderboard.model import method_meta
-from leaderboard.synthetic import make_results
+from leaderboard.synthetic import make_results, streamed
 
 pytestmark = pytest.mark.browser
 
@@ -255,17 +255,6 @@ def test_latency_column_says_offline_or_the_streaming_latency(browser, tmp_path)
     """Streaming entries (predictions made with `unitalker predict --chunk-ms`) show their algorithmic latency in
     a Latency column and the drill-down, offline entries say "offline" and papers' rows "–"; sorting by latency
     puts the lower latency first and offline after every streaming entry."""
-    import copy
-
-    from a2fbench.scoring.results import finalize
-
-    def streamed(doc: dict, ms: float) -> dict:
-        d = copy.deepcopy(doc)
-        d["predictions"]["fingerprint"] += f"-streamed-{ms:g}"
-        d["predictions"]["streaming"] = {"chunk_ms": ms, "lookahead_ms": 0, "algorithmic_latency_ms": ms}
-        d.pop("content_hash")
-        return finalize(d)
-
     conn = db.connect(tmp_path / "lb.sqlite")
     base = make_results(seed=1, n_seq=N_SEQ, synthetic=False)
     for doc, name in ((base, "m-offline"), (streamed(base, 400), "m-400"),

@@ -302,8 +302,8 @@
       item(m, x[M_DV] != null ? fmtDisplay(x[M_DV]) + " \u00d7 " + unitOf(e.dataset, m) + "  (" + own + ")" : own + "  (as printed; does not convert to " + unitOf(e.dataset, m) + ")");
     });
     item("parameters", e.params != null ? fmtParams(e.params) : null);
-    item("latency", e.kind === "evaluated" ? (e.latency_ms == null ? "offline (the model saw each whole clip)" :
-      fmt(e.latency_ms) + " ms algorithmic (streaming: chunk + look-ahead)") : null);
+    item("latency", e.kind !== "evaluated" ? null : latencyText(e) +
+      (e.latency_ms == null ? " (the model saw each whole clip)" : " algorithmic (streaming: chunk + look-ahead)"));
     item("inference time (10 s clip)", e.inference_s != null ? fmtMs(e.inference_s) + (e.inference_device ? " on " + e.inference_device : "") : null);
     item("training data", e.training_data);
     item("trained on test identities", yesNo(e.trained_on_test_ids));
