@@ -26,6 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Optional
 
 import numpy as np
 
@@ -211,31 +212,65 @@ def make_cut(out: Path) -> dict:
 def _tiny_encoder_dir(root: Path, seed: int) -> Path:
     """A local ``save_pretrained`` WavLM the official ``from_pretrained`` reads (its path names ``wavlm``)."""
     import torch
-    from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMModel
+    from transformers import WavLMConfig, WavLMModel
 
     torch.manual_seed(seed)
     cfg = WavLMConfig(hidden_size=H, num_hidden_layers=LAYERS, num_attention_heads=HEADS, intermediate_size=FF,
                       conv_dim=[CONV] * 7, num_conv_pos_embeddings=POS_K, num_conv_pos_embedding_groups=POS_G,
                       num_buckets=BUCKETS, max_bucket_distance=800, conv_bias=False, feat_extract_norm="group",
                       do_stable_layer_norm=False)
-    m = WavLMModel(cfg)
-    with torch.no_grad():  # stock init leaves norms at 1/0 and some biases at 0: give every tensor a value
+    # stock init leaves norms at 1/0 and some biases at 0: give every tensor a value
+    return _save_encoder(WavLMModel(cfg), root / "tiny-wavlm", seed, normalize=False, skip="masked_spec_embed")
+
+
+def _save_encoder(m, d: Path, seed: int, normalize: bool, skip: Optional[str] = None) -> Path:
+    """Seeded noise (0.05) on every parameter of encoder ``m`` but those ending in ``skip``, then ``save_pretrained``
+    with its feature extractor (``do_normalize=normalize``) into ``d``."""
+    import torch
+    from transformers import Wav2Vec2FeatureExtractor
+
+    with torch.no_grad():
         g = torch.Generator().manual_seed(seed + 1)
         for n, p in m.named_parameters():
-            if n.endswith("masked_spec_embed"):
-                continue
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
-    d = root / "tiny-wavlm"
+            if skip is None or not n.endswith(skip):
+                p.add_(torch.randn(p.shape, generator=g) * 0.05)
     m.save_pretrained(d, safe_serialization=True)
-    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SR, padding_value=0.0, do_normalize=False,
+    Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SR, padding_value=0.0, do_normalize=normalize,
                              return_attention_mask=True).save_pretrained(d)
     return d
+
+
+def _official_model(enc: Path, rel: Path, decoder_type: str, feature_dim: int, seed: int):
+    """The official ``UniTalker`` (heads D1 with PCA, D6) on encoder ``enc`` and release ``rel``, with seeded noise
+    on the decoder (0.1) and the heads (0.3), which start at zero and norms at 1/0; in eval mode."""
+    import torch
+    from models.unitalker import UniTalker
+
+    args = SimpleNamespace(audio_encoder_repo=str(enc), freeze_wav2vec=False, decoder_type=decoder_type,
+                           decoder_dimension=C, audio_encoder_feature_dim=feature_dim,
+                           identity_num=sum(ROWS.values()) + 1, interpolate_pos=1, use_pca=True, pca_dim=512,
+                           dataset=["D1", "D6"], data_root=str(rel), headlayer=1, period=30)
+    torch.manual_seed(seed + 2)
+    model = UniTalker(args)
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(seed + 3)
+        for n, p in list(model.decoder.named_parameters()) + list(model.out_head_dict.named_parameters()):
+            p.add_(torch.randn(p.shape, generator=g) * (0.3 if "out_head" in n else 0.1))
+    return model.eval()
+
+
+def _templates() -> dict:
+    """The release's template rows of the identities used (D1 subject #3, D6 subject #2), (1, dim) float32."""
+    import torch
+
+    r = release_arrays()
+    return {"D1": torch.from_numpy(r["D1/id_template"][ROW_D1].reshape(1, -1)),
+            "D6": torch.from_numpy(r["D6/id_template"][ROW_D6 - ROWS["D1"]].reshape(1, -1))}
 
 
 def make_model(out: Path, seed: int = 0) -> dict:
     import torch
     from main.demo import merge_out_list, split_long_audio
-    from models.unitalker import UniTalker
     from transformers import Wav2Vec2FeatureExtractor
     from utils.utils import filter_unitalker_state_dict
 
@@ -246,23 +281,12 @@ def make_model(out: Path, seed: int = 0) -> dict:
         root = Path(td)
         enc = _tiny_encoder_dir(root, seed)
         rel = write_release(root / "unitalker_data_release_V1")
-        args = SimpleNamespace(audio_encoder_repo=str(enc), freeze_wav2vec=False, decoder_type="conv",
-                               decoder_dimension=C, audio_encoder_feature_dim=H, identity_num=sum(ROWS.values()) + 1,
-                               interpolate_pos=1, use_pca=True, pca_dim=512, dataset=["D1", "D6"],
-                               data_root=str(rel), headlayer=1, period=30)
-        torch.manual_seed(seed + 2)
-        model = UniTalker(args)
-        with torch.no_grad():  # heads start at zero and norms at 1/0: seeded values everywhere in the decoder
-            g = torch.Generator().manual_seed(seed + 3)
-            for n, p in list(model.decoder.named_parameters()) + list(model.out_head_dict.named_parameters()):
-                p.add_(torch.randn(p.shape, generator=g) * (0.3 if "out_head" in n else 0.1))
-        model.eval()
+        model = _official_model(enc, rel, "conv", H, seed)
         sd = filter_unitalker_state_dict(model.state_dict())
         torch.save(sd, out / "model.pt")
         proc = Wav2Vec2FeatureExtractor.from_pretrained(str(enc))
         r = release_arrays()
-        templates = {"D1": torch.from_numpy(r["D1/id_template"][ROW_D1].reshape(1, -1)),
-                     "D6": torch.from_numpy(r["D6/id_template"][ROW_D6 - ROWS["D1"]].reshape(1, -1))}
+        templates = _templates()
         rng = np.random.default_rng(COLS_SEED)
         cols = np.sort(rng.choice(3 * V1, 48, replace=False)).astype(np.int64)
         arrays["d1_cols"] = cols
@@ -347,7 +371,6 @@ def make_model_w2v(out: Path, seed: int = 10) -> dict:
     (1, 3030, C) encoding, is stored as its first period (it repeats it; the tests tile it back)."""
     import torch
     from main.demo import merge_out_list, split_long_audio
-    from models.unitalker import UniTalker
     from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
     from utils.utils import filter_unitalker_state_dict
 
@@ -358,35 +381,16 @@ def make_model_w2v(out: Path, seed: int = 10) -> dict:
                              conv_dim=[8] * 7, num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2,
                              conv_bias=True, feat_extract_norm="layer", do_stable_layer_norm=True)
         enc = Path(td) / "tiny-wav2vec2"
-        m = Wav2Vec2Model(cfg)
-        with torch.no_grad():
-            g = torch.Generator().manual_seed(seed + 1)
-            for n, p in m.named_parameters():
-                p.add_(torch.randn(p.shape, generator=g) * 0.05)
-        m.save_pretrained(enc, safe_serialization=True)
-        Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SR, padding_value=0.0, do_normalize=True,
-                                 return_attention_mask=True).save_pretrained(enc)
+        _save_encoder(Wav2Vec2Model(cfg), enc, seed, normalize=True)
         rel = write_release(Path(td) / "rel")
-        args = SimpleNamespace(audio_encoder_repo=str(enc), freeze_wav2vec=False, decoder_type="transformer",
-                               decoder_dimension=C, audio_encoder_feature_dim=W2V_H,
-                               identity_num=sum(ROWS.values()) + 1, interpolate_pos=1, use_pca=True, pca_dim=512,
-                               dataset=["D1", "D6"], data_root=str(rel), headlayer=1, period=30)
-        torch.manual_seed(seed + 2)
-        model = UniTalker(args)
-        with torch.no_grad():
-            g = torch.Generator().manual_seed(seed + 3)
-            for n, p in list(model.decoder.named_parameters()) + list(model.out_head_dict.named_parameters()):
-                p.add_(torch.randn(p.shape, generator=g) * (0.3 if "out_head" in n else 0.1))
-        model.eval()
+        model = _official_model(enc, rel, "transformer", W2V_H, seed)
         sd = filter_unitalker_state_dict(model.state_dict())
         pe = sd.pop("decoder.PPE.pe")
         arrays["ppe_period"], arrays["ppe_shape"] = pe[0, :30].numpy(), np.array(pe.shape, np.int64)
         assert torch.equal(pe, pe[:, :30].repeat(1, pe.shape[1] // 30, 1))
         torch.save(sd, out / "model_w2v.pt")
         proc = Wav2Vec2FeatureExtractor.from_pretrained(str(enc))
-        r = release_arrays()
-        templates = {"D1": torch.from_numpy(r["D1/id_template"][ROW_D1].reshape(1, -1)),
-                     "D6": torch.from_numpy(r["D6/id_template"][ROW_D6 - ROWS["D1"]].reshape(1, -1))}
+        templates = _templates()
         heads = (("D1", "FLAME_5023_vertices", ROW_D1), ("D6", "inhouse_blendshape_weight", ROW_D6))
         with torch.no_grad():
             for name, x in (("clip0", audio(CLIP_S[0], 0)), ("long", audio(LONG_S, 5))):
